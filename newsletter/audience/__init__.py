@@ -1,0 +1,1 @@
+"""Who gets it: the subscriber list in SQLite."""

@@ -1,0 +1,128 @@
+"""The SQLite database: connection settings, schema and migrations.
+
+One file (`newsletter.db` by default) holds subscribers, campaigns and the
+delivery log. WAL mode and a busy timeout let a send run while another
+command reads or changes subscribers. The schema is created and upgraded by
+numbered migrations recorded in `_migrations`, so a newer version opens an
+older database; migrations are append-only (never edit a released one).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from newsletter.errors import ConfigError
+
+
+def _run(db: sqlite_utils.Database, script: str) -> None:
+    """Run `;`-separated DDL inside the caller's transaction (executescript would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    _run(
+        db,
+        """
+        CREATE TABLE subscribers (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,              -- normalized (domain lower-cased, IDN as Unicode)
+            email_key TEXT NOT NULL UNIQUE,   -- lower-cased email: one person, one row
+            name TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'active'
+                CHECK (status IN ('active','unsubscribed','bounced','complained','pending')),
+            tags TEXT NOT NULL DEFAULT '[]',        -- JSON array of strings
+            attributes TEXT NOT NULL DEFAULT '{}',  -- JSON object, available to layouts
+            source TEXT NOT NULL DEFAULT '',        -- which import or command added it
+            created_at TEXT NOT NULL,               -- ISO 8601 UTC
+            updated_at TEXT NOT NULL,
+            confirmed_at TEXT,
+            unsubscribed_at TEXT,
+            optin_ip TEXT
+        );
+        CREATE INDEX subscribers_status ON subscribers (status, id);
+
+        CREATE TABLE campaigns (
+            id INTEGER PRIMARY KEY,
+            slug TEXT NOT NULL,
+            draft_path TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            audience TEXT NOT NULL,          -- 'subscribers', 'tag:NAME' or the explicit addresses
+            kind TEXT NOT NULL CHECK (kind IN ('list','test')),
+            provider TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL DEFAULT 'sending'   -- sending | done | stopped
+        );
+        CREATE INDEX campaigns_slug ON campaigns (slug, kind);
+
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+            subscriber_id INTEGER REFERENCES subscribers(id),
+            email TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued'
+                CHECK (state IN ('queued','sending','sent','failed','uncertain','skipped')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            provider_message_id TEXT,
+            error TEXT,
+            updated_at TEXT NOT NULL,
+            sent_at TEXT,
+            UNIQUE (campaign_id, email)
+        );
+        CREATE INDEX deliveries_state ON deliveries (campaign_id, state, id);
+        """
+    )
+
+
+# Append new migrations at the end; never reorder or edit a released one.
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at `path`, migrated to the latest schema."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the database {path}: {exc}") from None
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    db = sqlite_utils.Database(conn)
+    migrate(db)
+    return db
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations this database has not seen yet; return their names."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    known = {name for name, _ in MIGRATIONS}
+    unknown = done - known
+    if unknown:
+        raise ConfigError(
+            f"the database was written by a newer version of newsletter (migration "
+            f"{sorted(unknown)[-1]}): upgrade newsletter to open it"
+        )
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:  # one transaction per migration
+            db.execute("BEGIN IMMEDIATE")
+            step(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, datetime('now'))", [name]
+            )
+        applied.append(name)
+    return applied

@@ -1,0 +1,13 @@
+"""The face of the tool: options in, one library call, output. Nothing else.
+
+Each command group lives in its own module; importing them registers their
+commands on `app`.
+"""
+
+from newsletter.cli.app import app, main
+from newsletter.cli import compose_cmds as _compose_cmds  # noqa: F401  (registers commands)
+from newsletter.cli import subscribers as _subscribers  # noqa: F401
+from newsletter.cli import send as _send  # noqa: F401
+from newsletter.cli import preview as _preview  # noqa: F401
+
+__all__ = ["app", "main"]

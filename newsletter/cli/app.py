@@ -1,0 +1,78 @@
+"""The typer app, global options (--dir, --traceback) and error handling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from newsletter.errors import NewsletterError
+from newsletter.settings import Settings, load_settings
+
+
+class NewsletterGroup(TyperGroup):
+    """Turns NewsletterError into one line `Error: …` on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            if ctx.params.get("traceback") or os.environ.get("NEWSLETTER_DEBUG"):
+                raise
+            message = str(exc).replace("\r", " ").replace("\n", " ")
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(exc.exit_code)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they were registered, not sorted
+
+
+app = typer.Typer(
+    cls=NewsletterGroup,
+    name="newsletter",
+    help="Publish an email newsletter from Markdown to a list you own.\n\n"
+    "Example: newsletter init mylog && cd mylog && newsletter draft \"Hello\"",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            envvar="NEWSLETTER_DIR",
+            help="The newsletter folder (default: the nearest one holding newsletter.toml).",
+            show_envvar=True,
+        ),
+    ] = None,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="Show the full traceback on errors.")
+    ] = False,
+) -> None:
+    ctx.obj = {"dir": dir}
+
+
+def newsletter_dir(ctx: click.Context) -> Path | None:
+    """The folder given with --dir / NEWSLETTER_DIR, or None (search upwards)."""
+    root = ctx.find_root()
+    return (root.obj or {}).get("dir")
+
+
+def settings(ctx: click.Context) -> Settings:
+    """Load the newsletter's settings, honouring --dir."""
+    return load_settings(newsletter_dir(ctx))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Getting it there: campaigns, the delivery log, providers."""

@@ -1,0 +1,103 @@
+"""The provider interface: open, send a batch of messages → one result each, close.
+
+Providers turn Messages into DeliveryResults. They know nothing of drafts or
+SQLite: the campaign code owns the delivery log, retries of transient
+results, pacing across batches and resume.
+
+A provider reports outcomes two ways:
+- per message, in the returned list (same order and length as the batch):
+  SENT (with the provider's id), FAILED (permanent, with the reason) or
+  RETRY (transient for that message: 4xx, 429, throttled; `retry_after`
+  seconds when the provider said);
+- for the whole provider, by raising: `ProviderError` when nothing more can
+  go out (auth refused, server unreachable after retries, bad settings): the
+  campaign stops and leaves the unsent rows queued; `TransientBatchError`
+  when the whole batch should be retried later (429 for the request, 5xx,
+  timeout) — the campaign backs off and re-sends the same batch.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from newsletter.errors import ProviderError
+
+if TYPE_CHECKING:
+    from newsletter.compose.message import Message
+    from newsletter.settings import ProviderSettings, Settings
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    key: str  # the Message.key it answers
+    outcome: Outcome
+    provider_id: str | None = None  # the provider's message id, stored in the log
+    error: str | None = None  # the provider's reason, for FAILED and RETRY
+    retry_after: float | None = None  # seconds, when the provider said
+
+
+class TransientBatchError(Exception):
+    """The whole batch should be retried after a pause (429, 5xx, timeout)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Provider:
+    """Base class for adapters. Subclasses set the class attributes and implement send().
+
+    A provider instance is used from one thread at a time; the campaign makes
+    `concurrency` instances when it sends in parallel.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    # How many messages one send() call takes at most (the API's batch limit).
+    max_batch: ClassVar[int] = 1
+    # Default messages-per-second cap when settings give none (None: no cap).
+    default_rate: ClassVar[float | None] = None
+    # True when re-sending a message with the same Message.key cannot
+    # duplicate it (an idempotency key): uncertain rows may then be retried.
+    idempotent: ClassVar[bool] = False
+    # True when the provider delivers to the real world (needs base_url etc.).
+    remote: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings, provider_settings: ProviderSettings):
+        self.settings = settings
+        self.provider_settings = provider_settings
+
+    def open(self) -> None:
+        """Connect, read secrets, check credentials where cheap. Raise ProviderError."""
+
+    def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections. Must be safe to call twice, or after a failed open()."""
+
+    def __enter__(self) -> Provider:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "DeliveryResult",
+    "Outcome",
+    "Provider",
+    "ProviderError",
+    "TransientBatchError",
+]

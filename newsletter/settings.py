@@ -1,0 +1,233 @@
+"""newsletter.toml + environment → Settings.
+
+A newsletter is a folder holding `newsletter.toml`. Commands find it in the
+current directory or its parents (like git); `--dir PATH` or `NEWSLETTER_DIR`
+override that. Every problem in the file is reported at once, in one line.
+Secrets never live in the file: settings name the environment variable that
+holds them (`password_env`, `api_key_env`), and the value is read only when a
+provider opens.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from newsletter.errors import ConfigError
+
+CONFIG_NAME = "newsletter.toml"
+SECRET_FILE = ".newsletter-secret"
+SECRET_ENV = "NEWSLETTER_SECRET"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """The `[provider]` table. `options` keeps every key for the adapter to read."""
+
+    name: str = "outbox"
+    rate: float | None = None  # messages (or requests) per second; None: the provider's default
+    concurrency: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    def secret(self, key_env_setting: str, default_env: str | None = None) -> str | None:
+        """Read a secret from the environment variable named by `key_env_setting`.
+
+        Returns None when no variable is named and no default applies. Raises
+        ConfigError (naming the variable, never a value) when it is named but unset.
+        """
+        env_name = self.options.get(key_env_setting, default_env)
+        if not env_name:
+            return None
+        value = os.environ.get(env_name)
+        if not value:
+            raise ConfigError(
+                f"the environment variable {env_name} is not set: export it with your "
+                f"{self.name} credentials (newsletter.toml [provider] {key_env_setting} names it)"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    name: str = "My Newsletter"
+    sender: str = ""  # the From header, "Name <addr>"; "" when not configured
+    reply_to: str | None = None
+    base_url: str | None = None  # no trailing slash
+    address: str = ""  # postal address for the footer
+    layout: str = "default"
+    list_id: str | None = None  # List-Id header value; derived from name + domain when None
+    unsubscribe_mailto: str | None = None  # optional mailto: for List-Unsubscribe
+    database: Path = Path("newsletter.db")
+    provider: ProviderSettings = field(default_factory=ProviderSettings)
+
+    @property
+    def drafts_dir(self) -> Path:
+        return self.root / "drafts"
+
+    @property
+    def layouts_dir(self) -> Path:
+        return self.root / "layouts"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def sender_address(self) -> str:
+        """The bare address of the From header ('' when not configured)."""
+        return parseaddr(self.sender)[1]
+
+    def secret_key(self) -> bytes:
+        """The HMAC key for unsubscribe tokens: NEWSLETTER_SECRET, else the secret file.
+
+        The file is created (git-ignored, mode 600) on first use, so a fresh
+        newsletter works with nothing set up.
+        """
+        value = os.environ.get(SECRET_ENV)
+        if value:
+            return value.encode()
+        path = self.root / SECRET_FILE
+        if not path.exists():
+            write_secret_file(path)
+        text = path.read_text().strip()
+        if len(text) < 32:
+            raise ConfigError(
+                f"{path} holds a secret shorter than 32 characters: delete it to make a new one "
+                f"(old unsubscribe links stop working) or set {SECRET_ENV}"
+            )
+        return text.encode()
+
+
+def write_secret_file(path: Path) -> None:
+    """Create a random secret file readable only by its owner; never overwrite one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48) + "\n")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The newsletter folder: NEWSLETTER_DIR, else the nearest folder upwards with newsletter.toml."""
+    env_dir = os.environ.get("NEWSLETTER_DIR")
+    if start is None and env_dir:
+        start = Path(env_dir)
+        if not (start / CONFIG_NAME).is_file():
+            raise ConfigError(
+                f"NEWSLETTER_DIR={env_dir} has no {CONFIG_NAME}: run `newsletter init {env_dir}`"
+            )
+        return start.resolve()
+    here = (start or Path.cwd()).resolve()
+    if start is not None and (here / CONFIG_NAME).is_file():
+        return here
+    if start is not None and not here.exists():
+        raise ConfigError(f"{here} does not exist: pass an existing folder to --dir")
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise ConfigError(
+        f"no {CONFIG_NAME} in {here} or its parents: run `newsletter init` to start a "
+        "newsletter here, or pass --dir"
+    )
+
+
+_NEWSLETTER_KEYS = {
+    "name", "from", "reply_to", "base_url", "address", "layout", "list_id",
+    "unsubscribe_mailto", "database",
+}
+
+
+def load_settings(root: Path | None = None) -> Settings:
+    """Read `newsletter.toml` under `root` (found as `find_root` does when None)."""
+    root = find_root(root)
+    path = root / CONFIG_NAME
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}: fix the TOML syntax there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text: save it as UTF-8") from None
+    return settings_from_dict(root, data, path)
+
+
+def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = None) -> Settings:
+    where = str(path or root / CONFIG_NAME)
+    problems: list[str] = []
+    news = data.get("newsletter", {})
+    if not isinstance(news, dict):
+        problems.append("[newsletter] must be a table")
+        news = {}
+    for key in news:
+        if key not in _NEWSLETTER_KEYS:
+            problems.append(f"unknown setting newsletter.{key}")
+    for key in ("name", "from", "reply_to", "base_url", "address", "layout", "list_id",
+                "unsubscribe_mailto", "database"):
+        if key in news and not isinstance(news[key], str):
+            problems.append(f"newsletter.{key} must be a string")
+
+    sender = str(news.get("from", "") or "")
+    if sender and (not parseaddr(sender)[1] or "@" not in parseaddr(sender)[1]):
+        problems.append(f'newsletter.from = "{sender}" is not an address like "Name <you@example.com>"')
+    for key in ("from", "reply_to", "name", "list_id"):
+        value = news.get(key)
+        if isinstance(value, str) and ("\r" in value or "\n" in value):
+            problems.append(f"newsletter.{key} must be one line")
+    base_url = news.get("base_url") or None
+    if isinstance(base_url, str):
+        if not base_url.startswith(("https://", "http://")):
+            problems.append(f'newsletter.base_url = "{base_url}" must start with https://')
+        base_url = base_url.rstrip("/")
+
+    prov = data.get("provider", {})
+    if not isinstance(prov, dict):
+        problems.append("[provider] must be a table")
+        prov = {}
+    for key, value in prov.items():
+        # A secret pasted into the file is refused: the file gets committed.
+        if key in {"password", "api_key", "token", "secret", "secret_key"}:
+            problems.append(
+                f"provider.{key} must not hold a secret: put it in an environment variable and "
+                f"name that variable with provider.{key}_env"
+            )
+    rate = prov.get("rate")
+    if rate is not None and (not isinstance(rate, int | float) or rate < 0):
+        problems.append("provider.rate must be a number of messages per second (0: no limit)")
+    concurrency = prov.get("concurrency", 1)
+    if not isinstance(concurrency, int) or concurrency < 1:
+        problems.append("provider.concurrency must be a whole number of at least 1")
+
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+
+    options = {k: v for k, v in prov.items() if k not in {"name", "rate", "concurrency"}}
+    provider = ProviderSettings(
+        name=str(prov.get("name", "outbox")),
+        rate=float(rate) if rate else None,
+        concurrency=concurrency,
+        options=options,
+    )
+    database = Path(news.get("database", "newsletter.db"))
+    return Settings(
+        root=root,
+        name=str(news.get("name", "My Newsletter")),
+        sender=sender,
+        reply_to=news.get("reply_to") or None,
+        base_url=base_url,
+        address=str(news.get("address", "")),
+        layout=str(news.get("layout", "default")),
+        list_id=news.get("list_id") or None,
+        unsubscribe_mailto=news.get("unsubscribe_mailto") or None,
+        database=database if database.is_absolute() else root / database,
+        provider=provider,
+    )

@@ -1,0 +1,1 @@
+"""The writer's tools: drafts, preview, check."""

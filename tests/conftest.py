@@ -1,0 +1,85 @@
+"""Shared fixtures: every test gets a real newsletter folder and SQLite file in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's environment, home or newsletter."""
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_") or name.endswith(("_API_KEY", "_SERVER_TOKEN")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BROWSER", "true")  # never open a real browser from a test
+
+
+DEFAULT_TOML = """\
+[newsletter]
+name = "Test Letter"
+from = "Test Writer <writer@example.com>"
+base_url = "https://example.com/news"
+address = "1 Test Street, Testville"
+
+[provider]
+name = "outbox"
+"""
+
+
+@pytest.fixture
+def newsletter_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A minimal newsletter folder (settings + drafts/), as the current directory.
+
+    Layouts are not copied: a missing layouts/default.* falls back to the built-in one.
+    """
+    root = tmp_path / "letter"
+    (root / "drafts").mkdir(parents=True)
+    (root / "newsletter.toml").write_text(DEFAULT_TOML)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-" + "x" * 40)
+    return root
+
+
+@pytest.fixture
+def write_draft(newsletter_dir: Path) -> Callable[..., Path]:
+    """write_draft("name.md", "markdown text") → path under drafts/ (text is dedented)."""
+
+    def write(name: str, text: str) -> Path:
+        path = newsletter_dir / "drafts" / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None
+
+
+@pytest.fixture
+def cli() -> Callable[..., Run]:
+    """cli("subscribers", "add", "a@example.com") runs the real CLI in-process."""
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
+        runner = CliRunner()
+        result = runner.invoke(app, list(args), input=input, env=env, catch_exceptions=True)
+        exc = result.exception if not isinstance(result.exception, SystemExit) else None
+        return Run(result.exit_code, result.stdout, result.stderr, exc)
+
+    return run
