@@ -65,8 +65,11 @@ class Provider:
     description: ClassVar[str] = ""
     # How many messages one send() call takes at most (the API's batch limit).
     max_batch: ClassVar[int] = 1
-    # Default messages-per-second cap when settings give none (None: no cap).
+    # Default cap when settings give none (None: no cap), in units of `rate_unit`:
+    # "message" (messages per second, SMTP) or "request" (send() calls per
+    # second, for HTTP APIs whose limits count requests, e.g. Resend's 2/s).
     default_rate: ClassVar[float | None] = None
+    rate_unit: ClassVar[str] = "message"
     # True when re-sending a message with the same Message.key cannot
     # duplicate it (an idempotency key): uncertain rows may then be retried.
     idempotent: ClassVar[bool] = False
