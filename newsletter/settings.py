@@ -119,7 +119,7 @@ def write_secret_file(path: Path) -> None:
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The newsletter folder: NEWSLETTER_DIR, else the nearest folder upwards with newsletter.toml."""
+    """The newsletter folder: NEWSLETTER_DIR, else the nearest one upwards with the config."""
     env_dir = os.environ.get("NEWSLETTER_DIR")
     if start is None and env_dir:
         start = Path(env_dir)
@@ -178,7 +178,9 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
 
     sender = str(news.get("from", "") or "")
     if sender and (not parseaddr(sender)[1] or "@" not in parseaddr(sender)[1]):
-        problems.append(f'newsletter.from = "{sender}" is not an address like "Name <you@example.com>"')
+        problems.append(
+            f'newsletter.from = "{sender}" is not an address like "Name <you@example.com>"'
+        )
     for key in ("from", "reply_to", "name", "list_id"):
         value = news.get(key)
         if isinstance(value, str) and ("\r" in value or "\n" in value):
@@ -193,7 +195,7 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
     if not isinstance(prov, dict):
         problems.append("[provider] must be a table")
         prov = {}
-    for key, value in prov.items():
+    for key in prov:
         # A secret pasted into the file is refused: the file gets committed.
         if key in {"password", "api_key", "token", "secret", "secret_key"}:
             problems.append(
