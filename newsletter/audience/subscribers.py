@@ -1,0 +1,393 @@
+"""The subscriber list: add, change, query and export, on the newsletter's SQLite file.
+
+One row per person: `email_key` (the normalized address, lower-cased) is unique,
+so the same person can't be added twice under different letter cases. Only
+`active` subscribers are ever sent to; consent is given back only explicitly
+(`add_subscriber(..., resubscribe=True)`), never by an import.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import sqlite_utils
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+
+from newsletter.audience import store
+from newsletter.compose.message import Recipient
+from newsletter.errors import SubscriberError
+from newsletter.settings import Settings
+
+STATUSES = ("active", "unsubscribed", "bounced", "complained", "pending")
+# Statuses an import or a plain `add` never turns back into active.
+STOPPED = frozenset({"unsubscribed", "bounced", "complained"})
+
+COLUMNS = (
+    "id", "email", "name", "status", "tags", "attributes", "source",
+    "created_at", "updated_at", "confirmed_at", "unsubscribed_at", "optin_ip",
+)
+# Our own export format; `import` recognises it by this header.
+EXPORT_HEADER = (
+    "email", "name", "status", "tags", "attributes", "source",
+    "created_at", "updated_at", "confirmed_at", "unsubscribed_at", "optin_ip",
+)
+
+
+def open_db(settings: Settings) -> sqlite_utils.Database:
+    """The newsletter's database, created and migrated to the latest schema if needed."""
+    return store.connect(settings.database)
+
+
+def now_iso() -> str:
+    """The current time as stored in the database: ISO 8601 UTC, seconds, `Z`."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- addresses -------------------------------------------------------------------
+
+# A fast path for the plain ASCII addresses that make up nearly every real list:
+# dot-atom local part, lower-or-upper-case hostname labels without "--" (so no
+# Punycode), a letters-only TLD. Anything else goes to email-validator. For every
+# address this accepts, the result is identical to email-validator's (tested).
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_SIMPLE = re.compile(
+    rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@"
+    r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+)
+_CASE_INSENSITIVE_LOCAL = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+_SPECIAL_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _fast_normalize(text: str) -> str | None:
+    """The normalized address for a plain ASCII address, or None to ask email-validator."""
+    m = _SIMPLE.fullmatch(text)
+    if m is None or len(text) > 254:
+        return None
+    local, domain = m.group(1), m.group(2).lower()
+    if "--" in domain or local.lower() in _CASE_INSENSITIVE_LOCAL:
+        return None
+    if domain.rsplit(".", 1)[1] in _SPECIAL_TLDS:
+        return None
+    return f"{local}@{domain}"
+
+
+def _validate(text: str) -> str:
+    """email-validator's normalized form (syntax only, no DNS: works offline)."""
+    try:
+        result = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"{text!r} is not a valid email address: {exc}") from None
+    return result.normalized
+
+
+def normalize_email(text: str) -> str:
+    """Validate an address and return its normalized form.
+
+    Surrounding spaces are dropped, the domain is lower-cased and IDN domains
+    come back in Unicode (NFC). Raises SubscriberError with the reason when the
+    address is invalid. No DNS look-ups: this works offline.
+    """
+    text = text.strip()
+    if not text:
+        raise SubscriberError("the email address is empty: give an address like reader@example.com")
+    return _fast_normalize(text) or _validate(text)
+
+
+def email_key(email: str) -> str:
+    """The identity of a normalized address: lower-cased (one person, one row)."""
+    return email.lower()
+
+
+# --- the Subscriber --------------------------------------------------------------
+
+
+@dataclass
+class Subscriber:
+    """One row of the `subscribers` table, with tags and attributes decoded."""
+
+    id: int
+    email: str
+    name: str = ""
+    status: str = "active"
+    tags: list[str] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    confirmed_at: str | None = None
+    unsubscribed_at: str | None = None
+    optin_ip: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The unique identity (`email_key`): the address lower-cased."""
+        return email_key(self.email)
+
+    def recipient(self) -> Recipient:
+        """Who a message to this subscriber is for (the unsubscribe key is `email_key`)."""
+        return Recipient(self.email, self.name, dict(self.attributes), key=self.key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The subscriber as plain JSON-ready data."""
+        return {name: getattr(self, name) for name in COLUMNS}
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Subscriber:
+        """Build from a row selected as `COLUMNS`."""
+        values = dict(zip(COLUMNS, row, strict=True))
+        values["tags"] = json.loads(values["tags"] or "[]")
+        values["attributes"] = json.loads(values["attributes"] or "{}")
+        return cls(**values)
+
+
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM subscribers"
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Tags stripped, empty ones dropped, duplicates removed (first spelling kept)."""
+    out: list[str] = []
+    for tag in tags:
+        tag = str(tag).strip()
+        if tag and tag not in out:
+            out.append(tag)
+    return out
+
+
+def check_status(status: str) -> str:
+    """`status` if it is one we know, else SubscriberError listing the valid ones."""
+    if status not in STATUSES:
+        raise SubscriberError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+    return status
+
+
+def get(db: sqlite_utils.Database, email: str) -> Subscriber | None:
+    """The subscriber with this address (any letter case), or None."""
+    key = email_key(normalize_email(email))
+    row = db.execute(f"{_SELECT} WHERE email_key = ?", [key]).fetchone()
+    return Subscriber.from_row(row) if row else None
+
+
+def _require(db: sqlite_utils.Database, email: str) -> Subscriber:
+    found = get(db, email)
+    if found is None:
+        raise SubscriberError(
+            f"{email.strip()} is not on the list: see `newsletter subscribers list --search` "
+            "for who is"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What `add_or_update` did: `outcome` is added, updated, unchanged or resubscribed."""
+
+    subscriber: Subscriber
+    outcome: str
+
+
+def add_or_update(
+    db: sqlite_utils.Database,
+    email: str,
+    name: str = "",
+    tags: Iterable[str] = (),
+    attributes: Mapping[str, Any] | None = None,
+    source: str = "cli",
+    resubscribe: bool = False,
+) -> AddResult:
+    """Add a subscriber, or update the name, tags and attributes of an existing one.
+
+    A subscriber who unsubscribed, bounced or complained is only made active
+    again with `resubscribe=True` (their explicit consent); otherwise this
+    raises SubscriberError and changes nothing.
+    """
+    address = normalize_email(email)
+    tags = clean_tags(tags)
+    attributes = dict(attributes or {})
+    now = now_iso()
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute(f"{_SELECT} WHERE email_key = ?", [email_key(address)]).fetchone()
+        if row is None:
+            cursor = db.execute(
+                "INSERT INTO subscribers (email, email_key, name, status, tags, attributes, "
+                "source, created_at, updated_at, confirmed_at) "
+                "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+                [address, email_key(address), name.strip(), json.dumps(tags, ensure_ascii=False),
+                 json.dumps(attributes, ensure_ascii=False), source, now, now, now],
+            )
+            sub_id, outcome = cursor.lastrowid, "added"
+        else:
+            old = Subscriber.from_row(row)
+            if old.status in STOPPED and not resubscribe:
+                since = f" since {old.unsubscribed_at}" if old.unsubscribed_at else ""
+                raise SubscriberError(
+                    f"{old.email} is {old.status}{since}: add them back only with their "
+                    f"consent, with `newsletter subscribers add {old.email} --resubscribe`"
+                )
+            new = Subscriber(**{**old.__dict__})
+            new.name = name.strip() or old.name
+            new.tags = clean_tags([*old.tags, *tags])
+            new.attributes = {**old.attributes, **attributes}
+            outcome = "unchanged"
+            if old.status != "active":
+                # `add` is the writer saying this person wants the newsletter.
+                outcome = "resubscribed" if old.status in STOPPED else "updated"
+                new.status, new.confirmed_at, new.unsubscribed_at = "active", now, None
+            elif new != old:
+                outcome = "updated"
+            if outcome != "unchanged":
+                db.execute(
+                    "UPDATE subscribers SET name = ?, status = ?, tags = ?, attributes = ?, "
+                    "confirmed_at = ?, unsubscribed_at = ?, updated_at = ? WHERE id = ?",
+                    [new.name, new.status, json.dumps(new.tags, ensure_ascii=False),
+                     json.dumps(new.attributes, ensure_ascii=False), new.confirmed_at,
+                     new.unsubscribed_at, now, old.id],
+                )
+            sub_id = old.id
+        row = db.execute(f"{_SELECT} WHERE id = ?", [sub_id]).fetchone()
+    return AddResult(Subscriber.from_row(row), outcome)
+
+
+def add_subscriber(
+    db: sqlite_utils.Database,
+    email: str,
+    name: str = "",
+    tags: Iterable[str] = (),
+    attributes: Mapping[str, Any] | None = None,
+    source: str = "cli",
+    resubscribe: bool = False,
+) -> Subscriber:
+    """Add (or update) one subscriber and return them; see `add_or_update` for the rules."""
+    return add_or_update(db, email, name, tags, attributes, source, resubscribe).subscriber
+
+
+def set_status(
+    db: sqlite_utils.Database, email: str, status: str, at: str | None = None
+) -> Subscriber:
+    """Mark a subscriber unsubscribed, bounced or complained (or pending).
+
+    Making someone active goes through `add_subscriber(..., resubscribe=True)`.
+    The first time a subscriber stops, `unsubscribed_at` records when.
+    """
+    check_status(status)
+    if status == "active":
+        raise SubscriberError(
+            "a subscriber is made active only by `newsletter subscribers add EMAIL --resubscribe`"
+        )
+    found = _require(db, email)
+    if found.status != status:
+        now = now_iso()
+        stopped_at = found.unsubscribed_at if found.status in STOPPED else None
+        if status in STOPPED:
+            stopped_at = stopped_at or at or now
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "UPDATE subscribers SET status = ?, unsubscribed_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                [status, stopped_at, now, found.id],
+            )
+    return _require(db, email)
+
+
+def unsubscribe(db: sqlite_utils.Database, email: str) -> Subscriber:
+    """Stop sending to this subscriber; their row and consent history stay."""
+    found = _require(db, email)
+    if found.status in STOPPED:
+        return found  # already not sent to: keep the original reason and date
+    return set_status(db, email, "unsubscribed")
+
+
+def remove(db: sqlite_utils.Database, email: str) -> Subscriber:
+    """Delete a subscriber and their consent history; return what was deleted.
+
+    Past deliveries keep their address but lose the link to the row. Prefer
+    `unsubscribe`: a removed address can be imported again as active.
+    """
+    found = _require(db, email)
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE deliveries SET subscriber_id = NULL WHERE subscriber_id = ?", [found.id])
+        db.execute("DELETE FROM subscribers WHERE id = ?", [found.id])
+    return found
+
+
+def count_by_status(db: sqlite_utils.Database) -> dict[str, int]:
+    """How many subscribers have each status (every status listed, zeros included)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, n in db.execute("SELECT status, count(*) FROM subscribers GROUP BY status"):
+        counts[status] = n
+    return counts
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def iter_subscribers(
+    db: sqlite_utils.Database,
+    status: str | None = None,
+    tag: str | None = None,
+    search: str | None = None,
+    limit: int | None = None,
+) -> Iterator[Subscriber]:
+    """Subscribers in the order they were added, streamed (memory does not grow with the list).
+
+    `search` matches part of the address or the name, ignoring case.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if status:
+        where.append("status = ?")
+        params.append(check_status(status))
+    if tag:
+        where.append("EXISTS (SELECT 1 FROM json_each(subscribers.tags) WHERE value = ?)")
+        params.append(tag.strip())
+    if search:
+        where.append("(email_key LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
+        params += [_like(search.strip().lower()), _like(search.strip())]
+    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+    if limit is not None:
+        if limit < 0:
+            raise SubscriberError("--limit must be 0 or more")
+        sql += " LIMIT ?"
+        params.append(limit)
+    cursor = db.conn.execute(sql, params)
+    try:
+        while rows := cursor.fetchmany(1000):
+            for row in rows:
+                yield Subscriber.from_row(row)
+    finally:
+        cursor.close()
+
+
+def export_csv(
+    db: sqlite_utils.Database,
+    out: TextIO,
+    status: str | None = None,
+    tag: str | None = None,
+) -> int:
+    """Write subscribers as CSV in our own format (which `import` reads back); return the count.
+
+    Tags and attributes are JSON so they come back exactly.
+    """
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_HEADER)
+    n = 0
+    for sub in iter_subscribers(db, status=status, tag=tag):
+        writer.writerow([
+            sub.email, sub.name, sub.status,
+            json.dumps(sub.tags, ensure_ascii=False),
+            json.dumps(sub.attributes, ensure_ascii=False, sort_keys=True),
+            sub.source, sub.created_at, sub.updated_at,
+            sub.confirmed_at or "", sub.unsubscribed_at or "", sub.optin_ip or "",
+        ])
+        n += 1
+    return n
