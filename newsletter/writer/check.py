@@ -1,0 +1,322 @@
+"""`newsletter check`: a pre-send linter over the issue exactly as it would be sent.
+
+`check_draft()` builds the issue with the same `build_issue()` send uses,
+personalizes it for a sample reader, and inspects the result and the draft
+text. Findings name the draft line where the offending text can be found.
+`send` calls it first and refuses on errors unless `--force`.
+
+A check that cannot run at all (no such draft, broken settings) raises
+NewsletterError; a draft that fails to build is a finding, not a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from html import escape
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Literal
+
+from newsletter.compose import message as compose_message
+from newsletter.compose.issue import Issue, build_issue
+from newsletter.compose.message import Message, Recipient
+from newsletter.errors import ContentError
+from newsletter.settings import Settings
+from newsletter.writer import css_support
+
+Severity = Literal["error", "warning"]
+
+GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past this
+STYLE_BLOCK_BYTES = 16 * 1024  # Gmail drops a <style> block larger than this
+SUBJECT_MAX_CHARS = 80  # inboxes show 40–70 characters; past this it is cut off everywhere
+
+SAMPLE_READER = Recipient(email="reader@example.com", name="Sample Reader",
+                          key="reader@example.com")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: `code` is a short stable id tools can match on."""
+
+    severity: Severity
+    code: str
+    message: str
+    line: int | None = None  # 1-based line in the draft file, when it can be found
+
+
+@dataclass
+class Report:
+    """Everything `check` found in one draft."""
+
+    draft: Path
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def failed(self, strict: bool = False) -> bool:
+        """True when the send should be refused: any error, or any warning when strict."""
+        return bool(self.errors) or (strict and bool(self.warnings))
+
+    def to_json(self) -> str:
+        """Findings for tools: {"draft", "errors", "warnings", "findings": [...]}."""
+        return json.dumps(
+            {
+                "draft": str(self.draft),
+                "errors": len(self.errors),
+                "warnings": len(self.warnings),
+                "findings": [asdict(f) for f in self.findings],
+            },
+            indent=2,
+        )
+
+    def add(self, severity: Severity, code: str, message: str, line: int | None = None) -> None:
+        self.findings.append(Finding(severity, code, message, line))
+
+
+# --- reading the draft and the HTML -----------------------------------------------------------
+
+class _EmailParts(HTMLParser):
+    """Collects what the rules look at: style blocks, inline styles, images, links."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.style_blocks: list[str] = []
+        self.inline_styles: list[str] = []
+        self.images: list[dict[str, str | None]] = []
+        self.links: list[dict[str, str | None]] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if attributes.get("style"):
+            self.inline_styles.append(attributes["style"] or "")
+        if tag == "style":
+            self._in_style = True
+            self.style_blocks.append("")
+        elif tag == "img":
+            self.images.append(attributes)
+        elif tag == "a":
+            self.links.append(attributes)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.style_blocks[-1] += data
+
+
+def _parse(html: str) -> _EmailParts:
+    parts = _EmailParts()
+    parts.feed(html)
+    parts.close()
+    return parts
+
+
+class _DraftText:
+    """The draft's lines, for pointing findings at a place."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lines = text.splitlines()
+
+    def line_of(self, needle: str | None) -> int | None:
+        """1-based line of the first occurrence of `needle`, or None."""
+        if not needle:
+            return None
+        index = self.text.find(needle)
+        if index < 0:
+            return None
+        return self.text.count("\n", 0, index) + 1
+
+    def prose_lines(self) -> list[tuple[int, str]]:
+        """(line number, text) outside fenced code blocks, inline code removed."""
+        result: list[tuple[int, str]] = []
+        fence: str | None = None
+        for number, line in enumerate(self.lines, start=1):
+            stripped = line.lstrip()
+            if fence is None and stripped.startswith(("```", "~~~")):
+                fence = stripped[:3]
+                continue
+            if fence is not None:
+                if stripped.startswith(fence):
+                    fence = None
+                continue
+            result.append((number, re.sub(r"`[^`]*`", "", line)))
+        return result
+
+
+# --- the rules ------------------------------------------------------------------------------
+
+_PLACEHOLDERS = [
+    (re.compile(r"\bTODO\b"), "TODO"),
+    (re.compile(r"\bTK\b"), "TK"),
+    (re.compile(r"\blorem ipsum\b", re.I), "lorem ipsum"),
+    (re.compile(r"\bFIXME\b"), "FIXME"),
+]
+_LINE_IN_MESSAGE = re.compile(r"(?:line |:)(\d+)\b")
+_NON_RELATIVE = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#|\{)", re.I)
+
+
+def _placeholders(report: Report, draft: _DraftText) -> None:
+    for number, line in draft.prose_lines():
+        for pattern, label in _PLACEHOLDERS:
+            if pattern.search(line):
+                report.add("error", "placeholder",
+                           f"leftover placeholder {label!r}: finish or remove it", number)
+
+
+def _build_error(report: Report, exc: ContentError, draft: _DraftText) -> None:
+    """A draft that does not build: classify the error, keep its line when it names one."""
+    message = str(exc)
+    lowered = message.lower()
+    if "undefined" in lowered or "unknown template variable" in lowered or "variable" in lowered:
+        code = "undefined-variable"
+    elif "image" in lowered:
+        code = "missing-image"
+    elif "front matter" in lowered:
+        code = "front-matter"
+    else:
+        code = "build-failed"
+    match = _LINE_IN_MESSAGE.search(message)
+    line = int(match.group(1)) if match and str(report.draft.name) in message else None
+    report.add("error", code, message, line)
+
+
+def _settings_rules(report: Report, settings: Settings) -> None:
+    if not settings.sender_address:
+        report.add("error", "no-from",
+                   'no From address: set newsletter.from = "Name <you@example.com>" in '
+                   "newsletter.toml")
+
+
+def _subject_rules(report: Report, issue: Issue, draft: _DraftText) -> None:
+    subject = issue.subject.strip()
+    line = draft.line_of(subject) if subject else draft.line_of("subject:")
+    if not subject:
+        report.add("error", "no-subject",
+                   "the issue has no subject: add `subject:` to the front matter or a # title",
+                   line)
+        return
+    letters = [c for c in subject if c.isalpha()]
+    if len(letters) >= 4 and all(c.isupper() for c in letters):
+        report.add("warning", "subject-caps",
+                   "the subject is all capitals, which reads as shouting and trips spam "
+                   "filters: use sentence case", line)
+    if len(subject) > SUBJECT_MAX_CHARS:
+        report.add("warning", "subject-long",
+                   f"the subject is {len(subject)} characters; inboxes cut it off after about "
+                   f"{SUBJECT_MAX_CHARS}: shorten it", line)
+    if not issue.preheader.strip():
+        report.add("warning", "no-preheader",
+                   "no preheader (the preview line inboxes show after the subject): add "
+                   "`preheader:` to the front matter", None)
+
+
+def _html_rules(report: Report, settings: Settings, message: Message, draft: _DraftText) -> None:
+    html = message.html
+    parts = _parse(html)
+
+    size = len(html.encode("utf-8"))
+    if size > GMAIL_CLIP_BYTES:
+        report.add("error", "html-too-large",
+                   f"the HTML is {size / 1024:.0f} KB after inlining; Gmail clips messages over "
+                   "102 KB (hiding the unsubscribe link): shorten the issue or split it")
+    for block in parts.style_blocks:
+        block_size = len(block.encode("utf-8"))
+        if block_size > STYLE_BLOCK_BYTES:
+            report.add("error", "style-too-large",
+                       f"a <style> block is {block_size / 1024:.0f} KB; Gmail drops blocks over "
+                       "16 KB: trim the layout's CSS")
+
+    url = message.unsubscribe_url
+    if not url or (url not in html and escape(url) not in html):
+        report.add("error", "no-unsubscribe",
+                   "the message has no unsubscribe link: put {{ unsubscribe_url }} in a link in "
+                   f"the layout ({settings.layout}.html)")
+
+    reported_relative: set[str] = set()
+    for link in parts.links:
+        href = (link.get("href") or "").strip()
+        if "href" not in link or href in {"", "#"}:
+            report.add("warning", "empty-link",
+                       f"a link has an empty target ({href or 'no href'}): give it a URL",
+                       draft.line_of(f"]({href})") if href else draft.line_of("]()"))
+        elif not _NON_RELATIVE.match(href) and href not in reported_relative:
+            reported_relative.add(href)
+            why = "" if settings.base_url else " and no base_url is set"
+            report.add("error", "relative-link",
+                       f"the link {href!r} is relative{why}, so it goes nowhere in an inbox: "
+                       "set newsletter.base_url or use a full URL", draft.line_of(href))
+
+    for image in parts.images:
+        alt = image.get("alt")
+        if alt is None or not alt.strip():
+            src = image.get("src") or ""
+            shown = src if not src.startswith(("cid:", "data:")) else "an embedded image"
+            line = _image_line(draft, src)
+            report.add("warning", "image-alt",
+                       f"{shown} has no alt text, which readers with images off see instead: "
+                       "write one, e.g. ![A red bicycle](bike.jpg)", line)
+
+    for use in css_support.scan_css(parts.style_blocks, parts.inline_styles):
+        prop = use.label.split(":")[0]
+        line = draft.line_of(prop + ":") if use.label[:1].isalpha() else None
+        report.add("warning", "css-support", css_support.describe(use), line)
+
+
+def _image_line(draft: _DraftText, src: str) -> int | None:
+    """The draft line of an image; embedded images are found by their file name."""
+    if not src or src.startswith("data:"):
+        return None
+    if src.startswith("cid:"):
+        return None
+    return draft.line_of(src) or draft.line_of(src.rsplit("/", 1)[-1])
+
+
+def check_draft(settings: Settings, path: Path) -> Report:
+    """Lint one draft as it would be sent; see the module docstring for what is checked.
+
+    Raises ContentError when the draft file cannot be read (exit 2 from the CLI).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ContentError(f"{path} does not exist: pass a draft path or slug") from None
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise ContentError(f"{path} is not a UTF-8 text file: save it as UTF-8") from None
+    draft = _DraftText(text)
+    report = Report(draft=path)
+    _settings_rules(report, settings)
+    _placeholders(report, draft)
+    try:
+        issue = build_issue(settings, path)
+    except ContentError as exc:
+        _build_error(report, exc, draft)
+        return _sorted(report)
+    _subject_rules(report, issue, draft)
+    message = compose_message.personalize(issue, SAMPLE_READER, key="check", settings=settings)
+    _html_rules(report, settings, message, draft)
+    return _sorted(report)
+
+
+def _sorted(report: Report) -> Report:
+    # Errors first, then by place in the draft; stable within a line.
+    report.findings.sort(key=lambda f: (f.severity != "error", f.line or 0))
+    return report
+
+
+def format_finding(report: Report, finding: Finding) -> str:
+    """`drafts/x.md:12: error: message [code]`, the way compilers print them."""
+    place = f"{report.draft}:{finding.line}" if finding.line else str(report.draft)
+    return f"{place}: {finding.severity}: {finding.message} [{finding.code}]"
