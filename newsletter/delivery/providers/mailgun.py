@@ -1,0 +1,194 @@
+"""Mailgun: `POST /v3/{domain}/messages` (multipart form), Basic auth `api:KEY`, ≤1000 `to`.
+
+Batch sending puts many `to` fields in one request. Without
+`recipient-variables` Mailgun would send ONE message whose To lists everyone,
+so every request here carries recipient-variables, keyed by address, and
+Mailgun sends each reader a message addressed to them alone.
+
+Per-reader values go through `%recipient.x%`: the batch is factored back into
+a shared body (html, text) with the reader's unsubscribe link, address and
+name as variables, checked to reproduce each message exactly; headers that
+differ between readers (List-Unsubscribe, Message-ID) become `h:` headers
+whose values are variables too. Messages that differ in any other way go in
+their own request. Settings: `domain` (required), `region = "eu"` for the EU
+endpoint, or `endpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.http import (
+    HTTPProvider,
+    TemplateGroup,
+    attachment_key,
+    custom_headers,
+    factor_batch,
+    reply_to,
+    send_in_parts,
+    unfold,
+)
+from newsletter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from newsletter.compose.message import Message
+
+ENDPOINTS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+
+
+def tag(var: str) -> str:
+    """How a per-recipient variable is written in the shared body."""
+    return f"%recipient.nl_{var}%"
+
+
+class MailgunProvider(HTTPProvider):
+    """Mailgun's messages API (https://www.mailgun.com)."""
+
+    name = "mailgun"
+    description = "Mailgun messages API: batch sending with recipient-variables, 1000 a request"
+    max_batch: ClassVar[int] = 1000
+    default_rate: ClassVar[float | None] = None  # limits depend on the plan; none documented
+    default_key_env = "MAILGUN_API_KEY"
+
+    @property
+    def endpoint(self) -> str:
+        explicit = self.provider_settings.get("endpoint")
+        if explicit:
+            return str(explicit).rstrip("/")
+        region = str(self.provider_settings.get("region", "us")).lower()
+        if region not in ENDPOINTS:
+            raise ConfigError(
+                f'provider.region = "{region}" is not a Mailgun region: use "us" or "eu"'
+            )
+        return ENDPOINTS[region]
+
+    @property
+    def domain(self) -> str:
+        value = self.provider_settings.get("domain")
+        if not value:
+            raise ConfigError(
+                "Mailgun needs your sending domain: set [provider] domain = \"mg.example.com\" "
+                "in newsletter.toml"
+            )
+        return str(value)
+
+    def open(self) -> None:
+        self.domain  # noqa: B018 -- check the setting before anything goes out
+        super().open()
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        import base64
+
+        token = base64.b64encode(f"api:{key}".encode()).decode()
+        self.remember_secret(token)
+        return {"Authorization": f"Basic {token}"}
+
+    @staticmethod
+    def fields(message: Message) -> tuple[str, str]:
+        return (message.html, message.text)
+
+    def build_requests(self, messages: Sequence[Message]) -> list[tuple[list[Message], Any]]:
+        """(messages, form fields, files) for each request of one batch."""
+        by_envelope: dict[tuple[Any, ...], list[Message]] = {}
+        for message in messages:
+            header_names = tuple(k for k, _ in custom_headers(message))
+            envelope = (message.from_header, message.subject, reply_to(message), header_names,
+                        attachment_key(message.attachments))
+            by_envelope.setdefault(envelope, []).append(message)
+        requests = []
+        for group_messages in by_envelope.values():
+            for group in factor_batch(group_messages, self.fields, tag):
+                for part in _unique_recipients(group):
+                    requests.append((part.messages, *self.form(part)))
+        return requests
+
+    def form(self, group: TemplateGroup) -> tuple[list[tuple[str, str]], list[Any]]:
+        """The form fields and inline files of one request."""
+        first = group.messages[0]
+        html, text = group.template
+        variables: dict[str, dict[str, str]] = {
+            m.recipient: {f"nl_{k}": v for k, v in values.items()}
+            for m, values in zip(group.messages, group.values, strict=True)
+        }
+        data: list[tuple[str, str]] = [
+            ("from", unfold(first.from_header)),
+            ("subject", unfold(first.subject)),
+        ]
+        data += [("to", unfold(m.to_header)) for m in group.messages]
+        if html:
+            data.append(("html", html))
+        if text:
+            data.append(("text", text))
+        if (value := reply_to(first)) is not None:
+            data.append(("h:Reply-To", value))
+        # Headers equal for everyone are sent as they are; the others become variables.
+        per_message = [custom_headers(m) for m in group.messages]
+        for index, (header, value) in enumerate(per_message[0]):
+            values = [headers[index][1] for headers in per_message]
+            if all(v == value for v in values):
+                data.append((f"h:{header}", value))
+            else:
+                var = f"nl_h{index}"
+                data.append((f"h:{header}", f"%recipient.{var}%"))
+                for message, v in zip(group.messages, values, strict=True):
+                    variables[message.recipient][var] = v
+        data.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
+        # Tracking rewrites links, the unsubscribe link too: off unless asked for.
+        data.append(("o:tracking-clicks", "yes" if self.provider_settings.get("track_clicks")
+                     else "no"))
+        data.append(("o:tracking-opens", "yes" if self.provider_settings.get("track_opens")
+                     else "no"))
+        # Mailgun names an inline image by its file name: cid:<filename>.
+        files = [("inline", (a.cid, a.data, a.content_type)) for a in first.attachments]
+        return data, files
+
+    def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
+        """Send the batch in as few requests as its contents allow; one result per message."""
+        parts = self.build_requests(messages)
+        return send_in_parts(messages, parts, lambda part: self.send_request(*part))
+
+    def send_request(self, group: list[Message], data: list[tuple[str, str]],
+                     files: list[Any]) -> list[DeliveryResult]:
+        """POST one form; map the answer onto each message it carried."""
+        # httpx encodes multipart/form-data when there are inline images and a plain
+        # urlencoded form otherwise; Mailgun documents both.
+        response = self.request("POST", f"/v3/{self.domain}/messages", data=_as_dict(data),
+                                files=files or None)
+        if response.status_code == 200:
+            try:
+                message_id = str(response.json().get("id") or "")
+            except ValueError:
+                message_id = ""
+            return [DeliveryResult(m.key, Outcome.SENT, provider_id=message_id) for m in group]
+        error = f"mailgun HTTP {response.status_code}: {self.reason(response)}"
+        return [DeliveryResult(m.key, Outcome.FAILED, error=error) for m in group]
+
+
+def _as_dict(data: list[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """httpx form data: repeated fields (to) as lists, in order."""
+    result: dict[str, str | list[str]] = {}
+    for key, value in data:
+        if key in result:
+            existing = result[key]
+            result[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            result[key] = value
+    return result
+
+
+def _unique_recipients(group: TemplateGroup) -> list[TemplateGroup]:
+    """Split a group so no address appears twice (recipient-variables are keyed by address)."""
+    parts: list[TemplateGroup] = []
+    for message, values in zip(group.messages, group.values, strict=True):
+        for part in parts:
+            if all(m.recipient != message.recipient for m in part.messages):
+                break
+        else:
+            part = TemplateGroup(group.template)
+            parts.append(part)
+        part.messages.append(message)
+        part.values.append(values)
+    return parts

@@ -1,0 +1,140 @@
+"""Postmark: `POST /email/batch` (≤500 messages, ≤50 MB), header `X-Postmark-Server-Token`.
+
+The batch endpoint answers 200 even when some messages fail: each entry of
+the answer carries its own `ErrorCode` (0 = accepted, 406 = inactive
+recipient, …), read one by one. A whole request refused with 422 carries one
+ErrorCode for all. Newsletters belong on a broadcast stream: set
+`message_stream` (default "broadcast").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
+from newsletter.delivery.providers.http import (
+    HTTPProvider,
+    b64,
+    custom_headers,
+    reply_to,
+    unfold,
+)
+from newsletter.errors import ProviderError
+
+if TYPE_CHECKING:
+    from newsletter.compose.message import Message
+
+MAX_BATCH_BYTES = 50 * 1024 * 1024
+# ErrorCodes that are about the account or sender, not the recipient: every
+# message would fail the same way, so the send stops and the rest stays queued.
+ACCOUNT_CODES = {10: "bad or missing server token", 400: "sender signature not found",
+                 401: "sender signature not confirmed", 405: "account not allowed to send",
+                 412: "account is pending", 413: "account may not send"}
+TRANSIENT_CODES = {429}  # rate limited inside a batch answer
+
+
+class PostmarkProvider(HTTPProvider):
+    """Postmark's batch email API (https://postmarkapp.com)."""
+
+    name = "postmark"
+    description = "Postmark HTTP API: /email/batch, up to 500 messages a request"
+    max_batch: ClassVar[int] = 500
+    default_rate: ClassVar[float | None] = None  # Postmark documents no fixed request rate
+    default_endpoint = "https://api.postmarkapp.com"
+    default_key_env = "POSTMARK_SERVER_TOKEN"
+    key_label = "server token"
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"X-Postmark-Server-Token": key}
+
+    def payload(self, message: Message) -> dict[str, Any]:
+        """One message in Postmark's JSON form."""
+        item: dict[str, Any] = {
+            "From": unfold(message.from_header),
+            "To": unfold(message.to_header),
+            "Subject": unfold(message.subject),
+            "HtmlBody": message.html,
+            "TextBody": message.text,
+            "Headers": [{"Name": k, "Value": v} for k, v in custom_headers(message)],
+            "MessageStream": str(self.provider_settings.get("message_stream", "broadcast")),
+            # Tracking rewrites links (the unsubscribe link too): off unless asked for.
+            "TrackOpens": bool(self.provider_settings.get("track_opens", False)),
+            "TrackLinks": str(self.provider_settings.get("track_links", "None")),
+        }
+        if (value := reply_to(message)) is not None:
+            item["ReplyTo"] = value
+        if message.attachments:
+            item["Attachments"] = [
+                {"Name": a.filename, "Content": b64(a.data), "ContentType": a.content_type,
+                 "ContentID": f"cid:{a.cid}"}
+                for a in message.attachments
+            ]
+        return item
+
+    def build_request(self, messages: Sequence[Message]) -> bytes:
+        """The JSON body of one /email/batch request."""
+        return json.dumps([self.payload(m) for m in messages], ensure_ascii=False).encode()
+
+    def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
+        """Send up to 500 messages in one request; one result per message, in order."""
+        if not messages:
+            return []
+        body = self.build_request(messages)
+        if len(body) > MAX_BATCH_BYTES and len(messages) > 1:
+            # Too big for one request: halves go separately (only with big inline images).
+            half = len(messages) // 2
+            return self.send(messages[:half]) + self.send(messages[half:])
+        response = self.request(
+            "POST", "/email/batch", content=body, headers={"Content-Type": "application/json"}
+        )
+        if response.status_code == 200:
+            return self.read_batch_answer(messages, response.json())
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        code = answer.get("ErrorCode") if isinstance(answer, dict) else None
+        reason = self.reason(response)
+        if code in ACCOUNT_CODES:
+            raise ProviderError(
+                f"postmark refused the send (ErrorCode {code}, {ACCOUNT_CODES[code]}: {reason}): "
+                "fix the sender or account in Postmark, then run the send again to resume"
+            )
+        if code in TRANSIENT_CODES:
+            raise TransientBatchError(f"postmark ErrorCode {code}: {reason}")
+        # Any other refusal of the whole request (413 too large, 422 invalid): each message failed.
+        error = f"postmark HTTP {response.status_code} (ErrorCode {code}): {reason}"
+        return [DeliveryResult(m.key, Outcome.FAILED, error=error) for m in messages]
+
+    def read_batch_answer(self, messages: Sequence[Message], answer: Any) -> list[DeliveryResult]:
+        """Map the batch answer (one entry per message, same order) to results."""
+        if not isinstance(answer, list) or len(answer) != len(messages):
+            # Cannot tell which went out: the campaign will report these as uncertain.
+            raise ProviderError(
+                "postmark answered the batch with an unexpected body: the messages of this "
+                "batch may or may not have been sent; check Postmark's activity log"
+            )
+        codes = [entry.get("ErrorCode") for entry in answer]
+        if all(code in ACCOUNT_CODES for code in codes) and codes:
+            code = codes[0]
+            raise ProviderError(
+                f"postmark refused every message (ErrorCode {code}, {ACCOUNT_CODES[code]}: "
+                f"{self.redact(str(answer[0].get('Message', '')))}): fix the sender or account "
+                "in Postmark, then run the send again to resume"
+            )
+        results = []
+        for message, entry in zip(messages, answer, strict=True):
+            code = entry.get("ErrorCode")
+            text = self.redact(str(entry.get("Message", "")))
+            if code == 0:
+                results.append(DeliveryResult(message.key, Outcome.SENT,
+                                              provider_id=str(entry.get("MessageID") or "")))
+            elif code in TRANSIENT_CODES:
+                results.append(DeliveryResult(message.key, Outcome.RETRY,
+                                              error=f"postmark ErrorCode {code}: {text}"))
+            else:
+                results.append(DeliveryResult(message.key, Outcome.FAILED,
+                                              error=f"postmark ErrorCode {code}: {text}"))
+        return results

@@ -1,0 +1,169 @@
+"""SendGrid v3: `POST /v3/mail/send`, Bearer key, up to 1000 personalizations a request.
+
+One request carries one body for all its personalizations. A newsletter's
+messages differ per recipient (the unsubscribe link, the address, the name),
+so the batch is factored back into a shared body with SendGrid
+`substitutions` (`%nl_unsubscribe_url%` → that reader's link), and each
+personalization carries that reader's own headers (List-Unsubscribe,
+Message-ID, …), which SendGrid allows per personalization. The factoring is
+checked to reproduce every message's exact text; messages that differ in any
+other way go out in their own request. So each reader gets exactly the
+message that was personalized for them, and a typical issue still needs one
+request per thousand readers.
+
+202 means the whole request was accepted (id in `X-Message-Id`). A 400 names
+the bad fields (`personalizations.3.to.0.email`): those messages fail and the
+others of the request are retried at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.http import (
+    HTTPProvider,
+    TemplateGroup,
+    attachment_key,
+    b64,
+    custom_headers,
+    factor_batch,
+    reply_to,
+    send_in_parts,
+    split_address,
+    unfold,
+)
+
+if TYPE_CHECKING:
+    from newsletter.compose.message import Message
+
+_FIELD_INDEX = re.compile(r"personalizations\.(\d+)")
+MAX_SUBSTITUTION_BYTES = 10_000  # per personalization, as documented
+
+
+def tag(var: str) -> str:
+    """The substitution tag of one per-recipient variable."""
+    return f"%nl_{var}%"
+
+
+class SendGridProvider(HTTPProvider):
+    """SendGrid's v3 Mail Send API (https://sendgrid.com)."""
+
+    name = "sendgrid"
+    description = "SendGrid v3 Mail Send: personalizations, up to 1000 readers a request"
+    max_batch: ClassVar[int] = 1000
+    default_rate: ClassVar[float | None] = None  # SendGrid documents no fixed Mail Send rate
+    default_endpoint = "https://api.sendgrid.com"
+    default_key_env = "SENDGRID_API_KEY"
+
+    def fields(self, message: Message) -> tuple[str, str, str]:
+        return (unfold(message.subject), message.html, message.text)
+
+    def build_requests(self, messages: Sequence[Message]) -> list[tuple[list[Message], bytes]]:
+        """The requests for one batch: (the messages each carries, its JSON body)."""
+        requests = []
+        # Messages can share a body only with the same sender, reply-to and images.
+        by_envelope: dict[tuple[Any, ...], list[Message]] = {}
+        for message in messages:
+            envelope = (message.from_header, reply_to(message), attachment_key(message.attachments))
+            by_envelope.setdefault(envelope, []).append(message)
+        for group_messages in by_envelope.values():
+            for group in factor_batch(group_messages, self.fields, tag):
+                requests.append((group.messages, self.body(group)))
+        return requests
+
+    def body(self, group: TemplateGroup) -> bytes:
+        """One /v3/mail/send body for messages sharing one template."""
+        first = group.messages[0]
+        subject, html, text = group.template
+        personalizations = []
+        for message, values in zip(group.messages, group.values, strict=True):
+            name, addr = split_address(message.to_header)
+            to: dict[str, str] = {"email": message.recipient or addr}
+            if name:
+                to["name"] = name
+            item: dict[str, Any] = {"to": [to]}
+            headers = dict(custom_headers(message))
+            if headers:
+                item["headers"] = headers
+            if values:
+                item["substitutions"] = {tag(k): v for k, v in values.items()}
+            item["custom_args"] = {"newsletter_key": message.key}
+            personalizations.append(item)
+        from_name, from_addr = split_address(first.from_header)
+        sender: dict[str, str] = {"email": from_addr}
+        if from_name:
+            sender["name"] = from_name
+        content = []
+        # SendGrid wants text/plain before text/html.
+        if text:
+            content.append({"type": "text/plain", "value": text})
+        if html:
+            content.append({"type": "text/html", "value": html})
+        body: dict[str, Any] = {
+            "personalizations": personalizations,
+            "from": sender,
+            "subject": subject,
+            "content": content,
+            # Click tracking would rewrite the unsubscribe link: off unless asked for.
+            "tracking_settings": {
+                "click_tracking": {"enable": bool(self.provider_settings.get("track_clicks",
+                                                                             False))},
+                "open_tracking": {"enable": bool(self.provider_settings.get("track_opens",
+                                                                            False))},
+            },
+        }
+        if (value := reply_to(first)) is not None:
+            rname, raddr = split_address(value)
+            body["reply_to"] = {"email": raddr, **({"name": rname} if rname else {})}
+        if first.attachments:
+            body["attachments"] = [
+                {"content": b64(a.data), "type": a.content_type, "filename": a.filename,
+                 "disposition": "inline", "content_id": a.cid}
+                for a in first.attachments
+            ]
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
+        """Send the batch in as few requests as its contents allow; one result per message."""
+        parts = self.build_requests(messages)
+        return send_in_parts(messages, parts, lambda part: self.send_request(*part))
+
+    def send_request(self, group: list[Message], body: bytes) -> list[DeliveryResult]:
+        """POST one body; map the answer onto each message it carried."""
+        response = self.request("POST", "/v3/mail/send", content=body,
+                                headers={"Content-Type": "application/json"})
+        if response.status_code in (200, 202):
+            message_id = response.headers.get("x-message-id")
+            return [DeliveryResult(m.key, Outcome.SENT, provider_id=message_id) for m in group]
+        reason = self.reason(response)
+        error = f"sendgrid HTTP {response.status_code}: {reason}"
+        bad = self.bad_personalizations(response)
+        if bad and len(group) > 1 and bad <= set(range(len(group))):
+            # Only some readers were refused: fail those, retry the rest straight away.
+            return [
+                DeliveryResult(m.key, Outcome.FAILED, error=error) if i in bad
+                else DeliveryResult(m.key, Outcome.RETRY, retry_after=0.0,
+                                    error="sendgrid refused another reader of the same request")
+                for i, m in enumerate(group)
+            ]
+        return [DeliveryResult(m.key, Outcome.FAILED, error=error) for m in group]
+
+    @staticmethod
+    def bad_personalizations(response: Any) -> set[int]:
+        """Indexes of personalizations named by the `field`s of a 400 answer."""
+        try:
+            errors = response.json().get("errors", [])
+        except (ValueError, AttributeError):
+            return set()
+        found = set()
+        for error in errors if isinstance(errors, list) else []:
+            match = _FIELD_INDEX.match(str(error.get("field") or "")) if isinstance(
+                error, dict) else None
+            if match is None:
+                return set()  # an error about the whole request: it applies to everyone
+            found.add(int(match.group(1)))
+        return found
