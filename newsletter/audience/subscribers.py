@@ -45,6 +45,11 @@ def open_db(settings: Settings) -> sqlite_utils.Database:
     return store.connect(settings.database)
 
 
+def _dumps(value: Any) -> str:
+    """JSON as stored in the database: compact, Unicode kept."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def now_iso() -> str:
     """The current time as stored in the database: ISO 8601 UTC, seconds, `Z`."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -219,8 +224,8 @@ def add_or_update(
                 "INSERT INTO subscribers (email, email_key, name, status, tags, attributes, "
                 "source, created_at, updated_at, confirmed_at) "
                 "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
-                [address, email_key(address), name.strip(), json.dumps(tags, ensure_ascii=False),
-                 json.dumps(attributes, ensure_ascii=False), source, now, now, now],
+                [address, email_key(address), name.strip(), _dumps(tags),
+                 _dumps(attributes), source, now, now, now],
             )
             sub_id, outcome = cursor.lastrowid, "added"
         else:
@@ -246,8 +251,8 @@ def add_or_update(
                 db.execute(
                     "UPDATE subscribers SET name = ?, status = ?, tags = ?, attributes = ?, "
                     "confirmed_at = ?, unsubscribed_at = ?, updated_at = ? WHERE id = ?",
-                    [new.name, new.status, json.dumps(new.tags, ensure_ascii=False),
-                     json.dumps(new.attributes, ensure_ascii=False), new.confirmed_at,
+                    [new.name, new.status, _dumps(new.tags),
+                     _dumps(new.attributes), new.confirmed_at,
                      new.unsubscribed_at, now, old.id],
                 )
             sub_id = old.id
@@ -384,8 +389,8 @@ def export_csv(
     for sub in iter_subscribers(db, status=status, tag=tag):
         writer.writerow([
             sub.email, sub.name, sub.status,
-            json.dumps(sub.tags, ensure_ascii=False),
-            json.dumps(sub.attributes, ensure_ascii=False, sort_keys=True),
+            _dumps(sub.tags),
+            json.dumps(sub.attributes, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
             sub.source, sub.created_at, sub.updated_at,
             sub.confirmed_at or "", sub.unsubscribed_at or "", sub.optin_ip or "",
         ])

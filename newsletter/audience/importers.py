@@ -1,0 +1,849 @@
+"""Imports: one reader per platform export, and one engine that applies them safely.
+
+Each reader turns a row of its platform's CSV into a `Record`: address, name,
+status (mapped faithfully), tags, attributes and consent dates. The engine
+streams the file, validates and normalizes every address, stages the rows in
+a temporary table (duplicates inside the file folded there, so memory does not
+grow with the file), then merges them into `subscribers` in ONE transaction:
+killed half-way, the database is as before. The merge never turns an
+unsubscribed, bounced or complained subscriber back into active.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import re
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+import sqlite_utils
+
+from newsletter.audience.subscribers import (
+    STATUSES,
+    clean_tags,
+    email_key,
+    normalize_email,
+    now_iso,
+)
+from newsletter.errors import SubscriberError
+
+BATCH = 5000
+MAX_EXAMPLES = 10
+
+
+class RowError(Exception):
+    """A row that cannot be imported: `kind` groups it in the summary, the message says why."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Record:
+    """One subscriber as read from a file, before validation of the address."""
+
+    email: str
+    name: str = ""
+    status: str = "active"
+    tags: list[str] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+    confirmed_at: str | None = None
+    unsubscribed_at: str | None = None
+    optin_ip: str | None = None
+    source: str = ""  # only our own format carries one
+    updated_at: str | None = None  # only our own format carries one
+
+
+# --- field helpers ------------------------------------------------------------------
+
+_PLAIN_DATE = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d")
+
+
+def parse_date(text: str, column: str = "date") -> str | None:
+    """An export's date as ISO 8601 UTC (`2024-01-31T09:00:00Z`); None when empty.
+
+    Naive times are taken as UTC (Mailchimp, Substack and others export UTC).
+    """
+    text = text.strip()
+    if not text:
+        return None
+    if len(text) == 19 and _PLAIN_DATE.fullmatch(text):  # the common case, cheaply
+        return f"{text[:10]}T{text[11:]}Z"
+    cleaned = text.removesuffix(" UTC").removesuffix(" GMT")
+    try:
+        when = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise RowError(
+            "bad date", f"{column} {text!r} is not a date like 2024-01-31 09:00:00"
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", ""})
+
+
+def parse_bool(text: str, column: str) -> bool:
+    """A true/false cell; anything else is a bad row."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise RowError("bad value", f"{column} {text!r} is neither true nor false")
+
+
+def parse_tags(text: str) -> list[str]:
+    """Tags from a cell: a JSON or Python list, or a comma list (Mailchimp quotes each tag)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                value = loader(text)
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(value, list):
+                return clean_tags(str(v) for v in value)
+    return clean_tags(next(csv.reader([text], skipinitialspace=True), []))
+
+
+def parse_object(text: str, column: str) -> dict[str, Any]:
+    """A JSON object cell (Python dict syntax tolerated); empty means {}."""
+    text = text.strip()
+    if not text:
+        return {}
+    for loader in (json.loads, ast.literal_eval):
+        try:
+            value = loader(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+        break
+    raise RowError("bad attributes", f"{column} is not a JSON object: {text[:60]!r}")
+
+
+def join_name(*parts: str) -> str:
+    """First and last names joined with a space, blanks dropped."""
+    return " ".join(p for p in parts if p)
+
+
+class Columns:
+    """Header lookup by name, ignoring case and surrounding spaces."""
+
+    def __init__(self, header: Sequence[str]) -> None:
+        self.header = [h.strip() for h in header]
+        self._index: dict[str, int] = {}
+        for i, name in enumerate(self.header):
+            self._index.setdefault(name.lower(), i)
+
+    def has(self, *names: str) -> bool:
+        return all(n.lower() in self._index for n in names)
+
+    def missing(self, *names: str) -> list[str]:
+        return [n for n in names if n.lower() not in self._index]
+
+    def index(self, name: str) -> int | None:
+        return self._index.get(name.lower())
+
+    def getter(self, name: str) -> Callable[[Sequence[str]], str]:
+        """A fast accessor for one column: '' when the column or the cell is absent."""
+        i = self.index(name)
+        if i is None:
+            return lambda row: ""
+        return lambda row: row[i].strip() if i < len(row) else ""
+
+
+def _status(value: str, mapping: dict[str, str], column: str = "status") -> str:
+    status = mapping.get(value.strip().lower())
+    if status is None:
+        raise RowError(
+            "unknown status",
+            f"{column} {value!r} is not one this importer knows ({', '.join(sorted(mapping))})",
+        )
+    return status
+
+
+# --- the readers ------------------------------------------------------------------
+
+Mapper = Callable[[Sequence[str]], Record]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A platform's export: how to recognise its header and read its rows."""
+
+    name: str
+    title: str
+    required: tuple[str, ...]  # columns --format NAME needs
+    detect: Callable[[Columns], bool]
+    mapper: Callable[[Columns], Mapper]
+
+
+def _newsletter(cols: Columns) -> Mapper:
+    email, name, status = cols.getter("email"), cols.getter("name"), cols.getter("status")
+    tags, attrs, source = cols.getter("tags"), cols.getter("attributes"), cols.getter("source")
+    created, updated = cols.getter("created_at"), cols.getter("updated_at")
+    confirmed, unsub, ip = (
+        cols.getter("confirmed_at"), cols.getter("unsubscribed_at"), cols.getter("optin_ip"),
+    )
+    statuses = {s: s for s in STATUSES}
+
+    def read(row: Sequence[str]) -> Record:
+        return Record(
+            email=email(row), name=name(row), status=_status(status(row) or "active", statuses),
+            tags=parse_tags(tags(row)), attributes=parse_object(attrs(row), "attributes"),
+            created_at=parse_date(created(row), "created_at"),
+            confirmed_at=parse_date(confirmed(row), "confirmed_at"),
+            unsubscribed_at=parse_date(unsub(row), "unsubscribed_at"),
+            optin_ip=ip(row) or None, source=source(row),
+            updated_at=parse_date(updated(row), "updated_at"),
+        )
+
+    return read
+
+
+def _substack(cols: Columns) -> Mapper:
+    email, disabled = cols.getter("email"), cols.getter("email_disabled")
+    paid, plan, expiry = (
+        cols.getter("active_subscription"), cols.getter("plan"), cols.getter("expiry"),
+    )
+    created = cols.getter("created_at")
+
+    def read(row: Sequence[str]) -> Record:
+        attributes: dict[str, Any] = {}
+        if parse_bool(paid(row), "active_subscription"):
+            attributes["paid"] = True
+        if plan(row):
+            attributes["plan"] = plan(row)
+        if expiry(row):
+            attributes["expiry"] = expiry(row)
+        stopped = parse_bool(disabled(row), "email_disabled")
+        return Record(
+            email=email(row), status="unsubscribed" if stopped else "active",
+            attributes=attributes, created_at=parse_date(created(row), "created_at"),
+        )
+
+    return read
+
+
+# Mailchimp's own columns are upper case (OPTIN_TIME, TAGS…); the list's merge
+# fields (First Name, Phone…) are not, and become attributes.
+_MAILCHIMP_SYSTEM = re.compile(r"[A-Z0-9_]+")
+
+
+def _mailchimp(cols: Columns) -> Mapper:
+    email, first, last = (
+        cols.getter("Email Address"), cols.getter("First Name"), cols.getter("Last Name"),
+    )
+    optin, optin_ip = cols.getter("OPTIN_TIME"), cols.getter("OPTIN_IP")
+    confirm, confirm_ip = cols.getter("CONFIRM_TIME"), cols.getter("CONFIRM_IP")
+    tags = cols.getter("TAGS")
+    # Which of the three files: subscribed, unsubscribed or cleaned (bounced).
+    if cols.has("UNSUB_TIME"):
+        status, stopped_at = "unsubscribed", cols.getter("UNSUB_TIME")
+    elif cols.has("CLEAN_TIME"):
+        status, stopped_at = "bounced", cols.getter("CLEAN_TIME")
+    else:
+        status, stopped_at = "active", (lambda row: "")
+    skip = {"email address", "first name", "last name"}
+    extra = [
+        (i, h) for i, h in enumerate(cols.header)
+        if h and h.lower() not in skip and not _MAILCHIMP_SYSTEM.fullmatch(h)
+    ]
+
+    def read(row: Sequence[str]) -> Record:
+        attributes = {}
+        for i, h in extra:
+            if i < len(row) and (value := row[i].strip()):
+                attributes[h] = value
+        optin_at = parse_date(optin(row), "OPTIN_TIME")
+        confirmed_at = parse_date(confirm(row), "CONFIRM_TIME")
+        return Record(
+            email=email(row), name=join_name(first(row), last(row)), status=status,
+            tags=parse_tags(tags(row)), attributes=attributes,
+            created_at=optin_at or confirmed_at, confirmed_at=confirmed_at,
+            unsubscribed_at=parse_date(stopped_at(row), "UNSUB_TIME/CLEAN_TIME"),
+            optin_ip=optin_ip(row) or confirm_ip(row) or None,
+        )
+
+    return read
+
+
+_BUTTONDOWN_STATUS = {
+    "regular": "active", "premium": "active", "gifted": "active", "trialed": "active",
+    "churning": "active", "past_due": "active", "paused": "unsubscribed",
+    "unactivated": "pending", "unpaid": "active", "spammy": "pending",
+    "unsubscribed": "unsubscribed", "removed": "unsubscribed",
+    "undeliverable": "bounced", "bounced": "bounced", "complained": "complained",
+}
+
+
+def _buttondown(cols: Columns) -> Mapper:
+    email, notes, kind = cols.getter("email"), cols.getter("notes"), cols.getter("subscriber_type")
+    created, ip = cols.getter("creation_date"), cols.getter("ip_address")
+    subscribed, unsubscribed = cols.getter("subscription_date"), cols.getter("unsubscription_date")
+    tags, metadata = cols.getter("tags"), cols.getter("metadata")
+    kept = [(n, cols.getter(n)) for n in
+            ("referrer_url", "utm_source", "utm_medium", "utm_campaign")]
+
+    def read(row: Sequence[str]) -> Record:
+        attributes = parse_object(metadata(row), "metadata")
+        if notes(row):
+            attributes["notes"] = notes(row)
+        for name, get in kept:
+            if value := get(row):
+                attributes[name] = value
+        name = attributes.get("name")
+        return Record(
+            email=email(row), name=name if isinstance(name, str) else "",
+            status=_status(kind(row) or "regular", _BUTTONDOWN_STATUS, "subscriber_type"),
+            tags=parse_tags(tags(row)), attributes=attributes,
+            created_at=parse_date(created(row), "creation_date"),
+            confirmed_at=parse_date(subscribed(row), "subscription_date"),
+            unsubscribed_at=parse_date(unsubscribed(row), "unsubscription_date"),
+            optin_ip=ip(row) or None,
+        )
+
+    return read
+
+
+_LISTMONK_STATUS = {"enabled": "active", "disabled": "unsubscribed", "blocklisted": "unsubscribed"}
+
+
+def _listmonk(cols: Columns) -> Mapper:
+    email, name, attrs = cols.getter("email"), cols.getter("name"), cols.getter("attributes")
+    status, created = cols.getter("status"), cols.getter("created_at")
+
+    def read(row: Sequence[str]) -> Record:
+        return Record(
+            email=email(row), name=name(row),
+            status=_status(status(row) or "enabled", _LISTMONK_STATUS),
+            attributes=parse_object(attrs(row), "attributes"),
+            created_at=parse_date(created(row), "created_at"),
+        )
+
+    return read
+
+
+def _ghost(cols: Columns) -> Mapper:
+    email, name, note = cols.getter("email"), cols.getter("name"), cols.getter("note")
+    subscribed, created = cols.getter("subscribed_to_emails"), cols.getter("created_at")
+    deleted, labels, tiers = cols.getter("deleted_at"), cols.getter("labels"), cols.getter("tiers")
+
+    def read(row: Sequence[str]) -> Record:
+        attributes = {}
+        if note(row):
+            attributes["note"] = note(row)
+        if tiers(row):
+            attributes["tiers"] = tiers(row)
+        deleted_at = parse_date(deleted(row), "deleted_at")
+        wants_email = parse_bool(subscribed(row) or "true", "subscribed_to_emails")
+        return Record(
+            email=email(row), name=name(row),
+            status="active" if wants_email and not deleted_at else "unsubscribed",
+            tags=parse_tags(labels(row)), attributes=attributes,
+            created_at=parse_date(created(row), "created_at"), unsubscribed_at=deleted_at,
+        )
+
+    return read
+
+
+_BEEHIIV_STATUS = {
+    "active": "active", "validating": "pending", "pending": "pending",
+    "needs_attention": "pending", "inactive": "unsubscribed", "unsubscribed": "unsubscribed",
+    "invalid": "bounced", "bounced": "bounced", "complained": "complained",
+}
+
+
+def _beehiiv(cols: Columns) -> Mapper:
+    email, first, last = cols.getter("email"), cols.getter("First Name"), cols.getter("Last Name")
+    status, unsub = cols.getter("status"), cols.getter("unsubscribed_at")
+    created = cols.getter("created_at") if cols.has("created_at") else cols.getter("created")
+    tags = cols.getter("tags")
+    kept = [(n, cols.getter(n)) for n in (
+        "subscription_tier", "utm_source", "utm_medium", "utm_channel", "utm_campaign",
+        "referring_site", "referral_code",
+    ) if cols.has(n)]
+
+    def read(row: Sequence[str]) -> Record:
+        attributes = {name: value for name, get in kept if (value := get(row))}
+        return Record(
+            email=email(row), name=join_name(first(row), last(row)),
+            status=_status(status(row) or "active", _BEEHIIV_STATUS),
+            tags=parse_tags(tags(row)), attributes=attributes,
+            created_at=parse_date(created(row), "created_at"),
+            unsubscribed_at=parse_date(unsub(row), "unsubscribed_at"),
+        )
+
+    return read
+
+
+def _plain(cols: Columns) -> Mapper:
+    email_i = cols.index("email")
+    email_i = 0 if email_i is None else email_i
+    name_i = cols.index("name")
+    name_i = (1 if email_i == 0 else 0) if name_i is None else name_i
+
+    def read(row: Sequence[str]) -> Record:
+        if len(row) > 2:
+            raise RowError("too many fields", f"{len(row)} fields where email,name was expected")
+        email = row[email_i].strip() if email_i < len(row) else ""
+        name = row[name_i].strip() if name_i < len(row) else ""
+        return Record(email=email, name=name)
+
+    return read
+
+
+def _is_plain(cols: Columns) -> bool:
+    names = [h.lower() for h in cols.header]
+    return names in (["email"], ["email", "name"], ["name", "email"], ["email address"]) or (
+        len(names) <= 2 and "@" in (cols.header[0] if cols.header else "")
+    )
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("newsletter", "newsletter export", ("email", "name", "status", "tags"),
+           lambda c: [h.lower() for h in c.header[:4]] == ["email", "name", "status", "tags"],
+           _newsletter),
+    Format("substack", "Substack", ("email", "active_subscription", "email_disabled"),
+           lambda c: c.has("email", "active_subscription", "email_disabled"), _substack),
+    Format("mailchimp", "Mailchimp", ("Email Address",),
+           lambda c: c.has("Email Address"), _mailchimp),
+    Format("buttondown", "Buttondown", ("email", "subscriber_type"),
+           lambda c: c.has("email", "secondary_id", "subscriber_type"), _buttondown),
+    Format("listmonk", "listmonk", ("email", "status"),
+           lambda c: c.has("uuid", "email", "attributes", "status"), _listmonk),
+    Format("ghost", "Ghost", ("email", "subscribed_to_emails"),
+           lambda c: c.has("email", "subscribed_to_emails"), _ghost),
+    Format("beehiiv", "beehiiv", ("email", "status"),
+           lambda c: c.has("email", "First Name", "Last Name", "status"), _beehiiv),
+    Format("plain", "plain list", (), _is_plain, _plain),
+)}
+
+FORMAT_NAMES = ("auto", *FORMATS)
+
+
+def detect_format(header: Sequence[str], where: str) -> Format:
+    """The format whose header this is; SubscriberError saying how to choose when none fits."""
+    cols = Columns(header)
+    for fmt in FORMATS.values():
+        if fmt.detect(cols):
+            return fmt
+    shown = ",".join(cols.header[:8]) + (",…" if len(cols.header) > 8 else "")
+    raise SubscriberError(
+        f"{where}: cannot tell which platform this export comes from (header: {shown}): "
+        f"pass --format with one of {', '.join(FORMATS)}"
+    )
+
+
+def get_format(name: str, header: Sequence[str], where: str) -> Format:
+    """The format named by --format (checking its columns are there), or the detected one."""
+    if name == "auto":
+        return detect_format(header, where)
+    fmt = FORMATS.get(name)
+    if fmt is None:
+        raise SubscriberError(f"unknown format {name!r}: use one of {', '.join(FORMAT_NAMES)}")
+    missing = Columns(header).missing(*fmt.required)
+    if missing:
+        raise SubscriberError(
+            f"{where} is not a {fmt.title} export: it has no {', '.join(missing)} column; "
+            "try --format auto"
+        )
+    return fmt
+
+
+# --- reading files ----------------------------------------------------------------
+
+
+@dataclass
+class Sheet:
+    """One CSV inside the file (a ZIP holds several): its name, rows and the bytes read so far."""
+
+    name: str
+    header: list[str]
+    rows: Iterator[tuple[int, list[str]]]  # (line number where the row starts, fields)
+    has_header: bool
+
+
+def _csv_rows(text: TextIO, where: str) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(text, strict=False)
+    line = 1
+    try:
+        for row in reader:
+            yield line, row
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise SubscriberError(
+            f"{where} line {line}: {exc}: fix the quoting there and import again"
+        ) from None
+    except UnicodeDecodeError:
+        raise SubscriberError(
+            f"{where} near line {line} is not UTF-8 text: save the file as UTF-8 (CSV UTF-8 in "
+            "Excel) and import again"
+        ) from None
+
+
+def _open_sheet(binary: BinaryIO, name: str) -> Sheet:
+    # utf-8-sig drops a BOM; newline="" lets csv handle CRLF and newlines in quotes.
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    rows = _csv_rows(text, name)
+    for line, header in rows:
+        if any(cell.strip() for cell in header):
+            header = [h.strip() for h in header]
+            cols = Columns(header)
+            if _is_plain(cols) and "@" in header[0]:
+                # A bare list of addresses has no header: its first row is data.
+                def with_first(first: list[str] = header, first_line: int = line) -> Iterator:
+                    yield first_line, first
+                    yield from rows
+                return Sheet(name, ["email", "name"][: max(len(header), 1)], with_first(), False)
+            return Sheet(name, header, rows, True)
+    raise SubscriberError(f"{name} is empty: export the list again and import that file")
+
+
+csv.field_size_limit(10 * 1024 * 1024)  # big JSON attributes cells are fine; a runaway quote is not
+
+
+# --- the engine ---------------------------------------------------------------------
+
+
+@dataclass
+class ImportSummary:
+    """What an import did (or, with dry_run, would do)."""
+
+    formats: list[str] = field(default_factory=list)
+    rows: int = 0  # data rows read (blank lines not counted)
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # by reason
+    examples: list[str] = field(default_factory=list)  # the first few skipped rows, with line
+    dry_run: bool = False
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def lines(self) -> list[str]:
+        """The summary as the CLI prints it."""
+        verb = "Would import" if self.dry_run else "Imported"
+        out = [
+            f"{verb} {self.rows} rows ({', '.join(self.formats) or 'no data'}): "
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.skipped_total} skipped"
+            + (" (" + ", ".join(f"{k}: {n}" for k, n in self.skipped.most_common()) + ")"
+               if self.skipped else "")
+        ]
+        out += [f"  skipped {e}" for e in self.examples]
+        more = self.skipped_total - len(self.examples)
+        if more > 0:
+            out.append(f"  … and {more} more skipped rows (keep them all with --rejects FILE)")
+        if self.dry_run:
+            out.append("Dry run: nothing was written.")
+        return out
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+_STAGE_COLUMNS = (
+    "email_key, email, name, status, tags, attributes, created_at, confirmed_at, "
+    "unsubscribed_at, optin_ip, source, updated_at, line"
+)
+_STOPPED_SQL = "('unsubscribed','bounced','complained')"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _Rejects:
+    """Collects skipped rows: counts, the first few for the summary, all of them in a file."""
+
+    def __init__(self, summary: ImportSummary, path: Path | None) -> None:
+        self.summary = summary
+        self.file = open(path, "w", encoding="utf-8", newline="") if path else None  # noqa: SIM115
+        self.writer = csv.writer(self.file) if self.file else None
+        self.header_for: str | None = None
+
+    def add(self, where: str, kind: str, message: str, row: Sequence[str] = (),
+            header: Sequence[str] = ()) -> None:
+        self.summary.skipped[kind] += 1
+        if len(self.summary.examples) < MAX_EXAMPLES:
+            self.summary.examples.append(f"{where}: {message}")
+        if self.writer is not None:
+            if self.header_for is None:
+                self.header_for = where
+                self.writer.writerow(["where", "reason", *header])
+            self.writer.writerow([where, message, *row])
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def import_file(
+    db: sqlite_utils.Database,
+    path: Path,
+    format: str = "auto",
+    tags: Sequence[str] = (),
+    dry_run: bool = False,
+    rejects: Path | None = None,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Import a platform's export (CSV, or Mailchimp's ZIP) into the subscriber list.
+
+    The whole file goes in as one transaction, or nothing does (a bad file, an
+    interruption, `dry_run`). Rows that cannot be imported are skipped and
+    counted by reason, with their line numbers (all of them in `rejects` when
+    given). `tags` are added to every imported subscriber.
+    """
+    path = Path(path)
+    extra_tags = clean_tags(tags)
+    summary = ImportSummary(dry_run=dry_run)
+    bad = _Rejects(summary, rejects)
+    try:
+        db.execute("DROP TABLE IF EXISTS temp.import_rows")
+        db.execute(
+            "CREATE TEMP TABLE import_rows (email_key TEXT NOT NULL UNIQUE, email TEXT, "
+            "name TEXT, status TEXT, tags TEXT, attributes TEXT, created_at TEXT, "
+            "confirmed_at TEXT, unsubscribed_at TEXT, optin_ip TEXT, source TEXT, "
+            "updated_at TEXT, line TEXT, dup_lines TEXT NOT NULL DEFAULT '')"
+        )
+        # Stage 1: read and validate into the temporary table (the list is untouched).
+        with db.conn:
+            db.execute("BEGIN")
+            _stage(db, path, format, extra_tags, summary, bad, progress)
+        _report_duplicates(db, bad)
+        # Stage 2: merge, in one transaction on the list.
+        if progress:
+            progress("Merging", 0, 1)
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            _merge(db, summary)
+            if dry_run:
+                db.conn.rollback()
+        if progress:
+            progress("Merging", 1, 1)
+    finally:
+        bad.close()
+        if db.conn.in_transaction:
+            db.conn.rollback()
+        db.execute("DROP TABLE IF EXISTS temp.import_rows")
+    return summary
+
+
+def _stage(
+    db: sqlite_utils.Database, path: Path, format: str, extra_tags: list[str],
+    summary: ImportSummary, bad: _Rejects, progress: Progress | None,
+) -> None:
+    now = now_iso()
+    insert = (
+        f"INSERT INTO temp.import_rows ({_STAGE_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+        "ON CONFLICT(email_key) DO UPDATE SET dup_lines = dup_lines || char(31) || excluded.line, "
+        # The same person twice in one file: a stop (unsubscribed…) wins over active.
+        f"status = CASE WHEN status NOT IN {_STOPPED_SQL} AND excluded.status IN {_STOPPED_SQL} "
+        "THEN excluded.status ELSE status END, "
+        f"unsubscribed_at = CASE WHEN status NOT IN {_STOPPED_SQL} "
+        f"AND excluded.status IN {_STOPPED_SQL} THEN excluded.unsubscribed_at "
+        "ELSE unsubscribed_at END"
+    )
+    sheets = list(_sheet_sizes(path))
+    total = sum(size for size, _ in sheets)
+    done_before = 0
+    for size, (sheet, tell) in _iter_sheets(path, sheets):
+        fmt = get_format(format, sheet.header, sheet.name)
+        if fmt.title not in summary.formats:
+            summary.formats.append(fmt.title)
+        read = fmt.mapper(Columns(sheet.header))
+        default_source = f"import:{fmt.name}:{Path(sheet.name.split(':')[0]).name}"
+        width = len(sheet.header)
+        check_width = sheet.has_header and fmt.name != "plain"
+        batch: list[tuple[Any, ...]] = []
+        for line, row in sheet.rows:
+            if not any(row) or not any(cell.strip() for cell in row):
+                continue  # blank line
+            summary.rows += 1
+            where = f"line {line}" if len(sheets) == 1 else f"{sheet.name} line {line}"
+            try:
+                if check_width and len(row) > width:
+                    raise RowError(
+                        "too many fields",
+                        f"{len(row)} fields but the header has {width}: a comma outside quotes?",
+                    )
+                rec = read(row)
+                if not rec.email:
+                    raise RowError("missing address", "no email address")
+                try:
+                    address = normalize_email(rec.email)
+                except SubscriberError as exc:
+                    raise RowError("invalid address", str(exc)) from None
+            except RowError as exc:
+                bad.add(where, exc.kind, str(exc), row, sheet.header)
+                continue
+            tags = clean_tags([*rec.tags, *extra_tags]) if extra_tags else rec.tags
+            batch.append((
+                email_key(address), address, rec.name, rec.status, _dumps(tags),
+                _dumps(rec.attributes), rec.created_at or now, rec.confirmed_at,
+                rec.unsubscribed_at, rec.optin_ip, rec.source or default_source,
+                rec.updated_at or now, where,
+            ))
+            if len(batch) >= BATCH:
+                db.conn.executemany(insert, batch)
+                batch.clear()
+                if progress:
+                    progress("Reading", done_before + tell(), total)
+        if batch:
+            db.conn.executemany(insert, batch)
+        done_before += size
+        if progress:
+            progress("Reading", done_before, total)
+
+
+def _sheet_sizes(path: Path) -> Iterator[tuple[int, str]]:
+    """(size, name) of each CSV in `path`, without reading the data."""
+    with open(path, "rb") as handle:
+        if handle.read(4) == b"PK\x03\x04":
+            handle.seek(0)
+            try:
+                archive = zipfile.ZipFile(handle)
+            except zipfile.BadZipFile as exc:
+                raise SubscriberError(f"{path} is not a readable ZIP file ({exc})") from None
+            for m in archive.infolist():
+                if _is_member_csv(m):
+                    yield m.file_size, m.filename
+            return
+    yield path.stat().st_size, path.name
+
+
+def _is_member_csv(member: zipfile.ZipInfo) -> bool:
+    name = member.filename
+    return name.lower().endswith(".csv") and not member.is_dir() and not (
+        name.startswith("__MACOSX/") or Path(name).name.startswith("._")
+    )
+
+
+def _iter_sheets(
+    path: Path, sizes: list[tuple[int, str]]
+) -> Iterator[tuple[int, tuple[Sheet, Callable[[], int]]]]:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise SubscriberError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        if handle.read(4) == b"PK\x03\x04":
+            handle.seek(0)
+            archive = zipfile.ZipFile(handle)
+            members = [m for m in archive.infolist() if _is_member_csv(m)]
+            if not members:
+                raise SubscriberError(f"{path} holds no .csv file: is it a list export?")
+            for member in members:
+                with archive.open(member) as raw:
+                    sheet = _open_sheet(raw, f"{path.name}:{member.filename}")
+                    yield member.file_size, (sheet, raw.tell)
+            return
+        handle.seek(0)
+        yield sizes[0][0], (_open_sheet(handle, path.name), handle.tell)
+
+
+def _report_duplicates(db: sqlite_utils.Database, bad: _Rejects) -> None:
+    rows = db.execute(
+        "SELECT email, line, dup_lines FROM temp.import_rows WHERE dup_lines != '' ORDER BY rowid"
+    )
+    for email, first, dups in rows:
+        for where in dups.split("\x1f"):
+            if where:
+                bad.add(where, "duplicate", f"{email} again (first at {first})", [email])
+
+
+def _merge(db: sqlite_utils.Database, summary: ImportSummary) -> None:
+    """Fold the staged rows into `subscribers` (inside the caller's transaction)."""
+    now = now_iso()
+    db.execute("DROP TABLE IF EXISTS temp.import_matches")
+    # Existing subscribers: compute what each becomes under the consent rules.
+    db.execute(
+        f"""
+        CREATE TEMP TABLE import_matches AS
+        SELECT m.*, (m.status IS NOT m.old_status OR m.name IS NOT m.old_name
+                     OR json(m.tags) IS NOT json(m.old_tags)
+                     OR json(m.attributes) IS NOT json(m.old_attributes)
+                     OR m.created_at IS NOT m.old_created_at
+                     OR m.confirmed_at IS NOT m.old_confirmed_at
+                     OR m.unsubscribed_at IS NOT m.old_unsubscribed_at
+                     OR m.optin_ip IS NOT m.old_optin_ip) AS changed
+        FROM (
+          SELECT s.id, r.email_key,
+            s.status AS old_status, s.name AS old_name, s.tags AS old_tags,
+            s.attributes AS old_attributes, s.created_at AS old_created_at,
+            s.confirmed_at AS old_confirmed_at, s.unsubscribed_at AS old_unsubscribed_at,
+            s.optin_ip AS old_optin_ip,
+            -- never back to active: a stopped subscriber stays stopped; a stop in the
+            -- file is taken; an active one is not demoted to pending.
+            CASE WHEN s.status IN {_STOPPED_SQL} THEN s.status
+                 WHEN r.status IN {_STOPPED_SQL} THEN r.status
+                 WHEN s.status = 'active' THEN 'active'
+                 ELSE r.status END AS status,
+            CASE WHEN r.name != '' THEN r.name ELSE s.name END AS name,
+            CASE WHEN r.tags = '[]' OR r.tags = s.tags THEN s.tags ELSE (
+              SELECT json_group_array(value) FROM (
+                SELECT value FROM (
+                  SELECT value, 0 AS part, key FROM json_each(s.tags)
+                  UNION ALL
+                  SELECT value, 1, key FROM json_each(r.tags)
+                  WHERE value NOT IN (SELECT value FROM json_each(s.tags))
+                ) ORDER BY part, key)
+            ) END AS tags,
+            CASE WHEN r.attributes = '{{}}' THEN s.attributes
+                 ELSE json_patch(s.attributes, r.attributes) END AS attributes,
+            CASE WHEN r.created_at < s.created_at THEN r.created_at
+                 ELSE s.created_at END AS created_at,
+            COALESCE(s.confirmed_at, r.confirmed_at) AS confirmed_at,
+            CASE WHEN s.status IN {_STOPPED_SQL} THEN s.unsubscribed_at
+                 WHEN r.status IN {_STOPPED_SQL} THEN COALESCE(r.unsubscribed_at, :now)
+                 ELSE s.unsubscribed_at END AS unsubscribed_at,
+            COALESCE(s.optin_ip, r.optin_ip) AS optin_ip
+          FROM temp.import_rows r JOIN main.subscribers s ON s.email_key = r.email_key
+        ) AS m
+        """,
+        {"now": now},
+    )
+    summary.updated, summary.unchanged = db.execute(
+        "SELECT COALESCE(SUM(changed), 0), COALESCE(SUM(NOT changed), 0) FROM temp.import_matches"
+    ).fetchone()
+    db.execute(
+        """
+        UPDATE main.subscribers SET status = m.status, name = m.name, tags = m.tags,
+          attributes = m.attributes, created_at = m.created_at, confirmed_at = m.confirmed_at,
+          unsubscribed_at = m.unsubscribed_at, optin_ip = m.optin_ip, updated_at = :now
+        FROM temp.import_matches AS m WHERE main.subscribers.id = m.id AND m.changed
+        """,
+        {"now": now},
+    )
+    # New subscribers, in the order of the file.
+    cursor = db.execute(
+        """
+        INSERT INTO main.subscribers (email, email_key, name, status, tags, attributes, source,
+          created_at, updated_at, confirmed_at, unsubscribed_at, optin_ip)
+        SELECT email, email_key, name, status, tags, attributes, source, created_at,
+          updated_at, confirmed_at, unsubscribed_at, optin_ip
+        FROM temp.import_rows
+        WHERE email_key NOT IN (SELECT email_key FROM temp.import_matches)
+        ORDER BY rowid
+        """
+    )
+    summary.added = cursor.rowcount
+    db.execute("DROP TABLE temp.import_matches")
