@@ -4,13 +4,41 @@ INTERFACE (fixed; other packages build against it). The implementation is
 owned by the compose work: per-recipient values are spliced into HTML, text
 and MIME bytes prepared once per issue, never by re-running Markdown,
 Jinja2 or premailer.
+
+How the splice stays valid MIME: both parts are quoted-printable. Once per
+issue the HTML and text are cut at the per-recipient markers, and each static
+piece is QP-encoded on its own (binascii, in C) and ends with a soft line
+break (`=` CRLF). Per recipient only the short values are escaped, QP-encoded
+and placed between those pieces, each ending with a soft break too, so a
+value always starts a fresh line: the decoded part is exactly piece + value +
+piece, and no line exceeds 76 characters whatever the value's length.
+
+The message is multipart/alternative, text first and HTML last; with embedded
+images the HTML part is a multipart/related holding the HTML and the images.
 """
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import html as html_lib
+import re
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime, parseaddr
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from newsletter.errors import ContentError, SubscriberError
+
+if TYPE_CHECKING:
+    from newsletter.compose.issue import Issue
+    from newsletter.compose.layout import Slot
+    from newsletter.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -68,3 +96,322 @@ class Message:
         if self.raw is None:
             raise NotImplementedError("personalize() sets raw")
         return self.raw
+
+
+# A stand-in reader for build and preview.
+SAMPLE_RECIPIENT = Recipient(email="reader@example.com", name="Sample Reader")
+
+_SOFT = b"=\r\n"
+_BAD_ADDRESS = re.compile(r"[\x00-\x20\x7f<>\"(),;:\\\[\]]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_NEEDS_QUOTES = re.compile(r"[()<>\[\]:;@\\,.\"]")
+
+
+def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Settings) -> Message:
+    """The message for one recipient: values spliced into templates prepared once per issue."""
+    prep = _prepared(issue, settings)
+    email = recipient.email.strip()
+    if not email or "@" not in email or _BAD_ADDRESS.search(email):
+        raise SubscriberError(
+            f"{email!r} is not a usable email address: fix or remove this subscriber"
+        )
+    name = " ".join(_CONTROL.sub(" ", recipient.name).split()) if recipient.name else ""
+    unsub = None
+    if prep.tokens is not None:
+        unsub = f"{prep.base_url}/unsubscribe?token={prep.tokens.make(recipient.key or email)}"
+
+    # Each distinct slot is computed and escaped once, then spliced where it appears.
+    plain: dict[Slot, str] = {}
+    for slot in prep.slots:
+        value = slot.value(email, name, recipient.attributes, unsub or "")
+        plain[slot] = _CONTROL.sub(" ", value) if value else ""
+    escaped = {slot: html_lib.escape(v, quote=True) for slot, v in plain.items()}
+
+    html = _splice_text(prep.html_pieces, prep.html_slots, escaped)
+    text = _splice_text(prep.text_pieces, prep.text_slots, plain)
+
+    to_header = _display(name, email)
+    msg_id = f"<{time.time_ns():x}.{secrets.token_hex(6)}@{prep.domain}>"
+    date = _now()
+    headers = [("Date", date), ("Message-ID", msg_id)]
+    headers.extend(prep.static_headers)
+    if unsub or prep.mailto:
+        parts = [f"<{u}>" for u in (unsub, prep.mailto) if u]
+        headers.append(("List-Unsubscribe", ", ".join(parts)))
+        if unsub:
+            headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+
+    raw = b"".join(
+        [
+            prep.from_line,
+            b"To: ",
+            _encode_address(name, email),
+            b"\r\n",
+            prep.subject_line,
+            b"Date: ",
+            date.encode("ascii"),
+            b"\r\nMessage-ID: ",
+            msg_id.encode("ascii"),
+            b"\r\n",
+            prep.static_lines,
+            _list_unsubscribe_lines(unsub, prep.mailto),
+            prep.head_tail,
+            _splice_qp(prep.text_qp, prep.text_slots, plain),
+            prep.between,
+            _splice_qp(prep.html_qp, prep.html_slots, escaped),
+            prep.tail,
+        ]
+    )
+    return Message(
+        key=key,
+        sender=prep.sender,
+        recipient=email,
+        from_header=prep.from_display,
+        to_header=to_header,
+        subject=issue.subject,
+        headers=headers,
+        html=html,
+        text=text,
+        attachments=issue.attachments,
+        unsubscribe_url=unsub,
+        raw=raw,
+    )
+
+
+# --- per-issue preparation ------------------------------------------------------------
+
+
+class _Prepared:
+    """Everything about an issue's messages that does not depend on the recipient."""
+
+    def __init__(self, issue: Issue, settings: Settings):
+        from newsletter.compose.issue import unsubscribe_mailto
+        from newsletter.compose.tokens import TokenMaker
+
+        self.settings = settings
+        self.base_url = settings.base_url
+        self.tokens = TokenMaker(settings.secret_key()) if settings.base_url else None
+        self.mailto = unsubscribe_mailto(settings)
+        if self.mailto and _CONTROL.search(self.mailto):
+            raise ContentError("newsletter.unsubscribe_mailto must be one line")
+        if "\r" in issue.subject or "\n" in issue.subject:
+            raise ContentError(
+                f"{issue.source}: the subject holds a line break: write it on one line"
+            )
+
+        sender_name, sender_addr = parseaddr(settings.sender) if settings.sender else ("", "")
+        if not sender_addr:
+            sender_name, sender_addr = settings.name, "newsletter@example.invalid"
+        self.sender = sender_addr
+        self.domain = sender_addr.rpartition("@")[2] or "newsletter.invalid"
+        self.from_display = _display(sender_name, sender_addr)
+        self.from_line = b"From: " + _encode_address(sender_name, sender_addr) + b"\r\n"
+        self.subject_line = _header_line("Subject", issue.subject)
+
+        static: list[tuple[str, str]] = []
+        lines = [b""]
+        if settings.reply_to:
+            rname, raddr = parseaddr(settings.reply_to)
+            static.append(("Reply-To", _display(rname, raddr)))
+            lines.append(b"Reply-To: " + _encode_address(rname, raddr) + b"\r\n")
+        list_id_name, list_id = _list_id(settings, self.domain)
+        static.append(("List-Id", f"{list_id_name} {list_id}".strip()))
+        lines.append(b"List-Id: " + _encode_phrase(list_id_name, "List-Id") + list_id.encode()
+                     + b"\r\n")
+        self.static_headers = static
+        self.static_lines = b"".join(lines)
+
+        self.html_pieces, self.html_slots = _cut(issue.html, issue.slots)
+        self.text_pieces, self.text_slots = _cut(issue.text, issue.slots)
+        self.slots = list(dict.fromkeys(self.html_slots + self.text_slots))
+        self.html_qp = _qp_pieces(self.html_pieces)
+        self.text_qp = _qp_pieces(self.text_pieces)
+
+        # Boundaries start with "=_": QP and base64 bodies can never contain that.
+        digest = hashlib.sha256(issue.html.encode("utf-8", "replace")).hexdigest()[:24]
+        alt, rel = f"=_alt_{digest}", f"=_rel_{digest}"
+        qp_head = (
+            b'Content-Type: %s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable'
+            b"\r\n\r\n"
+        )
+        self.head_tail = (
+            b"MIME-Version: 1.0\r\n"
+            + f'Content-Type: multipart/alternative; boundary="{alt}"\r\n\r\n'.encode()
+            + b"This is a multi-part message in MIME format.\r\n"
+            + f"--{alt}\r\n".encode()
+            + qp_head % b"text/plain"
+        )
+        if issue.attachments:
+            self.between = (
+                f"\r\n--{alt}\r\n".encode()
+                + f'Content-Type: multipart/related; type="text/html"; boundary="{rel}"\r\n\r\n'
+                .encode()
+                + f"--{rel}\r\n".encode()
+                + qp_head % b"text/html"
+            )
+            images = b"".join(_image_part(rel, image) for image in issue.attachments)
+            self.tail = b"\r\n" + images + f"--{rel}--\r\n\r\n--{alt}--\r\n".encode()
+        else:
+            self.between = f"\r\n--{alt}\r\n".encode() + qp_head % b"text/html"
+            self.tail = f"\r\n--{alt}--\r\n".encode()
+
+
+def _prepared(issue: Issue, settings: Settings) -> _Prepared:
+    prep = issue.prepared
+    if prep is None or (prep.settings is not settings and prep.settings != settings):
+        prep = _Prepared(issue, settings)
+        issue.prepared = prep
+    return prep
+
+
+def _cut(content: str, slots: Mapping[str, Slot]) -> tuple[list[str], list[Slot]]:
+    """Split content at markers: pieces[0] slot[0] pieces[1] … pieces[-1]."""
+    if not slots:
+        return [content], []
+    pattern = re.compile("|".join(re.escape(m) for m in sorted(slots, key=len, reverse=True)))
+    pieces: list[str] = []
+    found: list[Slot] = []
+    pos = 0
+    for m in pattern.finditer(content):
+        pieces.append(content[pos : m.start()])
+        found.append(slots[m.group(0)])
+        pos = m.end()
+    pieces.append(content[pos:])
+    return pieces, found
+
+
+def _qp_pieces(pieces: list[str]) -> list[bytes]:
+    """QP-encode each static piece; all but the last end with a soft line break."""
+    out = []
+    last = len(pieces) - 1
+    for i, piece in enumerate(pieces):
+        data = piece.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+        if i == last and not data.endswith("\r\n"):
+            data += "\r\n"
+        encoded = binascii.b2a_qp(data.encode("utf-8"), istext=True)
+        out.append(encoded if i == last else encoded + _SOFT)
+    return out
+
+
+def _splice_text(pieces: list[str], slots: list[Slot], values: Mapping[Slot, str]) -> str:
+    if not slots:
+        return pieces[0]
+    parts = [pieces[0]]
+    for slot, piece in zip(slots, pieces[1:], strict=True):
+        parts.append(values[slot])
+        parts.append(piece)
+    return "".join(parts)
+
+
+def _splice_qp(pieces: list[bytes], slots: list[Slot], values: Mapping[Slot, str]) -> bytes:
+    if not slots:
+        return pieces[0]
+    encoded: dict[Slot, bytes] = {}
+    parts = [pieces[0]]
+    for slot, piece in zip(slots, pieces[1:], strict=True):
+        enc = encoded.get(slot)
+        if enc is None:
+            value = values[slot]
+            enc = binascii.b2a_qp(value.encode("utf-8"), istext=True) + _SOFT if value else b""
+            encoded[slot] = enc
+        parts.append(enc)
+        parts.append(piece)
+    return b"".join(parts)
+
+
+def _image_part(boundary: str, image: InlineImage) -> bytes:
+    data = binascii.b2a_base64(image.data, newline=False)
+    lines = b"\r\n".join(data[i : i + 76] for i in range(0, len(data), 76))
+    filename = re.sub(r'[\x00-\x1f\x7f"\\]', "_", image.filename)
+    return (
+        f"--{boundary}\r\n"
+        f"Content-Type: {image.content_type}\r\n"
+        f"Content-Transfer-Encoding: base64\r\n"
+        f"Content-ID: <{image.cid}>\r\n"
+        f'Content-Disposition: inline; filename="{filename}"\r\n\r\n'
+    ).encode("ascii", "replace") + lines + b"\r\n"
+
+
+# --- headers --------------------------------------------------------------------------
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _now() -> str:
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
+    return _date_cache[1]
+
+
+def _quote_name(name: str) -> str:
+    if _NEEDS_QUOTES.search(name):
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return name
+
+
+def _display(name: str, addr: str) -> str:
+    """`Name <addr>` for humans and HTTP APIs (Unicode kept, specials quoted)."""
+    name = " ".join(_CONTROL.sub(" ", name or "").split())
+    addr = _CONTROL.sub("", addr)
+    return f"{_quote_name(name)} <{addr}>" if name else addr
+
+
+def _encode_address(name: str, addr: str) -> bytes:
+    """An address for a raw header: RFC 2047 for non-ASCII names, IDNA for domains."""
+    name = " ".join(_CONTROL.sub(" ", name or "").split())
+    addr = _CONTROL.sub("", addr)
+    if not addr.isascii():
+        local, _, domain = addr.rpartition("@")
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+        addr = f"{local}@{domain}"
+    if not name:
+        return addr.encode("utf-8")
+    return _encode_phrase(name, "To") + b"<" + addr.encode("utf-8") + b">"
+
+
+def _encode_phrase(name: str, header: str) -> bytes:
+    """A display name, quoted or RFC 2047-encoded, followed by a space ('' → b'')."""
+    if not name:
+        return b""
+    if name.isascii():
+        return _quote_name(name).encode("ascii") + b" "
+    encoded = Header(name, "utf-8", header_name=header).encode(linesep="\r\n")
+    return encoded.encode("ascii") + b" "
+
+
+def _header_line(header: str, value: str) -> bytes:
+    if value.isascii() and len(value) + len(header) + 2 <= 78:
+        return f"{header}: {value}\r\n".encode("ascii")
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    encoded = Header(value, charset, header_name=header).encode(linesep="\r\n")
+    return f"{header}: {encoded}\r\n".encode("ascii")
+
+
+def _list_id(settings: Settings, domain: str) -> tuple[str, str]:
+    """(phrase, <id>) for the List-Id header (RFC 2919)."""
+    if settings.list_id:
+        value = settings.list_id.strip()
+        if "<" in value:
+            phrase, _, rest = value.partition("<")
+            return phrase.strip().strip('"'), "<" + rest.strip()
+        return settings.name, f"<{value}>"
+    host = domain
+    if settings.base_url:
+        host = urlsplit(settings.base_url).hostname or domain
+    label = re.sub(r"[^a-z0-9]+", "-", settings.name.lower()).strip("-") or "newsletter"
+    return settings.name, f"<{label}.{host}>"
+
+
+def _list_unsubscribe_lines(unsub: str | None, mailto: str | None) -> bytes:
+    if not unsub and not mailto:
+        return b""
+    parts = [f"<{u}>" for u in (unsub, mailto) if u]
+    line = b"List-Unsubscribe: " + ",\r\n ".join(parts).encode("ascii", "replace") + b"\r\n"
+    if unsub:
+        line += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    return line

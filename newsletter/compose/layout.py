@@ -1,0 +1,266 @@
+"""Jinja2 layouts, and the per-recipient slots that personalization fills in later.
+
+Layouts live in the newsletter's `layouts/` folder (`default.html`,
+`default.txt`); one missing there falls back to the built-in copy shipped in
+`newsletter/templates/layouts/`. HTML layouts are autoescaped; undefined
+variables are errors naming the file and line.
+
+Rendering happens once per issue, so per-recipient values cannot be known
+yet. `subscriber.<anything>` and `unsubscribe_url` render as markers (short
+ASCII words no Markdown, Jinja or premailer step changes); `Slots` remembers
+what each marker stands for, and personalize() splices the real, escaped
+value in per recipient. `{{ subscriber.name | default("friend") }}` and the
+case filters (upper, lower, title, capitalize, trim) work on markers;
+`{% if subscriber.name %}` or `subscriber.name or …` cannot (the answer differs
+per recipient) and are refused with a hint.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import filters as jinja_filters
+
+from newsletter.errors import ContentError
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "templates"
+BUILTIN_LAYOUTS = BUILTIN_DIR / "layouts"
+
+_TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "upper": str.upper,
+    "lower": str.lower,
+    "title": str.title,
+    "capitalize": str.capitalize,
+    "trim": str.strip,
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A per-recipient value: which field, its fallback and a case transform."""
+
+    field: str  # "email", "name", "attr:<name>" or "unsubscribe_url"
+    default: str = ""
+    transforms: tuple[str, ...] = ()
+
+    def value(self, email: str, name: str, attributes: Mapping[str, Any], unsub: str) -> str:
+        """This slot's text for one recipient (unescaped)."""
+        f = self.field
+        if f == "email":
+            v: Any = email
+        elif f == "name":
+            v = name
+        elif f == "unsubscribe_url":
+            v = unsub
+        else:
+            v = attributes.get(f[5:], "")
+        text = "" if v is None else str(v)
+        if not text:
+            text = self.default
+        for t in self.transforms:
+            text = _TRANSFORMS[t](text)
+        return text
+
+
+class Personal(str):
+    """A marker standing for a per-recipient value while templates render."""
+
+    slot: Slot
+    slots: Slots
+
+    def __new__(cls, marker: str, slot: Slot, slots: Slots) -> Personal:
+        obj = super().__new__(cls, marker)
+        obj.slot = slot
+        obj.slots = slots
+        return obj
+
+    def __html__(self) -> str:
+        return str.__str__(self)  # escaped when spliced in, per recipient
+
+    def __bool__(self) -> bool:
+        if self.slot.field == "unsubscribe_url":
+            return True  # every recipient has one when it exists at all
+        name = self.slot.field.replace("attr:", "")
+        raise _PersonalTestError(
+            f"`if` and `or` on subscriber.{name} are not supported (the answer differs per "
+            f"subscriber and the issue renders once): write "
+            f'{{{{ subscriber.{name} | default("…") }}}} instead'
+        )
+
+
+class _PersonalTestError(Exception):
+    pass
+
+
+class Slots:
+    """The markers of one issue and the slot each stands for."""
+
+    def __init__(self, avoid: str = ""):
+        # A prefix the source never contains, so markers are unambiguous.
+        prefix = "zqnl"
+        n = 0
+        while prefix in avoid:
+            n += 1
+            prefix = f"zq{n}nl"
+        self.prefix = prefix
+        self.by_marker: dict[str, Slot] = {}
+        self._by_slot: dict[Slot, str] = {}
+
+    def get(self, slot: Slot) -> Personal:
+        marker = self._by_slot.get(slot)
+        if marker is None:
+            marker = f"{self.prefix}{len(self._by_slot)}qz"
+            self._by_slot[slot] = marker
+            self.by_marker[marker] = slot
+        return Personal(marker, slot, self)
+
+
+class SubscriberStandIn:
+    """`subscriber` while rendering: every attribute is a per-recipient marker."""
+
+    def __init__(self, slots: Slots):
+        self._slots = slots
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name == "attributes":
+            return _AttributesStandIn(self._slots)
+        field = name if name in ("email", "name") else f"attr:{name}"
+        return self._slots.get(Slot(field))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.__getattr__(name)
+
+    def __str__(self) -> str:
+        return self._slots.get(Slot("email"))
+
+    def __html__(self) -> str:
+        return str(self)
+
+
+class _AttributesStandIn:
+    def __init__(self, slots: Slots):
+        self._slots = slots
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._slots.get(Slot(f"attr:{name}"))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.__getattr__(name)
+
+
+def _marker_filter(name: str) -> Callable[..., Any]:
+    builtin = jinja_filters.FILTERS[name]
+
+    def apply(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, Personal):
+            return value.slots.get(
+                replace(value.slot, transforms=(*value.slot.transforms, name))
+            )
+        return builtin(value, *args, **kwargs)
+
+    return apply
+
+
+def _default_filter(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    if isinstance(value, Personal):
+        return value.slots.get(replace(value.slot, default=str(default_value)))
+    return jinja_filters.do_default(value, default_value, boolean)
+
+
+def make_environment(
+    layouts_dir: Path | None, *, autoescape: bool | None = None
+) -> jinja2.Environment:
+    """A Jinja2 environment for layouts: the newsletter's folder first, then the built-ins."""
+    loaders: list[jinja2.BaseLoader] = []
+    if layouts_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(layouts_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(BUILTIN_LAYOUTS)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=(lambda name: bool(name and name.endswith((".html", ".htm"))))
+        if autoescape is None
+        else autoescape,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    for name in _TRANSFORMS:
+        env.filters[name] = _marker_filter(name)
+    env.filters["default"] = env.filters["d"] = _default_filter
+    return env
+
+
+def _error_line(exc: BaseException, filename: str) -> int | None:
+    """The template line a render error happened on (Jinja rewrites tracebacks to it)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"{exc.message}: check the variable's spelling (available: newsletter, issue, " \
+            "subscriber, unsubscribe_url, web_url)"
+    if isinstance(exc, _PersonalTestError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def render_template(
+    template: jinja2.Template, context: Mapping[str, Any], *, where: str, line_offset: int = 0
+) -> str:
+    """Render with errors turned into ContentError `where:line: what; how to fix`."""
+    try:
+        return template.render(context)
+    except (jinja2.TemplateError, _PersonalTestError, TypeError, ValueError,
+            AttributeError, KeyError, IndexError, ZeroDivisionError) as exc:
+        line = _error_line(exc, template.filename or "<template>")
+        at = f"{where}:{line + line_offset}" if line else where
+        raise ContentError(f"{at}: {_explain(exc)}") from None
+
+
+def load_layout(env: jinja2.Environment, name: str) -> jinja2.Template:
+    """The layout file `name` (e.g. default.html); ContentError when missing or broken."""
+    try:
+        return env.get_template(name)
+    except jinja2.TemplateNotFound:
+        raise ContentError(
+            f"layout {name} not found in layouts/ or the built-in layouts: create "
+            f"layouts/{name} or set layout to \"default\""
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ContentError(
+            f"{exc.filename or name}:{exc.lineno}: template syntax error: {exc.message}"
+        ) from None
+
+
+def compile_string(
+    env: jinja2.Environment, source: str, *, filename: str, line_offset: int = 0
+) -> jinja2.Template:
+    """Compile a template held in a string (a draft body), errors naming file and line."""
+    try:
+        code = env.compile(source, name=filename, filename=filename)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ContentError(
+            f"{filename}:{(exc.lineno or 1) + line_offset}: template syntax error in the draft: "
+            f"{exc.message} (write {{% raw %}}…{{% endraw %}} around literal {{{{ }}}})"
+        ) from None
+    return env.template_class.from_code(env, code, env.make_globals(None))
+
+
+def namespace(**values: Any) -> types.SimpleNamespace:
+    """An object for layout variables (attribute access; a missing one is an error)."""
+    return types.SimpleNamespace(**values)

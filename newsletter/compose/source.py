@@ -1,0 +1,283 @@
+"""Read a draft: front matter, title, date, body.
+
+Drafts come from Substack, Hugo, Jekyll, Obsidian or GitHub, so front matter is
+optional: YAML between `---` lines (Jekyll, Hugo, Obsidian) or TOML between
+`+++` lines (Hugo). Without a title, the first `# heading` is the title (and is
+taken out of the body so the layout does not show it twice), else the first line.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from newsletter.errors import ContentError
+
+KNOWN_KEYS = {"title", "subject", "date", "preheader", "layout", "slug"}
+_DATE_PREFIX = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:-|$)")
+_H1 = re.compile(r"^#\s+(.+?)\s*#*\s*$")
+_SETEXT_H1 = re.compile(r"^=+\s*$")
+
+
+@dataclass
+class Draft:
+    """A parsed draft. `body_line` is the file line (1-based) the body starts on."""
+
+    path: Path
+    meta: dict[str, Any]
+    body: str
+    body_line: int
+    title: str
+    subject: str
+    preheader: str
+    date: date
+    slug: str
+    layout: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # front matter keys we do not know
+
+    def where(self, body_lineno: int | None = None) -> str:
+        """`path:line` for a line of the body (1-based), for error messages."""
+        if body_lineno is None:
+            return str(self.path)
+        return f"{self.path}:{self.body_line + body_lineno - 1}"
+
+
+def read_text(path: Path) -> str:
+    """A draft's text, as UTF-8 with normalized line ends; ContentError when unreadable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ContentError(f"{path} does not exist: check the path or slug") from None
+    except OSError as exc:
+        raise ContentError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ContentError(f"{path}:{line}: not UTF-8 text: save the file as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str, int]:
+    """(meta, body, body_line). Broken front matter is a ContentError naming file and line."""
+    lines = text.split("\n")
+    if not lines or lines[0].strip() not in ("---", "+++"):
+        return {}, text, 1
+    fence = lines[0].strip()
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() in (fence, "...")), None)
+    if end is None:
+        raise ContentError(
+            f"{path}:1: front matter opened with {fence} is never closed: add a {fence} line "
+            "after it"
+        )
+    block = "\n".join(lines[1:end])
+    if fence == "---":
+        try:
+            meta = yaml.safe_load(block) if block.strip() else {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            line = (mark.line + 2) if mark is not None else 1  # +1 for the --- line, 1-based
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise ContentError(
+                f"{path}:{line}: broken front matter ({problem}): fix the YAML between the "
+                "--- lines (quote values holding ': ')"
+            ) from None
+    else:
+        try:
+            meta = tomllib.loads(block)
+        except tomllib.TOMLDecodeError as exc:
+            m = re.search(r"line (\d+)", str(exc))
+            line = int(m.group(1)) + 1 if m else 1
+            raise ContentError(
+                f"{path}:{line}: broken front matter ({exc}): fix the TOML between the +++ lines"
+            ) from None
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise ContentError(
+            f"{path}:2: front matter must be key: value pairs (title: …, subject: …)"
+        )
+    return meta, "\n".join(lines[end + 1 :]), end + 2
+
+
+def _line_of_key(path: Path, text: str, key: str) -> int:
+    for i, line in enumerate(text.split("\n"), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*[:=]", line):
+            return i
+    return 1
+
+
+def _as_text(path: Path, text: str, meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        raise ContentError(
+            f"{path}:{_line_of_key(path, text, key)}: front matter {key} must be text, "
+            f"not a {type(value).__name__}"
+        )
+    return str(value)
+
+
+def _one_line(path: Path, text: str, key: str, value: str) -> str:
+    # A subject becomes a header: CR or LF there could inject headers.
+    if "\r" in value or "\n" in value:
+        raise ContentError(
+            f"{path}:{_line_of_key(path, text, key)}: the {key} holds a line break: write it "
+            "on one line"
+        )
+    return value.strip()
+
+
+def parse_date(value: Any) -> date | None:
+    """A front matter date: a YAML/TOML date or datetime, or text like 2026-11-21[T…]."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        s = value.strip()
+        try:
+            return datetime.fromisoformat(s.replace("Z", "+00:00")).date()
+        except ValueError:
+            pass
+        for fmt in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M", "%Y/%m/%d", "%d %B %Y", "%B %d, %Y"):
+            try:
+                return datetime.strptime(s, fmt).date()
+            except ValueError:
+                continue
+    return None
+
+
+def _title_from_body(body: str) -> tuple[str | None, str]:
+    """The first `# heading` (removed from the body when it leads it), else None."""
+    lines = body.split("\n")
+    in_fence = False
+    first_content = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        if in_fence:
+            if first_content is None:
+                first_content = i
+            continue
+        if first_content is None and stripped:
+            first_content = i
+        m = _H1.match(line)
+        if m:
+            title = m.group(1).strip()
+            if i == first_content:
+                # Blank the line instead of deleting it so line numbers stay right.
+                lines[i] = ""
+                return title, "\n".join(lines)
+            return title, body
+        if (
+            i + 1 < len(lines)
+            and stripped
+            and _SETEXT_H1.match(lines[i + 1])
+            and not stripped.startswith(("-", "*", ">", "|"))
+        ):
+            title = stripped
+            if i == first_content:
+                lines[i] = lines[i + 1] = ""
+                return title, "\n".join(lines)
+            return title, body
+    return None, body
+
+
+def _first_line(body: str) -> str:
+    for line in body.split("\n"):
+        s = line.strip().lstrip("#").strip()
+        if s:
+            # Strip Markdown decoration a title would not carry.
+            s = re.sub(r"[*_`]+", "", s)
+            return s[:150]
+    return ""
+
+
+def slug_from_path(path: Path) -> str:
+    """The slug of a draft file: its name without the extension."""
+    return path.stem
+
+
+def date_from_path(path: Path) -> date | None:
+    """The date a `YYYY-MM-DD-…` file name starts with."""
+    m = _DATE_PREFIX.match(path.name)
+    if not m:
+        return None
+    try:
+        return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+
+
+def parse_draft(path: Path, text: str | None = None) -> Draft:
+    """Read and parse a draft file (front matter + Markdown body)."""
+    if text is None:
+        text = read_text(path)
+    meta, body, body_line = split_front_matter(path, text)
+
+    title = _as_text(path, text, meta, "title")
+    if title is not None:
+        title = _one_line(path, text, "title", title)
+        heading, stripped_body = _title_from_body(body)
+        if heading is not None and heading == title and stripped_body is not body:
+            body = stripped_body  # the same title as a leading # heading: show it once
+    else:
+        heading, body = _title_from_body(body)
+        title = heading if heading is not None else _first_line(body)
+        if "\r" in title or "\n" in title:  # pragma: no cover - split on lines above
+            title = " ".join(title.split())
+    title = title or path.stem
+
+    subject = _as_text(path, text, meta, "subject")
+    subject = _one_line(path, text, "subject", subject) if subject is not None else title
+    if not subject:
+        subject = title
+    preheader = _as_text(path, text, meta, "preheader") or ""
+    preheader = " ".join(preheader.split())
+
+    raw_date = meta.get("date")
+    when: date | None
+    if raw_date is None:
+        when = date_from_path(path) or date.today()
+    else:
+        when = parse_date(raw_date)
+        if when is None:
+            raise ContentError(
+                f"{path}:{_line_of_key(path, text, 'date')}: date {raw_date!r} is not a date: "
+                "write it as YYYY-MM-DD"
+            )
+
+    slug = _as_text(path, text, meta, "slug")
+    if slug is not None:
+        slug = slug.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", slug):
+            raise ContentError(
+                f"{path}:{_line_of_key(path, text, 'slug')}: slug {slug!r} must be letters, "
+                "digits, '-', '_' or '.' (it becomes a file name and a URL)"
+            )
+    else:
+        slug = slug_from_path(path)
+
+    layout = _as_text(path, text, meta, "layout")
+    return Draft(
+        path=path,
+        meta=meta,
+        body=body,
+        body_line=body_line,
+        title=title,
+        subject=subject,
+        preheader=preheader,
+        date=when,
+        slug=slug,
+        layout=layout.strip() if layout else None,
+        extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+    )
