@@ -339,18 +339,36 @@ class Preview:
     def _for_browser(self, text: str) -> str:
         # cid: URLs only mean something inside the MIME message: serve them here.
         text = _CID_ATTR.sub(lambda m: f"{m.group(1)}/cid/{quote(m.group(2), safe='@.-_')}", text)
+        # With base_url set, local images point at where they will be published, which
+        # may not exist yet: show the local files instead.
+        build = self.build
+        base_url = build.settings.base_url if build.settings else None
+        if base_url and build.issue is not None:
+            for published, file in getattr(build.issue, "assets", ()):
+                local = self._root_relative(Path(file))
+                if local is not None:
+                    url = f"{base_url}/{published}"
+                    for form in {url, html.escape(url, quote=True)}:
+                        text = text.replace(f'"{form}"', f'"/files/{quote(local)}"')
 
         def local(match: re.Match[str]) -> str:
             src = html.unescape(match.group(3))
             if not src or _SCHEME.match(src) or src.startswith("data:"):
                 return match.group(0)
-            target = (self.draft.parent / src).resolve()
-            if not target.is_relative_to(self.root.resolve()):
+            relative = self._root_relative(self.draft.parent / src)
+            if relative is None:
                 return match.group(0)
-            relative = target.relative_to(self.root.resolve()).as_posix()
             return f"{match.group(1)}{match.group(2)}/files/{quote(relative)}{match.group(2)}"
 
         return _SRC_ATTR.sub(local, text)
+
+    def _root_relative(self, file: Path) -> str | None:
+        """`file` as a path under the newsletter folder, or None when it is outside."""
+        root = self.root.resolve()
+        target = file.resolve()
+        if not target.is_relative_to(root):
+            return None
+        return target.relative_to(root).as_posix()
 
     def error_page(self) -> str:
         """A readable page for the last build error: the message and the lines around it."""
