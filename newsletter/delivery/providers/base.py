@@ -6,9 +6,9 @@ results, pacing across batches and resume.
 
 A provider reports outcomes two ways:
 - per message, in the returned list (same order and length as the batch):
-  SENT (with the provider's id), FAILED (permanent, with the reason) or
+  SENT (with the provider's id), FAILED (permanent, with the reason),
   RETRY (transient for that message: 4xx, 429, throttled; `retry_after`
-  seconds when the provider said);
+  seconds when the provider said) or UNCERTAIN (handed over, answer lost);
 - for the whole provider, by raising: `ProviderError` when nothing more can
   go out (auth refused, server unreachable after retries, bad settings): the
   campaign stops and leaves the unsent rows queued; `TransientBatchError`
@@ -34,6 +34,9 @@ class Outcome(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     RETRY = "retry"
+    # The message may or may not have gone out (the connection dropped after the
+    # whole message was handed over, before the answer): never retried silently.
+    UNCERTAIN = "uncertain"
 
 
 @dataclass(frozen=True)

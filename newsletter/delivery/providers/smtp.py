@@ -1,0 +1,245 @@
+"""The `smtp` provider: smtplib, one reused connection per worker.
+
+Settings (`[provider]` in newsletter.toml): host, port, security
+(starttls | tls | none), username, password_env (the environment variable
+holding the password), timeout (seconds), tls_verify (default true),
+batch (messages claimed per round; default 1: the fewest left uncertain when
+the process dies).
+
+Per recipient: 2xx → SENT (the server's queue id when it says one),
+4xx → RETRY, 5xx → FAILED with the reply text. A dropped connection or a 421
+before the message was handed over → reconnect and try again; a drop after the
+whole message was handed over but before the reply → UNCERTAIN (it may have
+been delivered: retrying silently could duplicate it). A server that cannot be
+reached → ProviderError.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
+from newsletter.errors import ConfigError, ProviderError
+
+if TYPE_CHECKING:
+    from newsletter.compose.message import Message
+
+_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+_QUEUED_AS = re.compile(rb"queued as ([A-Za-z0-9._@<>-]+)", re.IGNORECASE)
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+MAX_RECONNECTS = 3  # per message, before giving up on the server
+
+
+class _Dropped(Exception):
+    """The connection went away; `handed_over`: after the whole message was sent."""
+
+    def __init__(self, reason: str, handed_over: bool):
+        super().__init__(reason)
+        self.reason = reason
+        self.handed_over = handed_over
+
+
+def _text(response: bytes | str) -> str:
+    if isinstance(response, bytes):
+        response = response.decode("utf-8", errors="replace")
+    return " ".join(response.split())
+
+
+def _answer(code: int, response: bytes | str) -> str:
+    return f"{code} {_text(response)}".strip()
+
+
+class SMTPProvider(Provider):
+    """Send through an SMTP server (smtplib), reusing one connection per worker."""
+
+    name = "smtp"
+    description = "An SMTP server: starttls/tls/none, login from an env var, parallel connections"
+    max_batch = 1
+    idempotent = False  # SMTP has no idempotency key: a re-send may duplicate
+    remote = True
+
+    def __init__(self, settings, provider_settings):  # type: ignore[no-untyped-def]
+        super().__init__(settings, provider_settings)
+        opts = provider_settings
+        self.security = str(opts.get("security", "starttls")).lower()
+        if self.security not in _DEFAULT_PORTS:
+            raise ConfigError(
+                f'[provider] security = "{self.security}" is not one of starttls, tls, none'
+            )
+        self.host = str(opts.get("host", "localhost"))
+        self.port = int(opts.get("port", _DEFAULT_PORTS[self.security]))
+        self.username = opts.get("username") or None
+        self.timeout = float(opts.get("timeout", 30))
+        self.tls_verify = bool(opts.get("tls_verify", True))
+        self.max_batch = max(1, int(opts.get("batch", 1)))  # type: ignore[misc]
+        self.conn: smtplib.SMTP | None = None
+        self._password: str | None = None
+        self._features: set[str] = set()
+
+    # -- connection -------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def open(self) -> None:
+        if self.username:
+            self._password = self.provider_settings.secret(
+                "password_env", default_env="NEWSLETTER_SMTP_PASSWORD"
+            )
+        self._connect()
+
+    def _connect(self) -> None:
+        conn: smtplib.SMTP | None = None
+        try:
+            if self.security == "tls":
+                conn = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=self._tls_context()
+                )
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            conn.ehlo()
+            if self.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise ProviderError(
+                        f"the SMTP server {self._where()} does not offer STARTTLS: use "
+                        'security = "tls" (port 465), or "none" only for a server on this machine'
+                    )
+                conn.starttls(context=self._tls_context())
+                conn.ehlo()
+            if self.username:
+                conn.login(self.username, self._password or "")
+        except ProviderError:
+            _quietly_close(conn)
+            raise
+        except smtplib.SMTPAuthenticationError as exc:
+            _quietly_close(conn)
+            raise ProviderError(
+                f"the SMTP server {self._where()} refused the login for {self.username} "
+                f"({_answer(exc.smtp_code, exc.smtp_error)}): check [provider] username and "
+                "the password in the variable named by password_env"
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            _quietly_close(conn)
+            reason = _text(str(exc)) or type(exc).__name__
+            raise ProviderError(
+                f"cannot connect to the SMTP server {self._where()} ({reason}): check that it "
+                "is running and [provider] host, port and security; unsent messages stay queued"
+            ) from None
+        self.conn = conn
+        self._features = {name.lower() for name in (conn.esmtp_features or {})}
+
+    def _drop(self) -> None:
+        _quietly_close(self.conn)
+        self.conn = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+        self._drop()
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
+        return [self._send_one(m) for m in messages]
+
+    def _send_one(self, message: Message) -> DeliveryResult:
+        last = ""
+        for _ in range(MAX_RECONNECTS + 1):
+            if self.conn is None:
+                self._connect()  # ProviderError when the server is gone for good
+            try:
+                return self._transaction(self.conn, message)  # type: ignore[arg-type]
+            except _Dropped as dropped:
+                self._drop()
+                last = dropped.reason
+                if dropped.handed_over:
+                    return DeliveryResult(
+                        message.key, Outcome.UNCERTAIN,
+                        error=f"the connection dropped before the server confirmed: {last}",
+                    )
+        raise ProviderError(
+            f"the SMTP server {self._where()} keeps closing the connection ({last}): "
+            "try a lower rate or concurrency; unsent messages stay queued"
+        )
+
+    def _transaction(self, conn: smtplib.SMTP, message: Message) -> DeliveryResult:
+        key = message.key
+        options: list[str] = []
+        addresses = message.sender + message.recipient
+        if not addresses.isascii() and "smtputf8" in self._features:
+            options.append("SMTPUTF8")
+        raw = message.as_bytes()
+        if "8bitmime" in self._features and any(b > 127 for b in raw[:100_000]):
+            options.append("BODY=8BITMIME")
+        try:
+            code, response = conn.mail(message.sender, options)
+            if code == 421:
+                raise _Dropped(_answer(code, response), handed_over=False)
+            if code != 250:
+                return self._refused(conn, key, code, response)
+            code, response = conn.rcpt(message.recipient)
+            if code == 421:
+                raise _Dropped(_answer(code, response), handed_over=False)
+            if code not in (250, 251):
+                return self._refused(conn, key, code, response)
+            code, response = conn.docmd("DATA")
+            if code == 421:
+                raise _Dropped(_answer(code, response), handed_over=False)
+            if code != 354:
+                return self._refused(conn, key, code, response)
+            payload = _LEADING_DOT.sub(b"..", raw)
+            if not payload.endswith(b"\r\n"):
+                payload += b"\r\n"
+            conn.send(payload + b".\r\n")
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Dropped(_text(str(exc)) or type(exc).__name__, handed_over=False) from None
+        try:
+            code, response = conn.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Dropped(_text(str(exc)) or type(exc).__name__, handed_over=True) from None
+        if code == 250:
+            found = _QUEUED_AS.search(response)
+            provider_id = found.group(1).decode() if found else message.header("Message-ID")
+            return DeliveryResult(key, Outcome.SENT, provider_id=provider_id)
+        if code == 421:  # refused and closing: not delivered
+            self._drop()
+            return DeliveryResult(key, Outcome.RETRY, error=_answer(code, response))
+        return self._classified(key, code, response)
+
+    def _refused(
+        self, conn: smtplib.SMTP, key: str, code: int, response: bytes
+    ) -> DeliveryResult:
+        try:
+            conn.rset()  # the transaction is half-open: start clean for the next message
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+        return self._classified(key, code, response)
+
+    @staticmethod
+    def _classified(key: str, code: int, response: bytes) -> DeliveryResult:
+        if 400 <= code < 500:
+            return DeliveryResult(key, Outcome.RETRY, error=_answer(code, response))
+        return DeliveryResult(key, Outcome.FAILED, error=_answer(code, response))
+
+
+def _quietly_close(conn: smtplib.SMTP | None) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except OSError:
+        pass

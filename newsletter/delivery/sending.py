@@ -1,0 +1,403 @@
+"""A send, end to end: draft → campaign → provider, with resume and retries.
+
+`send_draft()` is what `newsletter send` calls: it builds the issue once, finds
+or creates the campaign (refusing a second list send unless `resend`), asks
+for confirmation, and hands over to `run_campaign()`, which takes the
+campaign's lock, settles rows left behind by a dead process and runs the
+engine in `campaign.py`. `run_campaign()` knows nothing of drafts: tests and
+the contract suite call it with their own message factory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from newsletter.audience import store
+from newsletter.delivery.campaign import (
+    Audience,
+    Campaign,
+    CampaignLock,
+    CampaignRunner,
+    Counts,
+    DeliveryRow,
+    ProgressCallback,
+    RunResult,
+    count_audience,
+    find_or_create_campaign,
+    finish_campaign,
+    get_campaign,
+    iter_audience_rows,
+    parse_audience,
+    recover_interrupted,
+    requeue,
+)
+from newsletter.delivery.providers.registry import provider_class
+from newsletter.errors import ConfigError, DeliveryError, NewsletterError
+from newsletter.settings import ProviderSettings, Settings
+
+if TYPE_CHECKING:
+    from newsletter.compose.issue import Issue
+    from newsletter.compose.message import Message
+
+
+@dataclass
+class SendReport:
+    """What a send did, for the summary."""
+
+    campaign: Campaign  # as it stands at the end, with counts per state
+    created: bool = False  # a new campaign (False: resumed or retried)
+    run: RunResult | None = None
+    interrupted_rows: int = 0  # rows a dead process left in `sending`
+    interrupted_requeued: bool = False  # … re-queued (idempotent provider) rather than uncertain
+    uncertain_requeued: int = 0  # uncertain rows re-queued by --retry-uncertain
+    failed_requeued: int = 0  # failed rows re-queued by --retry-failed
+
+    @property
+    def error(self) -> Exception | None:
+        return self.run.error if self.run else None
+
+
+def provider_settings_for(
+    settings: Settings, name: str | None = None, concurrency: int | None = None,
+    rate: float | None = None,
+) -> ProviderSettings:
+    """The [provider] settings with --provider/--concurrency/--rate applied.
+
+    A different provider than the configured one starts from empty options.
+    """
+    ps = settings.provider
+    if name and name != ps.name:
+        ps = ProviderSettings(name=name)
+    changes: dict[str, object] = {}
+    if concurrency is not None:
+        if concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        changes["concurrency"] = concurrency
+    if rate is not None:
+        if rate < 0:
+            raise ConfigError("--rate must be a number of messages per second (0: no limit)")
+        changes["rate"] = rate
+    return dataclasses.replace(ps, **changes) if changes else ps
+
+
+def run_campaign(
+    settings: Settings,
+    campaign_id: int,
+    make_message: Callable[[DeliveryRow], Message],
+    *,
+    provider_settings: ProviderSettings | None = None,
+    retry_uncertain: bool = False,
+    retry_failed: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> SendReport:
+    """Send the queued rows of campaign `campaign_id`; resume-safe, one process at a time.
+
+    Raises DeliveryError when another live process is sending it. A ProviderError
+    that stops the run is returned in `report.error` (the rows stay queued), so the
+    caller can show what was done before raising it.
+    """
+    ps = provider_settings or settings.provider
+    cls = provider_class(ps.name)
+    with CampaignLock(settings.database, campaign_id):
+        db = store.connect(settings.database)
+        try:
+            campaign = get_campaign(db, campaign_id)
+            report = SendReport(campaign)
+            # We hold the lock, so rows still `sending` belong to a process that died.
+            report.interrupted_rows = recover_interrupted(
+                db, campaign_id, requeue_them=cls.idempotent
+            )
+            report.interrupted_requeued = cls.idempotent
+            if retry_uncertain:
+                report.uncertain_requeued = requeue(db, campaign_id, ["uncertain"])
+            if retry_failed:
+                report.failed_requeued = requeue(db, campaign_id, ["failed"])
+            with db.conn:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "UPDATE campaigns SET status = 'sending', provider = ? WHERE id = ?",
+                    [ps.name, campaign_id],
+                )
+            # The outbox files each campaign under its own folder.
+            run_ps = dataclasses.replace(ps, options={**ps.options, "campaign": campaign.label})
+            runner = CampaignRunner(
+                settings.database,
+                campaign_id,
+                lambda: cls(settings, run_ps),
+                make_message,
+                concurrency=ps.concurrency,
+                rate=ps.rate,
+                retry_delay=float(ps.get("retry_delay", 1.0)),
+                max_attempts=int(ps.get("max_attempts", 5)),
+                check_subscribers=campaign.kind == "list",
+                on_progress=on_progress,
+            )
+            report.run = runner.run()
+            report.campaign = finish_campaign(db, campaign_id)
+        finally:
+            db.conn.close()
+    return report
+
+
+# --- sending a draft ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """What a send is about to do: shown to the user before a list send."""
+
+    subject: str
+    audience: Audience
+    recipients: int
+    provider: str
+    resuming: Campaign | None = None  # an unfinished campaign that will be continued
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DryRunReport:
+    """What a --dry-run built: every message, none sent."""
+
+    subject: str
+    audience: Audience
+    provider: str
+    messages: int = 0
+    total_bytes: int = 0
+    largest_bytes: int = 0
+    seconds: float = 0.0
+    sample: Message | None = None  # the first message
+    warnings: list[str] = field(default_factory=list)
+
+
+def _draft_label(settings: Settings, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(settings.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _message_factory(
+    settings: Settings, issue: Issue
+) -> Callable[[DeliveryRow], Message]:
+    from newsletter.compose.message import Recipient, personalize
+
+    def make(row: DeliveryRow) -> Message:
+        recipient = Recipient(row.email, row.name, row.attributes, key=row.key)
+        return personalize(issue, recipient, key=str(row.id), settings=settings)
+
+    return make
+
+
+def _check_ready(settings: Settings, ps: ProviderSettings) -> None:
+    cls = provider_class(ps.name)
+    if cls.remote and not settings.base_url:
+        raise ConfigError(
+            f"sending through {ps.name} needs base_url in newsletter.toml [newsletter] (the "
+            "unsubscribe links point there); the outbox provider works without it"
+        )
+    if cls.remote and not settings.sender:
+        raise ConfigError(
+            'set from = "Your Name <you@example.com>" in newsletter.toml [newsletter] before '
+            "sending"
+        )
+
+
+def _pre_send_check(settings: Settings, draft: Path, force: bool, dry_run: bool) -> list[str]:
+    """Run `newsletter check` on the draft; refuse on errors unless forced."""
+    try:
+        from newsletter.writer.check import check_draft
+    except ImportError:
+        return []
+    report = check_draft(settings, draft)
+    errors = [f.message for f in report.errors]
+    if errors and not (force or dry_run):
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise DeliveryError(
+            f"the draft has errors: {errors[0]}{more}; run `newsletter check {draft.name}`, "
+            "fix them, or pass --force to send anyway"
+        )
+    return [f"check: {m}" for m in errors]
+
+
+def send_draft(
+    settings: Settings,
+    draft: str,
+    to: str,
+    *,
+    provider: str | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    resend: bool = False,
+    force: bool = False,
+    retry_uncertain: bool = False,
+    confirm: Callable[[SendPlan], bool] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> SendReport:
+    """Send `draft` (a path or slug) to `to` (subscribers | tag:NAME | a@x,b@y).
+
+    `confirm(plan)` is asked before a list send (not for test sends or resumes
+    of a campaign the user already confirmed); returning False cancels with a
+    DeliveryError. Everything is recorded in the delivery log before the first
+    message goes out.
+    """
+    from newsletter.compose.issue import build_issue
+    from newsletter.writer.drafts import resolve_draft
+
+    audience = parse_audience(to)
+    ps = provider_settings_for(settings, provider, concurrency, rate)
+    _check_ready(settings, ps)
+    path = resolve_draft(settings, draft)
+    warnings = _pre_send_check(settings, path, force, dry_run=False)
+    issue = build_issue(settings, path)
+    db = store.connect(settings.database)
+    try:
+        from newsletter.delivery.campaign import latest_campaign
+
+        unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
+        if unfinished is not None and unfinished.status == "done":
+            unfinished = None
+        plan = SendPlan(
+            subject=issue.subject,
+            audience=audience,
+            recipients=unfinished.counts.total if unfinished else count_audience(db, audience),
+            provider=ps.name,
+            resuming=unfinished,
+            warnings=[*issue.warnings, *warnings],
+        )
+        if audience.kind == "list" and unfinished is None and confirm is not None:
+            if not confirm(plan):
+                raise DeliveryError("send cancelled: nothing was sent")
+        campaign, created = find_or_create_campaign(
+            db,
+            slug=issue.slug,
+            draft_path=_draft_label(settings, path),
+            subject=issue.subject,
+            audience=audience,
+            provider=ps.name,
+            resend=resend,
+        )
+    finally:
+        db.conn.close()
+    report = run_campaign(
+        settings,
+        campaign.id,
+        _message_factory(settings, issue),
+        provider_settings=ps,
+        retry_uncertain=retry_uncertain,
+        on_progress=on_progress,
+    )
+    report.created = created
+    return report
+
+
+def retry_failed(
+    settings: Settings,
+    campaign_id: int,
+    *,
+    provider: str | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    retry_uncertain: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> SendReport:
+    """Send the failed rows of campaign `campaign_id` again (the draft is rebuilt)."""
+    from newsletter.compose.issue import build_issue
+
+    db = store.connect(settings.database)
+    try:
+        campaign = get_campaign(db, campaign_id)
+    finally:
+        db.conn.close()
+    if campaign.counts.failed == 0 and not (retry_uncertain and campaign.counts.uncertain):
+        raise DeliveryError(
+            f"campaign {campaign_id} has no failed deliveries to retry "
+            "(`newsletter campaigns " + str(campaign_id) + "` shows its rows)"
+        )
+    ps = provider_settings_for(settings, provider, concurrency, rate)
+    _check_ready(settings, ps)
+    path = Path(campaign.draft_path)
+    if not path.is_absolute():
+        path = settings.root / path
+    if not path.exists():
+        raise DeliveryError(
+            f"the draft of campaign {campaign_id} ({campaign.draft_path}) is gone: restore it "
+            "to retry its failed deliveries"
+        )
+    issue = build_issue(settings, path)
+    return run_campaign(
+        settings,
+        campaign_id,
+        _message_factory(settings, issue),
+        provider_settings=ps,
+        retry_failed=True,
+        retry_uncertain=retry_uncertain,
+        on_progress=on_progress,
+    )
+
+
+def dry_run(
+    settings: Settings,
+    draft: str,
+    to: str,
+    *,
+    provider: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DryRunReport:
+    """Build every message of a send and count it; nothing is sent or recorded.
+
+    Streams recipients from the database, so memory stays flat for any list size.
+    """
+    from newsletter.compose.issue import build_issue
+    from newsletter.writer.drafts import resolve_draft
+
+    started = time.monotonic()
+    audience = parse_audience(to)
+    ps = provider_settings_for(settings, provider)
+    provider_class(ps.name)  # an unknown provider is an error even in a dry run
+    path = resolve_draft(settings, draft)
+    warnings = _pre_send_check(settings, path, force=True, dry_run=True)
+    issue = build_issue(settings, path)
+    report = DryRunReport(issue.subject, audience, ps.name, warnings=[*issue.warnings, *warnings])
+    make = _message_factory(settings, issue)
+    db = store.connect(settings.database)
+    try:
+        total = count_audience(db, audience)
+        for row in iter_audience_rows(db, audience):
+            message = make(row)
+            size = len(message.as_bytes())
+            report.messages += 1
+            report.total_bytes += size
+            report.largest_bytes = max(report.largest_bytes, size)
+            if report.sample is None:
+                report.sample = message
+            if on_progress is not None and report.messages % 200 == 0:
+                on_progress(report.messages, total)
+    finally:
+        db.conn.close()
+    if report.messages == 0:
+        raise DeliveryError(
+            "there are no active subscribers to send to: add some with "
+            "`newsletter subscribers add EMAIL` or import a list"
+        )
+    report.seconds = time.monotonic() - started
+    return report
+
+
+__all__ = [
+    "Counts",
+    "DryRunReport",
+    "NewsletterError",
+    "SendPlan",
+    "SendReport",
+    "dry_run",
+    "parse_audience",
+    "provider_settings_for",
+    "retry_failed",
+    "run_campaign",
+    "send_draft",
+]

@@ -1,0 +1,64 @@
+"""Tiny but real messages for provider and engine tests, independent of the compose package.
+
+`make_test_message(row)` builds what `personalize()` would: one message per
+delivery row, key = the row id, its own unsubscribe URL and List-Unsubscribe
+header, raw MIME bytes from the email package.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from newsletter.compose.message import Message
+from newsletter.delivery.campaign import DeliveryRow
+
+SENDER = "writer@example.com"
+SUBJECT = "Issue #1: a test — with ünïcode"
+
+
+def unsubscribe_url_for(key: str) -> str:
+    return f"https://example.com/news/unsubscribe?token=t-{key}"
+
+
+def make_message(key: str, recipient: str, name: str = "", subject: str = SUBJECT) -> Message:
+    """A personalized multipart message for `recipient` with delivery key `key`."""
+    url = unsubscribe_url_for(recipient.lower())
+    headers = [
+        ("Date", formatdate(localtime=False)),
+        ("Message-ID", make_msgid(domain="example.com")),
+        ("List-Id", "Test Letter <test.example.com>"),
+        ("List-Unsubscribe", f"<{url}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+    text = f"Hello {name or 'reader'},\n\nThe body.\n\nUnsubscribe: {url}\n"
+    html = (
+        f"<p>Hello {name or 'reader'},</p><p>The body.</p>"
+        f'<p><a href="{url}">Unsubscribe</a></p>'
+    )
+    mime = EmailMessage()
+    mime["From"] = f"Test Writer <{SENDER}>"
+    mime["To"] = f"{name} <{recipient}>" if name else recipient
+    mime["Subject"] = subject
+    for header, value in headers:
+        mime[header] = value
+    mime.set_content(text)
+    mime.add_alternative(html, subtype="html")
+    return Message(
+        key=key,
+        sender=SENDER,
+        recipient=recipient,
+        from_header=f"Test Writer <{SENDER}>",
+        to_header=str(mime["To"]),
+        subject=subject,
+        headers=headers,
+        html=html,
+        text=text,
+        unsubscribe_url=url,
+        raw=mime.as_bytes(policy=mime.policy.clone(linesep="\r\n")),
+    )
+
+
+def make_test_message(row: DeliveryRow) -> Message:
+    """The message factory the engine calls: one Message per delivery row."""
+    return make_message(str(row.id), row.email, row.name)

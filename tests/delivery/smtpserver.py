@@ -1,0 +1,120 @@
+"""A real SMTP server (aiosmtpd) on 127.0.0.1 that records what it receives and misbehaves on cue.
+
+    with SMTPServer() as server:
+        server.fail("bob@example.com", "451 4.3.0 try later", times=1)   # transient, once
+        server.fail("eve@example.com", "550 5.1.1 no such user")          # permanent
+        server.drop_every = 3        # close the connection at every 3rd MAIL FROM
+        server.delay = 0.05          # seconds per message, for kill tests
+        ...
+        server.received              # [Received(sender, recipient, data)]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Received:
+    sender: str
+    recipient: str
+    data: bytes
+
+    def parsed(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+class _Handler:
+    def __init__(self, server: SMTPServer):
+        self.server = server
+
+    async def handle_MAIL(self, smtp: SMTP, session, envelope, address, options):  # noqa: ANN001
+        s = self.server
+        with s.lock:
+            s.mail_count += 1
+            drop = bool(s.drop_every) and s.mail_count % s.drop_every == 0
+        if drop:
+            smtp.transport.close()  # vanish mid-session, as a flaky server does
+            return "421 4.4.2 closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, smtp, session, envelope, address, options):  # noqa: ANN001
+        s = self.server
+        with s.lock:
+            rule = s.failures.get(address.lower())
+            if rule is not None:
+                reply, times = rule
+                if times is None or times > 0:
+                    if times is not None:
+                        s.failures[address.lower()] = (reply, times - 1)
+                    s.refused.append((address, reply))
+                    return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, smtp, session, envelope):  # noqa: ANN001
+        s = self.server
+        if s.delay:
+            await asyncio.sleep(s.delay)
+        with s.lock:
+            n = len(s.received)
+            for rcpt in envelope.rcpt_tos:
+                s.received.append(Received(envelope.mail_from, rcpt, envelope.original_content))
+        return f"250 2.0.0 Ok: queued as Q{n + 1}"
+
+
+class SMTPServer:
+    """aiosmtpd on 127.0.0.1 in a background thread; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: list[Received] = []
+        self.refused: list[tuple[str, str]] = []
+        self.failures: dict[str, tuple[str, int | None]] = {}
+        self.mail_count = 0
+        self.drop_every = 0
+        self.delay = 0.0
+        self.port = free_port()
+        self.controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False,
+            data_size_limit=None,
+        )
+
+    def fail(self, address: str, reply: str, times: int | None = None) -> None:
+        """Answer RCPT TO for `address` with `reply` (`times` times; None: always)."""
+        with self.lock:
+            self.failures[address.lower()] = (reply, times)
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [r.recipient for r in self.received]
+
+    def start(self) -> SMTPServer:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def __enter__(self) -> SMTPServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
