@@ -1,0 +1,297 @@
+"""The writer's drafts: lay out a newsletter, start a draft, list drafts, find one, build one."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+from newsletter.compose.issue import Issue, build_issue
+from newsletter.compose.layout import BUILTIN_DIR, BUILTIN_LAYOUTS
+from newsletter.compose.message import SAMPLE_RECIPIENT, personalize
+from newsletter.compose.source import date_from_path, parse_draft, read_text
+from newsletter.errors import ContentError, NewsletterError
+from newsletter.settings import CONFIG_NAME, SECRET_FILE, Settings, write_secret_file
+
+DRAFT_SUFFIXES = (".md", ".markdown")
+# Letters that Unicode does not decompose into ASCII but every reader can spell.
+_TRANSLITERATE = str.maketrans({
+    "ß": "ss", "æ": "ae", "Æ": "ae", "ø": "o", "Ø": "o", "đ": "d", "Đ": "d", "ł": "l",
+    "Ł": "l", "þ": "th", "Þ": "th", "œ": "oe", "Œ": "oe", "ı": "i", "&": " and ",
+})
+
+
+def slugify(title: str, max_length: int = 60) -> str:
+    """A file- and URL-safe slug: ASCII letters, digits and single dashes.
+
+    Accents are folded ("Café" → "cafe"), punctuation and emoji dropped; a
+    title with nothing left (all CJK or emoji) gives "issue".
+    """
+    text = unicodedata.normalize("NFKD", title.translate(_TRANSLITERATE))
+    text = text.encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"['’`]", "", text)  # "Liu's" → "lius", not "liu-s"
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    if len(slug) > max_length:
+        slug = slug[:max_length].rsplit("-", 1)[0] or slug[:max_length]
+    return slug or "issue"
+
+
+def new_draft(
+    settings: Settings, title: str, *, slug: str | None = None, when: date | None = None
+) -> Path:
+    """Write `drafts/<date>-<slug>.md` with front matter; refuse to overwrite a draft."""
+    title = " ".join(title.split())
+    if not title:
+        raise ContentError('a draft needs a title: newsletter draft "My first issue"')
+    when = when or date.today()
+    if slug is not None:
+        slug = slug.strip()
+        if slugify(slug) != slug.lower():
+            raise ContentError(
+                f"--slug {slug!r} must be lower-case letters, digits and dashes, "
+                f"e.g. {slugify(slug)}"
+            )
+    slug = slug or slugify(title)
+    path = settings.drafts_dir / f"{when.isoformat()}-{slug}.md"
+    if path.exists():
+        raise ContentError(
+            f"{path} already exists: edit it, or pick another title or --slug"
+        )
+    meta = {"title": title, "subject": title, "date": when, "preheader": ""}
+    front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False, width=1000)
+    body = (
+        f"---\n{front}---\n\n"
+        "Write your issue here, in Markdown. Say hello with "
+        '{{ subscriber.name | default("there") }}.\n'
+    )
+    settings.drafts_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as f:  # "x": never overwrite, even in a race
+            f.write(body)
+    except FileExistsError:
+        raise ContentError(f"{path} already exists: pick another title or --slug") from None
+    return path
+
+
+def draft_files(settings: Settings) -> list[Path]:
+    """The draft files, oldest name first (names start with their date)."""
+    if not settings.drafts_dir.is_dir():
+        return []
+    return sorted(
+        p for p in settings.drafts_dir.iterdir()
+        if p.suffix.lower() in DRAFT_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+
+
+def resolve_draft(settings: Settings, ref: str | Path) -> Path:
+    """A draft from a path or a slug ('2026-11-21-hello', 'hello' or the front matter slug)."""
+    ref_text = str(ref).strip()
+    if not ref_text:
+        raise ContentError("name a draft: a path like drafts/2026-11-21-hello.md or its slug")
+    candidate = Path(ref_text).expanduser()
+    for path in (candidate, settings.root / candidate):
+        if path.is_file():
+            return path.resolve()
+    files = draft_files(settings)
+    name = candidate.name
+    for suffix in DRAFT_SUFFIXES:
+        name = name.removesuffix(suffix)
+    exact = [p for p in files if p.stem == name]
+    if exact:
+        return exact[0].resolve()
+    # The slug without its date prefix, e.g. "hello" for 2026-11-21-hello.md.
+    undated = [p for p in files if re.sub(r"^\d{4}-\d{2}-\d{2}-", "", p.stem) == name]
+    if len(undated) == 1:
+        return undated[0].resolve()
+    if len(undated) > 1:
+        names = ", ".join(p.stem for p in undated)
+        raise ContentError(f"{ref_text!r} matches several drafts ({names}): name one in full")
+    by_meta = []
+    for p in files:
+        try:
+            if parse_draft(p).slug == name:
+                by_meta.append(p)
+        except NewsletterError:
+            continue
+    if len(by_meta) == 1:
+        return by_meta[0].resolve()
+    hint = f"; drafts: {', '.join(p.stem for p in files[-5:])}" if files else ""
+    raise ContentError(
+        f"no draft {ref_text!r} in {settings.drafts_dir}: pass a path or a slug "
+        f"(see `newsletter drafts`){hint}"
+    )
+
+
+@dataclass
+class DraftInfo:
+    path: Path
+    slug: str
+    date: date | None
+    subject: str
+    sent: str  # "" when never sent to the list, else e.g. "sent 2026-11-21"
+    error: str | None = None  # why the draft cannot be read, if it cannot
+
+
+def sent_states(settings: Settings) -> dict[str, str]:
+    """slug → sent state from the campaigns table; {} when there is no database yet.
+
+    Opens the database read-only: listing drafts never creates or migrates it.
+    """
+    path = settings.database
+    if not path.is_file():
+        return {}
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return {}
+    try:
+        rows = conn.execute(
+            "SELECT slug, status, created_at, finished_at FROM campaigns "
+            "WHERE kind = 'list' ORDER BY id"
+        ).fetchall()
+    except sqlite3.Error:
+        return {}  # an empty or older database: nothing sent yet
+    finally:
+        conn.close()
+    states: dict[str, str] = {}
+    for slug, status, created, finished in rows:
+        if status == "done":
+            states[slug] = f"sent {(finished or created or '')[:10]}".strip()
+        elif not states.get(slug, "").startswith("sent"):
+            states[slug] = "partly sent" if status == "stopped" else "sending"
+    return states
+
+
+def list_drafts(settings: Settings) -> list[DraftInfo]:
+    """Every draft with its date, subject and whether it was sent to the list."""
+    states = sent_states(settings)
+    infos = []
+    for path in draft_files(settings):
+        try:
+            draft = parse_draft(path, read_text(path))
+        except NewsletterError as exc:
+            infos.append(DraftInfo(path, path.stem, date_from_path(path), "", "", str(exc)))
+            continue
+        infos.append(
+            DraftInfo(path, draft.slug, draft.date, draft.subject, states.get(draft.slug, ""))
+        )
+    return infos
+
+
+# --- init -------------------------------------------------------------------------------
+
+GITIGNORE_LINES = [
+    "# newsletter: local data and secrets, never committed",
+    "newsletter.db",
+    "newsletter.db-*",
+    "outbox/",
+    "build/",
+    SECRET_FILE,
+]
+
+
+@dataclass
+class InitResult:
+    root: Path
+    created: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+
+
+def init_newsletter(path: Path) -> InitResult:
+    """Lay out a newsletter folder; files that exist are kept, never overwritten."""
+    root = path.expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ContentError(f"{root} is a file: pass a folder to newsletter init")
+    result = InitResult(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def write(target: Path, text: str) -> None:
+        try:
+            with target.open("x", encoding="utf-8") as f:
+                f.write(text)
+            result.created.append(target)
+        except FileExistsError:
+            result.kept.append(target)
+
+    name = " ".join(w.capitalize() for w in re.split(r"[-_\s]+", root.name) if w) or "My Newsletter"
+    config = (BUILTIN_DIR / "init" / "newsletter.toml").read_text(encoding="utf-8")
+    write(root / CONFIG_NAME, config.replace("{name}", name.replace('"', "")))
+    for folder in ("drafts", "layouts"):
+        target = root / folder
+        if target.is_dir():
+            result.kept.append(target)
+        else:
+            target.mkdir()
+            result.created.append(target)
+    for layout in sorted(BUILTIN_LAYOUTS.iterdir()):
+        write(root / "layouts" / layout.name, layout.read_text(encoding="utf-8"))
+
+    gitignore = root / ".gitignore"
+    if gitignore.exists():
+        # Add only our missing lines; never rewrite the user's own.
+        current = gitignore.read_text(encoding="utf-8").splitlines()
+        missing = [line for line in GITIGNORE_LINES[1:] if line not in current]
+        if missing:
+            with gitignore.open("a", encoding="utf-8") as f:
+                prefix = "" if not current or current[-1] == "" else "\n"
+                f.write(prefix + "\n".join([GITIGNORE_LINES[0], *missing]) + "\n")
+        result.kept.append(gitignore)
+    else:
+        write(gitignore, "\n".join(GITIGNORE_LINES) + "\n")
+
+    secret = root / SECRET_FILE
+    if secret.exists():
+        result.kept.append(secret)
+    else:
+        write_secret_file(secret)
+        result.created.append(secret)
+    return result
+
+
+# --- build ------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildResult:
+    issue: Issue
+    files: list[tuple[Path, int]]  # written file and its size in bytes
+
+
+def build_draft(settings: Settings, ref: str | Path, out_dir: Path | None = None) -> BuildResult:
+    """Write <slug>.html, .txt and .eml (the message a sample subscriber gets) to out_dir.
+
+    With base_url set, local images are copied next to them at the paths the
+    HTML links to, so out_dir is what to publish at base_url.
+    """
+    draft = resolve_draft(settings, ref)
+    issue = build_issue(settings, draft)
+    message = personalize(issue, SAMPLE_RECIPIENT, key="sample", settings=settings)
+    out = (out_dir or settings.root / "build").expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ContentError(f"cannot create {out}: {exc.strerror}: pass another --out") from None
+    outputs = [
+        (out / f"{issue.slug}.html", message.html.encode("utf-8")),
+        (out / f"{issue.slug}.txt", message.text.encode("utf-8")),
+        (out / f"{issue.slug}.eml", message.as_bytes()),
+    ]
+    files = []
+    for target, data in outputs:
+        # Write beside, then rename: a failed build never leaves half a file.
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        files.append((target, len(data)))
+    for rel, source in issue.assets:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        files.append((target, target.stat().st_size))
+    return BuildResult(issue, files)
