@@ -1,2 +1,367 @@
-"""Commands: filled in by their issue."""
-from newsletter.cli.app import app  # noqa: F401
+"""Commands `send`, `campaigns` and `providers`: options in, one library call, output.
+
+Progress goes to stderr (a rich bar, only on a terminal); summaries and
+listings go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from newsletter.cli.app import app, newsletter_dir, settings
+from newsletter.delivery.campaign import Counts
+from newsletter.errors import ConfigError, DeliveryError, NewsletterError
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} msg/s" if speed else "– msg/s", style="progress.data.speed")
+
+
+class _SendProgress:
+    """A rich progress bar on stderr fed by the campaign engine's counts."""
+
+    def __init__(self) -> None:
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("Sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            _RateColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+            transient=False,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> _SendProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, counts: Counts) -> None:
+        done = counts.finished + counts.uncertain
+        detail = f"{counts.sent:,} sent, {counts.failed:,} failed"
+        if self.task is None:
+            self.task = self.progress.add_task("send", total=counts.total, completed=done,
+                                               detail=detail)
+        else:
+            self.progress.update(self.task, total=counts.total, completed=done, detail=detail)
+
+
+# --- send ----------------------------------------------------------------------------------
+
+
+def _confirm(yes: bool) -> Any:
+    def confirm(plan: Any) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise DeliveryError(
+                f"a send to the list ({plan.recipients:,} recipients) needs confirmation and "
+                "there is no terminal to ask: pass --yes"
+            )
+        for warning in plan.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        click.echo(f"Subject:    {plan.subject}", err=True)
+        click.echo(f"To:         {plan.audience.spec} ({plan.recipients:,} recipients)", err=True)
+        click.echo(f"Provider:   {plan.provider}", err=True)
+        return click.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
+
+    return confirm
+
+
+def _summary(report: Any, seconds: float | None = None) -> None:
+    campaign = report.campaign
+    c = campaign.counts
+    if report.interrupted_rows:
+        if report.interrupted_requeued:
+            click.echo(
+                f"Resumed: {report.interrupted_rows} message(s) caught mid-send by the interrupted "
+                f"run were sent again ({campaign.provider} is idempotent: no duplicates)."
+            )
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    kind = "Test send" if campaign.kind == "test" else "Campaign"
+    run = report.run
+    parts = [f"{c.sent:,} sent", f"{c.failed:,} failed"]
+    parts += [f"{n:,} {state}" for state, n in
+              (("skipped", c.skipped), ("uncertain", c.uncertain), ("queued", c.queued)) if n]
+    took = ""
+    if run is not None and run.seconds > 0 and run.sent:
+        took = f" in {run.seconds:.1f} s ({run.sent / run.seconds:,.0f} msg/s)"
+    click.echo(
+        f"{kind} {campaign.id} ({campaign.slug} → {campaign.audience}, {campaign.provider}): "
+        f"{', '.join(parts)}{took}."
+    )
+    if campaign.kind == "test":
+        click.echo("A test send: the draft is not marked as sent to the list.")
+    if c.failed:
+        click.echo(
+            f"{c.failed:,} failed: `newsletter campaigns {campaign.id}` shows why; "
+            f"`newsletter send --retry-failed {campaign.id}` tries them again."
+        )
+    if c.uncertain:
+        click.echo(
+            f"{c.uncertain:,} uncertain: the send was interrupted while they were in flight, so "
+            f"they may or may not have gone out (`newsletter campaigns {campaign.id}` lists "
+            "them). Run the same send with --retry-uncertain to send them again (their "
+            "recipients may get it twice).",
+            err=True,
+        )
+    if c.queued and run is not None and run.interrupted:
+        click.echo(f"Interrupted: {c.queued:,} still queued; run the same command to resume.",
+                   err=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    draft: Annotated[
+        str | None, typer.Argument(help="The draft: a path or a slug.", show_default=False)
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="subscribers (the list), tag:NAME, or addresses a@x.org,b@y.org (a test send).",
+        ),
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="A provider name (default: [provider] name, else outbox).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Build every message and report; send nothing.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Send to the list without asking.")
+    ] = False,
+    rate: Annotated[
+        float | None, typer.Option(help="At most N messages per second (0: no limit).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="N connections (or API clients) in parallel.")
+    ] = None,
+    resend: Annotated[
+        bool, typer.Option("--resend", help="Send a draft to the list that was sent before.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send even when `newsletter check` finds errors.")
+    ] = False,
+    retry_failed: Annotated[
+        int | None,
+        typer.Option("--retry-failed", metavar="CAMPAIGN",
+                     help="Retry only the failed deliveries of this campaign."),
+    ] = None,
+    retry_uncertain: Annotated[
+        bool,
+        typer.Option("--retry-uncertain",
+                     help="Also re-send messages whose fate is unknown after a crash."),
+    ] = False,
+) -> None:
+    """Send a draft to the list, a tag, or test addresses; resumes an interrupted send.
+
+    Every recipient gets their own message. The campaign and one delivery row per
+    recipient are saved before anything goes out, so running the same command again
+    after a crash or Ctrl-C continues where it stopped, without duplicates.
+
+    Example: newsletter send hello-world --to subscribers --yes
+    """
+    from newsletter.delivery import sending
+
+    s = settings(ctx)
+    if retry_failed is not None:
+        if dry_run:
+            raise ConfigError("--dry-run and --retry-failed do not go together")
+        with _SendProgress() as progress:
+            report = sending.retry_failed(
+                s, retry_failed, provider=provider, concurrency=concurrency, rate=rate,
+                retry_uncertain=retry_uncertain, on_progress=progress,
+            )
+        _finish(report)
+        return
+    if not draft or not to:
+        raise ConfigError(
+            "send needs a draft and --to: e.g. newsletter send hello-world --to subscribers "
+            "(or --to you@example.com for a test send)"
+        )
+    if dry_run:
+        result = sending.dry_run(s, draft, to, provider=provider)
+        for warning in result.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        click.echo(
+            f"Dry run: {result.messages:,} messages built for “{result.subject}” → "
+            f"{result.audience.spec} via {result.provider}; nothing was sent."
+        )
+        average = result.total_bytes // max(1, result.messages)
+        click.echo(
+            f"Size: {_size(result.total_bytes)} in all, {_size(average)} on average, "
+            f"{_size(result.largest_bytes)} the largest; built in {result.seconds:.1f} s."
+        )
+        if result.sample is not None:
+            click.echo(f"First: {result.sample.to_header}")
+        return
+    with _SendProgress() as progress:
+        report = sending.send_draft(
+            s, draft, to, provider=provider, concurrency=concurrency, rate=rate,
+            resend=resend, force=force, retry_uncertain=retry_uncertain,
+            confirm=_confirm(yes), on_progress=progress,
+        )
+    _finish(report)
+
+
+def _finish(report: Any) -> None:
+    _summary(report)
+    if report.error is not None:  # a ProviderError: the CLI prints it as `Error: …`
+        raise report.error
+    if report.run is not None and report.run.interrupted:
+        raise typer.Exit(130)
+
+
+# --- campaigns -----------------------------------------------------------------------------
+
+
+def _status(campaign: Any, database: Any) -> str:
+    from newsletter.delivery.campaign import is_being_sent
+
+    if campaign.status == "sending" and not is_being_sent(database, campaign.id):
+        return "interrupted"
+    return campaign.status
+
+
+@app.command()
+def campaigns(
+    ctx: typer.Context,
+    campaign_id: Annotated[
+        int | None, typer.Argument(metavar="[ID]", help="Show this campaign in detail.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Show at most N campaigns (0: all).")] = 50,
+) -> None:
+    """List past sends with delivery counts per state, or show one with its failures.
+
+    Example: newsletter campaigns 3
+    """
+    from newsletter.audience import store
+    from newsletter.delivery.campaign import campaign_problems, get_campaign, list_campaigns
+
+    s = settings(ctx)
+    db = store.connect(s.database)
+    try:
+        if campaign_id is None:
+            found = list_campaigns(db, limit or None)
+            if as_json:
+                click.echo(json.dumps([_campaign_json(c, s.database) for c in found], indent=2))
+                return
+            if not found:
+                click.echo("No campaigns yet: `newsletter send DRAFT --to subscribers` starts one.")
+                return
+            click.echo(
+                f"{'ID':>4}  {'CREATED':<19}  {'DRAFT':<28}  {'TO':<18}  {'PROVIDER':<9} "
+                f"{'STATUS':<11} {'SENT':>7} {'FAILED':>6} {'UNCERT':>6} {'SKIP':>5} {'QUEUED':>6}"
+            )
+            for c in found:
+                n = c.counts
+                to = c.audience if c.kind == "list" else f"test:{c.audience}"
+                click.echo(
+                    f"{c.id:>4}  {c.created_at[:19].replace('T', ' '):<19}  {c.slug[:28]:<28}  "
+                    f"{to[:18]:<18}  {c.provider[:9]:<9} {_status(c, s.database):<11} "
+                    f"{n.sent:>7,} {n.failed:>6,} {n.uncertain:>6,} {n.skipped:>5,} {n.queued:>6,}"
+                )
+            return
+        c = get_campaign(db, campaign_id)
+        problems = campaign_problems(db, campaign_id, ("failed", "uncertain", "skipped"))
+    finally:
+        db.conn.close()
+    if as_json:
+        data = _campaign_json(c, s.database)
+        data["problems"] = [p.__dict__ for p in problems]
+        click.echo(json.dumps(data, indent=2))
+        return
+    n = c.counts
+    click.echo(f"Campaign {c.id}: {c.subject}")
+    click.echo(f"  draft     {c.draft_path} ({c.slug})")
+    click.echo(f"  to        {c.audience} ({'the list' if c.kind == 'list' else 'a test send'})")
+    click.echo(f"  provider  {c.provider}")
+    click.echo(f"  created   {c.created_at}")
+    click.echo(f"  finished  {c.finished_at or '-'}")
+    click.echo(f"  status    {_status(c, s.database)}")
+    click.echo(
+        f"  {n.total:,} recipients: {n.sent:,} sent, {n.failed:,} failed, {n.uncertain:,} "
+        f"uncertain, {n.skipped:,} skipped, {n.queued + n.sending:,} queued"
+    )
+    for state in ("failed", "uncertain", "skipped"):
+        rows = [p for p in problems if p.state == state]
+        if rows:
+            click.echo(f"{state.capitalize()}:")
+            for p in rows:
+                click.echo(f"  {p.email}  ({p.attempts} attempt(s)) {p.error or ''}".rstrip())
+
+
+def _campaign_json(c: Any, database: Any) -> dict[str, Any]:
+    return {
+        "id": c.id, "slug": c.slug, "draft": c.draft_path, "subject": c.subject,
+        "audience": c.audience, "kind": c.kind, "provider": c.provider,
+        "created_at": c.created_at, "finished_at": c.finished_at,
+        "status": _status(c, database), "counts": c.counts.as_dict(),
+    }
+
+
+# --- providers -----------------------------------------------------------------------------
+
+
+@app.command()
+def providers(ctx: typer.Context) -> None:
+    """List the providers you can send through: built-in and plug-ins, and where they come from.
+
+    Plug-ins register in the entry-point group `newsletter.providers`.
+
+    Example: newsletter providers
+    """
+    from newsletter.delivery.providers.registry import available_providers
+    from newsletter.settings import load_settings
+
+    try:
+        configured = load_settings(newsletter_dir(ctx)).provider.name
+    except NewsletterError:  # listing providers works outside a newsletter too
+        configured = None
+    found = available_providers()
+    width = max([len(p.name) for p in found] + [4])
+    dist_width = max([len(p.distribution) for p in found] + [4])
+    for p in found:
+        mark = "*" if p.name == configured else " "
+        about = p.description if p.cls is not None else f"(cannot load: {p.error})"
+        click.echo(f"{mark} {p.name:<{width}}  {p.distribution:<{dist_width}}  {about}")
+    if configured:
+        click.echo(f"* the provider newsletter.toml selects ({configured})", err=True)

@@ -361,10 +361,14 @@ def find_or_create_campaign(
             earlier = latest_campaign(db, slug, "list")
             if earlier is not None:
                 what = "was sent" if earlier.status == "done" else "is being sent"
+                retry = (
+                    f", or --retry-failed {earlier.id} for its {earlier.counts.failed} failed"
+                    if earlier.counts.failed else ""
+                )
                 raise DeliveryError(
-                    f"{slug} {what} to the list already (campaign {earlier.id}, "
-                    f"{earlier.audience}, {earlier.counts.sent} sent): pass --resend to send it "
-                    "again, or --retry-failed " + str(earlier.id) + " for its failed rows"
+                    f"{slug} {what} to the list already (campaign {earlier.id} to "
+                    f"{earlier.audience}, {earlier.counts.sent} sent): pass --resend to send "
+                    f"it again{retry}"
                 )
         created = now_iso()
         cursor = db.execute(

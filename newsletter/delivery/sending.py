@@ -32,6 +32,7 @@ from newsletter.delivery.campaign import (
     finish_campaign,
     get_campaign,
     iter_audience_rows,
+    latest_campaign,
     parse_audience,
     recover_interrupted,
     requeue,
@@ -56,6 +57,7 @@ class SendReport:
     interrupted_requeued: bool = False  # … re-queued (idempotent provider) rather than uncertain
     uncertain_requeued: int = 0  # uncertain rows re-queued by --retry-uncertain
     failed_requeued: int = 0  # failed rows re-queued by --retry-failed
+    warnings: list[str] = field(default_factory=list)  # check findings that did not stop it
 
     @property
     def error(self) -> Exception | None:
@@ -208,7 +210,10 @@ def _check_ready(settings: Settings, ps: ProviderSettings) -> None:
 
 
 def _pre_send_check(settings: Settings, draft: Path, force: bool, dry_run: bool) -> list[str]:
-    """Run `newsletter check` on the draft; refuse on errors unless forced."""
+    """Run `newsletter check` on the draft; refuse on errors unless forced (or a dry run).
+
+    Returns the findings as warnings when they do not stop the send.
+    """
     try:
         from newsletter.writer.check import check_draft
     except ImportError:
@@ -252,12 +257,13 @@ def send_draft(
     ps = provider_settings_for(settings, provider, concurrency, rate)
     _check_ready(settings, ps)
     path = resolve_draft(settings, draft)
-    warnings = _pre_send_check(settings, path, force, dry_run=False)
+    # The outbox sends nothing anywhere: on a fresh machine it works before the
+    # draft passes every check (the findings are shown as warnings instead).
+    local = not provider_class(ps.name).remote
+    warnings = _pre_send_check(settings, path, force or local, dry_run=False)
     issue = build_issue(settings, path)
     db = store.connect(settings.database)
     try:
-        from newsletter.delivery.campaign import latest_campaign
-
         unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
         if unfinished is not None and unfinished.status == "done":
             unfinished = None
@@ -292,6 +298,7 @@ def send_draft(
         on_progress=on_progress,
     )
     report.created = created
+    report.warnings = plan.warnings
     return report
 
 

@@ -112,7 +112,10 @@ class ResendProvider(HTTPProvider):
         whole = self.refused(messages[0], response).error
         half = len(messages) // 2
         left = self.send_batch(messages[:half])
-        if all(r.outcome is Outcome.FAILED and r.error == whole for r in left):
+        blames_nobody = not any(m.recipient.lower() in (whole or "").lower() for m in messages)
+        if half > 1 and blames_nobody and all(
+            r.outcome is Outcome.FAILED and r.error == whole for r in left
+        ):
             # The request itself is wrong (sender, fields): no reader is to blame.
             return left + [DeliveryResult(m.key, Outcome.FAILED, error=whole)
                            for m in messages[half:]]
