@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from html import escape
+from functools import cache
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from newsletter.compose import message as compose_message
-from newsletter.compose.issue import Issue, build_issue
+from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
 from newsletter.compose.message import Message, Recipient
+from newsletter.compose.source import split_front_matter
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 from newsletter.writer import css_support
@@ -163,7 +165,15 @@ _PLACEHOLDERS = [
     (re.compile(r"\blorem ipsum\b", re.I), "lorem ipsum"),
     (re.compile(r"\bFIXME\b"), "FIXME"),
 ]
-_LINE_IN_MESSAGE = re.compile(r"(?:line |:)(\d+)\b")
+# What a build error is about, from compose's message; first match wins.
+_BUILD_ERRORS = [
+    (re.compile(r"is undefined|undefined variable|unknown template variable", re.I),
+     "undefined-variable"),
+    (re.compile(r"\bimage\b.*\bnot found\b|outside the newsletter folder", re.I),
+     "missing-image"),
+    (re.compile(r"front matter", re.I), "front-matter"),
+    (re.compile(r"template syntax error", re.I), "template-syntax"),
+]
 _NON_RELATIVE = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#|\{)", re.I)
 
 
@@ -178,17 +188,9 @@ def _placeholders(report: Report, draft: _DraftText) -> None:
 def _build_error(report: Report, exc: ContentError, draft: _DraftText) -> None:
     """A draft that does not build: classify the error, keep its line when it names one."""
     message = str(exc)
-    lowered = message.lower()
-    if "undefined" in lowered or "unknown template variable" in lowered or "variable" in lowered:
-        code = "undefined-variable"
-    elif "image" in lowered:
-        code = "missing-image"
-    elif "front matter" in lowered:
-        code = "front-matter"
-    else:
-        code = "build-failed"
-    match = _LINE_IN_MESSAGE.search(message)
-    line = int(match.group(1)) if match and str(report.draft.name) in message else None
+    code = next((c for pattern, c in _BUILD_ERRORS if pattern.search(message)), "build-failed")
+    match = re.search(re.escape(report.draft.name) + r":(\d+)", message)
+    line = int(match.group(1)) if match else None
     report.add("error", code, message, line)
 
 
@@ -199,13 +201,30 @@ def _settings_rules(report: Report, settings: Settings) -> None:
                    "newsletter.toml")
 
 
+_HEADING = re.compile(r"^(#\s+\S|=+\s*$)", re.M)
+
+
+def _subject_is_set(path: Path, draft: _DraftText) -> bool:
+    """True when the writer chose a subject: front matter subject/title, or a heading.
+
+    Otherwise compose falls back to the first line or the file name, which is
+    never what a writer means to send.
+    """
+    meta, body, _ = split_front_matter(path, draft.text)
+    if any(str(meta.get(key) or "").strip() for key in ("subject", "title")):
+        return True
+    prose = "\n".join(line for _, line in _DraftText(body).prose_lines())
+    return bool(_HEADING.search(prose))
+
+
 def _subject_rules(report: Report, issue: Issue, draft: _DraftText) -> None:
     subject = issue.subject.strip()
     line = draft.line_of(subject) if subject else draft.line_of("subject:")
-    if not subject:
+    if not subject or not _subject_is_set(report.draft, draft):
+        shown = f" (it would go out as {subject!r})" if subject else ""
         report.add("error", "no-subject",
-                   "the issue has no subject: add `subject:` to the front matter or a # title",
-                   line)
+                   f"the draft sets no subject{shown}: add `subject:` to the front matter or "
+                   "start with a # title", draft.line_of("subject:"))
         return
     letters = [c for c in subject if c.isalpha()]
     if len(letters) >= 4 and all(c.isupper() for c in letters):
@@ -216,10 +235,6 @@ def _subject_rules(report: Report, issue: Issue, draft: _DraftText) -> None:
         report.add("warning", "subject-long",
                    f"the subject is {len(subject)} characters; inboxes cut it off after about "
                    f"{SUBJECT_MAX_CHARS}: shorten it", line)
-    if not issue.preheader.strip():
-        report.add("warning", "no-preheader",
-                   "no preheader (the preview line inboxes show after the subject): add "
-                   "`preheader:` to the front matter", None)
 
 
 def _html_rules(report: Report, settings: Settings, message: Message, draft: _DraftText) -> None:
@@ -238,11 +253,7 @@ def _html_rules(report: Report, settings: Settings, message: Message, draft: _Dr
                        f"a <style> block is {block_size / 1024:.0f} KB; Gmail drops blocks over "
                        "16 KB: trim the layout's CSS")
 
-    url = message.unsubscribe_url
-    if not url or (url not in html and escape(url) not in html):
-        report.add("error", "no-unsubscribe",
-                   "the message has no unsubscribe link: put {{ unsubscribe_url }} in a link in "
-                   f"the layout ({settings.layout}.html)")
+    _unsubscribe_rule(report, settings, message, parts)
 
     reported_relative: set[str] = set()
     for link in parts.links:
@@ -268,10 +279,44 @@ def _html_rules(report: Report, settings: Settings, message: Message, draft: _Dr
                        f"{shown} has no alt text, which readers with images off see instead: "
                        "write one, e.g. ![A red bicycle](bike.jpg)", line)
 
+    baseline = _builtin_layout_features()
     for use in css_support.scan_css(parts.style_blocks, parts.inline_styles):
         prop = use.label.split(":")[0]
         line = draft.line_of(prop + ":") if use.label[:1].isalpha() else None
+        if use.feature_id in baseline and line is None:
+            continue  # the built-in layout's deliberate choice (with a fallback), not the writer's
         report.add("warning", "css-support", css_support.describe(use), line)
+
+
+@cache
+def _builtin_layout_features() -> frozenset[str]:
+    """Features the built-in layout uses on purpose: a copy of it should not warn for them."""
+    try:
+        text = resources.files("newsletter").joinpath("templates/layouts/default.html") \
+            .read_text("utf-8")
+    except OSError:
+        return frozenset()
+    parts = _parse(text)
+    return frozenset(u.feature_id for u in css_support.scan_css(parts.style_blocks,
+                                                                parts.inline_styles))
+
+
+def _unsubscribe_rule(report: Report, settings: Settings, message: Message,
+                      parts: _EmailParts) -> None:
+    mailto = unsubscribe_mailto(settings)
+    hrefs = [(link.get("href") or "").strip() for link in parts.links]
+    if any(h == message.unsubscribe_url for h in hrefs if message.unsubscribe_url):
+        return
+    if mailto and any(h.lower().startswith(mailto.split("?")[0].lower()) for h in hrefs):
+        return
+    if not message.unsubscribe_url and not mailto:
+        how = ("set newsletter.base_url (unsubscribe links are made under it) or "
+               "newsletter.unsubscribe_mailto in newsletter.toml")
+    else:
+        how = f"put <a href=\"{{{{ unsubscribe_url }}}}\"> in the layout ({settings.layout}.html)"
+    report.add("error", "no-unsubscribe",
+               f"the message has no unsubscribe link, which the law and inbox providers "
+               f"require: {how}")
 
 
 def _image_line(draft: _DraftText, src: str) -> int | None:
@@ -305,6 +350,10 @@ def check_draft(settings: Settings, path: Path) -> Report:
         _build_error(report, exc, draft)
         return _sorted(report)
     _subject_rules(report, issue, draft)
+    if not issue.preheader.strip():
+        report.add("warning", "no-preheader",
+                   "no preheader (the preview line inboxes show after the subject): add "
+                   "`preheader:` to the front matter")
     message = compose_message.personalize(issue, SAMPLE_READER, key="check", settings=settings)
     _html_rules(report, settings, message, draft)
     return _sorted(report)
@@ -318,5 +367,10 @@ def _sorted(report: Report) -> Report:
 
 def format_finding(report: Report, finding: Finding) -> str:
     """`drafts/x.md:12: error: message [code]`, the way compilers print them."""
-    place = f"{report.draft}:{finding.line}" if finding.line else str(report.draft)
+    shown = report.draft
+    try:
+        shown = report.draft.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        pass  # outside the current folder: keep the full path
+    place = f"{shown}:{finding.line}" if finding.line else str(shown)
     return f"{place}: {finding.severity}: {finding.message} [{finding.code}]"
