@@ -28,6 +28,7 @@ import sqlite_utils
 
 from newsletter.audience.subscribers import (
     STATUSES,
+    clean_name,
     clean_tags,
     email_key,
     normalize_email,
@@ -567,8 +568,12 @@ _STAGE_COLUMNS = (
 _STOPPED_SQL = "('unsubscribed','bounced','complained')"
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Most rows have no tags or attributes: skip the encoder for those.
+    return _encode(value) if value else ("[]" if isinstance(value, list) else "{}")
 
 
 class _Rejects:
@@ -697,7 +702,7 @@ def _stage(
                 continue
             tags = clean_tags([*rec.tags, *extra_tags]) if extra_tags else rec.tags
             batch.append((
-                email_key(address), address, rec.name, rec.status, _dumps(tags),
+                email_key(address), address, clean_name(rec.name), rec.status, _dumps(tags),
                 _dumps(rec.attributes), rec.created_at or now, rec.confirmed_at,
                 rec.unsubscribed_at, rec.optin_ip, rec.source or default_source,
                 rec.updated_at or now, where,
@@ -716,7 +721,11 @@ def _stage(
 
 def _sheet_sizes(path: Path) -> Iterator[tuple[int, str]]:
     """(size, name) of each CSV in `path`, without reading the data."""
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise SubscriberError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
         if handle.read(4) == b"PK\x03\x04":
             handle.seek(0)
             try:

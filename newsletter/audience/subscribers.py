@@ -165,6 +165,11 @@ def clean_tags(tags: Iterable[str]) -> list[str]:
     return out
 
 
+def clean_name(name: str) -> str:
+    """A name on one line: runs of spaces and newlines (from quoted CSV cells) become one space."""
+    return " ".join(name.split()) if name else ""
+
+
 def check_status(status: str) -> str:
     """`status` if it is one we know, else SubscriberError listing the valid ones."""
     if status not in STATUSES:
@@ -224,7 +229,7 @@ def add_or_update(
                 "INSERT INTO subscribers (email, email_key, name, status, tags, attributes, "
                 "source, created_at, updated_at, confirmed_at) "
                 "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
-                [address, email_key(address), name.strip(), _dumps(tags),
+                [address, email_key(address), clean_name(name), _dumps(tags),
                  _dumps(attributes), source, now, now, now],
             )
             sub_id, outcome = cursor.lastrowid, "added"
@@ -237,7 +242,7 @@ def add_or_update(
                     f"consent, with `newsletter subscribers add {old.email} --resubscribe`"
                 )
             new = Subscriber(**{**old.__dict__})
-            new.name = name.strip() or old.name
+            new.name = clean_name(name) or old.name
             new.tags = clean_tags([*old.tags, *tags])
             new.attributes = {**old.attributes, **attributes}
             outcome = "unchanged"
