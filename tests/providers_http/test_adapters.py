@@ -1,0 +1,189 @@
+"""Every HTTP adapter against its fake API: what each reader gets, and every way a send fails."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from newsletter.delivery.providers.base import Outcome, TransientBatchError
+from newsletter.errors import ConfigError, ProviderError
+from tests.providers_http.conftest import API
+from tests.providers_http.messages import REPLY_TO, make_batch, make_message, unsubscribe_url
+
+
+def address_of(value: str) -> str:
+    return email.utils.parseaddr(value)[1]
+
+
+def test_each_reader_gets_their_own_message(api: API) -> None:
+    provider = api.provider()
+    batch = make_batch(5)
+    results = provider.send(batch)
+
+    assert [r.key for r in results] == [m.key for m in batch]
+    assert all(r.outcome is Outcome.SENT and r.provider_id for r in results)
+    delivered = {address_of(d.to[0]): d for d in api.fake.delivered}
+    assert len(api.fake.delivered) == 5
+    for i, message in enumerate(batch):
+        got = delivered[message.recipient]
+        assert [address_of(t) for t in got.to] == [message.recipient]  # nobody else's address
+        assert f"Hello Reader Number{i}," in got.text
+        assert unsubscribe_url(i) in got.text
+        assert unsubscribe_url(i).replace("&", "&amp;") in got.html
+        assert got.headers["List-Unsubscribe"] == f"<{unsubscribe_url(i)}>"
+        assert got.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert address_of(got.reply_to or "") == REPLY_TO
+        assert got.subject == "Issue 7: on footnotes"
+        assert address_of(got.sender) == "liu@example.com"
+
+
+def test_inline_image_travels_with_the_message(api: API) -> None:
+    provider = api.provider()
+    results = provider.send([make_message(1, image=True), make_message(2, image=True)])
+    assert all(r.outcome is Outcome.SENT for r in results)
+    for got in api.fake.delivered:
+        if api.name == "ses":
+            assert 'src="cid:photo1@example.com"' in got.html  # inside the raw MIME
+        else:
+            assert any("photo1@example.com" in cid for cid in got.inline), got.inline
+
+
+def test_a_refused_reader_fails_alone_with_the_providers_reason(api: API) -> None:
+    api.fake.reject("reader2@example.org", "inactive")
+    provider = api.provider()
+    batch = make_batch(4)
+    results = provider.send(batch)
+    if api.name == "mailgun":
+        # Mailgun refuses the whole request for one bad address: all fail, with the reason.
+        assert all(r.outcome is Outcome.FAILED for r in results)
+        assert "reader2@example.org" in (results[0].error or "")
+        return
+    by_key = {r.key: r for r in results}
+    bad = by_key[batch[2].key]
+    assert bad.outcome is Outcome.FAILED
+    assert bad.error and "mailgun" not in bad.error and api.name in bad.error
+    others = [by_key[m.key] for m in batch if m.key != batch[2].key]
+    if api.name == "sendgrid":
+        # SendGrid refuses the whole request: the others are handed back to retry at once.
+        assert all(r.outcome is Outcome.RETRY and r.retry_after == 0 for r in others)
+        again = provider.send([m for m in batch if m.key != batch[2].key])
+        assert all(r.outcome is Outcome.SENT for r in again)
+    else:
+        assert all(r.outcome is Outcome.SENT for r in others)
+    sent_to = sorted(address_of(d.to[0]) for d in api.fake.delivered)
+    assert sent_to == ["reader0@example.org", "reader1@example.org", "reader3@example.org"]
+
+
+def test_too_many_requests_is_transient_with_the_servers_wait(api: API) -> None:
+    api.fake.fail_next(429, {"message": "slow down"}, {"Retry-After": "7"})
+    provider = api.provider()
+    batch = make_batch(3)
+    with pytest.raises(TransientBatchError) as caught:
+        provider.send(batch)
+    assert caught.value.retry_after == 7
+    assert api.fake.delivered == []
+    assert all(r.outcome is Outcome.SENT for r in provider.send(batch))  # the campaign's retry
+    assert len(api.fake.delivered) == 3
+
+
+def test_rate_limit_reset_header_gives_the_wait(api: API) -> None:
+    import time
+
+    api.fake.fail_next(429, {"message": "rate limited"},
+                       {"X-RateLimit-Reset": str(int(time.time()) + 30)})
+    with pytest.raises(TransientBatchError) as caught:
+        api.provider().send(make_batch(1))
+    assert 25 <= (caught.value.retry_after or 0) <= 31
+
+
+def test_server_down_for_a_moment_then_back(api: API) -> None:
+    api.fake.fail_next(503, {"message": "maintenance"}, times=2)
+    provider = api.provider()
+    batch = make_batch(2)
+    for _ in range(2):
+        with pytest.raises(TransientBatchError, match="503"):
+            provider.send(batch)
+    assert all(r.outcome is Outcome.SENT for r in provider.send(batch))
+    assert len(api.fake.delivered) == 2
+
+
+def test_timeout_is_transient(api: API) -> None:
+    api.fake.delay = 1.0
+    provider = api.provider(timeout=0.2)
+    with pytest.raises(TransientBatchError, match="timeout"):
+        provider.send(make_batch(1))
+
+
+def test_unreachable_server_is_transient(api: API) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    provider = api.provider(endpoint=f"http://127.0.0.1:{port}")
+    with pytest.raises(TransientBatchError, match="cannot reach"):
+        provider.send(make_batch(1))
+
+
+def test_wrong_key_stops_the_send_without_showing_the_key(api: API) -> None:
+    wrong = "WRONG-secret-value-98765"
+    api.monkeypatch.setenv(api.key_env, wrong)
+    if api.name == "ses":
+        api.monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "WRONG-secret-access-key-4321")
+    provider = api.provider()
+    with pytest.raises(ProviderError) as caught:
+        provider.send(make_batch(2))
+    message = str(caught.value)
+    assert api.key_env in message  # says where to look
+    assert "WRONG-secret" not in message  # even though the fake echoed it back
+    assert "WRONG-secret" not in repr(provider)
+    assert api.fake.delivered == []
+
+
+def test_missing_key_names_the_variable(api: API) -> None:
+    api.monkeypatch.delenv(api.key_env)
+    settings = api.settings()
+    from newsletter.delivery.providers.registry import provider_class
+
+    provider = provider_class(api.name)(settings, settings.provider)
+    with pytest.raises(ConfigError, match=api.key_env):
+        provider.open()
+    provider.close()
+    provider.close()  # safe twice, and after a failed open
+
+
+def test_key_can_come_from_another_variable(api: API) -> None:
+    if api.name == "ses":
+        api.monkeypatch.setenv("MY_AWS_ID", api.fake.key)
+        provider = api.provider(access_key_env="MY_AWS_ID")
+    else:
+        api.monkeypatch.setenv("MY_MAIL_KEY", api.fake.key)
+        api.monkeypatch.delenv(api.key_env)
+        provider = api.provider(api_key_env="MY_MAIL_KEY")
+    assert provider.send(make_batch(1))[0].outcome is Outcome.SENT
+
+
+def test_a_full_batch_is_accepted_by_the_documented_limit(api: API) -> None:
+    provider = api.provider()
+    size = min(type(provider).max_batch, 100 if api.name != "ses" else 10)
+    if api.name in ("postmark", "sendgrid", "mailgun"):
+        size = type(provider).max_batch  # the whole documented batch in one request
+    results = provider.send(make_batch(size))
+    assert all(r.outcome is Outcome.SENT for r in results)
+    assert len(api.fake.delivered) == size
+    if api.name != "ses":
+        assert len(api.fake.requests) == 1
+
+
+def test_documented_limits_and_rates() -> None:
+    from newsletter.delivery.providers.registry import provider_class
+
+    expected = {"postmark": (500, None), "sendgrid": (1000, None), "mailgun": (1000, None),
+                "resend": (100, 2.0), "ses": (10, 14.0)}
+    for name, (batch, rate) in expected.items():
+        cls = provider_class(name)
+        assert (cls.max_batch, cls.default_rate) == (batch, rate)
+    assert provider_class("resend").idempotent
+    assert provider_class("ses").rate_unit == "message"
+    assert provider_class("postmark").rate_unit == "request"
