@@ -5,6 +5,7 @@
         server.fail("eve@example.com", "550 5.1.1 no such user")          # permanent
         server.drop_every = 3        # close the connection at every 3rd MAIL FROM
         server.delay = 0.05          # seconds per message, for kill tests
+        server.drop_after_data.add("carl@example.com")  # accept, then vanish before replying
         ...
         server.received              # [Received(sender, recipient, data)]
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -77,14 +79,22 @@ class _Handler:
             n = len(s.received)
             for rcpt in envelope.rcpt_tos:
                 s.received.append(Received(envelope.mail_from, rcpt, envelope.original_content))
+            vanish = any(r.lower() in s.drop_after_data for r in envelope.rcpt_tos)
+        if vanish:  # accepted, but the client never hears so
+            smtp.transport.close()
         return f"250 2.0.0 Ok: queued as Q{n + 1}"
 
 
 class SMTPServer:
     """aiosmtpd on 127.0.0.1 in a background thread; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, password: str | None = None, tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
         self.lock = threading.Lock()
+        self.drop_after_data: set[str] = set()
+        self.logins: list[str] = []
         self.received: list[Received] = []
         self.refused: list[tuple[str, str]] = []
         self.failures: dict[str, tuple[str, int | None]] = {}
@@ -92,9 +102,23 @@ class SMTPServer:
         self.drop_every = 0
         self.delay = 0.0
         self.port = free_port()
+        extra: dict = {}
+        if password is not None:
+
+            def check(server, session, envelope, mechanism, data):  # noqa: ANN001, ANN202
+                ok = isinstance(data, LoginPassword) and data.password.decode() == password
+                if ok:
+                    self.logins.append(data.login.decode())
+                return AuthResult(success=ok, handled=False)
+
+            extra.update(authenticator=check, auth_require_tls=False)
+        if tls_context is not None and implicit_tls:
+            extra.update(ssl_context=tls_context)
+        elif tls_context is not None:
+            extra.update(tls_context=tls_context, require_starttls=True)
         self.controller = Controller(
             _Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False,
-            data_size_limit=None,
+            data_size_limit=None, **extra,
         )
 
     def fail(self, address: str, reply: str, times: int | None = None) -> None:

@@ -1,0 +1,149 @@
+"""The smtp provider against a real aiosmtpd server on 127.0.0.1: what the contract can't say."""
+
+from __future__ import annotations
+
+import collections
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from newsletter.delivery.providers.base import Outcome
+from newsletter.delivery.providers.smtp import SMTPProvider
+from newsletter.delivery.sending import run_campaign
+from newsletter.errors import ConfigError, ProviderError
+from newsletter.settings import Settings
+
+from .contract import add_subscribers, emails, new_campaign, rows, write_letter
+from .messages import make_message, make_test_message
+from .smtpserver import SMTPServer
+
+
+@pytest.fixture
+def server():
+    with SMTPServer() as s:
+        yield s
+
+
+def smtp_letter(tmp_path: Path, port: int, **options) -> Settings:
+    return write_letter(tmp_path / "letter", {
+        "name": "smtp", "host": "127.0.0.1", "port": port, "security": "none", "timeout": 5,
+        "retry_delay": 0.01, **options,
+    })
+
+
+def provider(letter: Settings) -> SMTPProvider:
+    return SMTPProvider(letter, letter.provider)
+
+
+def test_one_connection_carries_many_messages(server: SMTPServer, tmp_path: Path) -> None:
+    letter = smtp_letter(tmp_path, server.port)
+    with provider(letter) as smtp:
+        results = smtp.send([make_message(str(i), f"r{i}@example.org") for i in range(5)])
+    assert [r.outcome for r in results] == [Outcome.SENT] * 5
+    assert [r.provider_id for r in results] == ["Q1", "Q2", "Q3", "Q4", "Q5"]
+    assert server.mail_count == 5
+    assert server.recipients() == [f"r{i}@example.org" for i in range(5)]
+
+
+def test_dropped_connections_are_reopened_and_nothing_is_lost(
+    server: SMTPServer, tmp_path: Path
+) -> None:
+    server.drop_every = 3  # the server hangs up at every third MAIL FROM
+    letter = smtp_letter(tmp_path, server.port)
+    add_subscribers(letter, emails(12))
+    campaign_id = new_campaign(letter)
+    report = run_campaign(letter, campaign_id, make_test_message)
+    assert report.error is None and report.campaign.counts.sent == 12
+    assert collections.Counter(server.recipients()) == collections.Counter(emails(12))
+
+
+def test_421_reconnects_and_sends(server: SMTPServer, tmp_path: Path) -> None:
+    server.fail("r1@example.org", "421 4.7.0 too many messages on this connection", times=1)
+    letter = smtp_letter(tmp_path, server.port)
+    with provider(letter) as smtp:
+        results = smtp.send([make_message(str(i), f"r{i}@example.org") for i in range(3)])
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert server.recipients() == ["r0@example.org", "r1@example.org", "r2@example.org"]
+
+
+def test_reply_lost_after_the_message_was_handed_over_is_uncertain(
+    server: SMTPServer, tmp_path: Path
+) -> None:
+    server.drop_after_data.add(emails(3)[1])
+    letter = smtp_letter(tmp_path, server.port)
+    add_subscribers(letter, emails(3))
+    campaign_id = new_campaign(letter)
+    report = run_campaign(letter, campaign_id, make_test_message)
+    got = rows(letter, campaign_id)
+    assert [r["state"] for r in got] == ["sent", "uncertain", "sent"]
+    assert "before the server confirmed" in got[1]["error"]
+    assert report.campaign.status == "stopped"  # the uncertain row awaits a decision
+    assert sorted(server.recipients()) == emails(3)  # delivered once, never re-sent silently
+
+    server.drop_after_data.clear()
+    again = run_campaign(letter, campaign_id, make_test_message, retry_uncertain=True)
+    assert again.uncertain_requeued == 1 and again.campaign.status == "done"
+    assert server.recipients().count(emails(3)[1]) == 2  # the user chose to risk it
+
+
+def test_login_with_password_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SMTPServer(password="hunter2-secret") as server:
+        letter = smtp_letter(tmp_path, server.port, username="liu",
+                             password_env="TEST_SMTP_PASSWORD")
+        with pytest.raises(ConfigError, match="TEST_SMTP_PASSWORD is not set"):
+            provider(letter).open()
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong-password")
+        with pytest.raises(ProviderError, match="refused the login for liu") as refused:
+            provider(letter).open()
+        assert "wrong-password" not in str(refused.value)
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", "hunter2-secret")
+        with provider(letter) as smtp:
+            assert smtp.send([make_message("1", "a@example.org")])[0].outcome == Outcome.SENT
+        assert server.logins == ["liu"]
+
+
+def test_starttls_required_but_not_offered_is_a_clear_error(
+    server: SMTPServer, tmp_path: Path
+) -> None:
+    letter = smtp_letter(tmp_path, server.port, security="starttls")
+    with pytest.raises(ProviderError, match="does not offer STARTTLS"):
+        provider(letter).open()
+
+
+@pytest.fixture(scope="module")
+def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_encrypted_connections(
+    security: str, tls_context: ssl.SSLContext, tmp_path: Path
+) -> None:
+    with SMTPServer(tls_context=tls_context, implicit_tls=security == "tls") as server:
+        letter = smtp_letter(tmp_path, server.port, security=security)
+        # A self-signed certificate is refused unless verification is turned off.
+        with pytest.raises(ProviderError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+            provider(letter).open()
+        letter = smtp_letter(tmp_path, server.port, security=security, tls_verify=False)
+        with provider(letter) as smtp:
+            assert smtp.send([make_message("1", "a@example.org")])[0].outcome == Outcome.SENT
+        assert server.recipients() == ["a@example.org"]
+
+
+def test_bad_security_setting_is_a_config_error(tmp_path: Path) -> None:
+    letter = smtp_letter(tmp_path, 25, security="ssl")
+    with pytest.raises(ConfigError, match='security = "ssl" is not one of starttls, tls, none'):
+        provider(letter)
