@@ -1,0 +1,138 @@
+"""`newsletter subscribers …` through the real CLI, on a real newsletter folder and database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from newsletter.audience import store
+from tests.audience.conftest import DATA, rows
+
+
+def test_add_list_count(cli, newsletter_dir: Path) -> None:
+    r = cli("subscribers", "add", "Liu@Example.com", "--name", "Liu", "--tag", "a", "--tag", "b")
+    assert (r.exit_code, r.stdout) == (0, "Added: Liu@example.com\n")
+    assert cli("subscribers", "add", "liu@EXAMPLE.com").stdout == "Unchanged: Liu@example.com\n"
+    cli("subscribers", "add", "sam@example.com")
+    r = cli("subscribers", "list")
+    assert r.stdout == "Liu@example.com\tactive\tLiu\ta,b\nsam@example.com\tactive\n"
+    r = cli("subscribers", "list", "--tag", "b", "--json")
+    [line] = r.stdout.splitlines()
+    data = json.loads(line)
+    assert (data["email"], data["tags"], data["source"]) == ("Liu@example.com", ["a", "b"], "cli")
+    assert cli("subscribers", "list", "--search", "SAM", "--limit", "1").stdout.startswith("sam@")
+    r = cli("subscribers", "count")
+    assert r.stdout.splitlines()[0].split() == ["active", "2"]
+    assert r.stdout.splitlines()[-1].split() == ["total", "2"]
+    assert json.loads(cli("subscribers", "count", "--json").stdout)["active"] == 2
+    assert (newsletter_dir / "newsletter.db").exists()
+
+
+def test_errors_are_one_line_with_the_fix(cli, newsletter_dir: Path) -> None:
+    r = cli("subscribers", "add", "not-an-address")
+    assert r.exit_code == 4 and r.stdout == ""
+    assert r.stderr == (
+        "Error: 'not-an-address' is not a valid email address: "
+        "An email address must have an @-sign.\n"
+    )
+    r = cli("subscribers", "unsubscribe", "nobody@example.com")
+    assert r.exit_code == 4
+    assert r.stderr.startswith("Error: nobody@example.com is not on the list")
+    r = cli("subscribers", "list", "--status", "sleeping")
+    assert r.stderr.startswith("Error: unknown status 'sleeping': use one of active,")
+    r = cli("subscribers", "import", "missing.csv")
+    assert r.exit_code == 4 and r.stderr.startswith("Error: cannot read missing.csv")
+
+
+def test_unsubscribe_then_resubscribe_only_explicitly(cli, newsletter_dir: Path) -> None:
+    cli("subscribers", "add", "ada@example.com")
+    r = cli("subscribers", "unsubscribe", "ADA@example.com")
+    assert r.exit_code == 0 and r.stdout.startswith("Unsubscribed: ada@example.com")
+    r = cli("subscribers", "add", "ada@example.com")
+    assert r.exit_code == 4 and "--resubscribe" in r.stderr
+    r = cli("subscribers", "add", "ada@example.com", "--resubscribe")
+    assert r.stdout == "Resubscribed: ada@example.com\n"
+    assert cli("subscribers", "list", "--status", "active").stdout.startswith("ada@example.com")
+
+
+def test_remove(cli, newsletter_dir: Path) -> None:
+    cli("subscribers", "add", "ada@example.com")
+    assert cli("subscribers", "remove", "ada@example.com").stdout == "Removed: ada@example.com\n"
+    assert cli("subscribers", "list").stdout == ""
+
+
+def test_import_prints_the_summary_and_keeps_rejects(cli, newsletter_dir: Path) -> None:
+    r = cli("subscribers", "import", str(DATA / "messy_mailchimp.csv"), "--dry-run")
+    assert r.exit_code == 0
+    assert r.stdout.splitlines()[0] == (
+        "Would import 8 rows (Mailchimp): 3 added, 0 updated, 0 unchanged, 5 skipped "
+        "(invalid address: 2, missing address: 1, bad date: 1, duplicate: 1)"
+    )
+    assert r.stdout.splitlines()[-1] == "Dry run: nothing was written."
+    assert cli("subscribers", "list").stdout == ""
+    r = cli("subscribers", "import", str(DATA / "messy_mailchimp.csv"), "--tag", "mc",
+            "--rejects", "rejects.csv")
+    assert r.stdout.startswith("Imported 8 rows (Mailchimp): 3 added")
+    assert "  skipped line 7: 'not-an-address' is not a valid email address" in r.stdout
+    assert len((newsletter_dir / "rejects.csv").read_text().splitlines()) == 1 + 5
+    assert cli("subscribers", "list", "--tag", "mc").stdout.count("\n") == 3
+
+
+def test_import_with_explicit_format(cli, newsletter_dir: Path) -> None:
+    r = cli("subscribers", "import", str(DATA / "ghost-members-2024-05-01.csv"),
+            "--format", "substack")
+    assert r.exit_code == 4
+    assert "is not a Substack export: it has no active_subscription, email_disabled" in r.stderr
+    r = cli("subscribers", "import", str(DATA / "ghost-members-2024-05-01.csv"),
+            "--format", "ghost")
+    assert "2 added" in r.stdout
+
+
+def test_export_is_csv_in_our_format(cli, newsletter_dir: Path) -> None:
+    cli("subscribers", "add", "ada@example.com", "--name", 'Ada "The Countess", L.', "--tag", "x,y")
+    cli("subscribers", "add", "bob@example.com")
+    cli("subscribers", "unsubscribe", "bob@example.com")
+    r = cli("subscribers", "export")
+    assert r.stdout.startswith("email,name,status,tags,attributes,source,created_at,")
+    got = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [(g["email"], g["status"]) for g in got] == [
+        ("ada@example.com", "active"), ("bob@example.com", "unsubscribed")
+    ]
+    assert json.loads(got[0]["tags"]) == ["x,y"]
+    r = cli("subscribers", "export", "--status", "unsubscribed", "-o", "out.csv")
+    assert r.stdout == "" and "Exported 1 subscribers to out.csv" in r.stderr
+    assert (newsletter_dir / "out.csv").read_text().count("\n") == 2
+    assert not (newsletter_dir / "out.csv.partial").exists()
+
+
+def test_export_then_import_into_a_fresh_newsletter_gives_the_same_list(
+    cli, newsletter_dir: Path, tmp_path: Path
+) -> None:
+    for name in ("subscribed_members_export_abc123.csv", "unsubscribed_members_export_abc123.csv",
+                 "cleaned_members_export_abc123.csv", "buttondown-subscribers.csv",
+                 "listmonk-subscribers.csv", "ghost-members-2024-05-01.csv"):
+        assert cli("subscribers", "import", str(DATA / name)).exit_code == 0
+    cli("subscribers", "add", "zoë@bücher.example", "--name", "Zoë, \"Z\"", "--tag", "ü,ber")
+    cli("subscribers", "add", "complainer@example.com")
+    cli("subscribers", "unsubscribe", "complainer@example.com")
+    export = tmp_path / "export.csv"
+    assert cli("subscribers", "export", "-o", str(export)).exit_code == 0
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "newsletter.toml").write_text((newsletter_dir / "newsletter.toml").read_text())
+    r = cli("--dir", str(fresh), "subscribers", "import", str(export))
+    assert r.exit_code == 0, r.stderr
+    assert "(newsletter export)" in r.stdout and "0 skipped" in r.stdout
+
+    original = rows(store.connect(newsletter_dir / "newsletter.db"))
+    copy = rows(store.connect(fresh / "newsletter.db"))
+    assert len(copy) == len(original) == 14
+    for a, b in zip(original, copy, strict=True):
+        a["attributes"], b["attributes"] = json.loads(a["attributes"]), json.loads(b["attributes"])
+        assert a == b
+    # And importing the export again into the original changes nothing.
+    r = cli("subscribers", "import", str(export))
+    assert "0 added, 0 updated, 14 unchanged" in r.stdout
