@@ -57,7 +57,8 @@ def draft(
     ctx: typer.Context,
     title: Annotated[str, typer.Argument(help="The issue's title (also its subject).")],
     slug: Annotated[
-        str | None, typer.Option(help="The file name part after the date (default: from the title).")
+        str | None,
+        typer.Option(help="The file name part after the date (default: from the title)."),
     ] = None,
     when: Annotated[
         str | None, typer.Option("--date", help="The issue's date, YYYY-MM-DD (default: today).")

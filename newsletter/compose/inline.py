@@ -39,6 +39,8 @@ def inline_css(html: str, *, where: str = "layout") -> str:
                 cssutils_logging_handler=logging.NullHandler(),
                 include_star_selectors=False,
                 capitalize_float_margin=True,
+                # height="auto" from CSS is not a valid attribute; widths are kept for Outlook.
+                disable_basic_attributes=["height"],
             ).transform()
     except Exception as exc:  # premailer raises bare lxml/cssutils errors
         raise ContentError(

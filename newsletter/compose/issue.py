@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from markupsafe import Markup
 
@@ -107,7 +107,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
     }
 
     # The body is a template too, so a draft may say {{ subscriber.name }}.
-    body_env = layouts.make_environment(None, autoescape=False)
+    body_env = layouts.make_environment(None, autoescape=False, markdown=True)
     body_template = layouts.compile_string(
         body_env, parsed.body, filename=str(draft), line_offset=parsed.body_line - 1
     )
@@ -234,7 +234,7 @@ def resolve_urls(
         if settings.base_url:
             rel = public_path(file)
             assets[rel] = file
-            return f"{settings.base_url}/{rel}"
+            return f"{settings.base_url}/{quote(rel)}"
         resolved = file.resolve()
         if resolved not in attachments:
             data = resolved.read_bytes()

@@ -177,9 +177,13 @@ def _default_filter(value: Any, default_value: Any = "", boolean: bool = False) 
 
 
 def make_environment(
-    layouts_dir: Path | None, *, autoescape: bool | None = None
+    layouts_dir: Path | None, *, autoescape: bool | None = None, markdown: bool = False
 ) -> jinja2.Environment:
-    """A Jinja2 environment for layouts: the newsletter's folder first, then the built-ins."""
+    """A Jinja2 environment for layouts: the newsletter's folder first, then the built-ins.
+
+    `markdown=True` is for draft bodies: there `{#id}` is a Markdown heading id
+    (attr_list), so Jinja comments are spelled `{## … ##}` instead.
+    """
     loaders: list[jinja2.BaseLoader] = []
     if layouts_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(layouts_dir)))
@@ -192,6 +196,7 @@ def make_environment(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         auto_reload=False,
+        **({"comment_start_string": "{##", "comment_end_string": "##}"} if markdown else {}),
     )
     for name in _TRANSFORMS:
         env.filters[name] = _marker_filter(name)

@@ -288,9 +288,16 @@ def _qp_pieces(pieces: list[str]) -> list[bytes]:
         data = piece.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
         if i == last and not data.endswith("\r\n"):
             data += "\r\n"
-        encoded = binascii.b2a_qp(data.encode("utf-8"), istext=True)
+        encoded = _crlf(binascii.b2a_qp(data.encode("utf-8"), istext=True))
         out.append(encoded if i == last else encoded + _SOFT)
     return out
+
+
+def _crlf(encoded: bytes) -> bytes:
+    """b2a_qp breaks soft lines with the input's line end (LF when it has none): make it CRLF."""
+    if b"\n" not in encoded:
+        return encoded
+    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _splice_text(pieces: list[str], slots: list[Slot], values: Mapping[Slot, str]) -> str:
@@ -312,7 +319,9 @@ def _splice_qp(pieces: list[bytes], slots: list[Slot], values: Mapping[Slot, str
         enc = encoded.get(slot)
         if enc is None:
             value = values[slot]
-            enc = binascii.b2a_qp(value.encode("utf-8"), istext=True) + _SOFT if value else b""
+            enc = b""
+            if value:
+                enc = _crlf(binascii.b2a_qp(value.encode("utf-8"), istext=True)) + _SOFT
             encoded[slot] = enc
         parts.append(enc)
         parts.append(piece)

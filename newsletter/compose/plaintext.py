@@ -96,7 +96,8 @@ def _inline(node: Element | str, pre: bool = False) -> str:
         shown = href[7:] if href.startswith("mailto:") else href
         if not text or text in (href, shown):
             return shown
-        return f"{inner} ({shown})"
+        # A no-break space keeps the URL on the line of the word it explains.
+        return f"{inner}\u00a0({shown})"
     return inner
 
 
@@ -160,12 +161,19 @@ def _table(node: Element, width: int) -> list[str]:
                     walk(c)
 
     walk(node)
+    if not rows:
+        return []
+    columns = max(len(texts) for texts, _ in rows)
+    widths = [
+        max(3, *(len(texts[i]) for texts, _ in rows if i < len(texts))) for i in range(columns)
+    ]
     lines = []
     for texts, header in rows:
-        lines.append(" | ".join(texts))
+        cells = [t.ljust(widths[i]) for i, t in enumerate(texts)]
+        lines.append(" | ".join(cells).rstrip())
         if header:
-            lines.append(" | ".join("-" * max(3, len(t)) for t in texts))
-    return ["\n".join(lines)] if lines else []
+            lines.append("-|-".join("-" * w for w in widths[: len(texts)]))
+    return ["\n".join(lines)]
 
 
 def _block(el: Element, width: int) -> list[str]:

@@ -1,0 +1,146 @@
+"""Markdown as writers from Substack, Hugo, Jekyll, Obsidian and GitHub expect it."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+from newsletter.compose.markdown import render_markdown
+
+
+def md(text: str) -> str:
+    return render_markdown(textwrap.dedent(text).lstrip("\n"))
+
+
+def squash(html: str) -> str:
+    return re.sub(r">\s+<", "><", html).strip()
+
+
+def test_list_right_after_a_paragraph_is_a_list():
+    html = squash(md("""
+        Three things:
+        - one
+        - two
+        """))
+    assert html == "<p>Three things:</p><ul><li>one</li><li>two</li></ul>"
+
+
+def test_ordered_list_after_a_paragraph_must_start_at_one():
+    assert "<ol>" in md("Steps:\n1. first\n2. second\n")
+    # CommonMark: "2024." in running text is not a list.
+    html = md("It happened in\n2024. What a year.\n")
+    assert "<ol" not in html and "2024. What a year." in html
+
+
+def test_nested_lists_indented_by_two_spaces():
+    html = squash(md("""
+        - a
+          - b
+            - c
+        - d
+        """))
+    assert html == "<ul><li>a<ul><li>b<ul><li>c</li></ul></li></ul></li><li>d</li></ul>"
+
+
+def test_nested_lists_indented_by_four_spaces():
+    html = squash(md("""
+        1. a
+            1. b
+                - c
+        2. d
+        """))
+    assert html == "<ol><li>a<ol><li>b<ul><li>c</li></ul></li></ol></li><li>d</li></ol>"
+
+
+def test_nested_list_under_a_numbered_item_indented_by_its_width():
+    html = squash(md("1. a\n   - b\n2. c\n"))
+    assert html == "<ol><li>a<ul><li>b</li></ul></li><li>c</li></ol>"
+
+
+def test_item_continuation_paragraph_with_two_spaces():
+    html = squash(md("- a\n\n  more about a\n- b\n"))
+    assert "<li><p>a</p><p>more about a</p></li>" in html
+
+
+def test_footnotes_with_a_reference_in_brackets_and_a_list_inside():
+    html = md("""
+        A claim[[^1]] and another[^note].
+
+        [^1]: Sources:
+            - one
+            - two
+
+        [^note]: Plain note.
+        """)
+    assert re.search(r'\[<sup id="fnref:1"><a class="footnote-ref" href="#fn:1">1</a></sup>\]',
+                     html)
+    footnote_1 = html[html.index('<li id="fn:1">'):html.index('<li id="fn:note">')]
+    assert "<ul>" in footnote_1 and "<li>one</li>" in footnote_1
+    assert 'href="#fn:note"' in html
+
+
+def test_table():
+    html = squash(md("""
+        | a | b |
+        |---|--:|
+        | 1 | 2 |
+        """))
+    assert "<table><thead><tr><th>a</th>" in html
+    assert '<td style="text-align: right;">2</td>' in html
+
+
+def test_fenced_code_highlighted_with_inline_styles():
+    html = md("""
+        ```python
+        def f():
+            return "x"
+        ```
+        """)
+    assert "<pre" in html and 'class="' not in html.split("<pre", 1)[1].split(">", 1)[0]
+    assert re.search(r'<span style="[^"]*color: #[0-9A-Fa-f]+[^"]*">def</span>', html)
+
+
+def test_fenced_code_inside_a_list_item_stays_a_code_block():
+    html = md("""
+        - run this:
+
+          ```python
+          x = 1
+          ```
+        - done
+        """)
+    assert "<pre" in html and "x" in html and "```" not in html
+    assert html.count("<li>") == 2
+
+
+def test_smart_quotes_and_dashes():
+    html = md('"Quoted" -- it\'s --- done\n')
+    assert html == "<p>&ldquo;Quoted&rdquo; &ndash; it&rsquo;s &mdash; done</p>"
+
+
+def test_heading_ids_and_attribute_lists():
+    html = md("## Hello World\n\n## Custom {#mine}\n\nText\n{: .lead }\n")
+    assert '<h2 id="hello-world">Hello World</h2>' in html
+    assert '<h2 id="mine">Custom</h2>' in html
+    assert '<p class="lead">Text</p>' in html
+
+
+def test_raw_html_passes_through():
+    html = md('<div align="center"><b>raw</b></div>\n\nInline <kbd>Ctrl</kbd>.\n')
+    assert '<div align="center"><b>raw</b></div>' in html
+    assert "<kbd>Ctrl</kbd>" in html
+
+
+def test_unicode_everywhere():
+    html = md("Café — naïve “quotes” 🙂 日本語\n")
+    assert "Café — naïve “quotes” 🙂 日本語" in html
+
+
+def test_list_markers_inside_fenced_code_are_untouched():
+    html = md("Text\n```\n- not a list\n  - still code\n```\n")
+    assert "- not a list\n  - still code" in html
+    assert "<li>" not in html
+
+
+def test_horizontal_rule_is_not_a_list():
+    assert "<hr" in md("Text\n\n* * *\n\nMore\n")

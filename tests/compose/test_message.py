@@ -1,0 +1,206 @@
+"""personalize(): valid MIME for every recipient, values spliced in safely."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+
+import pytest
+
+from newsletter.compose.issue import build_issue
+from newsletter.compose.message import Recipient, personalize
+from newsletter.compose.tokens import verify_unsubscribe_token
+from newsletter.errors import SubscriberError
+from newsletter.settings import load_settings
+from tests.compose.test_issue import PNG, no_base_url
+
+BODY = """\
+---
+title: Café “news” 🙂
+preheader: Peek inside
+---
+Hi {{ subscriber.name | default("friend") }} from {{ subscriber.city }}
+({{ subscriber.email }}), {{ subscriber.name | upper }}.
+"""
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    for part in msg.walk():
+        assert part.defects == [], part.defects
+    return msg
+
+
+def structure(msg: EmailMessage) -> list:
+    if msg.is_multipart():
+        return [msg.get_content_type(), [structure(p) for p in msg.iter_parts()]]
+    return msg.get_content_type()
+
+
+@pytest.fixture
+def issue_and_settings(write_draft):
+    path = write_draft("2026-05-06-news.md", BODY)
+    settings = load_settings()
+    return build_issue(settings, path), settings
+
+
+def test_a_message_parses_cleanly_with_every_header(issue_and_settings, newsletter_dir):
+    issue, settings = issue_and_settings
+    recipient = Recipient("ana@example.com", "Ana", {"city": "Lisboa"}, key="ana@example.com")
+    message = personalize(issue, recipient, key="17", settings=settings)
+    msg = parse(message.as_bytes())
+    assert structure(msg) == ["multipart/alternative", ["text/plain", "text/html"]]
+    assert msg["From"] == "Test Writer <writer@example.com>"
+    assert msg["To"] == "Ana <ana@example.com>"
+    assert msg["Subject"] == "Café “news” 🙂"
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["Date"] and msg["Message-ID"].endswith("@example.com>")
+    assert msg["List-Id"] == "Test Letter <test-letter.example.com>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = message.unsubscribe_url
+    assert url and url.startswith("https://example.com/news/unsubscribe?token=")
+    assert msg["List-Unsubscribe"] == f"<{url}>"
+    assert "ana" not in url  # no readable address in the URL
+    token = url.split("token=")[1]
+    assert verify_unsubscribe_token(settings.secret_key(), token) == "ana@example.com"
+    assert msg["Reply-To"] is None  # not configured
+
+    text_part, html_part = msg.iter_parts()
+    assert text_part.get_content().replace("\r\n", "\n") == message.text
+    assert html_part.get_content().replace("\r\n", "\n") == message.html
+    assert "Hi Ana from Lisboa (ana@example.com), ANA." in message.text
+    assert "Hi Ana from Lisboa" in message.html and f'href="{url}"' in message.html
+    assert message.key == "17" and message.recipient == "ana@example.com"
+    assert message.sender == "writer@example.com"
+    assert [name for name, _ in message.headers] == [
+        "Date", "Message-ID", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"
+    ]
+
+
+def test_values_are_escaped_in_html_and_raw_in_text(issue_and_settings):
+    issue, settings = issue_and_settings
+    evil = 'Bob <script>alert("x")</script> & Co'
+    message = personalize(issue, Recipient("b@example.com", evil), key="1", settings=settings)
+    assert "<script>" not in message.html
+    assert "Bob &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co" in message.html
+    assert f"Hi {evil} from" in message.text
+    msg = parse(message.as_bytes())
+    assert msg.get_body(("html",)).get_content().count("<script>") == 0
+
+
+def test_defaults_and_missing_attributes(issue_and_settings):
+    issue, settings = issue_and_settings
+    message = personalize(issue, Recipient("x@example.com"), key="1", settings=settings)
+    assert "Hi friend from  (x@example.com), ." in message.text
+
+
+def test_token_is_made_over_the_recipient_key_defaulting_to_email(issue_and_settings):
+    issue, settings = issue_and_settings
+    m = personalize(issue, Recipient("X@Example.com"), key="1", settings=settings)
+    token = m.unsubscribe_url.split("token=")[1]
+    assert verify_unsubscribe_token(settings.secret_key(), token) == "X@Example.com"
+
+
+def test_message_ids_are_unique(issue_and_settings):
+    issue, settings = issue_and_settings
+    ids = {
+        personalize(issue, Recipient(f"r{i}@example.com"), key=str(i), settings=settings)
+        .header("Message-ID")
+        for i in range(200)
+    }
+    assert len(ids) == 200
+
+
+def test_line_breaks_in_a_name_cannot_inject_headers(issue_and_settings):
+    issue, settings = issue_and_settings
+    name = "Eve\r\nBcc: everyone@example.com\nX-Evil: 1"
+    message = personalize(issue, Recipient("eve@example.com", name), key="1", settings=settings)
+    msg = parse(message.as_bytes())
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    assert msg["To"].addresses[0].addr_spec == "eve@example.com"
+    assert "\n" not in message.to_header and "\r" not in message.to_header
+    assert "Eve Bcc: everyone@example.com X-Evil: 1" in message.text
+
+
+@pytest.mark.parametrize("bad", ["a@b.com\r\nBcc: x@y.com", "a@b.com>", "", "no-at-sign"])
+def test_unusable_addresses_are_refused(issue_and_settings, bad):
+    issue, settings = issue_and_settings
+    with pytest.raises(SubscriberError, match="not a usable email address"):
+        personalize(issue, Recipient(bad), key="1", settings=settings)
+
+
+def test_non_ascii_names_are_encoded(issue_and_settings):
+    issue, settings = issue_and_settings
+    message = personalize(issue, Recipient("z@example.com", "Zoë Ñúñez 🙂"), key="1",
+                          settings=settings)
+    raw = message.as_bytes()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and b"=?utf-8?" in head
+    assert parse(raw)["To"] == "Zoë Ñúñez 🙂 <z@example.com>"
+
+
+def test_no_line_exceeds_998_characters(write_draft):
+    path = write_draft("long.md", "x" * 5000 + "\n\n{{ subscriber.bio }}\n\n" + "é" * 3000 + "\n")
+    settings = load_settings()
+    issue = build_issue(settings, path)
+    recipient = Recipient("l@example.com", "L", {"bio": "y" * 3000})
+    message = personalize(issue, recipient, key="1", settings=settings)
+    raw = message.as_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF line ends only
+    body = parse(raw).get_body(("html",)).get_content()
+    assert "x" * 5000 in body and "y" * 3000 in body and "é" * 3000 in body
+
+
+def test_inline_images_make_a_related_part(newsletter_dir, write_draft):
+    no_base_url(newsletter_dir)
+    (newsletter_dir / "drafts" / "pic.png").write_bytes(PNG)
+    path = write_draft("x.md", "Look: ![pic](pic.png)\n")
+    settings = load_settings()
+    issue = build_issue(settings, path)
+    message = personalize(issue, Recipient("a@example.com"), key="1", settings=settings)
+    msg = parse(message.as_bytes())
+    assert structure(msg) == [
+        "multipart/alternative",
+        ["text/plain", ["multipart/related", ["text/html", "image/png"]]],
+    ]
+    image = [p for p in msg.walk() if p.get_content_type() == "image/png"][0]
+    assert image.get_content() == PNG
+    assert image["Content-ID"] == f"<{issue.attachments[0].cid}>"
+    assert f"cid:{issue.attachments[0].cid}" in msg.get_body(("html",)).get_content()
+    # No base_url: no https unsubscribe link can be made.
+    assert message.unsubscribe_url is None
+    assert msg["List-Unsubscribe"] is None and msg["List-Unsubscribe-Post"] is None
+
+
+def test_reply_to_and_mailto_unsubscribe(newsletter_dir, write_draft):
+    (newsletter_dir / "newsletter.toml").write_text(
+        '[newsletter]\nname = "Test Letter"\nfrom = "Test Writer <writer@example.com>"\n'
+        'base_url = "https://example.com/news"\nreply_to = "Replies <replies@example.com>"\n'
+        'unsubscribe_mailto = "leave@example.com"\nlist_id = "news.example.com"\n'
+    )
+    path = write_draft("x.md", "Hi\n")
+    settings = load_settings()
+    message = personalize(build_issue(settings, path), Recipient("a@example.com"), key="1",
+                          settings=settings)
+    msg = parse(message.as_bytes())
+    assert msg["Reply-To"] == "Replies <replies@example.com>"
+    assert msg["List-Id"] == "Test Letter <news.example.com>"
+    assert msg["List-Unsubscribe"] == (
+        f"<{message.unsubscribe_url}>, <mailto:leave@example.com?subject=unsubscribe>"
+    )
+    assert message.header("reply-to") == "Replies <replies@example.com>"
+
+
+def test_personalizing_never_re_renders(issue_and_settings, newsletter_dir):
+    issue, settings = issue_and_settings
+    first = personalize(issue, Recipient("a@example.com", "A"), key="1", settings=settings)
+    # Changing the draft or a layout now changes nothing: the issue was rendered once.
+    (newsletter_dir / "layouts").mkdir()
+    (newsletter_dir / "layouts" / "default.html").write_text("changed")
+    issue.source.write_text("changed")
+    second = personalize(issue, Recipient("b@example.com", "B"), key="2", settings=settings)
+    assert first.html.replace("Hi A", "Hi B").replace("(a@", "(b@").replace(", A.", ", B.") \
+        .split("unsubscribe?token=")[0] == second.html.split("unsubscribe?token=")[0]
