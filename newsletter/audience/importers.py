@@ -581,7 +581,10 @@ class _Rejects:
 
     def __init__(self, summary: ImportSummary, path: Path | None) -> None:
         self.summary = summary
-        self.file = open(path, "w", encoding="utf-8", newline="") if path else None  # noqa: SIM115
+        try:
+            self.file = open(path, "w", encoding="utf-8", newline="") if path else None  # noqa: SIM115
+        except OSError as exc:
+            raise SubscriberError(f"cannot write the rejects file {path}: {exc.strerror}") from None
         self.writer = csv.writer(self.file) if self.file else None
         self.header_for: str | None = None
 

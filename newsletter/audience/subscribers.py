@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import sqlite_utils
@@ -34,10 +35,7 @@ COLUMNS = (
     "created_at", "updated_at", "confirmed_at", "unsubscribed_at", "optin_ip",
 )
 # Our own export format; `import` recognises it by this header.
-EXPORT_HEADER = (
-    "email", "name", "status", "tags", "attributes", "source",
-    "created_at", "updated_at", "confirmed_at", "unsubscribed_at", "optin_ip",
-)
+EXPORT_HEADER = COLUMNS[1:]  # email,name,status,tags,attributes,source,created_at,…
 
 
 def open_db(settings: Settings) -> sqlite_utils.Database:
@@ -341,17 +339,10 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def iter_subscribers(
-    db: sqlite_utils.Database,
-    status: str | None = None,
-    tag: str | None = None,
-    search: str | None = None,
-    limit: int | None = None,
-) -> Iterator[Subscriber]:
-    """Subscribers in the order they were added, streamed (memory does not grow with the list).
-
-    `search` matches part of the address or the name, ignoring case.
-    """
+def _filters(
+    status: str | None, tag: str | None, search: str | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (or '') and its parameters for the list filters."""
     where: list[str] = []
     params: list[Any] = []
     if status:
@@ -363,7 +354,16 @@ def iter_subscribers(
     if search:
         where.append("(email_key LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
         params += [_like(search.strip().lower()), _like(search.strip())]
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def _rows(
+    db: sqlite_utils.Database, status: str | None = None, tag: str | None = None,
+    search: str | None = None, limit: int | None = None,
+) -> Iterator[tuple[Any, ...]]:
+    """Raw rows (as COLUMNS) in id order, streamed from the cursor a thousand at a time."""
+    where, params = _filters(status, tag, search)
+    sql = _SELECT + where + " ORDER BY id"
     if limit is not None:
         if limit < 0:
             raise SubscriberError("--limit must be 0 or more")
@@ -371,11 +371,34 @@ def iter_subscribers(
         params.append(limit)
     cursor = db.conn.execute(sql, params)
     try:
-        while rows := cursor.fetchmany(1000):
-            for row in rows:
-                yield Subscriber.from_row(row)
+        while batch := cursor.fetchmany(1000):
+            yield from batch
     finally:
         cursor.close()
+
+
+def count(
+    db: sqlite_utils.Database, status: str | None = None, tag: str | None = None,
+    search: str | None = None,
+) -> int:
+    """How many subscribers match the list filters."""
+    where, params = _filters(status, tag, search)
+    return db.execute("SELECT count(*) FROM subscribers" + where, params).fetchone()[0]
+
+
+def iter_subscribers(
+    db: sqlite_utils.Database,
+    status: str | None = None,
+    tag: str | None = None,
+    search: str | None = None,
+    limit: int | None = None,
+) -> Iterator[Subscriber]:
+    """Subscribers in the order they were added, streamed (memory does not grow with the list).
+
+    `search` matches part of the address or the name, ignoring case.
+    """
+    for row in _rows(db, status, tag, search, limit):
+        yield Subscriber.from_row(row)
 
 
 def export_csv(
@@ -383,21 +406,43 @@ def export_csv(
     out: TextIO,
     status: str | None = None,
     tag: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write subscribers as CSV in our own format (which `import` reads back); return the count.
 
-    Tags and attributes are JSON so they come back exactly.
+    Tags and attributes are JSON so they come back exactly. `progress(done, total)`
+    is called every few thousand rows when given.
     """
+    total = count(db, status, tag) if progress else 0
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_HEADER)
     n = 0
-    for sub in iter_subscribers(db, status=status, tag=tag):
-        writer.writerow([
-            sub.email, sub.name, sub.status,
-            _dumps(sub.tags),
-            json.dumps(sub.attributes, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
-            sub.source, sub.created_at, sub.updated_at,
-            sub.confirmed_at or "", sub.unsubscribed_at or "", sub.optin_ip or "",
-        ])
+    for row in _rows(db, status, tag):
+        # Stored JSON is written as is: no decoding and encoding per row.
+        writer.writerow([v if v is not None else "" for v in row[1:]])
         n += 1
+        if progress and n % 10000 == 0:
+            progress(n, total)
+    if progress:
+        progress(n, total)
+    return n
+
+
+def export_file(
+    db: sqlite_utils.Database,
+    path: Path,
+    status: str | None = None,
+    tag: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """`export_csv` into a file, written beside it and renamed: never half a file."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as out:
+            n = export_csv(db, out, status=status, tag=tag, progress=progress)
+        partial.replace(path)
+    except OSError as exc:
+        raise SubscriberError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
     return n

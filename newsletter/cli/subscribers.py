@@ -149,23 +149,21 @@ def export(
     if output is None:
         subs.export_csv(db, sys.stdout, status=status, tag=tag)
         return
-    # Write beside the target and rename, so a failed export never leaves half a file.
-    partial = output.with_name(output.name + ".partial")
-    with open(partial, "w", encoding="utf-8", newline="") as out:
-        n = subs.export_csv(db, out, status=status, tag=tag)
-    partial.replace(output)
+    with _progress_bar("Exporting") as update:
+        n = subs.export_file(db, output, status=status, tag=tag,
+                             progress=lambda done, total: update("Exporting", done, total))
     typer.echo(f"Exported {n} subscribers to {output}", err=True)
 
 
 @contextmanager
-def _progress_bar():
+def _progress_bar(first: str = "Reading"):
     """A progress bar on stderr (stdout stays for data); silent when stderr is not a terminal."""
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
         TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
     ) as bar:
-        task = bar.add_task("Reading", total=None)
+        task = bar.add_task(first, total=None)
 
         def update(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total or None)

@@ -105,6 +105,11 @@ def test_export_is_csv_in_our_format(cli, newsletter_dir: Path) -> None:
     assert r.stdout == "" and "Exported 1 subscribers to out.csv" in r.stderr
     assert (newsletter_dir / "out.csv").read_text().count("\n") == 2
     assert not (newsletter_dir / "out.csv.partial").exists()
+    r = cli("subscribers", "export", "-o", "no/such/dir/out.csv")
+    assert r.exit_code == 4
+    assert r.stderr == "Error: cannot write no/such/dir/out.csv: No such file or directory\n"
+    r = cli("subscribers", "import", str(DATA / "plain.txt"), "--rejects", "no/dir/r.csv")
+    assert r.exit_code == 4 and r.stderr.startswith("Error: cannot write the rejects file")
 
 
 def test_export_then_import_into_a_fresh_newsletter_gives_the_same_list(
