@@ -83,6 +83,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
     )
     mailto = unsubscribe_mailto(settings)
     newsletter = layouts.namespace(
+        "newsletter",
         name=settings.name,
         base_url=settings.base_url,
         address=settings.address,
@@ -113,7 +114,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
     )
     body_md = layouts.render_template(
         body_template,
-        {**context, "issue": layouts.namespace(**issue_vars)},
+        {**context, "issue": layouts.namespace("issue", **issue_vars)},
         where=str(draft),
         line_offset=parsed.body_line - 1,
     )
@@ -126,12 +127,13 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
     text_layout = layouts.load_layout(env, f"{layout_name}.txt")
     full_html = layouts.render_template(
         html_layout,
-        {**context, "issue": layouts.namespace(**issue_vars, content=Markup(fragment))},
+        {**context, "issue": layouts.namespace("issue", **issue_vars, content=Markup(fragment))},
         where=_layout_where(html_layout),
     )
+    text_issue = layouts.namespace("issue", **issue_vars, content=html_to_text(fragment))
     text_body = layouts.render_template(
         text_layout,
-        {**context, "issue": layouts.namespace(**issue_vars, content=html_to_text(fragment))},
+        {**context, "issue": text_issue},
         where=_layout_where(text_layout),
     )
     inlined = inline_css(full_html, where=_layout_where(html_layout))

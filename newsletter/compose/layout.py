@@ -17,6 +17,7 @@ per recipient) and are refused with a hint.
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -217,7 +218,10 @@ def _error_line(exc: BaseException, filename: str) -> int | None:
 
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, jinja2.UndefinedError):
-        return f"{exc.message}: check the variable's spelling (available: newsletter, issue, " \
+        message = re.sub(
+            r"^'(\w+) object' has no attribute '(\w+)'$", r"\1.\2 is undefined", exc.message or ""
+        )
+        return f"{message}: check the spelling (layouts and drafts can use newsletter, issue, " \
             "subscriber, unsubscribe_url, web_url)"
     if isinstance(exc, _PersonalTestError):
         return str(exc)
@@ -266,6 +270,15 @@ def compile_string(
     return env.template_class.from_code(env, code, env.make_globals(None))
 
 
-def namespace(**values: Any) -> types.SimpleNamespace:
-    """An object for layout variables (attribute access; a missing one is an error)."""
-    return types.SimpleNamespace(**values)
+_NAMESPACES: dict[str, type] = {}
+
+
+def namespace(_name: str, **values: Any) -> types.SimpleNamespace:
+    """The layout variable `_name` (attribute access; a missing attribute is an error).
+
+    Its class carries the variable's name so errors read "issue.nope is undefined".
+    """
+    cls = _NAMESPACES.get(_name)
+    if cls is None:
+        cls = _NAMESPACES[_name] = type(_name, (types.SimpleNamespace,), {"__module__": "builtins"})
+    return cls(**values)
