@@ -56,16 +56,18 @@ class _SendProgress:
         self.task: Any = None
 
     def __enter__(self) -> _SendProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def __call__(self, counts: Counts) -> None:
         done = counts.finished + counts.uncertain
         detail = f"{counts.sent:,} sent, {counts.failed:,} failed"
         if self.task is None:
+            # Started at the first count, after any confirmation prompt is answered.
+            self.progress.start()
             self.task = self.progress.add_task("send", total=counts.total, completed=done,
                                                detail=detail)
         else:

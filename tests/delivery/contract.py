@@ -5,7 +5,7 @@ fixture, `harness`, that starts a server on 127.0.0.1 standing in for the
 provider and yields a `Harness` describing it:
 
     import pytest
-    from delivery.contract import Delivered, Harness, ProviderContract
+    from tests.delivery.contract import Delivered, Harness, ProviderContract
 
     class TestPostmarkContract(ProviderContract):
         @pytest.fixture
@@ -25,8 +25,6 @@ provider and yields a `Harness` describing it:
                     permanent_reason="Inactive recipient",
                 )
 
-(`tests/` is on sys.path through the root conftest, hence `from delivery.contract`.)
-
 What the server must do for the harness:
 - `received()` lists every message the provider would deliver, one entry per
   recipient, in arrival order. A server honouring idempotency keys lists a
@@ -41,7 +39,7 @@ What the server must do for the harness:
 
 The tests drive the real campaign engine (`newsletter.delivery.sending.run_campaign`)
 with a real SQLite file; the kill test runs the engine in a subprocess and
-kill -9s it part-way. Messages come from `delivery.messages` (not the compose
+kill -9s it part-way. Messages come from `tests.delivery.messages` (not the compose
 package), so the contract checks providers, not rendering.
 """
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ → `delivery`
-
-from delivery.messages import make_test_message  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: `tests.…`
 
 from newsletter.delivery.sending import run_campaign  # noqa: E402
 from newsletter.settings import load_settings  # noqa: E402
+from tests.delivery.messages import make_test_message  # noqa: E402
 
 
 def main() -> None:
