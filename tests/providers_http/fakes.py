@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from werkzeug.datastructures import Headers
@@ -69,6 +70,7 @@ class FakeAPI:
         self.delivered: list[Delivered] = []
         self.violations: list[str] = []
         self.rejected: dict[str, str] = {}  # address → why the provider refuses it
+        self.busy: set[str] = set()  # addresses whose next request gets a 503
         self.faults: list[Fault] = []
         self.delay = 0.0
         self._lock = threading.Lock()
@@ -94,6 +96,10 @@ class FakeAPI:
         for _ in range(times):
             self.faults.append(Fault(status, body, headers or {}))
 
+    def busy_once(self, address: str) -> None:
+        """The next request carrying `address` is answered 503, as by a server in trouble."""
+        self.busy.add(address.lower())
+
     def reject(self, address: str, reason: str = "refused") -> None:
         """Refuse messages to `address` the way this provider refuses a recipient."""
         self.rejected[address.lower()] = reason
@@ -107,6 +113,12 @@ class FakeAPI:
             self.requests.append(request)
             self.bodies.append(body)
             fault = self.faults.pop(0) if self.faults else None
+            # As JSON, or url-encoded in a form (Mailgun).
+            busy = {a for a in self.busy
+                    if a.encode() in body or quote(a).encode() in body}
+            self.busy -= busy
+            if busy and fault is None:
+                fault = Fault(503, {"message": "busy, try later"}, {})
         if self.delay:
             time.sleep(self.delay)
         if fault is not None:

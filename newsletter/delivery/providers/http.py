@@ -5,8 +5,9 @@ variable, and turns a batch of Messages into requests. This module maps the
 answers the same way for every API:
 
 - 401/403 → `ProviderError` (the send stops, the rest stays queued);
-- 408/429/5xx and timeouts/connection errors → `TransientBatchError`, with the
-  wait the server asked for (`Retry-After`, `X-RateLimit-Reset`, `RateLimit-Reset`);
+- 408/429/5xx, timeouts and broken connections → `TransientBatchError`, with
+  the wait the server asked for (`Retry-After`, `X-RateLimit-Reset`, `RateLimit-Reset`);
+- a server that cannot be reached at all (connection refused) → `ProviderError`;
 - anything else is left to the adapter (per-message failures).
 
 Keys never leave this module in text: every reason taken from a server's
@@ -150,10 +151,18 @@ class HTTPProvider(Provider):
             raise TransientBatchError(
                 f"{self.name}: no answer from {self.endpoint} in time (timeout)"
             ) from None
+        except httpx.ConnectError as exc:
+            # Nothing went out and nobody answers: stop, the rows stay queued for a resume.
+            reason = self.redact(str(exc))
+            raise ProviderError(
+                f"{self.name}: cannot reach {self.endpoint} ({reason}): check the network "
+                "and the endpoint setting, then run the send again to resume"
+            ) from None
         except httpx.TransportError as exc:
+            # The connection broke mid-request: like a timeout, worth another try.
             reason = self.redact(f"{type(exc).__name__}: {exc}")
             raise TransientBatchError(
-                f"{self.name}: cannot reach {self.endpoint} ({reason})"
+                f"{self.name}: the connection to {self.endpoint} broke ({reason})"
             ) from None
         self.raise_for_provider_status(response)
         return response

@@ -164,6 +164,16 @@ class MailgunProvider(HTTPProvider):
                 message_id = ""
             return [DeliveryResult(m.key, Outcome.SENT, provider_id=message_id) for m in group]
         error = f"mailgun HTTP {response.status_code}: {self.reason(response)}"
+        named = [m for m in group if m.recipient.lower() in error.lower()]
+        if response.status_code == 400 and named and len(named) < len(group):
+            # Mailgun refuses the whole request for one bad address, and names it: that
+            # reader fails, the others are handed back to go out again at once.
+            return [
+                DeliveryResult(m.key, Outcome.FAILED, error=error) if m in named
+                else DeliveryResult(m.key, Outcome.RETRY, retry_after=0.0,
+                                    error="mailgun refused another reader of the same request")
+                for m in group
+            ]
         return [DeliveryResult(m.key, Outcome.FAILED, error=error) for m in group]
 
 

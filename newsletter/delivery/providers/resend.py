@@ -63,7 +63,9 @@ class ResendProvider(HTTPProvider):
             "html": message.html,
             "text": message.text,
         }
-        headers = dict(custom_headers(message))
+        # Message-ID is left to Resend: a generated one would change between a send and
+        # its resume, and the same Idempotency-Key with another payload is refused (409).
+        headers = dict(custom_headers(message, skip=("Message-ID",)))
         if headers:
             item["headers"] = headers
         if (value := reply_to(message)) is not None:

@@ -119,7 +119,7 @@ class SESProvider(HTTPProvider):
 
     name = "ses"
     description = "Amazon SES v2: raw MIME, one signed request a message"
-    max_batch: ClassVar[int] = 10  # messages per send() call, each its own request
+    max_batch: ClassVar[int] = 1  # one request per message: each row's fate is its own
     default_rate: ClassVar[float | None] = 14.0  # SES's starting rate outside the sandbox
     rate_unit: ClassVar[str] = "message"
     key_label = "AWS credentials"
