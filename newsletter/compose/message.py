@@ -120,15 +120,15 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     if prep.tokens is not None:
         unsub = f"{prep.base_url}/unsubscribe?token={prep.tokens.make(recipient.key or email)}"
 
-    # Each distinct slot is computed and escaped once, then spliced where it appears.
-    plain: dict[Slot, str] = {}
+    # Each distinct slot is computed, escaped and encoded once, then put at its positions.
+    plain = []
     for slot in prep.slots:
         value = slot.value(email, name, recipient.attributes, unsub or "")
-        plain[slot] = _CONTROL.sub(" ", value) if value else ""
-    escaped = {slot: html_lib.escape(v, quote=True) for slot, v in plain.items()}
+        plain.append(_CONTROL.sub(" ", value) if value else "")
+    escaped = [html_lib.escape(v, quote=True) for v in plain]
 
-    html = _splice_text(prep.html_pieces, prep.html_slots, escaped)
-    text = _splice_text(prep.text_pieces, prep.text_slots, plain)
+    html = prep.html.fill(escaped)
+    text = prep.text.fill(plain)
 
     to_header = _display(name, email)
     msg_id = f"<{time.time_ns():x}.{secrets.token_hex(6)}@{prep.domain}>"
@@ -156,9 +156,9 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
             prep.static_lines,
             _list_unsubscribe_lines(unsub, prep.mailto),
             prep.head_tail,
-            _splice_qp(prep.text_qp, prep.text_slots, plain),
+            prep.text_qp.fill([_qp_value(v) for v in plain]),
             prep.between,
-            _splice_qp(prep.html_qp, prep.html_slots, escaped),
+            prep.html_qp.fill([_qp_value(v) for v in escaped]),
             prep.tail,
         ]
     )
@@ -221,11 +221,16 @@ class _Prepared:
         self.static_headers = static
         self.static_lines = b"".join(lines)
 
-        self.html_pieces, self.html_slots = _cut(issue.html, issue.slots)
-        self.text_pieces, self.text_slots = _cut(issue.text, issue.slots)
-        self.slots = list(dict.fromkeys(self.html_slots + self.text_slots))
-        self.html_qp = _qp_pieces(self.html_pieces)
-        self.text_qp = _qp_pieces(self.text_pieces)
+        html_pieces, html_slots = _cut(issue.html, issue.slots)
+        text_pieces, text_slots = _cut(issue.text, issue.slots)
+        self.slots: list[Slot] = list(dict.fromkeys(html_slots + text_slots))
+        index = {slot: i for i, slot in enumerate(self.slots)}
+        html_index = [index[s] for s in html_slots]
+        text_index = [index[s] for s in text_slots]
+        self.html = _Template(html_pieces, html_index)
+        self.text = _Template(text_pieces, text_index)
+        self.html_qp = _Template(_qp_pieces(html_pieces), html_index)
+        self.text_qp = _Template(_qp_pieces(text_pieces), text_index)
 
         # Boundaries start with "=_": QP and base64 bodies can never contain that.
         digest = hashlib.sha256(issue.html.encode("utf-8", "replace")).hexdigest()[:24]
@@ -300,32 +305,34 @@ def _crlf(encoded: bytes) -> bytes:
     return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def _splice_text(pieces: list[str], slots: list[Slot], values: Mapping[Slot, str]) -> str:
-    if not slots:
-        return pieces[0]
-    parts = [pieces[0]]
-    for slot, piece in zip(slots, pieces[1:], strict=True):
-        parts.append(values[slot])
-        parts.append(piece)
-    return "".join(parts)
+class _Template:
+    """Static pieces with numbered holes between them: pieces[0] hole pieces[1] … pieces[-1]."""
+
+    def __init__(self, pieces: list[Any], holes: list[int]):
+        self.parts: list[Any] = [pieces[0]]
+        self.positions: list[tuple[int, int]] = []  # (index in parts, value number)
+        for hole, piece in zip(holes, pieces[1:], strict=True):
+            self.positions.append((len(self.parts), hole))
+            self.parts.append(None)
+            self.parts.append(piece)
+        self.joiner: Any = "" if isinstance(pieces[0], str) else b""
+
+    def fill(self, values: list[Any]) -> Any:
+        if not self.positions:
+            return self.parts[0]
+        parts = self.parts.copy()
+        for at, hole in self.positions:
+            parts[at] = values[hole]
+        return self.joiner.join(parts)
 
 
-def _splice_qp(pieces: list[bytes], slots: list[Slot], values: Mapping[Slot, str]) -> bytes:
-    if not slots:
-        return pieces[0]
-    encoded: dict[Slot, bytes] = {}
-    parts = [pieces[0]]
-    for slot, piece in zip(slots, pieces[1:], strict=True):
-        enc = encoded.get(slot)
-        if enc is None:
-            value = values[slot]
-            enc = b""
-            if value:
-                enc = _crlf(binascii.b2a_qp(value.encode("utf-8"), istext=True)) + _SOFT
-            encoded[slot] = enc
-        parts.append(enc)
-        parts.append(piece)
-    return b"".join(parts)
+def _qp_value(value: str) -> bytes:
+    """A spliced value, QP-encoded on lines of its own (a soft break after it)."""
+    if not value:
+        return b""
+    if value.isascii() and len(value) < 70 and "=" not in value and value[-1] not in " \t":
+        return value.encode("ascii") + _SOFT  # the common case: nothing to encode
+    return _crlf(binascii.b2a_qp(value.encode("utf-8"), istext=True)) + _SOFT
 
 
 def _image_part(boundary: str, image: InlineImage) -> bytes:

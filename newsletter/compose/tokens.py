@@ -37,7 +37,7 @@ def _keys(secret: bytes) -> tuple[bytes, bytes]:
 def _keystream(enc_key: bytes, iv: bytes, length: int) -> bytes:
     blocks = []
     for counter in range((length + 31) // 32):
-        blocks.append(hmac.new(enc_key, iv + counter.to_bytes(4, "big"), hashlib.sha256).digest())
+        blocks.append(hmac.digest(enc_key, iv + counter.to_bytes(4, "big"), "sha256"))
     return b"".join(blocks)[:length]
 
 
@@ -53,7 +53,7 @@ class TokenMaker:
 
     def make(self, key: str) -> str:
         plain = key.encode("utf-8")
-        iv = hmac.new(self._mac_key, plain, hashlib.sha256).digest()[:_TAG]
+        iv = hmac.digest(self._mac_key, plain, "sha256")[:_TAG]
         ct = _xor(plain, _keystream(self._enc_key, iv, len(plain))) if plain else b""
         return VERSION + base64.urlsafe_b64encode(iv + ct).rstrip(b"=").decode("ascii")
 
@@ -72,7 +72,7 @@ class TokenMaker:
             return None
         iv, ct = raw[:_TAG], raw[_TAG:]
         plain = _xor(ct, _keystream(self._enc_key, iv, len(ct))) if ct else b""
-        expected = hmac.new(self._mac_key, plain, hashlib.sha256).digest()[:_TAG]
+        expected = hmac.digest(self._mac_key, plain, "sha256")[:_TAG]
         if not hmac.compare_digest(iv, expected):
             return None
         try:
