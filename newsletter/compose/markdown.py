@@ -41,8 +41,42 @@ def _expand_indent(line: str) -> str:
     return lead.expandtabs(4) + stripped if "\t" in lead else line
 
 
+_QUOTE = re.compile(r"^> ?")  # column 0 only: an indented quote belongs to a list item
+
+
 def normalize_lists(lines: list[str]) -> list[str]:
-    """Re-indent nested lists to 4 spaces a level and let lists interrupt paragraphs."""
+    """Re-indent nested lists to 4 spaces a level and let lists interrupt paragraphs.
+
+    Blockquotes get the same treatment inside: a run of `>` lines is unwrapped,
+    normalized and wrapped again.
+    """
+    out: list[str] = []
+    i = 0
+    in_fence: str | None = None
+    plain: list[str] = []
+    while i < len(lines):
+        line = lines[i]
+        fm = _FENCE.match(line)
+        if in_fence is None and fm and not fm.group(1):
+            in_fence = fm.group(2)
+        elif in_fence is not None and line.strip().startswith(in_fence):
+            in_fence = None
+        if in_fence is None and _QUOTE.match(line):
+            out.extend(_normalize_plain(plain))
+            plain = []
+            run = []
+            while i < len(lines) and _QUOTE.match(lines[i]):
+                run.append(_QUOTE.sub("", lines[i], count=1))
+                i += 1
+            out.extend(("> " + q) if q else ">" for q in normalize_lists(run))
+            continue
+        plain.append(line)
+        i += 1
+    out.extend(_normalize_plain(plain))
+    return out
+
+
+def _normalize_plain(lines: list[str]) -> list[str]:
     out: list[str] = []
     stack: list[_Level] = []
     base = 0  # 4 inside a footnote body (its continuation indent)

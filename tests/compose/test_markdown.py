@@ -144,3 +144,13 @@ def test_list_markers_inside_fenced_code_are_untouched():
 
 def test_horizontal_rule_is_not_a_list():
     assert "<hr" in md("Text\n\n* * *\n\nMore\n")
+
+
+def test_lists_inside_blockquotes():
+    html = squash(md("> Quote:\n> - a\n>   - b\n"))
+    assert html == "<blockquote><p>Quote:</p><ul><li>a<ul><li>b</li></ul></li></ul></blockquote>"
+
+
+def test_quote_inside_a_list_item_stays_there():
+    html = squash(md("- item\n\n  > quoted\n- next\n"))
+    assert "<li><p>item</p><blockquote><p>quoted</p></blockquote></li>" in html
