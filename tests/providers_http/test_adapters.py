@@ -179,3 +179,24 @@ def test_documented_limits_and_rates() -> None:
     assert provider_class("resend").idempotent
     assert provider_class("ses").rate_unit == "message"
     assert provider_class("postmark").rate_unit == "request"
+
+
+def test_a_key_echoed_in_a_refusal_never_reaches_the_delivery_log(api: API) -> None:
+    import base64
+
+    secrets = [api.fake.key]
+    if api.name == "mailgun":  # its Basic credentials
+        secrets.append(base64.b64encode(f"api:{api.fake.key}".encode()).decode())
+    if api.name == "ses":
+        secrets.append(api.fake.secret)
+    echo = " ".join(secrets)
+    body = {"message": f"bad request from {echo}", "Message": f"bad request from {echo}",
+            "ErrorCode": 300, "errors": [{"message": f"bad {echo}", "field": None}],
+            "name": "validation_error"}
+    api.fake.fail_next(400 if api.name != "postmark" else 422, body,
+                       {"x-amzn-ErrorType": "BadRequestException"})
+    results = api.provider().send(make_batch(1))
+    assert results[0].outcome is Outcome.FAILED
+    assert "[redacted]" in (results[0].error or "")
+    for secret in secrets:
+        assert secret not in (results[0].error or "")
