@@ -110,7 +110,10 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
     # The body is a template too, so a draft may say {{ subscriber.name }}.
     body_env = layouts.make_environment(None, autoescape=False, markdown=True)
     body_template = layouts.compile_string(
-        body_env, parsed.body, filename=str(draft), line_offset=parsed.body_line - 1
+        body_env,
+        layouts.protect_code(parsed.body),
+        filename=str(draft),
+        line_offset=parsed.body_line - 1,
     )
     body_md = layouts.render_template(
         body_template,

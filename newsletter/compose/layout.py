@@ -256,6 +256,51 @@ def load_layout(env: jinja2.Environment, name: str) -> jinja2.Template:
         ) from None
 
 
+_FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+_TEMPLATE_SYNTAX = ("{{", "{%")
+
+
+def protect_code(markdown: str) -> str:
+    """Wrap code blocks and code spans holding `{{`/`{%` in {% raw %}: code is never a template.
+
+    A writer explaining Jinja, Go or Vue templates in a code block should not
+    get a template error; the raw tags vanish when the body renders.
+    """
+    if not any(token in markdown for token in _TEMPLATE_SYNTAX):
+        return markdown
+    lines = markdown.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = _FENCE_LINE.match(line)
+        if m:
+            fence = m.group(1)
+            end = next(
+                (j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(fence)), None
+            )
+            if end is not None:
+                block = lines[i + 1 : end]
+                if any(t in "\n".join(block) for t in _TEMPLATE_SYNTAX):
+                    out.append(line + "{% raw %}")
+                    out.extend(block)
+                    out.append("{% endraw %}" + lines[end])
+                else:
+                    out.extend(lines[i : end + 1])
+                i = end + 1
+                continue
+        out.append(_CODE_SPAN.sub(_raw_span, line))
+        i += 1
+    return "\n".join(out)
+
+
+def _raw_span(m: re.Match[str]) -> str:
+    if not any(t in m.group(2) for t in _TEMPLATE_SYNTAX):
+        return m.group(0)
+    return f"{m.group(1)}{{% raw %}}{m.group(2)}{{% endraw %}}{m.group(1)}"
+
+
 def compile_string(
     env: jinja2.Environment, source: str, *, filename: str, line_offset: int = 0
 ) -> jinja2.Template:

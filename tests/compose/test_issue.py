@@ -163,3 +163,15 @@ def test_unicode_in_title_subject_and_body(write_draft):
     assert issue.subject == "Café “au lait” — 🙂"
     assert "Café “au lait” — 🙂" in issue.html and "Naïve — “yes” 🎉" in issue.html
     assert "Naïve — “yes” 🎉" in issue.text
+
+
+def test_template_syntax_inside_code_is_left_alone(write_draft):
+    path = write_draft(
+        "x.md",
+        "Hi {{ subscriber.name }}, in Hugo write `{{ .Title }}` or:\n\n"
+        "```go-html-template\n{{ range .Pages }}{% not jinja %}{{ end }}\n```\n",
+    )
+    issue = build_issue(load_settings(), path)
+    assert "{{ .Title }}" in issue.text
+    assert "{{ range .Pages }}{% not jinja %}{{ end }}" in issue.text
+    assert "raw %}" not in issue.text

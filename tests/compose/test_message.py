@@ -204,3 +204,21 @@ def test_personalizing_never_re_renders(issue_and_settings, newsletter_dir):
     second = personalize(issue, Recipient("b@example.com", "B"), key="2", settings=settings)
     assert first.html.replace("Hi A", "Hi B").replace("(a@", "(b@").replace(", A.", ", B.") \
         .split("unsubscribe?token=")[0] == second.html.split("unsubscribe?token=")[0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a=b", "trailing space ", "é" * 50, "x" * 200 + "=" + "ü" * 100, "tab\there", "🙂 = 😀",
+     "a" * 69, "a" * 70 + " ", ".starts with a dot", "From the start"],
+)
+def test_any_value_round_trips_through_quoted_printable(write_draft, value):
+    path = write_draft("x.md", "Start {{ subscriber.v }} end\n")
+    settings = load_settings()
+    issue = build_issue(settings, path)
+    message = personalize(issue, Recipient("v@example.com", attributes={"v": value}), key="1",
+                          settings=settings)
+    msg = parse(message.as_bytes())
+    expected = value.replace("\t", " ")
+    assert f"Start {expected} end" in msg.get_body(("plain",)).get_content()
+    assert f"Start {expected} end" in message.text
+    assert max(len(line) for line in message.as_bytes().split(b"\r\n")) <= 998
