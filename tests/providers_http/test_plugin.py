@@ -74,3 +74,14 @@ def test_a_send_goes_through_the_plugin(plugin_site: Path, tmp_path: Path) -> No
     assert sorted(x["to"] for x in lines) == ["ada@example.org", "bob@example.org"]
     assert all(x["subject"] == "Hello from a plug-in" for x in lines)
     assert all("List-Unsubscribe" in x["headers"] for x in lines)
+
+
+def test_the_documented_example_is_the_tested_one() -> None:
+    import re
+
+    doc = (PLUGIN.parent.parent.parent / "docs" / "providers.md").read_text()
+    blocks = dict(re.findall(r"`(pyproject\.toml|newsletter_jsonl\.py)`:\n\n```\w+\n(.*?)```",
+                             doc, re.S))
+    assert set(blocks) == {"pyproject.toml", "newsletter_jsonl.py"}
+    for name, text in blocks.items():
+        assert (PLUGIN / name).read_text() == text, f"docs/providers.md and {name} differ"
