@@ -222,3 +222,16 @@ def test_any_value_round_trips_through_quoted_printable(write_draft, value):
     assert f"Start {expected} end" in msg.get_body(("plain",)).get_content()
     assert f"Start {expected} end" in message.text
     assert max(len(line) for line in message.as_bytes().split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize("subject", ["word " * 40, "Émoji 🙂 and accents é " * 12])
+def test_long_subjects_are_folded(write_draft, subject):
+    subject = subject.strip()
+    path = write_draft("x.md", f"---\nsubject: \"{subject}\"\n---\nBody\n")
+    settings = load_settings()
+    message = personalize(build_issue(settings, path), Recipient("s@example.com"), key="1",
+                          settings=settings)
+    head = message.as_bytes().split(b"\r\n\r\n", 1)[0]
+    subject_lines = head.split(b"Subject: ", 1)[1].split(b"\r\nDate:", 1)[0].split(b"\r\n")
+    assert len(subject_lines) > 1 and all(len(line) <= 78 for line in subject_lines)
+    assert parse(message.as_bytes())["Subject"] == subject
