@@ -16,6 +16,7 @@ newsletter folder only).
 
 from __future__ import annotations
 
+import functools
 import html
 import ipaddress
 import json
@@ -165,8 +166,9 @@ class Preview:
         self._server: ThreadingHTTPServer | None = None
         self._snapshot: dict[Path, tuple[int, int] | None] = {}
         self._version = 0
-        self.build: Build = self._build()
+        # Look before building: a change made during the build is seen by the next look.
         self._snapshot = self._take_snapshot()
+        self.build: Build = self._build()
 
     # --- building ---------------------------------------------------------------------------
 
@@ -247,12 +249,14 @@ class Preview:
 
     def check_for_changes(self) -> bool:
         """Rebuild when a watched file changed since the last look; True when it did."""
+        # The snapshot is taken before building, and reads the draft to find the
+        # images it names, so it matches what the build sees; a save during the
+        # build shows up as a change at the next look.
         snapshot = self._take_snapshot()
         if snapshot == self._snapshot:
             return False
+        self._snapshot = snapshot
         self.rebuild()
-        # The draft may now name other images: look at the new set from here on.
-        self._snapshot = self._take_snapshot()
         return True
 
     def _watch(self) -> None:
@@ -289,11 +293,18 @@ class Preview:
         server.daemon_threads = True
         server.preview = self  # type: ignore[attr-defined]
         self._server = server
-        for target, name in ((server.serve_forever, "http"), (self._watch, "watch")):
+        # A short poll interval makes stop() quick; the cost is a wake-up every 0.1 s.
+        serve = functools.partial(server.serve_forever, poll_interval=0.1)
+        for target, name in ((serve, "http"), (self._watch, "watch")):
             thread = threading.Thread(target=target, name=f"preview-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
         return self.url
+
+    @property
+    def stopped(self) -> threading.Event:
+        """Set once `stop()` has been called."""
+        return self._stopping
 
     def stop(self) -> None:
         """Stop serving and watching; waiting pages are released at once."""
@@ -533,22 +544,24 @@ def run_preview(
         else:
             print(f"{build.built_at} build failed: {build.error}", file=out)
 
-    preview = Preview(settings, draft, host=host, port=port, on_build=report)
-    if not preview.build.ok:
-        report(preview.build)
-    url = preview.start()
-    print(url, flush=True)  # stdout: the one piece of data, for scripts
-    if not is_loopback(host):
-        print(f"warning: serving on {host}: anyone who can reach this machine can read the "
-              "draft", file=out)
-    print("Watching the draft, its images, layouts/ and newsletter.toml; Ctrl-C stops.",
-          file=out)
-    if open_browser:
-        webbrowser.open(url)
+    preview: Preview | None = None
     try:
-        while not preview._stopping.wait(0.5):
+        preview = Preview(settings, draft, host=host, port=port, on_build=report)
+        if not preview.build.ok:
+            report(preview.build)
+        url = preview.start()
+        print(url, flush=True)  # stdout: the one piece of data, for scripts
+        if not is_loopback(host):
+            print(f"warning: serving on {host}: anyone who can reach this machine can read "
+                  "the draft", file=out)
+        print("Watching the draft, its images, layouts/ and newsletter.toml; Ctrl-C stops.",
+              file=out, flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        while not preview.stopped.wait(0.5):
             pass
     except KeyboardInterrupt:
         print("\nStopped.", file=out)
     finally:
-        preview.stop()
+        if preview is not None:
+            preview.stop()

@@ -1,0 +1,262 @@
+"""The preview server over plain HTTP: what it serves, what it refuses, how it stops."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from newsletter.settings import load_settings
+from newsletter.writer.preview import Preview, is_loopback, local_image_refs
+
+
+def get(preview: Preview, path: str, host: str | None = None) -> tuple[int, str, bytes]:
+    """GET `path` exactly as written (no client-side `..` clean-up): (status, type, body)."""
+    url = urlsplit(preview.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        conn.putheader("Host", host or url.netloc)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read()
+    finally:
+        conn.close()
+
+
+def test_listens_on_loopback_on_a_free_port(running_preview: Preview) -> None:
+    url = urlsplit(running_preview.url)
+    assert url.hostname == "127.0.0.1" and url.port and url.port > 0
+    status, ctype, body = get(running_preview, "/")
+    assert status == 200 and ctype.startswith("text/html")
+    assert b'id="frame"' in body
+    meta = json.loads(get(running_preview, "/meta.json")[2])
+    assert meta["ok"] is True
+    assert meta["subject"] == "Notes from the workshop"
+    assert meta["preheader"] == "What I learned building a bicycle"
+    assert meta["from"] == "Test Writer <writer@example.com>"
+
+
+def test_local_images_are_served_in_place_of_their_published_url(
+    running_preview: Preview,
+) -> None:
+    status, _, body = get(running_preview, "/email.html")
+    html = body.decode()
+    assert status == 200
+    assert "/files/drafts/images/red.png" in html
+    assert "https://example.com/news/images/red.png" not in html
+    status, ctype, data = get(running_preview, "/files/drafts/images/red.png")
+    assert (status, ctype) == (200, "image/png")
+    assert data.startswith(b"\x89PNG")
+
+
+def test_embedded_images_are_served_by_content_id(sample_draft: Path,
+                                                  newsletter_dir: Path) -> None:
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().replace('base_url = "https://example.com/news"\n', ""))
+    preview = Preview(load_settings(newsletter_dir), sample_draft)
+    preview.start()
+    try:
+        html = get(preview, "/email.html")[2].decode()
+        assert "cid:" not in html
+        start = html.index('src="/cid/') + len('src="')
+        status, ctype, data = get(preview, html[start:html.index('"', start)])
+        assert (status, ctype) == (200, "image/png") and data.startswith(b"\x89PNG")
+        assert get(preview, "/cid/nothing@here")[0] == 404
+    finally:
+        preview.stop()
+
+
+@pytest.mark.parametrize("path", [
+    "/files/../../../../etc/passwd",
+    "/files/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/files//etc/passwd",
+    "/files/%2Fetc%2Fpasswd",
+    "/files/drafts/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/files/.newsletter-secret",
+    "/files/newsletter.toml",
+    "/files/drafts/workshop.md",
+    "/files/drafts/images/escape.png",
+    "/files/drafts\\..\\..\\etc\\passwd",
+])
+def test_nothing_outside_the_newsletters_images_is_served(
+    running_preview: Preview, newsletter_dir: Path, tmp_path: Path, path: str
+) -> None:
+    (newsletter_dir / ".newsletter-secret").write_text("s" * 40)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"\x89PNG secret")
+    (newsletter_dir / "drafts" / "images" / "escape.png").symlink_to(outside)
+    status, _, body = get(running_preview, path)
+    assert status == 403, (path, status, body)
+    assert b"root:" not in body and b"secret" not in body and b"sss" not in body
+
+
+def test_a_missing_image_is_404(running_preview: Preview) -> None:
+    assert get(running_preview, "/files/drafts/images/nope.png")[0] == 404
+
+
+def test_requests_for_another_host_name_are_refused(running_preview: Preview) -> None:
+    # DNS rebinding: a web page whose name resolves to 127.0.0.1 must not read the draft.
+    port = urlsplit(running_preview.url).port
+    assert get(running_preview, "/meta.json", host=f"evil.example:{port}")[0] == 403
+    assert get(running_preview, "/meta.json", host=f"localhost:{port}")[0] == 200
+
+
+def test_views_text_source_and_no_style(running_preview: Preview) -> None:
+    status, ctype, text = get(running_preview, "/text.txt")
+    assert status == 200 and ctype.startswith("text/plain")
+    assert b"The first line of the essay" in text and b"<p>" not in text
+    source = get(running_preview, "/source.txt")[2]
+    assert b"Subject: Notes from the workshop" in source and b"MIME-Version: 1.0" in source
+    styled = get(running_preview, "/email.html")[2]
+    bare = get(running_preview, "/email-nostyle.html")[2]
+    assert b"<style" in styled and b"<style" not in bare
+    assert b'style="' in bare  # the inlined CSS stays
+
+
+def test_long_poll_returns_when_the_draft_changes(running_preview: Preview,
+                                                  sample_draft: Path) -> None:
+    version = running_preview.build.version
+    # Asking with an old version answers at once.
+    assert json.loads(get(running_preview, f"/events?since={version - 1}")[2]) == {
+        "version": version}
+
+    def edit() -> None:
+        time.sleep(0.3)
+        sample_draft.write_text(sample_draft.read_text().replace("The end.", "The new end."))
+
+    threading.Thread(target=edit).start()
+    answer = json.loads(get(running_preview, f"/events?since={version}")[2])
+    assert answer["version"] > version
+    assert b"The new end." in get(running_preview, "/email.html")[2]
+
+
+def test_a_build_error_is_a_readable_page_and_the_next_save_recovers(
+    running_preview: Preview, sample_draft: Path
+) -> None:
+    good = sample_draft.read_text()
+    version = running_preview.build.version
+    sample_draft.write_text(good.replace("The end.", "![Chart](images/chart.png)"))
+    version = running_preview.wait_for_change(version, 5)
+    status, _, body = get(running_preview, "/email.html")
+    page = body.decode()
+    assert status == 500
+    assert "does not build" in page and "images/chart.png" in page
+    line = good.splitlines().index("The end.") + 1
+    assert f"workshop.md, line {line}" in page  # where, with the lines around it
+    assert f'<span class="hit">{line:>4}  ![Chart](images/chart.png)</span>' in page
+    assert json.loads(get(running_preview, "/meta.json")[2])["ok"] is False
+
+    sample_draft.write_text(good)
+    running_preview.wait_for_change(version, 5)
+    assert get(running_preview, "/email.html")[0] == 200
+
+
+def test_a_new_image_is_picked_up_when_it_appears(running_preview: Preview,
+                                                  sample_draft: Path,
+                                                  newsletter_dir: Path) -> None:
+    version = running_preview.build.version
+    sample_draft.write_text(sample_draft.read_text() + "\n![Blue](images/blue.png)\n")
+    version = running_preview.wait_for_change(version, 5)
+    assert not running_preview.build.ok
+    (newsletter_dir / "drafts" / "images" / "blue.png").write_bytes(
+        (newsletter_dir / "drafts" / "images" / "red.png").read_bytes())
+    running_preview.wait_for_change(version, 5)
+    assert running_preview.build.ok
+
+
+def test_stop_releases_waiting_pages_at_once(running_preview: Preview) -> None:
+    version = running_preview.build.version
+    answers: list[int] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(get(running_preview, f"/events?since={version}")[0]))
+    waiter.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    running_preview.stop()
+    waiter.join(10)
+    assert answers == [200]
+    assert time.monotonic() - started < 5
+
+
+def test_helpers() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    assert local_image_refs(
+        '![a](img/a.png) ![b](https://x.org/b.png) <img src="c.jpg"> ![d](data:x)\n'
+        "[ref]: img/e.png\n"
+    ) == ["img/a.png", "c.jpg", "img/e.png"]
+
+
+def _start_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "BROWSER": "true", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    url = proc.stdout.readline().strip()
+    # Wait until it says it is watching, as a person would before pressing Ctrl-C.
+    seen = ""
+    while url and "Ctrl-C stops" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    proc.seen_stderr = seen  # type: ignore[attr-defined]
+    return proc, url
+
+
+def test_the_command_prints_the_url_and_ctrl_c_stops_it_cleanly(
+    sample_draft: Path, newsletter_dir: Path
+) -> None:
+    proc, url = _start_cli(["preview", "workshop", "--no-open"], newsletter_dir)
+    try:
+        assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if not url else url
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn.request("GET", "/meta.json")
+        assert json.loads(conn.getresponse().read())["subject"] == "Notes from the workshop"
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=10)
+    stderr = proc.seen_stderr + stderr  # type: ignore[attr-defined]
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "Stopped." in stderr
+
+
+def test_any_other_host_is_explicit_and_warned_about(sample_draft: Path,
+                                                     newsletter_dir: Path) -> None:
+    proc, url = _start_cli(["preview", "workshop", "--no-open", "--host", "0.0.0.0"],
+                           newsletter_dir)
+    try:
+        assert url.startswith("http://127.0.0.1:")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=10)
+    assert "warning: serving on 0.0.0.0" in proc.seen_stderr + stderr  # type: ignore
+    assert proc.returncode == 0
+
+
+def test_a_port_in_use_is_a_one_line_error(sample_draft: Path, newsletter_dir: Path,
+                                           running_preview: Preview) -> None:
+    port = str(urlsplit(running_preview.url).port)
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", "preview", "workshop", "--no-open", "--port", port],
+        cwd=newsletter_dir, env={**os.environ, "BROWSER": "true"}, capture_output=True,
+        text=True, timeout=20,
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith("Error: cannot listen on 127.0.0.1:" + port)
+    assert "Traceback" not in result.stderr
