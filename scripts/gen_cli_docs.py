@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import click
 import typer.main
 from typer.testing import CliRunner
 
@@ -19,15 +19,15 @@ from newsletter.cli import app
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
-def walk(command: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
-    """Every command and sub-command, in the order the CLI lists them."""
+def walk(command: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
+    """Every command and sub-command, in the order they were registered.
+
+    (typer vendors its own click, so groups are recognised by their `commands`.)
+    """
     yield path, command
-    if isinstance(command, click.Group):
-        ctx = click.Context(command, info_name=path[-1])
-        for name in command.list_commands(ctx):
-            sub = command.get_command(ctx, name)
-            if sub is not None and not sub.hidden:
-                yield from walk(sub, [*path, name])
+    for name, sub in getattr(command, "commands", {}).items():
+        if not sub.hidden:
+            yield from walk(sub, [*path, name])
 
 
 def help_text(path: list[str]) -> str:
