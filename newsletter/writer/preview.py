@@ -282,7 +282,7 @@ class Preview:
 
     def start(self) -> str:
         """Bind the server, start serving and watching; returns the URL."""
-        server_class = _IPv6Server if ":" in self.host.strip("[]") else ThreadingHTTPServer
+        server_class = _IPv6Server if ":" in self.host.strip("[]") else _Server
         try:
             server = server_class((self.host.strip("[]"), self.port), _Handler)
         except OSError as exc:
@@ -290,7 +290,6 @@ class Preview:
                 f"cannot listen on {self.host}:{self.port} ({exc.strerror}): pick another "
                 "--port, or leave it out to use a free one"
             ) from None
-        server.daemon_threads = True
         server.preview = self  # type: ignore[attr-defined]
         self._server = server
         # A short poll interval makes stop() quick; the cost is a wake-up every 0.1 s.
@@ -432,7 +431,18 @@ class Preview:
         return None
 
 
-class _IPv6Server(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser dropping a connection is normal; anything else is worth a line,
+        # never a traceback in the writer's terminal.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError | TimeoutError):
+            print(f"preview: error answering a request: {exc!r}", file=sys.stderr)
+
+
+class _IPv6Server(_Server):
     address_family = socket.AF_INET6
 
 
@@ -458,7 +468,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the tab was closed while a long-poll waited: nothing to tell anyone
 
     def _refuse(self, status: int, why: str) -> None:
         self._send(status, why.encode() + b"\n", "text/plain; charset=utf-8")
