@@ -9,6 +9,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from functools import lru_cache
+from html import escape
 
 from newsletter.compose.message import InlineImage, Message
 
@@ -34,7 +35,7 @@ def make_message(index: int, name: str | None = None, address: str | None = None
     url = unsubscribe_url(index)
     escaped = url.replace("&", "&amp;")
     picture = '<img src="cid:photo1@example.com" alt="photo">' if image else ""
-    html = (f"<html><body><p>Hello {name},</p><p>This week: footnotes.</p>{picture}"
+    html = (f"<html><body><p>Hello {escape(name)},</p><p>This week: footnotes.</p>{picture}"
             f'<p><a href="{escaped}">Unsubscribe</a></p></body></html>')
     text = f"Hello {name},\n\nThis week: footnotes.\n\nUnsubscribe: {url}\n"
     to_header = formataddr((name, address)) if name else address

@@ -37,7 +37,7 @@ def test_factoring_reproduces_every_message_exactly() -> None:
     def tag(var: str) -> str:
         return f"%nl_{var}%"
 
-    groups = factor_batch(messages, lambda m: (m.subject, m.html, m.text), tag)
+    groups = factor_batch(messages, lambda m: (m.subject, m.html, m.text), tag, frozenset({1}))
     seen = []
     for group in groups:
         for message, values in zip(group.messages, group.values, strict=True):

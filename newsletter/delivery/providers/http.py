@@ -352,11 +352,8 @@ def personal_values(message: Message) -> dict[str, str]:
     values: dict[str, str] = {}
     if message.unsubscribe_url:
         values["unsubscribe_url"] = message.unsubscribe_url
-        escaped = html.escape(message.unsubscribe_url, quote=True)
-        if escaped != message.unsubscribe_url:
-            values["unsubscribe_url_html"] = escaped  # as it appears inside href="…"
-    name, _addr = split_address(message.to_header)
     values["email"] = message.recipient
+    name, _addr = split_address(message.to_header)
     # Short names ("Al") would turn up inside ordinary words: leave them in the body.
     if len(name) >= 3:
         values["name"] = name
@@ -367,34 +364,41 @@ def factor_batch(
     messages: Sequence[Message],
     fields: Callable[[Message], tuple[str, ...]],
     tag: Callable[[str], str],
+    html_fields: frozenset[int] = frozenset(),
 ) -> list[TemplateGroup]:
     """Group `messages` by shared template; each keeps the values that make its own body.
 
     Each message's `fields` (e.g. html and text) get its personal values
-    replaced by `tag(variable)`. Messages whose templates are equal form one
-    group. A message is kept whole (its own group, no variables) when a tag
-    already occurs in its text or substituting back would not give its exact
-    bytes: correctness first, batching second.
+    replaced by `tag(variable)`; in the fields numbered in `html_fields` the
+    values are looked for as HTML shows them (escaped), under variables named
+    `<name>_html`. Messages whose templates are equal form one group. A
+    message is kept whole (its own group, no variables) when a tag already
+    occurs in its text or substituting back would not give its exact text:
+    correctness first, batching second.
     """
     groups: dict[tuple[str, ...], TemplateGroup] = {}
     for message in messages:
         original = fields(message)
-        values = personal_values(message)
-        tags = {var: tag(var) for var in values}
+        raw = personal_values(message)
+        escaped = {f"{k}_html": html.escape(v, quote=True) for k, v in raw.items()}
+        every = {**raw, **escaped}
+        tags = {var: tag(var) for var in every}
         clean = not any(t in text for t in tags.values() for text in original) and not any(
-            t in value for t in tags.values() for value in values.values()
+            t in value for t in tags.values() for value in every.values()
         )
         template = original
         used: dict[str, str] = {}
         if clean:
-            # Longest values first, so a name inside the link is not split by a shorter one.
-            order = sorted(values, key=lambda v: len(values[v]), reverse=True)
-            texts = list(original)
-            for var in order:
-                value = values[var]
-                if any(value in text for text in texts):
-                    texts = [text.replace(value, tags[var]) for text in texts]
-                    used[var] = value
+            texts = []
+            for index, text in enumerate(original):
+                values = escaped if index in html_fields else raw
+                # Longest values first, so a name inside the link is not split by a shorter one.
+                for var in sorted(values, key=lambda v: len(values[v]), reverse=True):
+                    value = values[var]
+                    if value and value in text:
+                        text = text.replace(value, tags[var])
+                        used[var] = value
+                texts.append(text)
             rebuilt = texts
             for var, value in used.items():
                 rebuilt = [text.replace(tags[var], value) for text in rebuilt]
@@ -402,7 +406,7 @@ def factor_batch(
                 template = tuple(texts)
             else:
                 used = {}
-        group_key = template if used or clean else ("\0unique", message.key, *template)
+        group_key = template if clean else ("\0unique", message.key, *template)
         group = groups.get(group_key)
         if group is None:
             group = groups[group_key] = TemplateGroup(template)

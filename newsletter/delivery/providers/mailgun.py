@@ -100,7 +100,7 @@ class MailgunProvider(HTTPProvider):
             by_envelope.setdefault(envelope, []).append(message)
         requests = []
         for group_messages in by_envelope.values():
-            for group in factor_batch(group_messages, self.fields, tag):
+            for group in factor_batch(group_messages, self.fields, tag, frozenset({0})):
                 for part in _unique_recipients(group):
                     requests.append((part.messages, *self.form(part)))
         return requests

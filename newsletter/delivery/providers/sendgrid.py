@@ -71,7 +71,7 @@ class SendGridProvider(HTTPProvider):
             envelope = (message.from_header, reply_to(message), attachment_key(message.attachments))
             by_envelope.setdefault(envelope, []).append(message)
         for group_messages in by_envelope.values():
-            for group in factor_batch(group_messages, self.fields, tag):
+            for group in factor_batch(group_messages, self.fields, tag, frozenset({1})):
                 requests.append((group.messages, self.body(group)))
         return requests
 
