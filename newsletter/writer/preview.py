@@ -327,7 +327,7 @@ class Preview:
             "version": build.version,
             "ok": build.ok,
             "built_at": build.built_at,
-            "error": build.error,
+            "error": self._short_paths(build.error) if build.error else None,
             "from": build.message.from_header if build.message else settings.sender,
             "from_name": name or settings.name,
             "to": SAMPLE_READER.email,
@@ -380,9 +380,13 @@ class Preview:
             return None
         return target.relative_to(root).as_posix()
 
+    def _short_paths(self, text: str) -> str:
+        """Paths inside the newsletter shown relative to it, as the writer thinks of them."""
+        return text.replace(f"{self.root.resolve()}/", "").replace(f"{self.root}/", "")
+
     def error_page(self) -> str:
         """A readable page for the last build error: the message and the lines around it."""
-        error = self.build.error or "unknown error"
+        error = self._short_paths(self.build.error or "unknown error")
         where = ""
         match = _ERROR_PLACE.search(error)
         if match:
@@ -402,7 +406,8 @@ class Preview:
                     f"{html.escape(lines[n - 1])}</span>"
                     for n in range(first, last + 1)
                 )
-                where = (f'<div class="where">{html.escape(str(path))}, line {line}</div>'
+                shown = self._short_paths(str(path))
+                where = (f'<div class="where">{html.escape(shown)}, line {line}</div>'
                          f"<pre>{rows}</pre>")
         return string.Template(_resource("error.html")).safe_substitute(
             message=html.escape(error), where=where
