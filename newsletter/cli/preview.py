@@ -73,7 +73,7 @@ def check(
 
     Example: newsletter check hello-world --strict
     """
-    from newsletter.writer.check import check_draft, format_finding
+    from newsletter.writer.check import check_draft, format_finding, shown_path
 
     try:
         current = settings(ctx)
@@ -89,7 +89,7 @@ def check(
             click.echo(format_finding(report, finding))
         errors, warnings = len(report.errors), len(report.warnings)
         if not report.findings:
-            click.echo(f"{report.draft}: no problems found", err=True)
+            click.echo(f"{shown_path(report.draft)}: no problems found", err=True)
         else:
             click.echo(f"{errors} error{'s' * (errors != 1)}, "
                        f"{warnings} warning{'s' * (warnings != 1)}", err=True)

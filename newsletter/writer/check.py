@@ -365,12 +365,16 @@ def _sorted(report: Report) -> Report:
     return report
 
 
+def shown_path(path: Path) -> str:
+    """`path` relative to the current folder when it is inside it, else in full."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def format_finding(report: Report, finding: Finding) -> str:
     """`drafts/x.md:12: error: message [code]`, the way compilers print them."""
-    shown = report.draft
-    try:
-        shown = report.draft.resolve().relative_to(Path.cwd().resolve())
-    except (ValueError, OSError):
-        pass  # outside the current folder: keep the full path
-    place = f"{shown}:{finding.line}" if finding.line else str(shown)
+    shown = shown_path(report.draft)
+    place = f"{shown}:{finding.line}" if finding.line else shown
     return f"{place}: {finding.severity}: {finding.message} [{finding.code}]"
