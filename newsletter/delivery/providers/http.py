@@ -171,10 +171,11 @@ class HTTPProvider(Provider):
         """Map the statuses that mean the same on every API: auth, throttling, server trouble."""
         status = response.status_code
         if status in (401, 403):
+            what = "refused the" if status == 401 else "does not allow this send with the"
             raise ProviderError(
-                f"{self.name} refused the {self.key_label} (HTTP {status}: "
-                f"{self.reason(response)}): check the value of ${self.key_env} and its "
-                "permissions; nothing more was sent and the rest stays queued"
+                f"{self.name} {what} {self.key_label} (HTTP {status}: "
+                f"{self.reason(response)}): check ${self.key_env}, its permissions and the "
+                "sender's domain; nothing more was sent and the rest stays queued"
             )
         if status in (408, 429) or status >= 500:
             raise TransientBatchError(

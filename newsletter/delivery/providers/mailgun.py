@@ -16,6 +16,7 @@ endpoint, or `endpoint`.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -80,8 +81,6 @@ class MailgunProvider(HTTPProvider):
         super().open()
 
     def auth_headers(self, key: str) -> dict[str, str]:
-        import base64
-
         token = base64.b64encode(f"api:{key}".encode()).decode()
         self.remember_secret(token)
         return {"Authorization": f"Basic {token}"}

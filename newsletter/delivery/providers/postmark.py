@@ -55,14 +55,16 @@ class PostmarkProvider(HTTPProvider):
             "From": unfold(message.from_header),
             "To": unfold(message.to_header),
             "Subject": unfold(message.subject),
-            "HtmlBody": message.html,
-            "TextBody": message.text,
             "Headers": [{"Name": k, "Value": v} for k, v in custom_headers(message)],
             "MessageStream": str(self.provider_settings.get("message_stream", "broadcast")),
             # Tracking rewrites links (the unsubscribe link too): off unless asked for.
             "TrackOpens": bool(self.provider_settings.get("track_opens", False)),
             "TrackLinks": str(self.provider_settings.get("track_links", "None")),
         }
+        if message.html:
+            item["HtmlBody"] = message.html
+        if message.text:
+            item["TextBody"] = message.text
         if (value := reply_to(message)) is not None:
             item["ReplyTo"] = value
         if message.attachments:

@@ -60,9 +60,11 @@ class ResendProvider(HTTPProvider):
             "from": unfold(message.from_header),
             "to": [unfold(message.to_header)],
             "subject": unfold(message.subject),
-            "html": message.html,
-            "text": message.text,
         }
+        if message.html:
+            item["html"] = message.html
+        if message.text:
+            item["text"] = message.text
         # Message-ID is left to Resend: a generated one would change between a send and
         # its resume, and the same Idempotency-Key with another payload is refused (409).
         headers = dict(custom_headers(message, skip=("Message-ID",)))
