@@ -34,6 +34,7 @@ import fcntl
 import heapq
 import json
 import os
+import queue
 import socket
 import sqlite3
 import threading
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
 STATES = ("queued", "sending", "sent", "failed", "uncertain", "skipped")
 MAX_BACKOFF = 300.0  # seconds: the longest pause between two attempts we choose ourselves
+CLAIM_CHUNK = 32  # rows claimed per transaction (at least one provider batch)
 
 
 def now_iso() -> str:
@@ -423,20 +425,120 @@ def requeue(db: sqlite_utils.Database, campaign_id: int, states: Sequence[str]) 
     return n
 
 
-def recover_interrupted(db: sqlite_utils.Database, campaign_id: int, *, requeue_them: bool) -> int:
-    """Rows left in `sending` by a dead process: re-queue them or mark them uncertain.
+@dataclass
+class Recovery:
+    """What a dead sender left behind, sorted out from its journals."""
 
-    Call only while holding the campaign's lock. Returns how many rows were found.
+    recorded: int = 0  # results found in the journals and written to the log
+    never_sent: int = 0  # claimed but never handed to the provider: simply queued again
+    in_flight: int = 0  # handed over with no answer: uncertain (re-queued if idempotent)
+
+
+def recover_interrupted(
+    db: sqlite_utils.Database,
+    campaign_id: int,
+    *,
+    requeue_them: bool,
+    journals: Sequence[Path] = (),
+) -> Recovery:
+    """Rows left in `sending` by a dead process: settle them from its journals.
+
+    Each worker journals "handed over" before a message goes to the provider and
+    the result right after (see `_Journal`). A row with a result gets it; a row
+    handed over without one is in flight: `uncertain`, or `queued` when
+    `requeue_them` (an idempotent provider); a row never handed over is queued
+    again. Without any journal every such row counts as in flight. Call only
+    while holding the campaign's lock; the journals are removed afterwards.
     """
-    state = "queued" if requeue_them else "uncertain"
+    handed: set[int] = set()
+    results: dict[int, tuple[str, str, str]] = {}
+    for path in journals:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines():
+            parts = line.split("\t")
+            if parts[0] == "H" and len(parts) >= 2 and parts[1].isdigit():
+                handed.add(int(parts[1]))
+            elif parts[0] == "R" and len(parts) >= 5 and parts[1].isdigit():
+                results[int(parts[1])] = (parts[2], parts[3], parts[4])
+    recovery = Recovery()
+    stamp = now_iso()
+    in_flight_state = "queued" if requeue_them else "uncertain"
+    in_flight_error = "the sending process stopped while this message was in flight"
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        return db.execute(
-            "UPDATE deliveries SET state = ?, updated_at = ?, error = coalesce(error, ?) "
-            "WHERE campaign_id = ? AND state = 'sending'",
-            [state, now_iso(), "the sending process stopped while this message was in flight",
-             campaign_id],
-        ).rowcount
+        stuck = [r[0] for r in db.execute(
+            "SELECT id FROM deliveries WHERE campaign_id = ? AND state = 'sending'", [campaign_id]
+        ).fetchall()]
+        for did in stuck:
+            if did in results:
+                outcome, provider_id, error = results[did]
+                recovery.recorded += 1
+                if outcome == Outcome.SENT:
+                    db.execute(
+                        "UPDATE deliveries SET state = 'sent', provider_message_id = ?, "
+                        "sent_at = ?, updated_at = ?, error = NULL, attempts = attempts + 1 "
+                        "WHERE id = ?", [provider_id or None, stamp, stamp, did])
+                    continue
+                state = {"failed": "failed", "uncertain": "uncertain"}.get(outcome, "queued")
+                db.execute(
+                    "UPDATE deliveries SET state = ?, error = ?, updated_at = ?, "
+                    "attempts = attempts + 1 WHERE id = ?", [state, error or None, stamp, did])
+            elif did in handed or not journals:
+                recovery.in_flight += 1
+                db.execute(
+                    "UPDATE deliveries SET state = ?, updated_at = ?, error = coalesce(error, ?) "
+                    "WHERE id = ?", [in_flight_state, stamp, in_flight_error, did])
+            else:
+                recovery.never_sent += 1
+                db.execute(
+                    "UPDATE deliveries SET state = 'queued', updated_at = ? WHERE id = ?",
+                    [stamp, did])
+    for path in journals:
+        path.unlink(missing_ok=True)
+    return recovery
+
+
+def journal_paths(database: Path, campaign_id: int) -> list[Path]:
+    """The worker journals a sender of this campaign left next to the database."""
+    return sorted(database.parent.glob(f".{database.name}.campaign-{campaign_id}.w*.journal"))
+
+
+class _Journal:
+    """One worker's journal: "handed over" before the provider gets a message, its result after.
+
+    Plain appends without fsync: they survive the process being killed (the
+    kernel keeps them), which is what resume needs. Emptied each time its
+    results are safely in the database, so it stays small.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+
+    def handed(self, rows: Sequence[DeliveryRow]) -> None:
+        os.write(self.fd, "".join(f"H\t{row.id}\n" for row in rows).encode())
+
+    def results(self, outcome: _Outcome) -> None:
+        lines = [
+            f"R\t{row.id}\t{r.outcome.value}\t{_flat(r.provider_id)}\t{_flat(r.error)}\n"
+            for row, r in outcome.results
+        ]
+        if lines:
+            os.write(self.fd, "".join(lines).encode("utf-8", errors="replace"))
+
+    def clear(self) -> None:
+        os.ftruncate(self.fd, 0)
+
+    def remove(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+
+def _flat(text: str | None) -> str:
+    return (text or "").replace("\t", " ").replace("\r", " ").replace("\n", " ")[:1000]
 
 
 def finish_campaign(db: sqlite_utils.Database, campaign_id: int) -> Campaign:
@@ -590,6 +692,13 @@ class CampaignRunner:
     `make_provider()` returns a new unopened Provider (one per worker thread);
     `make_message(row)` returns the Message for a delivery row, with
     `key == str(row.id)`. The caller holds the campaign lock.
+
+    A feeder thread reads queued rows (read-only) and builds their messages
+    ahead into a small bounded queue, so personalization overlaps the network
+    wait. A worker marks a batch `sending` in the same short transaction that
+    records its previous batch, just before handing it to its provider: at most
+    one batch per worker is ever `sending`, which bounds what a crash can leave
+    uncertain. Every database access goes through one connection under one lock.
     """
 
     def __init__(
@@ -619,12 +728,14 @@ class CampaignRunner:
 
         self.cond = threading.Condition()
         self.stopping = threading.Event()
+        self.fed_all = threading.Event()
         self.retry_heap: list[tuple[float, int]] = []  # (due monotonic time, delivery id)
-        self.cursor = 0  # highest delivery id handed out from the queue in this run
+        self.cursor = 0  # highest delivery id read from the queue in this run
         self.cursor_done = False
-        self.in_flight = 0
+        self.pending = 0  # rows read by the feeder whose outcome is not recorded yet
         self.errors: list[Exception] = []
         self.result = RunResult(Counts())
+        self.chunk = 64
 
     # -- database ---------------------------------------------------------------------
 
@@ -638,56 +749,92 @@ class CampaignRunner:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def _claim(self, limit: int) -> list[DeliveryRow]:
-        """Within the open transaction: mark up to `limit` due rows `sending` and return them."""
-        claimed: list[DeliveryRow] = []
-        now = time.monotonic()
-        ids: list[int] = []
-        while self.retry_heap and self.retry_heap[0][0] <= now and len(ids) < limit:
-            ids.append(heapq.heappop(self.retry_heap)[1])
-        candidates: list[Sequence[Any]] = []
-        if ids:
-            marks = ",".join("?" * len(ids))
-            candidates += self._usable(self.conn.execute(
-                _ROW_SELECT + f"WHERE d.id IN ({marks}) AND d.state = 'queued'", ids
-            ).fetchall())
-        while len(candidates) < limit and not self.cursor_done:
-            want = limit - len(candidates)
-            fresh = self.conn.execute(
-                _ROW_SELECT + "WHERE d.campaign_id = ? AND d.state = 'queued' AND d.id > ? "
-                "ORDER BY d.id LIMIT ?",
-                [self.campaign_id, self.cursor, want],
-            ).fetchall()
-            if len(fresh) < want:
-                self.cursor_done = True
-            if fresh:
-                self.cursor = fresh[-1][0]
-            candidates += self._usable(fresh)
-        if candidates:
-            self.conn.executemany(
-                "UPDATE deliveries SET state = 'sending', updated_at = ? WHERE id = ?",
-                [(now_iso(), c[0]) for c in candidates],
-            )
-            claimed = [_row(c) for c in candidates]
-            self.counts.queued -= len(claimed)
-            self.counts.sending += len(claimed)
-        return claimed
+    def _read_rows(self) -> list[DeliveryRow] | None:
+        """For the feeder: due retries first, then the next queued rows; None when all is done."""
+        with self.cond:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                ids: list[int] = []
+                while self.retry_heap and self.retry_heap[0][0] <= now and len(ids) < self.chunk:
+                    ids.append(heapq.heappop(self.retry_heap)[1])
+                found: list[Sequence[Any]] = []
+                if ids:
+                    marks = ",".join("?" * len(ids))
+                    found = self.conn.execute(
+                        _ROW_SELECT + f"WHERE d.id IN ({marks}) AND d.state = 'queued' "
+                        "ORDER BY d.id", ids,
+                    ).fetchall()
+                if not found and not self.cursor_done:
+                    found = self.conn.execute(
+                        _ROW_SELECT + "WHERE d.campaign_id = ? AND d.state = 'queued' "
+                        "AND d.id > ? ORDER BY d.id LIMIT ?",
+                        [self.campaign_id, self.cursor, self.chunk],
+                    ).fetchall()
+                    if len(found) < self.chunk:
+                        self.cursor_done = True
+                    if found:
+                        self.cursor = found[-1][0]
+                if found:
+                    self.pending += len(found)
+                    return [_row(values) for values in found]
+                if self.cursor_done and not self.retry_heap and self.pending == 0:
+                    return None
+                wait = 1.0
+                if self.retry_heap:
+                    wait = max(0.0, min(wait, self.retry_heap[0][0] - time.monotonic()))
+                self.cond.wait(wait)
+        return None
 
-    def _usable(self, candidates: list[Sequence[Any]]) -> list[Sequence[Any]]:
-        """Skip rows whose subscriber unsubscribed (or was removed) since the campaign began."""
-        if not self.check_subscribers:
-            return candidates
-        gone = [c for c in candidates if c[6] != "active"]
-        if gone:
-            self.conn.executemany(
-                "UPDATE deliveries SET state = 'skipped', error = ?, updated_at = ? WHERE id = ?",
-                [(f"subscriber {c[6] or 'removed'} before sending", now_iso(), c[0])
-                 for c in gone],
-            )
-            self.result.skipped += len(gone)
-            self.counts.queued -= len(gone)
-            self.counts.skipped += len(gone)
-        return [c for c in candidates if c[6] == "active"]
+    def _claim(self, items: list[_Item]) -> list[_Item]:
+        """Within the open transaction: mark the items' rows `sending`, if still due and wanted.
+
+        Rows whose message could not be built fail here; rows whose subscriber
+        unsubscribed (or was removed) since the campaign began are skipped.
+        """
+        stamp = now_iso()
+        broken = [(row, m) for row, m in items if isinstance(m, Exception)]
+        if broken:
+            self.counts.queued -= len(broken)
+            self.counts.sending += len(broken)
+            self._record(_Outcome(results=[
+                (row, DeliveryResult(str(row.id), Outcome.FAILED, error=_describe(exc)))
+                for row, exc in broken  # type: ignore[misc]
+            ]))
+        wanted = [(row, m) for row, m in items if not isinstance(m, Exception)]
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        active = (
+            "AND (SELECT status FROM subscribers s WHERE s.id = deliveries.subscriber_id) "
+            "= 'active'" if self.check_subscribers else ""
+        )
+        claimed_ids = {
+            r[0] for r in self.conn.execute(
+                f"UPDATE deliveries SET state = 'sending', updated_at = ? WHERE id IN ({marks}) "
+                f"AND state = 'queued' {active} RETURNING id",
+                [stamp, *(row.id for row, _ in wanted)],
+            ).fetchall()
+        }
+        claimed = [(row, m) for row, m in wanted if row.id in claimed_ids]
+        left = [row.id for row, _ in wanted if row.id not in claimed_ids]
+        if left:
+            skipped = 0
+            if self.check_subscribers:
+                skipped = len(self.conn.execute(
+                    "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
+                    " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
+                    "deliveries.subscriber_id), 'removed') || ' before sending' "
+                    f"WHERE id IN ({','.join('?' * len(left))}) AND state = 'queued' "
+                    "RETURNING id",
+                    [stamp, *left],
+                ).fetchall())
+            self.result.skipped += skipped
+            self.counts.queued -= skipped
+            self.counts.skipped += skipped
+            self.pending -= len(left)
+        self.counts.queued -= len(claimed)
+        self.counts.sending += len(claimed)
+        return claimed
 
     def _record(self, outcome: _Outcome) -> None:
         """Within the open transaction: write one batch's results."""
@@ -709,31 +856,23 @@ class CampaignRunner:
                     delay = max(delay, result.retry_after or 0.0)
                     heapq.heappush(self.retry_heap, (time.monotonic() + delay, row.id))
                     queued.append((_reason(result.error), stamp, row.id))
-        self.conn.executemany(
-            "UPDATE deliveries SET state = 'sent', provider_message_id = ?, sent_at = ?, "
-            "updated_at = ?, error = NULL, attempts = attempts + 1 WHERE id = ?",
-            sent,
-        )
-        self.conn.executemany(
-            "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ?, "
-            "attempts = attempts + 1 WHERE id = ?",
-            failed,
-        )
-        self.conn.executemany(
-            "UPDATE deliveries SET state = 'uncertain', error = ?, updated_at = ?, "
-            "attempts = attempts + 1 WHERE id = ?",
-            uncertain,
-        )
-        self.conn.executemany(
-            "UPDATE deliveries SET state = 'queued', error = ?, updated_at = ?, "
-            "attempts = attempts + 1 WHERE id = ?",
-            queued,
-        )
-        # Not attempted at all (the send stopped first): back to the queue, unchanged.
-        self.conn.executemany(
-            "UPDATE deliveries SET state = 'queued', updated_at = ? WHERE id = ?",
-            [(stamp, row.id) for row in outcome.untouched],
-        )
+        for sql, params in (
+            ("UPDATE deliveries SET state = 'sent', provider_message_id = ?, sent_at = ?, "
+             "updated_at = ?, error = NULL, attempts = attempts + 1 WHERE id = ?", sent),
+            ("UPDATE deliveries SET state = 'failed', error = ?, updated_at = ?, "
+             "attempts = attempts + 1 WHERE id = ?", failed),
+            ("UPDATE deliveries SET state = 'uncertain', error = ?, updated_at = ?, "
+             "attempts = attempts + 1 WHERE id = ?", uncertain),
+            ("UPDATE deliveries SET state = 'queued', error = ?, updated_at = ?, "
+             "attempts = attempts + 1 WHERE id = ?", queued),
+            # Not attempted at all (the send stopped first): back to the queue, unchanged.
+            ("UPDATE deliveries SET state = 'queued', updated_at = ? WHERE id = ?",
+             [(stamp, row.id) for row in outcome.untouched]),
+        ):
+            if len(params) == 1:
+                self.conn.execute(sql, params[0])
+            elif params:
+                self.conn.executemany(sql, params)
         n = len(outcome.results) + len(outcome.untouched)
         self.counts.sending -= n
         self.counts.sent += len(sent)
@@ -744,62 +883,87 @@ class CampaignRunner:
         self.result.failed += len(failed)
         self.result.uncertain += len(uncertain)
         self.result.retried += len(queued)
-        self.in_flight -= n
+        self.pending -= n
 
-    def _next_batch(self, done: _Outcome | None, limit: int) -> list[DeliveryRow] | None:
-        """Record `done` and claim the next batch, waiting for due retries; None: stop."""
+    def _commit(self, done: _Outcome | None, items: list[_Item]) -> list[_Item]:
+        """One short transaction: record `done`, claim `items`; returns the claimed ones."""
         with self.cond:
-            while True:
-                take = not self.stopping.is_set()
-                with self.conn:
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    if done is not None:
-                        self._record(done)
-                    rows = self._claim(limit) if take else []
-                    self.in_flight += len(rows)
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
                 if done is not None:
-                    done = None
-                    self.cond.notify_all()
-                    self._progress()
-                if rows:
-                    return rows
-                if not take:
-                    return None
-                if self.cursor_done and not self.retry_heap and self.in_flight == 0:
-                    self.cond.notify_all()
-                    return None
-                wait = 1.0
-                if self.retry_heap:
-                    wait = max(0.0, min(wait, self.retry_heap[0][0] - time.monotonic()))
-                self.cond.wait(wait)
+                    self._record(done)
+                claimed = self._claim(items) if items else []
+            self.cond.notify_all()
+            if self.on_progress is not None:
+                self.on_progress(Counts(**self.counts.as_dict()))
+        return claimed
 
-    def _progress(self) -> None:
-        if self.on_progress is not None:
-            self.on_progress(Counts(**self.counts.as_dict()))
+    # -- threads ------------------------------------------------------------------------
 
-    # -- workers ------------------------------------------------------------------------
+    def _feed(self) -> None:
+        """Read queued rows and build their messages ahead, into the bounded queue."""
+        try:
+            while (rows := self._read_rows()) is not None:
+                for row in rows:
+                    try:
+                        item: _Item = (row, self.make_message(row))
+                    except Exception as exc:  # one bad recipient must not stop the campaign
+                        item = (row, exc)
+                    while True:
+                        if self.stopping.is_set():
+                            return
+                        try:
+                            self.ahead.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+        except BaseException as exc:  # noqa: B036 — reported by run()
+            self._fail(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+        finally:
+            self.fed_all.set()
 
-    def _send_batch(self, provider: Provider, rows: list[DeliveryRow]) -> _Outcome:
-        outcome = _Outcome()
-        messages: list[Message] = []
-        by_key: dict[str, DeliveryRow] = {}
-        for row in rows:
+    def _take(self, limit: int, done: _Outcome, journal: _Journal) -> list[_Item]:
+        """Up to `limit` prepared items; records `done` first when it has to wait for them."""
+        items: list[_Item] = []
+        try:
+            items.append(self.ahead.get_nowait())
+        except queue.Empty:
+            if done:  # don't sit on results while waiting: the feeder needs them
+                self._commit(done, [])
+                journal.clear()
+                done.clear()
+            while not items:
+                if self.stopping.is_set() or (self.fed_all.is_set() and self.ahead.empty()):
+                    return []
+                try:
+                    items.append(self.ahead.get(timeout=0.05))
+                except queue.Empty:
+                    continue
+        # Fill the chunk with what is ready; for batch APIs wait a moment for a fuller one.
+        deadline = time.monotonic() + (0.02 if self.batch_size > 1 else 0.0)
+        while len(items) < limit:
             try:
-                message = self.make_message(row)
-            except Exception as exc:  # one bad recipient must not stop the campaign
-                outcome.results.append(
-                    (row, DeliveryResult(str(row.id), Outcome.FAILED, error=_describe(exc)))
-                )
-                continue
-            messages.append(message)
-            by_key[message.key] = row
-        if not messages:
-            return outcome
+                items.append(self.ahead.get_nowait())
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.fed_all.is_set():
+                    break
+                try:
+                    items.append(self.ahead.get(timeout=remaining))
+                except queue.Empty:
+                    break
+        return items
+
+    def _send_batch(self, provider: Provider, claimed: list[_Item], journal: _Journal) -> _Outcome:
+        outcome = _Outcome()
+        by_key = {m.key: row for row, m in claimed}  # type: ignore[union-attr]
+        messages: list[Message] = [m for _, m in claimed]  # type: ignore[misc]
         units = len(messages) if provider.rate_unit == "message" else 1
         wait = self.limiter.reserve(units)
-        if wait > 0 and self.stopping.wait(wait):
-            outcome.untouched = [by_key[m.key] for m in messages]
+        if self.stopping.is_set() or (wait > 0 and self.stopping.wait(wait)):
+            outcome.untouched = [row for row, _ in claimed]
             return outcome
+        journal.handed([row for row, _ in claimed])
         try:
             results = provider.send(messages)
         except TransientBatchError as exc:
@@ -814,7 +978,7 @@ class CampaignRunner:
         except ProviderError as exc:
             # The provider says nothing of this batch went out: back to the queue.
             self._fail(exc)
-            outcome.untouched = [by_key[m.key] for m in messages]
+            outcome.untouched = [row for row, _ in claimed]
             return outcome
         except Exception as exc:  # we cannot know what went out
             self._fail(exc)
@@ -844,23 +1008,38 @@ class CampaignRunner:
             self.errors.append(exc)
             self.cond.notify_all()
 
-    def _worker(self, provider: Provider) -> None:
-        done: _Outcome | None = None
-        limit = max(1, provider.max_batch)
+    def _worker(self, provider: Provider, journal: _Journal) -> None:
+        done = _Outcome()  # results journaled but not yet in the database
+        per_call = max(1, provider.max_batch)
         try:
-            while True:
-                rows = self._next_batch(done, limit)
-                done = None
-                if rows is None:
-                    return
-                done = _Outcome(untouched=list(rows))  # if anything below blows up
-                done = self._send_batch(provider, rows)
+            while not self.stopping.is_set():
+                items = self._take(self.claim_size, done, journal)
+                if not items:
+                    break
+                claimed = self._commit(done, items)
+                journal.clear()  # everything it held is in the database now
+                done.clear()
+                for start in range(0, len(claimed), per_call):
+                    part = claimed[start:start + per_call]
+                    if self.stopping.is_set():
+                        done.untouched += [row for row, _ in claimed[start:]]
+                        break
+                    done.untouched += [row for row, _ in part]  # in case send blows up
+                    outcome = self._send_batch(provider, part, journal)
+                    del done.untouched[-len(part):]
+                    journal.results(outcome)
+                    done.extend(outcome)
+            if done:
+                self._commit(done, [])
+                journal.clear()
+                done.clear()
         except BaseException as exc:  # noqa: B036 — record, then let run() report it
             self._fail(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-            if done is not None:
+            if done:
                 with self.cond, self.conn:
                     self.conn.execute("BEGIN IMMEDIATE")
                     self._record(done)
+                journal.clear()
 
     def run(self) -> RunResult:
         """Send every queued row; returns when all are settled, on ProviderError or Ctrl-C."""
@@ -885,9 +1064,28 @@ class CampaignRunner:
             first = providers[0]
             rate = self.rate if self.rate is not None else first.default_rate
             self.limiter = RateLimiter(rate)
-            self._progress()
-            threads = [
-                threading.Thread(target=self._worker, args=(p,), daemon=True,
+            self.batch_size = max(1, first.max_batch)
+            # Rows claimed per transaction: a few provider calls' worth, so the log costs
+            # one commit per chunk; the journal keeps what a crash leaves uncertain to
+            # the messages actually in the provider's hands.
+            self.claim_size = min(max(self.batch_size, CLAIM_CHUNK), 1000)
+            if rate:
+                self.claim_size = max(self.batch_size, min(self.claim_size, int(rate) or 1))
+            # Enough prepared messages for every worker's next chunk, but bounded (memory).
+            size = min(max(4, 2 * self.concurrency * self.claim_size), 2000)
+            self.ahead: queue.Queue[_Item] = queue.Queue(maxsize=size)
+            self.chunk = min(max(64, self.claim_size), 1000)
+            journals = [
+                _Journal(self.database.with_name(
+                    f".{self.database.name}.campaign-{self.campaign_id}.w{i}.journal"))
+                for i in range(len(providers))
+            ]
+            if self.on_progress is not None:
+                self.on_progress(Counts(**self.counts.as_dict()))
+            threads = [threading.Thread(target=self._feed, daemon=True,
+                                        name=f"feed-{self.campaign_id}")]
+            threads += [
+                threading.Thread(target=self._worker, args=(p, journals[i]), daemon=True,
                                  name=f"send-{self.campaign_id}-{i}")
                 for i, p in enumerate(providers)
             ]
@@ -904,6 +1102,8 @@ class CampaignRunner:
                     self.cond.notify_all()
                 for t in threads:
                     t.join()
+            for journal in journals:  # every result is in the database now
+                journal.remove()
         finally:
             for provider in providers:
                 try:
@@ -921,10 +1121,24 @@ class CampaignRunner:
         return self.result
 
 
+_Item = tuple[DeliveryRow, "Message | Exception"]
+
+
 @dataclass
 class _Outcome:
     results: list[tuple[DeliveryRow, DeliveryResult]] = field(default_factory=list)
-    untouched: list[DeliveryRow] = field(default_factory=list)
+    untouched: list[DeliveryRow] = field(default_factory=list)  # never reached the provider
+
+    def __bool__(self) -> bool:
+        return bool(self.results or self.untouched)
+
+    def extend(self, other: _Outcome) -> None:
+        self.results += other.results
+        self.untouched += other.untouched
+
+    def clear(self) -> None:
+        self.results = []
+        self.untouched = []
 
 
 def _describe(exc: BaseException) -> str:

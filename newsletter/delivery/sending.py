@@ -32,6 +32,7 @@ from newsletter.delivery.campaign import (
     finish_campaign,
     get_campaign,
     iter_audience_rows,
+    journal_paths,
     latest_campaign,
     parse_audience,
     recover_interrupted,
@@ -53,7 +54,8 @@ class SendReport:
     campaign: Campaign  # as it stands at the end, with counts per state
     created: bool = False  # a new campaign (False: resumed or retried)
     run: RunResult | None = None
-    interrupted_rows: int = 0  # rows a dead process left in `sending`
+    interrupted_rows: int = 0  # rows a dead process had in the provider's hands, unanswered
+    recovered_rows: int = 0  # rows a dead process left whose fate its journal told
     interrupted_requeued: bool = False  # … re-queued (idempotent provider) rather than uncertain
     uncertain_requeued: int = 0  # uncertain rows re-queued by --retry-uncertain
     failed_requeued: int = 0  # failed rows re-queued by --retry-failed
@@ -111,9 +113,12 @@ def run_campaign(
             campaign = get_campaign(db, campaign_id)
             report = SendReport(campaign)
             # We hold the lock, so rows still `sending` belong to a process that died.
-            report.interrupted_rows = recover_interrupted(
-                db, campaign_id, requeue_them=cls.idempotent
+            recovery = recover_interrupted(
+                db, campaign_id, requeue_them=cls.idempotent,
+                journals=journal_paths(settings.database, campaign_id),
             )
+            report.interrupted_rows = recovery.in_flight
+            report.recovered_rows = recovery.recorded + recovery.never_sent
             report.interrupted_requeued = cls.idempotent
             if retry_uncertain:
                 report.uncertain_requeued = requeue(db, campaign_id, ["uncertain"])

@@ -340,6 +340,7 @@ class ProviderContract:
             assert sorted(got) == sorted(active)
         else:  # rows caught mid-send are reported, not silently re-sent
             assert report.interrupted_rows == counts.uncertain
+            assert counts.uncertain <= per_batch  # only what was in the provider's hands
             assert counts.sent + counts.uncertain == n
             uncertain = {r["email"] for r in rows(letter, campaign_id) if r["state"] == "uncertain"}
             assert set(active) - set(got) <= uncertain

@@ -48,6 +48,12 @@ class TestSMTPContract(ProviderContract):
             )
 
 
+class TestSMTPPipelinedContract(TestSMTPContract):
+    """The same, with MAIL/RCPT/DATA sent in one write (RFC 2920 PIPELINING)."""
+
+    retry_options = {**ProviderContract.retry_options, "pipelining": True}
+
+
 class TestOutboxContract(ProviderContract):
     """The outbox cannot refuse anyone: failures are simulated by an unwritable folder."""
 

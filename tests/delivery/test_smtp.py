@@ -26,6 +26,12 @@ def server():
         yield s
 
 
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    """MAIL/RCPT/DATA one at a time, or in one write (aiosmtpd reads either way)."""
+    return request.param
+
+
 def smtp_letter(tmp_path: Path, port: int, **options) -> Settings:
     return write_letter(tmp_path / "letter", {
         "name": "smtp", "host": "127.0.0.1", "port": port, "security": "none", "timeout": 5,
@@ -37,8 +43,10 @@ def provider(letter: Settings) -> SMTPProvider:
     return SMTPProvider(letter, letter.provider)
 
 
-def test_one_connection_carries_many_messages(server: SMTPServer, tmp_path: Path) -> None:
-    letter = smtp_letter(tmp_path, server.port)
+def test_one_connection_carries_many_messages(
+    server: SMTPServer, tmp_path: Path, pipelining: bool
+) -> None:
+    letter = smtp_letter(tmp_path, server.port, pipelining=pipelining)
     with provider(letter) as smtp:
         results = smtp.send([make_message(str(i), f"r{i}@example.org") for i in range(5)])
     assert [r.outcome for r in results] == [Outcome.SENT] * 5
@@ -48,10 +56,10 @@ def test_one_connection_carries_many_messages(server: SMTPServer, tmp_path: Path
 
 
 def test_dropped_connections_are_reopened_and_nothing_is_lost(
-    server: SMTPServer, tmp_path: Path
+    server: SMTPServer, tmp_path: Path, pipelining: bool
 ) -> None:
     server.drop_every = 3  # the server hangs up at every third MAIL FROM
-    letter = smtp_letter(tmp_path, server.port)
+    letter = smtp_letter(tmp_path, server.port, pipelining=pipelining)
     add_subscribers(letter, emails(12))
     campaign_id = new_campaign(letter)
     report = run_campaign(letter, campaign_id, make_test_message)
@@ -59,9 +67,9 @@ def test_dropped_connections_are_reopened_and_nothing_is_lost(
     assert collections.Counter(server.recipients()) == collections.Counter(emails(12))
 
 
-def test_421_reconnects_and_sends(server: SMTPServer, tmp_path: Path) -> None:
+def test_421_reconnects_and_sends(server: SMTPServer, tmp_path: Path, pipelining: bool) -> None:
     server.fail("r1@example.org", "421 4.7.0 too many messages on this connection", times=1)
-    letter = smtp_letter(tmp_path, server.port)
+    letter = smtp_letter(tmp_path, server.port, pipelining=pipelining)
     with provider(letter) as smtp:
         results = smtp.send([make_message(str(i), f"r{i}@example.org") for i in range(3)])
     assert [r.outcome for r in results] == [Outcome.SENT] * 3
@@ -69,10 +77,10 @@ def test_421_reconnects_and_sends(server: SMTPServer, tmp_path: Path) -> None:
 
 
 def test_reply_lost_after_the_message_was_handed_over_is_uncertain(
-    server: SMTPServer, tmp_path: Path
+    server: SMTPServer, tmp_path: Path, pipelining: bool
 ) -> None:
     server.drop_after_data.add(emails(3)[1])
-    letter = smtp_letter(tmp_path, server.port)
+    letter = smtp_letter(tmp_path, server.port, pipelining=pipelining)
     add_subscribers(letter, emails(3))
     campaign_id = new_campaign(letter)
     report = run_campaign(letter, campaign_id, make_test_message)

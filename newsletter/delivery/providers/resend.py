@@ -2,16 +2,25 @@
 
 Every request carries an Idempotency-Key made from its messages' delivery
 keys (plus recipient and subject, so two newsletters sharing an API key
-cannot collide): a batch re-sent after a crash or a timeout comes back with
-Resend's first answer instead of going out twice. Hence `idempotent = True`.
+cannot collide): the same batch sent again (a retry after a timeout, a
+resume that regroups nothing) gets Resend's first answer back instead of
+going out twice.
+
+That key covers a request, not a message, and the campaign may regroup rows
+when it resumes after a crash: a row caught mid-send could then travel in a
+batch with another key and go out twice. So the adapter does not claim to be
+`idempotent`: such rows are reported uncertain, as with SMTP, and re-sent
+only with `--retry-uncertain`. (One request per message would make every
+delivery idempotent, at 2 messages a second.)
 
 Resend validates a batch as a whole: one bad address refuses all of it. A
 refused batch is split in halves to find the messages at fault (each half
 under its own key); when the first half fails for the same reason as the
-whole, the reason is the request's, not a reader's, and everything fails
-without more requests. Messages with inline images go one by one to
-`/emails` (the batch endpoint takes no attachments). Default pace: 2
-requests a second, Resend's documented limit.
+whole, and that reason names none of the readers, the fault is the
+request's, not a reader's, and everything fails without more requests.
+Messages with inline images go one by one to `/emails` (the batch endpoint
+takes no attachments). Default pace: 2 requests a second, Resend's
+documented limit.
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ class ResendProvider(HTTPProvider):
     description = "Resend API: /emails/batch, 100 a request, idempotency keys"
     max_batch: ClassVar[int] = 100
     default_rate: ClassVar[float | None] = 2.0  # requests per second, Resend's default limit
-    idempotent: ClassVar[bool] = True
+    idempotent: ClassVar[bool] = False  # per request, not per message: see above
     default_endpoint = "https://api.resend.com"
     default_key_env = "RESEND_API_KEY"
 

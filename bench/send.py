@@ -1,0 +1,246 @@
+"""How fast `newsletter send` goes through SMTP, next to a bare smtplib loop measured in the same run.
+
+    python bench/send.py                       # 10,000 subscribers, concurrency 1 and 4
+    python bench/send.py --subscribers 2000    # quicker
+    python bench/send.py --dry-run-rows 100000 # memory of a 100k --dry-run (peak RSS)
+    python bench/send.py --mode http           # the HTTP providers (bench/send_http.py)
+
+The server is Postfix's `smtp-sink` on 127.0.0.1 (aiosmtpd's Sink in a
+subprocess when smtp-sink is absent). The baseline sends the same number of
+prebuilt messages with `smtplib.SMTP.sendmail` over the same number of
+connections; ours is the whole `send_draft()` path: campaign and delivery rows
+in SQLite, per-recipient personalization, the smtp provider, results recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from newsletter.audience import store  # noqa: E402
+from newsletter.compose.issue import build_issue  # noqa: E402
+from newsletter.compose.message import Recipient, personalize  # noqa: E402
+from newsletter.delivery.sending import dry_run, send_draft  # noqa: E402
+from newsletter.settings import load_settings  # noqa: E402
+
+EXTRA = os.environ.get("BENCH_PROVIDER_EXTRA", "").replace(";", "\n")
+PARAGRAPH = (
+    "Leaving a big company is mostly a matter of paperwork and a little courage. "
+    "What surprised me was how much of my writing had lived inside other people's "
+    "platforms, and how little of it I could take with me when I left. "
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, int, str]:
+    """smtp-sink when installed, else aiosmtpd's Sink, in a subprocess on 127.0.0.1."""
+    port = free_port()
+    sink = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink"
+                                         if os.path.exists("/usr/sbin/smtp-sink") else None)
+    if sink:
+        cmd = [sink]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root
+        cmd += [f"127.0.0.1:{port}", "1000"]
+        name = "smtp-sink"
+    else:
+        cmd = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+               "-c", "aiosmtpd.handlers.Sink"]
+        name = "aiosmtpd Sink"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"{name} did not start on port {port}") from None
+            time.sleep(0.05)
+    return proc, port, name
+
+
+def make_letter(root: Path, port: int, subscribers: int) -> Path:
+    """A newsletter with a ~1,000-word draft and `subscribers` active subscribers."""
+    (root / "drafts").mkdir(parents=True)
+    (root / "newsletter.toml").write_text(
+        '[newsletter]\nname = "Bench Letter"\nfrom = "Bench <bench@example.com>"\n'
+        'base_url = "https://example.com/news"\naddress = "1 Bench Street"\n\n'
+        f'[provider]\nname = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n{EXTRA}'
+    )
+    body = "\n\n".join(f"## Part {i}\n\n{PARAGRAPH * 4}" for i in range(1, 9))
+    (root / "drafts" / "bench.md").write_text(
+        f"---\ntitle: Bench issue\nsubject: The bench issue\n---\nHello {{{{ subscriber.name }}}},"
+        f"\n\n{body}\n"
+    )
+    add_subscribers(root, subscribers)
+    return root / "drafts" / "bench.md"
+
+
+def add_subscribers(root: Path, n: int) -> None:
+    db = store.connect(root / "newsletter.db")
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        db.conn.executemany(
+            "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'active', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
+            ((f"reader{i}@example.org", f"reader{i}@example.org", f"Reader {i}")
+             for i in range(n)),
+        )
+    db.conn.close()
+
+
+def baseline(port: int, messages: list[tuple[str, str, bytes]], connections: int) -> float:
+    """A bare smtplib loop: prebuilt messages split over `connections` threads. msgs/s."""
+    chunks = [messages[i::connections] for i in range(connections)]
+
+    def work(chunk: list[tuple[str, str, bytes]]) -> None:
+        conn = smtplib.SMTP("127.0.0.1", port)
+        for sender, rcpt, raw in chunk:
+            conn.sendmail(sender, [rcpt], raw)
+        conn.quit()
+
+    return timed(len(messages), lambda: _threads(work, chunks))
+
+
+def _threads(work: Callable, chunks: list) -> None:
+    threads = [threading.Thread(target=work, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def timed(n: int, action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return n / (time.perf_counter() - started)
+
+
+def ours(root: Path, concurrency: int, n: int) -> float:
+    settings = load_settings(root)
+
+    def send() -> None:
+        report = send_draft(settings, "bench", "subscribers", concurrency=concurrency,
+                            resend=True, force=True)
+        assert report.campaign.counts.sent == n, report.campaign.counts
+        assert report.error is None, report.error
+
+    return timed(n, send)
+
+
+def smtp_mode(args: argparse.Namespace) -> None:
+    n = args.subscribers
+    proc, port, name = start_server()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "letter"
+            os.environ.setdefault("NEWSLETTER_SECRET", "bench-secret-" + "b" * 40)
+            draft = make_letter(root, port, n)
+            settings = load_settings(root)
+            issue = build_issue(settings, draft)
+            prebuilt = []
+            for i in range(n):
+                m = personalize(issue, Recipient(f"reader{i}@example.org", f"Reader {i}"),
+                                key=str(i), settings=settings)
+                prebuilt.append((m.sender, m.recipient, m.as_bytes()))
+            size = sum(len(raw) for _, _, raw in prebuilt) // n
+            print(f"{n:,} messages of {size / 1024:.1f} KB to {name} on 127.0.0.1, "
+                  f"{os.cpu_count()} CPUs")
+            base1 = None
+            for c in args.concurrency:
+                base = baseline(port, prebuilt, c)
+                mine = ours(root, c, n)
+                if c == 1:
+                    base1 = base
+                line = (f"concurrency {c}: send {mine:8,.0f} msg/s   bare smtplib {base:8,.0f} "
+                        f"msg/s   ratio {mine / base:.2f}×")
+                if base1 and c != 1:
+                    line += f"   vs single-connection baseline {mine / base1:.2f}×"
+                print(line)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def dry_run_mode(args: argparse.Namespace) -> None:
+    n = args.dry_run_rows
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "letter"
+        os.environ.setdefault("NEWSLETTER_SECRET", "bench-secret-" + "b" * 40)
+        make_letter(root, 25, n)
+        settings = load_settings(root)
+        samples: list[tuple[int, int]] = []
+        marks = {n * k // 10 // 200 * 200 for k in range(1, 11)}
+
+        def progress(done: int, total: int) -> None:
+            if done in marks:
+                samples.append((done, rss_kb()))
+
+        start_rss = rss_kb()
+        started = time.perf_counter()
+        report = dry_run(settings, "bench", "subscribers", on_progress=progress)
+        took = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f"--dry-run over {report.messages:,} subscribers: {took:.1f} s "
+              f"({report.messages / took:,.0f} msg/s), {report.total_bytes / 2**20:,.0f} MB built")
+        print("RSS while building: " + ", ".join(f"{d:,}: {kb / 1024:.0f} MB" for d, kb in samples))
+        print(f"RSS before {start_rss / 1024:.0f} MB; peak RSS {peak / 1024:.0f} MB")
+
+
+def http_mode(args: argparse.Namespace) -> None:
+    """The hook for the HTTP providers' benchmark (bench/send_http.py, written separately)."""
+    path = REPO / "bench" / "send_http.py"
+    if not path.exists():
+        raise SystemExit("bench/send_http.py is not there yet: the HTTP mode lives in it")
+    subprocess.run([sys.executable, str(path), *args.rest], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 4], help="comma-separated, e.g. 1,4")
+    parser.add_argument("--dry-run-rows", type=int, default=0,
+                        help="measure memory of a --dry-run over this many subscribers instead")
+    parser.add_argument("--mode", choices=["smtp", "http"], default="smtp")
+    parser.add_argument("rest", nargs="*", help="arguments passed to the HTTP mode")
+    args = parser.parse_args()
+    if args.dry_run_rows:
+        dry_run_mode(args)
+    elif args.mode == "http":
+        http_mode(args)
+    else:
+        smtp_mode(args)
+
+
+if __name__ == "__main__":
+    main()
