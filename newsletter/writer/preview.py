@@ -60,6 +60,7 @@ _IMAGE_REFS = [
 _SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#|/)", re.I)
 _CID_ATTR = re.compile(r"""(["'(])cid:([^"')\s]+)""", re.I)
 _SRC_ATTR = re.compile(r"""(\bsrc\s*=\s*)(["'])([^"']*)\2""", re.I)
+_HEAD = re.compile(r"<head\b[^>]*>", re.I)
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>.*?</style\s*>", re.I | re.S)
 _STYLESHEET_LINK = re.compile(r"<link\b[^>]*\brel\s*=\s*[\"']?stylesheet[^>]*>", re.I)
 _ERROR_PLACE = re.compile(r"(?P<path>[^\s:'\"]+):(?P<line>\d+)\b")
@@ -164,7 +165,7 @@ class Preview:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
-        self._snapshot: dict[Path, tuple[int, int] | None] = {}
+        self._snapshot: dict[Path, tuple[int, int, int] | None] = {}
         self._version = 0
         # Look before building: a change made during the build is seen by the next look.
         self._snapshot = self._take_snapshot()
@@ -237,12 +238,13 @@ class Preview:
             files.append(self.root / ref)
         return files
 
-    def _take_snapshot(self) -> dict[Path, tuple[int, int] | None]:
-        snapshot: dict[Path, tuple[int, int] | None] = {}
+    def _take_snapshot(self) -> dict[Path, tuple[int, int, int] | None]:
+        snapshot: dict[Path, tuple[int, int, int] | None] = {}
         for path in self.watched_files():
             try:
                 st = path.stat()
-                snapshot[path] = (st.st_mtime_ns, st.st_size)
+                # The inode too: editors that save by renaming a new file over the old one.
+                snapshot[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
             except OSError:
                 snapshot[path] = None
         return snapshot
@@ -342,6 +344,8 @@ class Preview:
         if build.message is None:
             return self.error_page()
         text = self._for_browser(build.message.html)
+        # Links open in a new tab rather than inside the frame.
+        text = _HEAD.sub(lambda m: m.group(0) + '<base target="_blank">', text, count=1)
         if strip_style:
             text = _STYLESHEET_LINK.sub("", _STYLE_BLOCK.sub("", text))
         return text

@@ -114,13 +114,16 @@ def test_no_style_view_drops_style_blocks_but_keeps_inlined_css(browser: Any,
 def test_dark_mode_reaches_the_emails_own_media_query(browser: Any,
                                                       running_preview: Preview) -> None:
     open_preview(browser, running_preview)
+    body_colour = ("var f = document.getElementById('frame');"
+                   "var b = f.contentDocument && f.contentDocument.body;"
+                   "var c = b && f.contentWindow.getComputedStyle(b).backgroundColor;")
+    light = browser.execute_script(body_colour + "return c;")
     click(browser, "button[data-scheme=dark]")
     assert wait_until(browser, "return document.getElementById('frame').contentWindow"
                                ".matchMedia('(prefers-color-scheme: dark)').matches")
-    # The default layout's dark rule paints the body #161616.
-    wait_until(browser, "return document.getElementById('frame').contentWindow.getComputedStyle("
-                        "document.getElementById('frame').contentDocument.body)"
-                        ".backgroundColor == 'rgb(22, 22, 22)'")
+    # The layout's own dark rule (a @media (prefers-color-scheme: dark) block) applies.
+    dark = wait_until(browser, body_colour + f"return c && c != '{light}' && c;")
+    assert dark and dark != light
     click(browser, "button[data-scheme=light]")
     assert wait_until(browser, "return !document.getElementById('frame').contentWindow"
                                ".matchMedia('(prefers-color-scheme: dark)').matches")
