@@ -346,6 +346,8 @@ def check_draft(settings: Settings, path: Path) -> Report:
     _placeholders(report, draft)
     try:
         issue = build_issue(settings, path)
+        message = compose_message.personalize(issue, SAMPLE_READER, key="check",
+                                              settings=settings)
     except ContentError as exc:
         _build_error(report, exc, draft)
         return _sorted(report)
@@ -354,7 +356,6 @@ def check_draft(settings: Settings, path: Path) -> Report:
         report.add("warning", "no-preheader",
                    "no preheader (the preview line inboxes show after the subject): add "
                    "`preheader:` to the front matter")
-    message = compose_message.personalize(issue, SAMPLE_READER, key="check", settings=settings)
     _html_rules(report, settings, message, draft)
     return _sorted(report)
 

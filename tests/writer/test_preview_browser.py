@@ -54,6 +54,12 @@ def test_page_shows_inbox_row_and_the_email_with_its_image(browser: Any,
     assert browser.execute_script("return document.getElementById('from').textContent") == \
         "Test Writer"
     assert "The first line of the essay" in frame_text(browser)
+    # The toolbar's CSS does not reach the email: its text keeps the layout's serif font.
+    assert "system-ui" in browser.execute_script(
+        "return getComputedStyle(document.body).fontFamily")
+    assert "system-ui" not in browser.execute_script(
+        "var f = document.getElementById('frame'); var p = f.contentDocument.querySelector('p');"
+        "return f.contentWindow.getComputedStyle(p).fontFamily")
     # The local image is really drawn: loaded, with its own 40×30 size.
     size = wait_until(browser, """
         var img = document.getElementById('frame').contentDocument
