@@ -176,7 +176,7 @@ def test_documented_limits_and_rates() -> None:
     for name, (batch, rate) in expected.items():
         cls = provider_class(name)
         assert (cls.max_batch, cls.default_rate) == (batch, rate)
-    assert provider_class("resend").idempotent
+    assert not provider_class("resend").idempotent  # keys cover a request, not a message
     assert provider_class("ses").rate_unit == "message"
     assert provider_class("postmark").rate_unit == "request"
 
