@@ -133,7 +133,8 @@ def read_front_matter(path: Path) -> dict[str, Any]:
     match = re.match(r"---\n(.*?)\n---\s*(\n|$)", text, re.S)
     if not match:
         raise ValueError(f"{path}: no front matter")
-    return yaml.safe_load(match.group(1).replace("\t", "    ")) or {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C one when built in: 10× faster
+    return yaml.load(match.group(1).replace("\t", "    "), Loader=loader) or {}
 
 
 def _latest(versions: dict[str, str]) -> str:
