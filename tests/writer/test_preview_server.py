@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import os
@@ -140,20 +141,30 @@ def test_long_poll_returns_when_the_draft_changes(running_preview: Preview,
     assert b"The new end." in get(running_preview, "/email.html")[2]
 
 
+@pytest.mark.parametrize("mistake, shown", [
+    (("The end.", "![Chart](images/chart.png)"), "images/chart.png"),
+    (("The end.", "Dear {{ reader_nmae }},"), "reader_nmae"),
+    (("subject: Notes", "subject: [Notes"), "front matter"),
+], ids=["missing image", "unknown variable", "broken front matter"])
 def test_a_build_error_is_a_readable_page_and_the_next_save_recovers(
-    running_preview: Preview, sample_draft: Path
+    running_preview: Preview, sample_draft: Path, mistake: tuple[str, str], shown: str
 ) -> None:
     good = sample_draft.read_text()
     version = running_preview.build.version
-    sample_draft.write_text(good.replace("The end.", "![Chart](images/chart.png)"))
+    sample_draft.write_text(good.replace(*mistake))
     version = running_preview.wait_for_change(version, 5)
     status, _, body = get(running_preview, "/email.html")
     page = body.decode()
     assert status == 500
-    assert "does not build" in page and "images/chart.png" in page
-    line = good.splitlines().index("The end.") + 1
-    assert f"workshop.md, line {line}" in page  # where, with the lines around it
-    assert f'<span class="hit">{line:>4}  ![Chart](images/chart.png)</span>' in page
+    assert "does not build" in page and shown in page
+    # Where, with the lines around it and the culprit marked (YAML names the line
+    # where it noticed, one after the stray bracket).
+    lines = sample_draft.read_text().splitlines()
+    bad_line = next(n for n, line in enumerate(lines, 1) if mistake[1] in line)
+    if shown == "front matter":
+        bad_line += 1
+    assert f"drafts/workshop.md, line {bad_line}" in page
+    assert f'<span class="hit">{bad_line:>4}  {html.escape(lines[bad_line - 1])}</span>' in page
     assert json.loads(get(running_preview, "/meta.json")[2])["ok"] is False
 
     sample_draft.write_text(good)
