@@ -99,6 +99,11 @@ def _confirm(yes: bool) -> Any:
 def _summary(report: Any, seconds: float | None = None) -> None:
     campaign = report.campaign
     c = campaign.counts
+    if report.recovered_rows:
+        click.echo(
+            f"Resumed: the interrupted run's journal accounted for {report.recovered_rows} "
+            "message(s) it had claimed.", err=True,
+        )
     if report.interrupted_rows:
         if report.interrupted_requeued:
             click.echo(

@@ -307,6 +307,9 @@ def test_killed_send_resumes_each_recipient_exactly_once(letter: Path, server: S
     server.delay = 0
     assert len(server.received) < n
 
+    listing = cli("campaigns").stdout.splitlines()[1]
+    assert " interrupted " in listing  # no live process holds it
+
     resumed = cli("send", "hello", "--to", "subscribers", "--yes")
     assert resumed.exit_code == 0, resumed.stderr
     got = collections.Counter(server.recipients())
@@ -322,6 +325,35 @@ def test_killed_send_resumes_each_recipient_exactly_once(letter: Path, server: S
         assert "--retry-uncertain" in resumed.stderr
         shown = cli("campaigns", "1").stdout
         assert "Uncertain:" in shown and uncertain[0] in shown
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(
+    letter: Path, server: SMTPServer, cli
+) -> None:
+    n = 40
+    add(letter, *readers(n))
+    server.delay = 0.04
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", "hello", "--to", "subscribers", "--yes"],
+        cwd=letter, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(server.received) < 5:
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130, err
+    assert "Interrupted:" in err and "run the same command to resume" in err
+    states = collections.Counter(r["state"] for r in deliveries(letter))
+    assert set(states) == {"sent", "queued"}  # a clean stop: nothing uncertain
+    assert states["sent"] == len(server.received)
+
+    server.delay = 0
+    resumed = cli("send", "hello", "--to", "subscribers", "--yes")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert collections.Counter(server.recipients()) == collections.Counter(readers(n))
 
 
 def test_providers_lists_builtins_with_their_origin(cli, newsletter_dir: Path) -> None:
