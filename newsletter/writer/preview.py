@@ -94,12 +94,14 @@ def is_loopback(host: str) -> bool:
 
 
 def local_image_refs(draft_text: str) -> list[str]:
-    """Relative image paths a draft refers to (remote, data: and cid: ones left out)."""
+    """Local image paths a draft refers to (remote, data: and cid: ones left out)."""
     refs: list[str] = []
     for pattern in _IMAGE_REFS:
         for ref in pattern.findall(draft_text):
             ref = unquote(ref.split("#")[0].split("?")[0])
-            if ref and not _SCHEME.match(ref) and ref not in refs:
+            # "/images/x.png" means the newsletter folder's images/, so it is kept.
+            if ref and (ref.startswith("/") and not ref.startswith("//")
+                        or not _SCHEME.match(ref)) and ref not in refs:
                 refs.append(ref)
     return refs
 
@@ -232,6 +234,9 @@ class Preview:
         except OSError:
             text = ""
         for ref in local_image_refs(text):
+            if ref.startswith("/"):
+                files.append(self.root / ref.lstrip("/"))
+                continue
             # Watch both places a relative path could mean, so a missing image that
             # appears later is noticed whichever way compose resolves it.
             files.append(self.draft.parent / ref)

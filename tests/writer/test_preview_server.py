@@ -204,8 +204,8 @@ def test_helpers() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
     assert local_image_refs(
         '![a](img/a.png) ![b](https://x.org/b.png) <img src="c.jpg"> ![d](data:x)\n'
-        "[ref]: img/e.png\n"
-    ) == ["img/a.png", "c.jpg", "img/e.png"]
+        "[ref]: img/e.png\n![f](/images/f.png) ![g](//cdn.example/g.png)\n"
+    ) == ["img/a.png", "/images/f.png", "c.jpg", "img/e.png"]
 
 
 def _start_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
