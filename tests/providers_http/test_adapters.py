@@ -200,3 +200,18 @@ def test_a_key_echoed_in_a_refusal_never_reaches_the_delivery_log(api: API) -> N
     assert "[redacted]" in (results[0].error or "")
     for secret in secrets:
         assert secret not in (results[0].error or "")
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("endpoint", "api.postmarkapp.com", "is not a URL"),
+    ("timeout", "soon", "number of seconds"),
+    ("timeout", 0, "number of seconds"),
+])
+def test_bad_settings_are_config_errors(api: API, option: str, value: object,
+                                        message: str) -> None:
+    from newsletter.delivery.providers.registry import provider_class
+
+    settings = api.settings(**{option: value})
+    provider = provider_class(api.name)(settings, settings.provider)
+    with pytest.raises(ConfigError, match=message):
+        provider.open()

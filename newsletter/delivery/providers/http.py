@@ -37,7 +37,7 @@ from newsletter.delivery.providers.base import (
     Provider,
     TransientBatchError,
 )
-from newsletter.errors import ProviderError
+from newsletter.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:
     from newsletter.compose.message import InlineImage, Message
@@ -87,9 +87,20 @@ class HTTPProvider(Provider):
 
     def open(self) -> None:
         """Read the key and make the pooled client (no request yet: the first send checks auth)."""
+        endpoint = self.endpoint
+        if not endpoint.startswith(("https://", "http://")):
+            raise ConfigError(
+                f'provider.endpoint = "{endpoint}" is not a URL: write it like '
+                f'"{self.default_endpoint or "https://api.example.com"}"'
+            )
+        try:
+            timeout = float(self.provider_settings.get("timeout", 30))
+        except (TypeError, ValueError):
+            timeout = 0.0
+        if timeout <= 0:
+            raise ConfigError("provider.timeout must be a number of seconds, like 30")
         key = self.read_key()
         self.remember_secret(key)
-        timeout = float(self.provider_settings.get("timeout", 30))
         headers = {"Accept": "application/json", "User-Agent": "newsletter (+httpx)"}
         headers.update(self.auth_headers(key))
         self._client = httpx.Client(
