@@ -119,7 +119,11 @@ class HTTPProvider(Provider):
         self._secrets = ()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} endpoint={self.endpoint!r}>"
+        try:
+            endpoint = self.endpoint
+        except ConfigError:  # a repr must not raise, even with broken settings
+            endpoint = "?"
+        return f"<{type(self).__name__} endpoint={endpoint!r}>"
 
     # -- secrets ---------------------------------------------------------
 
@@ -127,7 +131,8 @@ class HTTPProvider(Provider):
         """Register values (and their Basic/base64 forms) that redact() must hide."""
         extra = []
         for value in values:
-            if value:
+            # A value this short is no real key; replacing it everywhere would garble text.
+            if value and len(value) >= 6:
                 extra.append(value)
                 extra.append(base64.b64encode(value.encode()).decode())
         # Longest first, so a key is hidden before any shorter secret inside it.
