@@ -38,6 +38,7 @@ from newsletter.delivery.campaign import (
     recover_interrupted,
     requeue,
 )
+from newsletter.delivery.providers.options import number_option
 from newsletter.delivery.providers.registry import provider_class
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 from newsletter.settings import ProviderSettings, Settings
@@ -139,8 +140,8 @@ def run_campaign(
                 make_message,
                 concurrency=ps.concurrency,
                 rate=ps.rate,
-                retry_delay=float(ps.get("retry_delay", 1.0)),
-                max_attempts=int(ps.get("max_attempts", 5)),
+                retry_delay=number_option(ps, "retry_delay", 1.0, float),
+                max_attempts=int(number_option(ps, "max_attempts", 5, int)),
                 check_subscribers=campaign.kind == "list",
                 on_progress=on_progress,
             )

@@ -155,3 +155,12 @@ def test_bad_security_setting_is_a_config_error(tmp_path: Path) -> None:
     letter = smtp_letter(tmp_path, 25, security="ssl")
     with pytest.raises(ConfigError, match='security = "ssl" is not one of starttls, tls, none'):
         provider(letter)
+
+
+def test_bad_numbers_in_settings_are_config_errors(tmp_path: Path) -> None:
+    letter = smtp_letter(tmp_path, 25, timeout="soon")
+    with pytest.raises(ConfigError, match=r"\[provider\] timeout = 'soon' must be a number"):
+        provider(letter)
+    letter = smtp_letter(tmp_path, 25, batch=2.5)
+    with pytest.raises(ConfigError, match="batch = 2.5 must be a whole number of at least 1"):
+        provider(letter)

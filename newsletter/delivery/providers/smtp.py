@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
+from newsletter.delivery.providers.options import number_option
 from newsletter.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:
@@ -71,11 +72,11 @@ class SMTPProvider(Provider):
                 f'[provider] security = "{self.security}" is not one of starttls, tls, none'
             )
         self.host = str(opts.get("host", "localhost"))
-        self.port = int(opts.get("port", _DEFAULT_PORTS[self.security]))
+        self.port = int(number_option(opts, "port", _DEFAULT_PORTS[self.security], int, 1))
         self.username = opts.get("username") or None
-        self.timeout = float(opts.get("timeout", 30))
+        self.timeout = number_option(opts, "timeout", 30, float, 0.1)
         self.tls_verify = bool(opts.get("tls_verify", True))
-        self.max_batch = max(1, int(opts.get("batch", 1)))  # type: ignore[misc]
+        self.max_batch = int(number_option(opts, "batch", 1, int, 1))  # type: ignore[misc]
         # PIPELINING: "auto" uses it when the server offers it; true/false force it.
         self.pipelining_setting = opts.get("pipelining", "auto")
         self.pipelining = False
