@@ -473,7 +473,7 @@ def get_format(name: str, header: Sequence[str], where: str) -> Format:
 
 @dataclass
 class Sheet:
-    """One CSV inside the file (a ZIP holds several): its name, rows and the bytes read so far."""
+    """One CSV inside the file (a ZIP holds several): its name, header and data rows."""
 
     name: str
     header: list[str]
