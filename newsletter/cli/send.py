@@ -77,26 +77,31 @@ class _SendProgress:
 # --- send ----------------------------------------------------------------------------------
 
 
-def _confirm(yes: bool) -> Any:
-    def confirm(plan: Any) -> bool:
-        if yes:
+class _Confirm:
+    """Asks before a list send (shows the warnings first, even with --yes)."""
+
+    def __init__(self, yes: bool):
+        self.yes = yes
+        self.warned = False
+
+    def __call__(self, plan: Any) -> bool:
+        for warning in plan.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        self.warned = True
+        if self.yes:
             return True
         if not sys.stdin.isatty():
             raise DeliveryError(
                 f"a send to the list ({plan.recipients:,} recipients) needs confirmation and "
                 "there is no terminal to ask: pass --yes"
             )
-        for warning in plan.warnings:
-            click.echo(f"Warning: {warning}", err=True)
         click.echo(f"Subject:    {plan.subject}", err=True)
         click.echo(f"To:         {plan.audience.spec} ({plan.recipients:,} recipients)", err=True)
         click.echo(f"Provider:   {plan.provider}", err=True)
         return click.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
 
-    return confirm
 
-
-def _summary(report: Any, seconds: float | None = None) -> None:
+def _summary(report: Any, warned: bool = False) -> None:
     campaign = report.campaign
     c = campaign.counts
     if report.recovered_rows:
@@ -110,7 +115,7 @@ def _summary(report: Any, seconds: float | None = None) -> None:
                 f"Resumed: {report.interrupted_rows} message(s) caught mid-send by the interrupted "
                 f"run were sent again ({campaign.provider} is idempotent: no duplicates)."
             )
-    for warning in report.warnings:
+    for warning in [] if warned else report.warnings:
         click.echo(f"Warning: {warning}", err=True)
     kind = "Test send" if campaign.kind == "test" else "Campaign"
     run = report.run
@@ -239,17 +244,18 @@ def send(
         if result.sample is not None:
             click.echo(f"First: {result.sample.to_header}")
         return
+    confirm = _Confirm(yes)
     with _SendProgress() as progress:
         report = sending.send_draft(
             s, draft, to, provider=provider, concurrency=concurrency, rate=rate,
             resend=resend, force=force, retry_uncertain=retry_uncertain,
-            confirm=_confirm(yes), on_progress=progress,
+            confirm=confirm, on_progress=progress,
         )
-    _finish(report)
+    _finish(report, confirm.warned)
 
 
-def _finish(report: Any) -> None:
-    _summary(report)
+def _finish(report: Any, warned: bool = False) -> None:
+    _summary(report, warned)
     if report.error is not None:  # a ProviderError: the CLI prints it as `Error: …`
         raise report.error
     if report.run is not None and report.run.interrupted:
