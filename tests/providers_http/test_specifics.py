@@ -290,3 +290,27 @@ def test_send_in_parts_never_resends_what_went_out() -> None:
     assert [r.outcome for r in results] == [Outcome.SENT, Outcome.RETRY, Outcome.RETRY]
     assert results[2].retry_after == 4
     assert len(calls) == 2
+
+
+def test_resend_rate_limited_while_looking_for_the_bad_reader_keeps_what_went_out(
+        make_api) -> None:
+    api = make_api("resend")
+    api.fake.reject("reader1@example.org")
+    original = api.fake.handle
+    calls = []
+
+    def handle(request, body):
+        calls.append(1)
+        if len(calls) == 4:  # whole (422), left (422), left-left (sent), left-right: 429
+            from tests.providers_http.fakes import json_response
+            return json_response({"name": "rate_limit_exceeded", "message": "Too many"}, 429,
+                                 {"retry-after": "1"})
+        return original(request, body)
+
+    api.fake.handle = handle
+    results = api.provider().send(make_batch(4))
+    # Throttled mid-search: reader0 went out, nobody else is tried until the wait is over.
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.RETRY, Outcome.RETRY,
+                                            Outcome.RETRY]
+    assert len(api.fake.delivered) == 1 and len(calls) == 4
+    assert all(r.retry_after == 1 for r in results[1:])

@@ -30,7 +30,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
 from newsletter.delivery.providers.http import (
     HTTPProvider,
     b64,
@@ -39,6 +39,7 @@ from newsletter.delivery.providers.http import (
     send_in_parts,
     unfold,
 )
+from newsletter.errors import ProviderError
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -110,7 +111,26 @@ class ResendProvider(HTTPProvider):
         return [self.refused(message, response)]
 
     def send_batch(self, messages: list[Message]) -> list[DeliveryResult]:
-        """POST /emails/batch; a refused batch is split to find the messages at fault."""
+        """POST /emails/batch; a refused batch is split to find the messages at fault.
+
+        When a later request of the search is throttled or refused as a whole,
+        the search stops: what was settled stays settled, the rest is RETRY
+        (raised as usual when nothing was settled yet).
+        """
+        settled: dict[str, DeliveryResult] = {}
+        try:
+            self._search(messages, settled)
+        except (TransientBatchError, ProviderError) as exc:
+            if not settled:
+                raise
+            wait = exc.retry_after if isinstance(exc, TransientBatchError) else None
+            reason = exc.reason if isinstance(exc, TransientBatchError) else str(exc)
+            for m in messages:
+                settled.setdefault(m.key, DeliveryResult(m.key, Outcome.RETRY, error=reason,
+                                                         retry_after=wait))
+        return [settled[m.key] for m in messages]
+
+    def _search(self, messages: list[Message], settled: dict[str, DeliveryResult]) -> None:
         body = [self.payload(m) for m in messages]
         response = self.post_json("/emails/batch", body, idempotency_key(messages))
         if response.status_code == 200:
@@ -118,21 +138,26 @@ class ResendProvider(HTTPProvider):
             ids = [str(item.get("id") or "") for item in data]
             if len(ids) != len(messages):
                 ids = [""] * len(messages)
-            return [DeliveryResult(m.key, Outcome.SENT, provider_id=i)
-                    for m, i in zip(messages, ids, strict=True)]
+            for m, i in zip(messages, ids, strict=True):
+                settled[m.key] = DeliveryResult(m.key, Outcome.SENT, provider_id=i)
+            return
         if len(messages) == 1 or response.status_code not in (400, 422):
-            return [self.refused(m, response) for m in messages]
+            for m in messages:
+                settled[m.key] = self.refused(m, response)
+            return
         whole = self.refused(messages[0], response).error
         half = len(messages) // 2
-        left = self.send_batch(messages[:half])
+        self._search(messages[:half], settled)
         blames_nobody = not any(m.recipient.lower() in (whole or "").lower() for m in messages)
         if half > 1 and blames_nobody and all(
-            r.outcome is Outcome.FAILED and r.error == whole for r in left
+            settled[m.key].outcome is Outcome.FAILED and settled[m.key].error == whole
+            for m in messages[:half]
         ):
             # The request itself is wrong (sender, fields): no reader is to blame.
-            return left + [DeliveryResult(m.key, Outcome.FAILED, error=whole)
-                           for m in messages[half:]]
-        return left + self.send_batch(messages[half:])
+            for m in messages[half:]:
+                settled[m.key] = DeliveryResult(m.key, Outcome.FAILED, error=whole)
+            return
+        self._search(messages[half:], settled)
 
     def post_json(self, path: str, body: Any, key: str) -> Any:
         return self.request(
