@@ -362,6 +362,8 @@ class TemplateGroup:
     template: tuple[str, ...]  # the shared fields, with tags where personal values were
     messages: list[Message] = field(default_factory=list)
     values: list[dict[str, str]] = field(default_factory=list)  # per message: variable → value
+    # Per field, the (variable, tag) pairs it holds: substituting skips the others.
+    present: list[list[tuple[str, str]]] | None = field(default=None, repr=False, compare=False)
 
 
 def personal_values(message: Message) -> dict[str, str]:
@@ -394,15 +396,21 @@ def factor_batch(
     correctness first, batching second.
     """
     groups: dict[tuple[str, ...], TemplateGroup] = {}
+    recent: list[TemplateGroup] = []  # groups with variables, most recently joined first
     for message in messages:
         original = fields(message)
         raw = personal_values(message)
         escaped = {f"{k}_html": html.escape(v, quote=True) for k, v in raw.items()}
         every = {**raw, **escaped}
         tags = {var: tag(var) for var in every}
-        clean = not any(t in text for t in tags.values() for text in original) and not any(
-            t in value for t in tags.values() for value in every.values()
-        )
+        if any(t in value for t in tags.values() for value in every.values()):
+            clean = False
+        else:
+            # Fast path: most messages of an issue fit a template already found. What the
+            # provider will make of it is computed and compared: exact, or not taken.
+            if _join_existing(recent, message, original, every, tag):
+                continue
+            clean = not any(t in text for t in tags.values() for text in original)
         template = original
         used: dict[str, str] = {}
         if clean:
@@ -429,11 +437,40 @@ def factor_batch(
             group = groups[group_key] = TemplateGroup(template)
         group.messages.append(message)
         group.values.append(used)
+        if used and not any(g is group for g in recent):
+            recent.insert(0, group)
+            del recent[4:]
     return list(groups.values())
 
 
-def substitute(template: tuple[str, ...], values: dict[str, str], tag: Callable[[str], str]):
-    """What a recipient receives: the template with their values put back (for tests)."""
+def _join_existing(recent: list[TemplateGroup], message: Message, original: tuple[str, ...],
+                   every: dict[str, str], tag: Callable[[str], str]) -> bool:
+    """Add `message` to the first recent group whose template gives back its exact text."""
+    for index, group in enumerate(recent):
+        wanted = group.values[0].keys()
+        if not wanted <= every.keys():
+            continue
+        if group.present is None:
+            group.present = [[(v, tag(v)) for v in wanted if tag(v) in text]
+                             for text in group.template]
+        for text, mine, pairs in zip(group.template, original, group.present, strict=True):
+            for var, var_tag in pairs:
+                text = text.replace(var_tag, every[var])
+            if text != mine:
+                break
+        else:
+            values = {var: every[var] for var in wanted}
+            group.messages.append(message)
+            group.values.append(values)
+            recent.insert(0, recent.pop(index))
+            return True
+    return False
+
+
+def substitute(
+    template: tuple[str, ...], values: dict[str, str], tag: Callable[[str], str]
+) -> tuple[str, ...]:
+    """What a recipient receives: the template with their values put back."""
     texts = list(template)
     for var, value in values.items():
         texts = [text.replace(tag(var), value) for text in texts]
