@@ -4,11 +4,22 @@ A campaign and one `deliveries` row per recipient are written in one
 transaction before anything is sent. A row then moves
 queued → sending → sent | failed | uncertain | skipped:
 
-- a worker claims a batch (at most `provider.max_batch` rows) by marking it
-  `sending` in a short transaction, re-checking that each subscriber is still
-  active (else `skipped`), builds the messages, waits for the shared rate
-  limiter, calls `provider.send`, and records the results in the same
-  transaction that claims its next batch (one commit per batch);
+- a feeder thread reads queued rows and builds their messages ahead into a
+  small bounded queue (memory stays flat; personalization overlaps the
+  network wait);
+- a worker (one per connection, each with its own provider instance) claims
+  a chunk of prepared rows by marking them `sending` in a short transaction,
+  re-checking that each subscriber is still active (else `skipped`), and in
+  the same transaction records the results of its previous chunk (one commit
+  per chunk). It hands the chunk to `provider.send` in batches of at most
+  `provider.max_batch`, pacing by the shared rate limiter;
+- around every `provider.send` the worker appends to its journal file "handed
+  over: these rows" and then their results. Appends are cheap and survive
+  kill -9 (no fsync: the kernel has them), so after a crash the journal says
+  which `sending` rows were answered (their results are written to the log),
+  which were in the provider's hands without an answer (`uncertain`) and
+  which never left (queued again). Uncertain stays at most one provider
+  batch per worker, while the log costs one commit per chunk, not per message;
 - RETRY results and TransientBatchError go back to `queued` with attempts+1
   and an exponential backoff kept in memory (a resumed run retries them at
   once); after `max_attempts` they are `failed` with the last reason;
@@ -19,9 +30,9 @@ queued → sending → sent | failed | uncertain | skipped:
 Only one process sends a campaign at a time: it holds an exclusive `flock` on
 a lock file next to the database. The kernel drops the lock when the process
 dies (even by kill -9), so a campaign whose status is `sending` but whose lock
-is free was interrupted; its rows still in `sending` are then marked
-`uncertain` (or re-queued when the provider is idempotent, or the user asks
-with --retry-uncertain).
+is free was interrupted; its rows still in `sending` are then settled from
+the journals (see `recover_interrupted`); the uncertain ones are re-queued
+only when the provider is idempotent or the user asks with --retry-uncertain.
 
 Nothing here knows about SMTP, HTTP or drafts: the caller passes a provider
 factory and a function that turns a delivery row into a Message.
@@ -338,6 +349,33 @@ def latest_campaign(
     return campaign
 
 
+def refuse_resend(
+    db: sqlite_utils.Database, slug: str, audience: Audience, resend: bool
+) -> None:
+    """DeliveryError when a list send of `slug` would repeat an earlier one (unless `resend`).
+
+    An unfinished campaign of the same audience is not a repeat: it is resumed.
+    """
+    if audience.kind != "list" or resend:
+        return
+    same = latest_campaign(db, slug, "list", audience.spec)
+    if same is not None and same.status != "done":
+        return
+    earlier = latest_campaign(db, slug, "list")
+    if earlier is None:
+        return
+    what = "was sent" if earlier.status == "done" else "is being sent"
+    retry = (
+        f", or --retry-failed {earlier.id} for its {earlier.counts.failed} failed"
+        if earlier.counts.failed else ""
+    )
+    raise DeliveryError(
+        f"{slug} {what} to the list already (campaign {earlier.id} to "
+        f"{earlier.audience}, {earlier.counts.sent} sent): pass --resend to send "
+        f"it again{retry}"
+    )
+
+
 def find_or_create_campaign(
     db: sqlite_utils.Database,
     *,
@@ -359,19 +397,7 @@ def find_or_create_campaign(
         same = latest_campaign(db, slug, audience.kind, audience.spec)
         if same is not None and same.status != "done":
             return same, False
-        if audience.kind == "list" and not resend:
-            earlier = latest_campaign(db, slug, "list")
-            if earlier is not None:
-                what = "was sent" if earlier.status == "done" else "is being sent"
-                retry = (
-                    f", or --retry-failed {earlier.id} for its {earlier.counts.failed} failed"
-                    if earlier.counts.failed else ""
-                )
-                raise DeliveryError(
-                    f"{slug} {what} to the list already (campaign {earlier.id} to "
-                    f"{earlier.audience}, {earlier.counts.sent} sent): pass --resend to send "
-                    f"it again{retry}"
-                )
+        refuse_resend(db, slug, audience, resend)
         created = now_iso()
         cursor = db.execute(
             "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "

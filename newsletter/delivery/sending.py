@@ -36,6 +36,7 @@ from newsletter.delivery.campaign import (
     latest_campaign,
     parse_audience,
     recover_interrupted,
+    refuse_resend,
     requeue,
 )
 from newsletter.delivery.providers.options import number_option
@@ -281,6 +282,7 @@ def send_draft(
             resuming=unfinished,
             warnings=[*issue.warnings, *warnings],
         )
+        refuse_resend(db, issue.slug, audience, resend)  # before asking, not after
         if audience.kind == "list" and unfinished is None and confirm is not None:
             if not confirm(plan):
                 raise DeliveryError("send cancelled: nothing was sent")
