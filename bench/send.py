@@ -230,7 +230,10 @@ def http_mode(args: argparse.Namespace) -> None:
     path = REPO / "bench" / "send_http.py"
     if not path.exists():
         raise SystemExit("bench/send_http.py is not there yet: the HTTP mode lives in it")
-    subprocess.run([sys.executable, str(path), *args.rest], check=True)
+    subprocess.run(
+        [sys.executable, str(path), "--subscribers", str(args.subscribers), *args.rest],
+        check=True,
+    )
 
 
 def main() -> None:
@@ -242,8 +245,8 @@ def main() -> None:
                         help="measure memory of a --dry-run over this many subscribers instead")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best one counts")
     parser.add_argument("--mode", choices=["smtp", "http"], default="smtp")
-    parser.add_argument("rest", nargs="*", help="arguments passed to the HTTP mode")
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    args.rest = rest  # passed on to the HTTP mode
     if args.dry_run_rows:
         dry_run_mode(args)
     elif args.mode == "http":
