@@ -356,6 +356,33 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(
     assert collections.Counter(server.recipients()) == collections.Counter(readers(n))
 
 
+def test_list_changes_during_a_send_are_safe(letter: Path, server: SMTPServer, cli) -> None:
+    """Other commands write subscribers while a send runs; a late unsubscribe is honoured."""
+    n = 40
+    add(letter, *readers(n))
+    server.delay = 0.03
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", "hello", "--to", "subscribers", "--yes"],
+        cwd=letter, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(server.received) < 2:
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    # The last reader is far from being reached (rows are claimed a few dozen at a time).
+    assert cli("subscribers", "unsubscribe", readers(n)[-1]).exit_code == 0
+    assert cli("subscribers", "add", "newcomer@example.org").exit_code == 0
+    assert cli("subscribers", "count").exit_code == 0
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    got = server.recipients()
+    assert sorted(got) == readers(n)[:-1]  # the leaver skipped, the newcomer not in this issue
+    states = {r["email"]: (r["state"], r["error"]) for r in deliveries(letter)}
+    assert states[readers(n)[-1]] == ("skipped", "subscriber unsubscribed before sending")
+    assert "newcomer@example.org" not in states
+
+
 def test_providers_lists_builtins_with_their_origin(cli, newsletter_dir: Path) -> None:
     run = cli("providers")
     assert run.exit_code == 0
