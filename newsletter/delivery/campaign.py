@@ -549,7 +549,7 @@ class _Journal:
 
     def results(self, outcome: _Outcome) -> None:
         lines = [
-            f"R\t{row.id}\t{r.outcome.value}\t{_flat(r.provider_id)}\t{_flat(r.error)}\n"
+            f"R\t{row.id}\t{r.outcome!s}\t{_flat(r.provider_id)}\t{_flat(r.error)}\n"
             for row, r in outcome.results
         ]
         if lines:
