@@ -3,6 +3,8 @@
     python bench/send_http.py                      # 10,000 readers
     python bench/send_http.py --subscribers 2000   # quicker
     python bench/send.py --mode http               # the same, from the send benchmark
+    python bench/send_http.py --latency 20         # the API answers after 20 ms, like a
+                                                   # real one over the internet
 
 The API is a bare HTTP server in a subprocess on 127.0.0.1 that answers at
 once in each provider's form (Postmark: one ErrorCode per message; SendGrid:
@@ -54,6 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 -- http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.server.latency:  # type: ignore[attr-defined]
+            time.sleep(self.server.latency)  # type: ignore[attr-defined]
         if self.path == "/email/batch":
             batch = json.loads(body)
             answer = json.dumps([
@@ -86,9 +90,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def serve(port: int) -> None:
+def serve(port: int, latency: float) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     server.received = 0  # type: ignore[attr-defined]
+    server.latency = latency  # type: ignore[attr-defined]
     server.serve_forever()
 
 
@@ -98,9 +103,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port),
+                             "--latency", str(latency_ms)])
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -200,10 +206,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=1_000,
                         help="messages sent one per request for the baseline")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="milliseconds the fake API waits before each answer (default 0)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.latency / 1000)
         return
 
     from newsletter.compose.issue import build_issue
@@ -215,7 +223,7 @@ def main() -> None:
     os.environ.setdefault("NEWSLETTER_SECRET", "bench-secret-" + "b" * 40)
     os.environ["POSTMARK_SERVER_TOKEN"] = "bench-token"
     os.environ["SENDGRID_API_KEY"] = "bench-key"
-    proc, url = start_server()
+    proc, url = start_server(args.latency)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "letter"
@@ -230,8 +238,9 @@ def main() -> None:
             ]
             per_message = (time.perf_counter() - start) / n
             size = sum(len(m.html) + len(m.text) for m in messages) // n
+            answering = f"after {args.latency:g} ms" if args.latency else "at once"
             print(f"{n:,} readers, {size / 1024:.1f} KB of HTML+text each, fake API on "
-                  f"127.0.0.1 answering at once, {os.cpu_count()} CPUs "
+                  f"127.0.0.1 answering {answering}, {os.cpu_count()} CPUs "
                   f"(personalize: {per_message * 1e6:.0f} µs/message, not counted below)")
 
             def with_provider(name: str):  # type: ignore[no-untyped-def]
