@@ -215,3 +215,19 @@ def test_bad_settings_are_config_errors(api: API, option: str, value: object,
     provider = provider_class(api.name)(settings, settings.provider)
     with pytest.raises(ConfigError, match=message):
         provider.open()
+
+
+def test_keys_never_reach_the_logs(api: API, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore log every request at DEBUG
+    provider = api.provider()
+    provider.send(make_batch(2))
+    api.fake.fail_next(429, {"message": f"slow down {api.fake.key}"})
+    with pytest.raises(TransientBatchError) as caught:
+        provider.send(make_batch(1))
+    assert api.fake.key not in str(caught.value)
+    assert caplog.records  # the requests were logged …
+    secrets = [api.fake.key] + ([api.fake.secret] if api.name == "ses" else [])
+    for secret in secrets:  # … without the key
+        assert secret not in caplog.text
