@@ -59,7 +59,7 @@ class PostmarkProvider(HTTPProvider):
             "MessageStream": str(self.provider_settings.get("message_stream", "broadcast")),
             # Tracking rewrites links (the unsubscribe link too): off unless asked for.
             "TrackOpens": bool(self.provider_settings.get("track_opens", False)),
-            "TrackLinks": str(self.provider_settings.get("track_links", "None")),
+            "TrackLinks": "HtmlAndText" if self.provider_settings.get("track_clicks") else "None",
         }
         if message.html:
             item["HtmlBody"] = message.html
