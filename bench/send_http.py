@@ -209,7 +209,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0,
                         help="milliseconds the fake API waits before each answer (default 0)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    # bench/send.py passes its own --subscribers first, then what followed its "--".
+    args = parser.parse_args([a for a in sys.argv[1:] if a != "--"])
     if args.serve:
         serve(args.serve, args.latency / 1000)
         return
