@@ -8,29 +8,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import typer
-from click.testing import CliRunner
 
 from newsletter.audience.store import connect
-from newsletter.cli import app
 from newsletter.settings import load_settings
-from tests.conftest import Run
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def cli():
-    """Like the shared `cli` fixture, but through click's command (click 8.2+ refuses Typer)."""
-    command = typer.main.get_command(app)
-
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
-        result = CliRunner().invoke(command, list(args), input=input, env=env,
-                                    catch_exceptions=True)
-        exc = result.exception if not isinstance(result.exception, SystemExit) else None
-        return Run(result.exit_code, result.stdout, result.stderr, exc)
-
-    return run
 
 
 def one_line_error(run, fragment: str) -> None:

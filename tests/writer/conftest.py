@@ -8,13 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import typer.main
-from click.testing import CliRunner
 
-from newsletter.cli import app
 from newsletter.settings import load_settings
 from newsletter.writer.preview import Preview
-from tests.conftest import Run
 from tests.writer.pngs import make_png
 
 CHROMIUM = "/usr/bin/chromium"
@@ -89,20 +85,3 @@ def browser() -> Iterator[object]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture
-def cli() -> Callable[..., Run]:
-    """Like the shared `cli` fixture, but invoking the click command typer builds.
-
-    (The shared one hands the Typer object itself to click's CliRunner, which
-    this click version rejects: 'Typer' object has no attribute 'name'.)
-    """
-
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
-        result = CliRunner().invoke(typer.main.get_command(app), list(args), input=input,
-                                    env=env, catch_exceptions=True)
-        exc = result.exception if not isinstance(result.exception, SystemExit) else None
-        return Run(result.exit_code, result.stdout, result.stderr, exc)
-
-    return run
