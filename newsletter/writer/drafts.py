@@ -190,6 +190,7 @@ GITIGNORE_LINES = [
     "# newsletter: local data and secrets, never committed",
     "newsletter.db",
     "newsletter.db-*",
+    ".newsletter.db.*",  # send locks and journals (removed after a run)
     "outbox/",
     "build/",
     SECRET_FILE,
