@@ -1,13 +1,14 @@
 """The face of the tool: options in, one library call, output. Nothing else.
 
 Each command group lives in its own module; importing them registers their
-commands on `app`.
+commands on `app`, in the order `newsletter --help` lists them.
 """
+# ruff: noqa: I001  (the import order is the order of the commands in --help)
 
 from newsletter.cli.app import app, main
-from newsletter.cli import compose_cmds as _compose_cmds  # noqa: F401  (registers commands)
+from newsletter.cli import compose_cmds as _compose_cmds  # noqa: F401
+from newsletter.cli import preview as _preview  # noqa: F401
 from newsletter.cli import subscribers as _subscribers  # noqa: F401
 from newsletter.cli import send as _send  # noqa: F401
-from newsletter.cli import preview as _preview  # noqa: F401
 
 __all__ = ["app", "main"]

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -17,17 +16,17 @@ from newsletter.settings import Settings, load_settings
 class NewsletterGroup(TyperGroup):
     """Turns NewsletterError into one line `Error: …` on stderr and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except NewsletterError as exc:
             if ctx.params.get("traceback") or os.environ.get("NEWSLETTER_DEBUG"):
                 raise
             message = str(exc).replace("\r", " ").replace("\n", " ")
-            click.echo(f"Error: {message}", err=True)
+            typer.echo(f"Error: {message}", err=True)
             ctx.exit(exc.exit_code)
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(self.commands)  # in the order they were registered, not sorted
 
 
@@ -63,13 +62,13 @@ def _global(
     ctx.obj = {"dir": dir}
 
 
-def newsletter_dir(ctx: click.Context) -> Path | None:
+def newsletter_dir(ctx: typer.Context) -> Path | None:
     """The folder given with --dir / NEWSLETTER_DIR, or None (search upwards)."""
     root = ctx.find_root()
     return (root.obj or {}).get("dir")
 
 
-def settings(ctx: click.Context) -> Settings:
+def settings(ctx: typer.Context) -> Settings:
     """Load the newsletter's settings, honouring --dir."""
     return load_settings(newsletter_dir(ctx))
 

@@ -7,7 +7,6 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from newsletter.cli.app import app, settings
@@ -42,12 +41,12 @@ def init(
 
     result = init_newsletter(path)
     for created in result.created:
-        click.echo(f"created {_shown(created)}")
+        typer.echo(f"created {_shown(created)}")
     for kept in result.kept:
-        click.echo(f"kept    {_shown(kept)}")
+        typer.echo(f"kept    {_shown(kept)}")
     where = _shown(result.root)
     step = f"cd {where} && " if where != "." else ""
-    click.echo(
+    typer.echo(
         f'Next: edit newsletter.toml, then {step}newsletter draft "My first issue"', err=True
     )
 
@@ -77,7 +76,7 @@ def draft(
         except ValueError:
             raise ContentError(f"--date {when!r} is not a date: write it as YYYY-MM-DD") from None
     path = new_draft(settings(ctx), title, slug=slug, when=day)
-    click.echo(_shown(path))
+    typer.echo(_shown(path))
 
 
 @app.command()
@@ -90,14 +89,14 @@ def drafts(ctx: typer.Context) -> None:
 
     infos = list_drafts(settings(ctx))
     if not infos:
-        click.echo('No drafts yet: start one with newsletter draft "Title"', err=True)
+        typer.echo('No drafts yet: start one with newsletter draft "Title"', err=True)
         return
     width = max(len(i.slug) for i in infos)
     for info in infos:
         day = info.date.isoformat() if info.date else "          "
         state = info.sent or "not sent"
         subject = info.subject if info.error is None else f"(cannot read: {info.error})"
-        click.echo(f"{day}  {info.slug:<{width}}  {state:<15}  {subject}")
+        typer.echo(f"{day}  {info.slug:<{width}}  {state:<15}  {subject}")
 
 
 @app.command()
@@ -125,6 +124,6 @@ def build(
     with console.status("Rendering the issue…"):
         result = build_draft(current, draft, out)
     for warning in result.issue.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        typer.echo(f"Warning: {warning}", err=True)
     for path, size in result.files:
-        click.echo(f"{_shown(path)}  {_size(size)}")
+        typer.echo(f"{_shown(path)}  {_size(size)}")

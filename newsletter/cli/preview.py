@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from newsletter.cli.app import app, settings
@@ -80,18 +79,18 @@ def check(
         report = check_draft(current, _draft_path(current, draft))
     except NewsletterError as exc:
         # The check itself could not run: distinct from "found problems" for scripts.
-        click.echo(f"Error: {exc}", err=True)
+        typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(CHECK_COULD_NOT_RUN) from None
     if json_output:
-        click.echo(report.to_json())
+        typer.echo(report.to_json())
     else:
         for finding in report.findings:
-            click.echo(format_finding(report, finding))
+            typer.echo(format_finding(report, finding))
         errors, warnings = len(report.errors), len(report.warnings)
         if not report.findings:
-            click.echo(f"{shown_path(report.draft)}: no problems found", err=True)
+            typer.echo(f"{shown_path(report.draft)}: no problems found", err=True)
         else:
-            click.echo(f"{errors} error{'s' * (errors != 1)}, "
+            typer.echo(f"{errors} error{'s' * (errors != 1)}, "
                        f"{warnings} warning{'s' * (warnings != 1)}", err=True)
     if report.failed(strict=strict):
         raise typer.Exit(CHECK_FAILED)

@@ -10,7 +10,6 @@ import json
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -86,7 +85,7 @@ class _Confirm:
 
     def __call__(self, plan: Any) -> bool:
         for warning in plan.warnings:
-            click.echo(f"Warning: {warning}", err=True)
+            typer.echo(f"Warning: {warning}", err=True)
         self.warned = True
         if self.yes:
             return True
@@ -95,28 +94,28 @@ class _Confirm:
                 f"a send to the list ({plan.recipients:,} recipients) needs confirmation and "
                 "there is no terminal to ask: pass --yes"
             )
-        click.echo(f"Subject:    {plan.subject}", err=True)
-        click.echo(f"To:         {plan.audience.spec} ({plan.recipients:,} recipients)", err=True)
-        click.echo(f"Provider:   {plan.provider}", err=True)
-        return click.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
+        typer.echo(f"Subject:    {plan.subject}", err=True)
+        typer.echo(f"To:         {plan.audience.spec} ({plan.recipients:,} recipients)", err=True)
+        typer.echo(f"Provider:   {plan.provider}", err=True)
+        return typer.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
 
 
 def _summary(report: Any, warned: bool = False) -> None:
     campaign = report.campaign
     c = campaign.counts
     if report.recovered_rows:
-        click.echo(
+        typer.echo(
             f"Resumed: the interrupted run's journal accounted for {report.recovered_rows} "
             "message(s) it had claimed.", err=True,
         )
     if report.interrupted_rows:
         if report.interrupted_requeued:
-            click.echo(
+            typer.echo(
                 f"Resumed: {report.interrupted_rows} message(s) caught mid-send by the interrupted "
                 f"run were sent again ({campaign.provider} is idempotent: no duplicates)."
             )
     for warning in [] if warned else report.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        typer.echo(f"Warning: {warning}", err=True)
     kind = "Test send" if campaign.kind == "test" else "Campaign"
     run = report.run
     parts = [f"{c.sent:,} sent", f"{c.failed:,} failed"]
@@ -125,19 +124,19 @@ def _summary(report: Any, warned: bool = False) -> None:
     took = ""
     if run is not None and run.seconds > 0 and run.sent:
         took = f" in {run.seconds:.1f} s ({run.sent / run.seconds:,.0f} msg/s)"
-    click.echo(
+    typer.echo(
         f"{kind} {campaign.id} ({campaign.slug} → {campaign.audience}, {campaign.provider}): "
         f"{', '.join(parts)}{took}."
     )
     if campaign.kind == "test":
-        click.echo("A test send: the draft is not marked as sent to the list.")
+        typer.echo("A test send: the draft is not marked as sent to the list.")
     if c.failed:
-        click.echo(
+        typer.echo(
             f"{c.failed:,} failed: `newsletter campaigns {campaign.id}` shows why; "
             f"`newsletter send --retry-failed {campaign.id}` tries them again."
         )
     if c.uncertain:
-        click.echo(
+        typer.echo(
             f"{c.uncertain:,} uncertain: the send was interrupted while they were in flight, so "
             f"they may or may not have gone out (`newsletter campaigns {campaign.id}` lists "
             "them). Run the same send with --retry-uncertain to send them again (their "
@@ -145,7 +144,7 @@ def _summary(report: Any, warned: bool = False) -> None:
             err=True,
         )
     if c.queued and run is not None and run.interrupted:
-        click.echo(f"Interrupted: {c.queued:,} still queued; run the same command to resume.",
+        typer.echo(f"Interrupted: {c.queued:,} still queued; run the same command to resume.",
                    err=True)
 
 
@@ -231,18 +230,18 @@ def send(
     if dry_run:
         result = sending.dry_run(s, draft, to, provider=provider)
         for warning in result.warnings:
-            click.echo(f"Warning: {warning}", err=True)
-        click.echo(
+            typer.echo(f"Warning: {warning}", err=True)
+        typer.echo(
             f"Dry run: {result.messages:,} messages built for “{result.subject}” → "
             f"{result.audience.spec} via {result.provider}; nothing was sent."
         )
         average = result.total_bytes // max(1, result.messages)
-        click.echo(
+        typer.echo(
             f"Size: {_size(result.total_bytes)} in all, {_size(average)} on average, "
             f"{_size(result.largest_bytes)} the largest; built in {result.seconds:.1f} s."
         )
         if result.sample is not None:
-            click.echo(f"First: {result.sample.to_header}")
+            typer.echo(f"First: {result.sample.to_header}")
         return
     confirm = _Confirm(yes)
     with _SendProgress() as progress:
@@ -295,19 +294,19 @@ def campaigns(
         if campaign_id is None:
             found = list_campaigns(db, limit or None)
             if as_json:
-                click.echo(json.dumps([_campaign_json(c, s.database) for c in found], indent=2))
+                typer.echo(json.dumps([_campaign_json(c, s.database) for c in found], indent=2))
                 return
             if not found:
-                click.echo("No campaigns yet: `newsletter send DRAFT --to subscribers` starts one.")
+                typer.echo("No campaigns yet: `newsletter send DRAFT --to subscribers` starts one.")
                 return
-            click.echo(
+            typer.echo(
                 f"{'ID':>4}  {'CREATED':<19}  {'DRAFT':<28}  {'TO':<18}  {'PROVIDER':<9} "
                 f"{'STATUS':<11} {'SENT':>7} {'FAILED':>6} {'UNCERT':>6} {'SKIP':>5} {'QUEUED':>6}"
             )
             for c in found:
                 n = c.counts
                 to = c.audience if c.kind == "list" else f"test:{c.audience}"
-                click.echo(
+                typer.echo(
                     f"{c.id:>4}  {c.created_at[:19].replace('T', ' '):<19}  {c.slug[:28]:<28}  "
                     f"{to[:18]:<18}  {c.provider[:9]:<9} {_status(c, s.database):<11} "
                     f"{n.sent:>7,} {n.failed:>6,} {n.uncertain:>6,} {n.skipped:>5,} {n.queued:>6,}"
@@ -320,26 +319,26 @@ def campaigns(
     if as_json:
         data = _campaign_json(c, s.database)
         data["problems"] = [p.__dict__ for p in problems]
-        click.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(data, indent=2))
         return
     n = c.counts
-    click.echo(f"Campaign {c.id}: {c.subject}")
-    click.echo(f"  draft     {c.draft_path} ({c.slug})")
-    click.echo(f"  to        {c.audience} ({'the list' if c.kind == 'list' else 'a test send'})")
-    click.echo(f"  provider  {c.provider}")
-    click.echo(f"  created   {c.created_at}")
-    click.echo(f"  finished  {c.finished_at or '-'}")
-    click.echo(f"  status    {_status(c, s.database)}")
-    click.echo(
+    typer.echo(f"Campaign {c.id}: {c.subject}")
+    typer.echo(f"  draft     {c.draft_path} ({c.slug})")
+    typer.echo(f"  to        {c.audience} ({'the list' if c.kind == 'list' else 'a test send'})")
+    typer.echo(f"  provider  {c.provider}")
+    typer.echo(f"  created   {c.created_at}")
+    typer.echo(f"  finished  {c.finished_at or '-'}")
+    typer.echo(f"  status    {_status(c, s.database)}")
+    typer.echo(
         f"  {n.total:,} recipients: {n.sent:,} sent, {n.failed:,} failed, {n.uncertain:,} "
         f"uncertain, {n.skipped:,} skipped, {n.queued + n.sending:,} queued"
     )
     for state in ("failed", "uncertain", "skipped"):
         rows = [p for p in problems if p.state == state]
         if rows:
-            click.echo(f"{state.capitalize()}:")
+            typer.echo(f"{state.capitalize()}:")
             for p in rows:
-                click.echo(f"  {p.email}  ({p.attempts} attempt(s)) {p.error or ''}".rstrip())
+                typer.echo(f"  {p.email}  ({p.attempts} attempt(s)) {p.error or ''}".rstrip())
 
 
 def _campaign_json(c: Any, database: Any) -> dict[str, Any]:
@@ -375,6 +374,6 @@ def providers(ctx: typer.Context) -> None:
     for p in found:
         mark = "*" if p.name == configured else " "
         about = p.description if p.cls is not None else f"(cannot load: {p.error})"
-        click.echo(f"{mark} {p.name:<{width}}  {p.distribution:<{dist_width}}  {about}")
+        typer.echo(f"{mark} {p.name:<{width}}  {p.distribution:<{dist_width}}  {about}")
     if configured:
-        click.echo(f"* the provider newsletter.toml selects ({configured})", err=True)
+        typer.echo(f"* the provider newsletter.toml selects ({configured})", err=True)
