@@ -11,7 +11,9 @@ Per recipient: 2xx → SENT (the server's queue id when it says one),
 before the message was handed over → reconnect and try again; a drop after the
 whole message was handed over but before the reply → UNCERTAIN (it may have
 been delivered: retrying silently could duplicate it). A server that cannot be
-reached → ProviderError.
+reached → ProviderError. International addresses use SMTPUTF8 when the server
+offers it; otherwise an IDN domain goes in its ASCII form (xn--…) and a non-ASCII
+local part fails that recipient (with the reason), not the whole send.
 """
 
 from __future__ import annotations
@@ -187,17 +189,34 @@ class SMTPProvider(Provider):
     def _transaction(self, conn: smtplib.SMTP, message: Message) -> DeliveryResult:
         key = message.key
         options: list[str] = []
-        addresses = message.sender + message.recipient
-        if not addresses.isascii() and "smtputf8" in self._features:
-            options.append("SMTPUTF8")
+        sender, recipient = message.sender, message.recipient
+        if "smtputf8" in self._features:
+            if not (sender + recipient).isascii():
+                options.append("SMTPUTF8")
+        else:
+            # Without SMTPUTF8 an IDN domain goes as its ASCII form (xn--…); a non-ASCII
+            # local part cannot go at all: fail that reader, not the whole send.
+            sender, recipient = _ascii_address(sender), _ascii_address(recipient)
+            if not sender.isascii():
+                raise ProviderError(
+                    f"the From address {sender} needs SMTPUTF8, which the SMTP server "
+                    f"{self._where()} does not offer: use an ASCII address; unsent messages "
+                    "stay queued"
+                )
+            if not recipient.isascii():
+                return DeliveryResult(
+                    key, Outcome.FAILED,
+                    error=f"the address {recipient} needs SMTPUTF8, which the SMTP server "
+                    f"{self._where()} does not offer",
+                )
         raw = message.as_bytes()
         if "8bitmime" in self._features and not raw.isascii():
             options.append("BODY=8BITMIME")
         try:
             if self.pipelining:
-                refused = self._envelope_pipelined(conn, message, options)
+                refused = self._envelope_pipelined(conn, key, sender, recipient, options)
             else:
-                refused = self._envelope(conn, message, options)
+                refused = self._envelope(conn, key, sender, recipient, options)
             if refused is not None:
                 return refused
             # Dot-stuffing (RFC 5321 4.5.2); the scan is skipped when no line starts with a dot.
@@ -221,35 +240,35 @@ class SMTPProvider(Provider):
         return self._classified(key, code, response)
 
     def _envelope(
-        self, conn: smtplib.SMTP, message: Message, options: list[str]
+        self, conn: smtplib.SMTP, key: str, sender: str, recipient: str, options: list[str]
     ) -> DeliveryResult | None:
         """MAIL, RCPT, DATA one at a time; a result when the server refused, None at 354."""
-        code, response = conn.mail(message.sender, options)
+        code, response = conn.mail(sender, options)
         if code == 421:
             raise _Dropped(_answer(code, response), handed_over=False)
         if code != 250:
-            return self._refused(conn, message.key, code, response)
-        code, response = conn.rcpt(message.recipient)
+            return self._refused(conn, key, code, response)
+        code, response = conn.rcpt(recipient)
         if code == 421:
             raise _Dropped(_answer(code, response), handed_over=False)
         if code not in (250, 251):
-            return self._refused(conn, message.key, code, response)
+            return self._refused(conn, key, code, response)
         code, response = conn.docmd("DATA")
         if code == 421:
             raise _Dropped(_answer(code, response), handed_over=False)
         if code != 354:
-            return self._refused(conn, message.key, code, response)
+            return self._refused(conn, key, code, response)
         return None
 
     def _envelope_pipelined(
-        self, conn: smtplib.SMTP, message: Message, options: list[str]
+        self, conn: smtplib.SMTP, key: str, sender: str, recipient: str, options: list[str]
     ) -> DeliveryResult | None:
         """MAIL, RCPT and DATA in one write (RFC 2920): two round trips a message, not four."""
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
         extra = "".join(" " + o for o in options)
         commands = (
-            f"MAIL FROM:{smtplib.quoteaddr(message.sender)}{extra}\r\n"
-            f"RCPT TO:{smtplib.quoteaddr(message.recipient)}\r\n"
+            f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
             "DATA\r\n"
         )
         conn.send(commands.encode(encoding))
@@ -267,7 +286,7 @@ class SMTPProvider(Provider):
             r for r, ok in zip(replies, ((250,), (250, 251), (354,)), strict=True)
             if r[0] not in ok
         )
-        return self._refused(conn, message.key, code, response)
+        return self._refused(conn, key, code, response)
 
     def _refused(
         self, conn: smtplib.SMTP, key: str, code: int, response: bytes
@@ -283,6 +302,18 @@ class SMTPProvider(Provider):
         if 400 <= code < 500:
             return DeliveryResult(key, Outcome.RETRY, error=_answer(code, response))
         return DeliveryResult(key, Outcome.FAILED, error=_answer(code, response))
+
+
+def _ascii_address(address: str) -> str:
+    """`address` with an IDN domain in its ASCII form (xn--…); the local part as it is."""
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return address
+    return f"{local}{at}{domain}"
 
 
 def _quietly_close(conn: smtplib.SMTP | None) -> None:
