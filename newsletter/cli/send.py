@@ -255,8 +255,16 @@ def send(
 
 def _finish(report: Any, warned: bool = False) -> None:
     _summary(report, warned)
-    if report.error is not None:  # a ProviderError: the CLI prints it as `Error: …`
-        raise report.error
+    error = report.error
+    if isinstance(error, NewsletterError):  # a ProviderError: the CLI prints it as `Error: …`
+        raise error
+    if error is not None:  # a bug or a surprise inside a provider: still one line, and why
+        text = " ".join(str(error).split())
+        raise DeliveryError(
+            f"the send stopped on an unexpected error ({type(error).__name__}: {text}); "
+            f"`newsletter campaigns {report.campaign.id}` shows what was sent and what is "
+            "uncertain, and the same command resumes (--traceback shows where it happened)"
+        ) from error
     if report.run is not None and report.run.interrupted:
         raise typer.Exit(130)
 

@@ -6,6 +6,9 @@ on a real PYTHONPATH.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,43 @@ def test_international_addresses_on_a_server_without_smtputf8(
     assert "SMTPUTF8" in states["josé@example.org"][1]
     shown = cli("campaigns", "1")
     assert "josé@example.org" in shown.stdout and "SMTPUTF8" in shown.stdout
+
+
+BUGGY_PLUGIN = """\
+from newsletter.delivery.providers.base import Provider
+
+class BuggyProvider(Provider):
+    name = "buggy"
+    description = "raises inside send"
+    remote = False
+
+    def send(self, messages):
+        raise KeyError("oops")
+"""
+
+
+def test_a_provider_bug_is_one_error_line_and_the_rows_are_uncertain(
+    tmp_path: Path, newsletter_dir: Path, write_draft
+) -> None:
+    site = tmp_path / "site"
+    dist = site / "buggy_provider-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: buggy-provider\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[newsletter.providers]\nbuggy = buggy_provider:BuggyProvider\n"
+    )
+    (site / "buggy_provider.py").write_text(BUGGY_PLUGIN)
+    write_draft("hello.md", DRAFT)
+    add(newsletter_dir, "ann@example.org")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run(
+        [sys.executable, "-m", "newsletter", "send", "hello", "--to", "subscribers", "--yes",
+         "--provider", "buggy"],
+        cwd=newsletter_dir, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 5, run.stderr
+    assert "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "KeyError" in errors[0] and "oops" in errors[0]
+    assert "1 uncertain" in run.stderr
+    assert [r["state"] for r in deliveries(newsletter_dir)] == ["uncertain"]
