@@ -11,6 +11,7 @@ provider opens.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -46,6 +47,12 @@ class ProviderSettings:
         env_name = self.options.get(key_env_setting, default_env)
         if not env_name:
             return None
+        if not is_env_name(env_name):
+            # Looks like the secret itself: never echo it back.
+            raise ConfigError(
+                f"newsletter.toml [provider] {key_env_setting} must be the name of an "
+                "environment variable, not the secret itself"
+            )
         value = os.environ.get(env_name)
         if not value:
             raise ConfigError(
@@ -109,6 +116,21 @@ class Settings:
                 f"(old unsubscribe links stop working) or set {SECRET_ENV}"
             )
         return text.encode()
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_env_name(value: Any) -> bool:
+    """True for a plausible environment variable name; False for a pasted key or token.
+
+    Keys with dashes, dots or slashes (Postmark, SendGrid, Mailgun, AWS) fail the
+    pattern; long mixed-case names with digits (Resend's `re_…`) are keys too.
+    """
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        return False
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value)
+    return not (len(value) >= 20 and mixed and any(c.isdigit() for c in value))
 
 
 def write_secret_file(path: Path) -> None:
@@ -201,6 +223,14 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
             problems.append(
                 f"provider.{key} must not hold a secret: put it in an environment variable and "
                 f"name that variable with provider.{key}_env"
+            )
+    for key, value in prov.items():
+        # password_env, api_key_env, …: the name of a variable, never the secret pasted in.
+        if key.endswith("_env") and not is_env_name(value):
+            problems.append(
+                f"provider.{key} must be the name of an environment variable (like "
+                f"NEWSLETTER_SMTP_PASSWORD), not the secret itself: export the secret in a "
+                f"variable and put that variable's name here"
             )
     rate = prov.get("rate")
     if rate is not None and (not isinstance(rate, int | float) or rate < 0):

@@ -1,0 +1,48 @@
+"""Safety review: settings never echo a secret pasted where a variable's name belongs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# A Postmark server token, a SendGrid key and a Resend key, as a user would paste them.
+PASTED = [
+    ("postmark", "api_key_env", "pm-7a1c9e3f-5b2d-4e8a-9f1c-2d3e4f5a6b7c"),
+    ("sendgrid", "api_key_env", "SG.aBcDeFgHiJkLmNoPqRsT.uVwXyZ0123456789aBcDeFgHiJkLmNoPqRs"),
+    ("resend", "api_key_env", "re_c1tpEyD8_NKFusih9vKVQknRAQfmFcWCv"),
+    ("smtp", "password_env", "correct horse battery staple"),
+]
+
+
+@pytest.mark.parametrize(("provider", "setting", "secret"), PASTED)
+def test_a_secret_pasted_into_an_env_setting_is_refused_and_never_printed(
+    newsletter_dir: Path, write_draft, cli, provider: str, setting: str, secret: str
+) -> None:
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'name = "outbox"', f'name = "{provider}"\nhost = "127.0.0.1"\n{setting} = "{secret}"'
+        )
+    )
+    write_draft("2026-11-21-hi.md", "# Hi\n\nHello.\n")
+    cli("subscribers", "add", "reader@example.com")
+    result = cli("send", "hi", "--to", "reader@example.com", "--yes")
+    assert result.exit_code == 2
+    assert f"provider.{setting} must be the name of an environment variable" in result.stderr
+    assert secret not in result.stdout + result.stderr
+
+
+def test_an_env_setting_naming_a_variable_still_says_which_one_is_unset(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'name = "outbox"', 'name = "postmark"\napi_key_env = "MY_POSTMARK_TOKEN"'
+        )
+    )
+    write_draft("2026-11-21-hi.md", "# Hi\n\nHello.\n")
+    result = cli("send", "hi", "--to", "reader@example.com", "--yes")
+    assert result.exit_code == 2
+    assert "the environment variable MY_POSTMARK_TOKEN is not set" in result.stderr
