@@ -88,6 +88,14 @@ def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str, int]
                 f"{path}:{line}: broken front matter ({problem}): fix the YAML between the "
                 "--- lines (quote values holding ': ')"
             ) from None
+        except ValueError as exc:
+            # YAML reads 2026-13-45 as a date and PyYAML's datetime.date() raises on it.
+            line = next((i for i, s in enumerate(lines[1:end], 2)
+                         if re.search(r"\b\d{4}-\d{1,2}-\d{1,2}\b", s)), 1)
+            raise ContentError(
+                f"{path}:{line}: a date in the front matter is not a real date ({exc}): write "
+                "it as YYYY-MM-DD"
+            ) from None
     else:
         try:
             meta = tomllib.loads(block)
