@@ -118,6 +118,7 @@ class Settings:
         return text.encode()
 
 
+_BREAK_OR_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -203,9 +204,10 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         problems.append(
             f'newsletter.from = "{sender}" is not an address like "Name <you@example.com>"'
         )
-    for key in ("from", "reply_to", "name", "list_id"):
+    for key in ("from", "reply_to", "name", "list_id", "unsubscribe_mailto", "base_url"):
         value = news.get(key)
-        if isinstance(value, str) and ("\r" in value or "\n" in value):
+        # These become headers: no line break of any kind (\v, U+2028, …), no control character.
+        if isinstance(value, str) and _BREAK_OR_CONTROL.search(value):
             problems.append(f"newsletter.{key} must be one line")
     base_url = news.get("base_url") or None
     if isinstance(base_url, str):

@@ -104,6 +104,9 @@ SAMPLE_RECIPIENT = Recipient(email="reader@example.com", name="Sample Reader")
 _SOFT = b"=\r\n"
 _BAD_ADDRESS = re.compile(r"[\x00-\x20\x7f<>\"(),;:\\\[\]]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# What may not appear in a header value at all: also the breaks str.splitlines() and
+# some mail software honour (\x85, U+2028, U+2029), which \s-based cleaning misses.
+_BREAK_OR_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _NEEDS_QUOTES = re.compile(r"[()<>\[\]:;@\\,.\"]")
 
 
@@ -194,9 +197,10 @@ class _Prepared:
         self.mailto = unsubscribe_mailto(settings)
         if self.mailto and _CONTROL.search(self.mailto):
             raise ContentError("newsletter.unsubscribe_mailto must be one line")
-        if "\r" in issue.subject or "\n" in issue.subject:
+        if _BREAK_OR_CONTROL.search(issue.subject):
             raise ContentError(
-                f"{issue.source}: the subject holds a line break: write it on one line"
+                f"{issue.source}: the subject holds a line break or control character: write "
+                "it on one line"
             )
 
         sender_name, sender_addr = parseaddr(settings.sender) if settings.sender else ("", "")

@@ -133,12 +133,17 @@ def _as_text(path: Path, text: str, meta: dict[str, Any], key: str) -> str | Non
     return str(value)
 
 
+# Line breaks of any kind (\v, \f, \x1c-\x1e, \x85, U+2028/9 split lines too, for
+# Python's email package and other mail software) and control characters.
+_BREAK_OR_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _one_line(path: Path, text: str, key: str, value: str) -> str:
-    # A subject becomes a header: CR or LF there could inject headers.
-    if "\r" in value or "\n" in value:
+    # A subject becomes a header: a line break there could inject headers.
+    if _BREAK_OR_CONTROL.search(value):
         raise ContentError(
-            f"{path}:{_line_of_key(path, text, key)}: the {key} holds a line break: write it "
-            "on one line"
+            f"{path}:{_line_of_key(path, text, key)}: the {key} holds a line break or control "
+            "character: write it on one line"
         )
     return value.strip()
 
@@ -241,8 +246,8 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
     else:
         heading, body = _title_from_body(body)
         title = heading if heading is not None else _first_line(body)
-        if "\r" in title or "\n" in title:  # pragma: no cover - split on lines above
-            title = " ".join(title.split())
+        # A heading pasted from a word processor may hold \v or U+2028: one line, spaces.
+        title = _BREAK_OR_CONTROL.sub(" ", title).strip()
     title = title or path.stem
 
     subject = _as_text(path, text, meta, "subject")
