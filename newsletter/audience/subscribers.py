@@ -153,19 +153,25 @@ class Subscriber:
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM subscribers"
 
 
+# Control characters (C0, DEL, C1): ESC and BEL in a name typed into a sign-up form
+# would drive the writer's terminal when `subscribers list` prints it.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def clean_tags(tags: Iterable[str]) -> list[str]:
-    """Tags stripped, empty ones dropped, duplicates removed (first spelling kept)."""
+    """Tags on one line without control characters, empty ones dropped, duplicates removed."""
     out: list[str] = []
     for tag in tags:
-        tag = str(tag).strip()
+        tag = _CONTROLS.sub(" ", str(tag)).strip()
         if tag and tag not in out:
             out.append(tag)
     return out
 
 
 def clean_name(name: str) -> str:
-    """A name on one line: runs of spaces and newlines (from quoted CSV cells) become one space."""
-    return " ".join(name.split()) if name else ""
+    """A name on one line: runs of spaces, newlines (from quoted CSV cells) and control
+    characters become one space."""
+    return " ".join(_CONTROLS.sub(" ", name).split()) if name else ""
 
 
 def check_status(status: str) -> str:
