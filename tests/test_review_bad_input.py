@@ -4,6 +4,7 @@ traceback, nothing half-written."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,49 @@ def test_check_of_a_bad_date_reports_it_as_a_finding(cli: Callable, write_draft:
     assert result.exit_code in (1, 2)
     assert "Traceback" not in result.stderr
     assert "not a real date" in result.stdout + result.stderr
+
+
+# --- a database file that is not one, or is damaged ---------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    ["subscribers", "count"],
+    ["subscribers", "add", "liu@example.com"],
+    ["subscribers", "list"],
+    ["campaigns"],
+    ["send", "hello", "--to", "me@example.com"],
+])
+def test_a_file_that_is_not_a_database_is_one_error_line_and_is_left_alone(
+    cli: Callable, write_draft: Callable, newsletter_dir: Path, command: list[str]
+) -> None:
+    write_draft("2026-01-10-hello.md", "# Hello\n\nBody\n")
+    database = newsletter_dir / "newsletter.db"
+    junk = b"these are somebody's notes, not a database\n" * 20
+    database.write_bytes(junk)
+    line = one_error_line(cli(*command))
+    assert "newsletter.db" in line and "not a database" in line
+    assert "restore it from a backup" in line
+    assert database.read_bytes() == junk
+    assert not (newsletter_dir / "outbox").exists()
+
+
+def test_a_damaged_table_found_mid_command_is_one_error_line(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    import sqlite3
+
+    rows = "".join(f"reader{n}@example.com,Reader {n}\n" for n in range(1000))
+    (newsletter_dir / "list.csv").write_text("email,name\n" + rows)
+    assert cli("subscribers", "import", "list.csv").exit_code == 0
+    database = newsletter_dir / "newsletter.db"
+    conn = sqlite3.connect(database)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    sql = "SELECT rootpage FROM sqlite_master WHERE name = 'subscribers'"
+    root = conn.execute(sql).fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(database, "r+b") as f:  # the table's first page, not the schema: opening works
+        f.seek((root - 1) * page)
+        f.write(b"\xff" * page)
+    line = one_error_line(cli("subscribers", "list"))
+    assert "malformed" in line and "restore it from a backup" in line

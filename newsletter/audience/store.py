@@ -92,13 +92,37 @@ def connect(path: Path) -> sqlite_utils.Database:
         conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open the database {path}: {exc}") from None
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    db = sqlite_utils.Database(conn)
-    migrate(db)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        db = sqlite_utils.Database(conn)
+        migrate(db)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise database_error(exc, path) from None
     return db
+
+
+def database_error(exc: sqlite3.Error, path: Path | None = None) -> ConfigError:
+    """A ConfigError saying what is wrong with the database file and how to fix it.
+
+    SQLite reports a damaged file, a file that is not a database, or one that cannot be
+    written only when it is used, so the CLI maps these wherever they surface.
+    """
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        fix = ("it is damaged or not a newsletter database: restore it from a backup, or move "
+               "it aside and run the command again to start an empty one")
+    elif "readonly" in text or "read-only" in text:
+        fix = "it is read-only: make the file and its folder writable"
+    elif "locked" in text or "busy" in text:
+        fix = "another command is using it: wait for that one to finish and run this again"
+    else:
+        fix = "check that the file and its folder are readable and writable"
+    name = f"the database {path}" if path is not None else "the database (newsletter.db)"
+    return ConfigError(f"{name} failed ({text}): {fix}")
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,15 +20,24 @@ class NewsletterGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except NewsletterError as exc:
+        except (NewsletterError, sqlite3.Error) as exc:
             if ctx.params.get("traceback") or os.environ.get("NEWSLETTER_DEBUG"):
                 raise
-            message = str(exc).replace("\r", " ").replace("\n", " ")
+            error = exc if isinstance(exc, NewsletterError) else _database_error(exc)
+            message = str(error).replace("\r", " ").replace("\n", " ")
             typer.echo(f"Error: {message}", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(error.exit_code)
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(self.commands)  # in the order they were registered, not sorted
+
+
+def _database_error(exc: sqlite3.Error) -> NewsletterError:
+    # A damaged or read-only newsletter.db surfaces at the first query that touches the bad
+    # page or writes, anywhere in a command: one line here rather than a traceback.
+    from newsletter.audience.store import database_error
+
+    return database_error(exc)
 
 
 app = typer.Typer(
