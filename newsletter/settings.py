@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from newsletter.errors import ConfigError
 
@@ -134,6 +135,13 @@ def is_env_name(value: Any) -> bool:
     return not (len(value) >= 20 and mixed and any(c.isdigit() for c in value))
 
 
+def _url_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url.strip()).password)
+    except ValueError:
+        return False
+
+
 def write_secret_file(path: Path) -> None:
     """Create a random secret file readable only by its owner; never overwrite one."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -233,6 +241,12 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
                 f"provider.{key} must be the name of an environment variable (like "
                 f"NEWSLETTER_SMTP_PASSWORD), not the secret itself: export the secret in a "
                 f"variable and put that variable's name here"
+            )
+        elif isinstance(value, str) and "://" in value and _url_password(value):
+            # An endpoint or proxy like https://user:pass@host: errors would print it.
+            problems.append(
+                f"provider.{key} must not hold a password (user:password@ in the URL): "
+                "give the provider its key through api_key_env instead"
             )
     rate = prov.get("rate")
     if rate is not None and (not isinstance(rate, int | float) or rate < 0):

@@ -46,3 +46,21 @@ def test_an_env_setting_naming_a_variable_still_says_which_one_is_unset(
     result = cli("send", "hi", "--to", "reader@example.com", "--yes")
     assert result.exit_code == 2
     assert "the environment variable MY_POSTMARK_TOKEN is not set" in result.stderr
+
+
+def test_a_password_in_an_endpoint_url_is_refused_and_never_printed(
+    newsletter_dir: Path, write_draft, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'name = "outbox"',
+            'name = "postmark"\nendpoint = "http://apiuser:S3cretPassw0rd@127.0.0.1:9"',
+        )
+    )
+    monkeypatch.setenv("POSTMARK_SERVER_TOKEN", "pm-test-token-0123456789")
+    write_draft("2026-11-21-hi.md", "# Hi\n\nHello.\n")
+    result = cli("send", "hi", "--to", "reader@example.com", "--yes")
+    assert result.exit_code == 2
+    assert "provider.endpoint must not hold a password" in result.stderr
+    assert "S3cretPassw0rd" not in result.stdout + result.stderr
