@@ -106,6 +106,13 @@ class Settings:
         """
         value = os.environ.get(SECRET_ENV)
         if value:
+            # A short key can be guessed offline from any reader's own link, and then
+            # links forged for everyone: the same floor as the secret file.
+            if len(value.strip()) < 32:
+                raise ConfigError(
+                    f"{SECRET_ENV} is shorter than 32 characters: set it to a long random "
+                    "value (python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
             return value.encode()
         path = self.root / SECRET_FILE
         if not path.exists():

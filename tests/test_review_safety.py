@@ -64,3 +64,17 @@ def test_a_password_in_an_endpoint_url_is_refused_and_never_printed(
     assert result.exit_code == 2
     assert "provider.endpoint must not hold a password" in result.stderr
     assert "S3cretPassw0rd" not in result.stdout + result.stderr
+
+
+def test_a_short_newsletter_secret_is_refused_and_never_printed(
+    newsletter_dir: Path, write_draft, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Anyone on the list holds a token made over their own, known address: with a
+    # short key they could guess it offline and forge everyone's unsubscribe links.
+    monkeypatch.setenv("NEWSLETTER_SECRET", "hunter2")
+    write_draft("2026-11-21-hi.md", "# Hi\n\nHello {{ unsubscribe_url }}\n")
+    result = cli("build", "hi")
+    assert result.exit_code == 2
+    assert "NEWSLETTER_SECRET is shorter than 32 characters" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (newsletter_dir / "build").exists()
