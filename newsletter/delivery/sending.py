@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,13 +116,17 @@ def run_campaign(
             campaign = get_campaign(db, campaign_id)
             report = SendReport(campaign)
             # We hold the lock, so rows still `sending` belong to a process that died.
+            # Its in-flight rows are safe to send again only through the same provider
+            # (campaigns.provider: the one that run used), whose idempotency key then
+            # matches; another provider would deliver them a second time.
+            same_provider = campaign.provider == ps.name
             recovery = recover_interrupted(
-                db, campaign_id, requeue_them=cls.idempotent,
+                db, campaign_id, requeue_them=cls.idempotent and same_provider,
                 journals=journal_paths(settings.database, campaign_id),
             )
             report.interrupted_rows = recovery.in_flight
             report.recovered_rows = recovery.recorded + recovery.never_sent
-            report.interrupted_requeued = cls.idempotent
+            report.interrupted_requeued = cls.idempotent and same_provider
             if retry_uncertain:
                 report.uncertain_requeued = requeue(db, campaign_id, ["uncertain"])
             if retry_failed:
@@ -236,6 +241,41 @@ def _pre_send_check(settings: Settings, draft: Path, force: bool, dry_run: bool)
     return [f"check: {m}" for m in errors]
 
 
+def _resume_changes(
+    campaign: Campaign, subject: str, path: Path, provider: str, retry_uncertain: bool
+) -> list[str]:
+    """What differs in a resume from the run that began `campaign`, as warnings."""
+    changes: list[str] = []
+    c = campaign.counts
+    left = c.queued + c.sending + (c.uncertain if retry_uncertain else 0)
+    if not left:
+        return changes
+    rest = "the messages still to send"
+    began = campaign.created_at[:19].replace("T", " ")
+    if subject != campaign.subject:
+        changes.append(
+            f"the subject changed since campaign {campaign.id} began ({campaign.subject!r} → "
+            f"{subject!r}): {rest} get the new one, those already sent had the old one"
+        )
+    else:
+        try:
+            edited = path.stat().st_mtime
+            started = datetime.fromisoformat(campaign.created_at).timestamp()
+        except (OSError, ValueError):
+            edited = started = 0.0
+        if started and edited >= started + 1:  # created_at is cut to the second
+            changes.append(
+                f"{path.name} was edited after campaign {campaign.id} began ({began} UTC): "
+                f"{rest} get the edited text, those already sent had the earlier one"
+            )
+    if provider != campaign.provider:
+        changes.append(
+            f"campaign {campaign.id} was being sent through {campaign.provider}; the rest now "
+            f"goes through {provider}"
+        )
+    return changes
+
+
 def send_draft(
     settings: Settings,
     draft: str,
@@ -274,16 +314,21 @@ def send_draft(
         unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
         if unfinished is not None and unfinished.status == "done":
             unfinished = None
+        changed = (
+            _resume_changes(unfinished, issue.subject, path, ps.name, retry_uncertain)
+            if unfinished else []
+        )
         plan = SendPlan(
             subject=issue.subject,
             audience=audience,
             recipients=unfinished.counts.total if unfinished else count_audience(db, audience),
             provider=ps.name,
             resuming=unfinished,
-            warnings=[*issue.warnings, *warnings],
+            warnings=[*issue.warnings, *warnings, *changed],
         )
         refuse_resend(db, issue.slug, audience, resend)  # before asking, not after
-        if audience.kind == "list" and unfinished is None and confirm is not None:
+        # A resume is not asked again, unless what goes out differs from what was confirmed.
+        if audience.kind == "list" and (unfinished is None or changed) and confirm is not None:
             if not confirm(plan):
                 raise DeliveryError("send cancelled: nothing was sent")
         campaign, created = find_or_create_campaign(

@@ -7,15 +7,17 @@ on a real PYTHONPATH.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from .smtpserver import SMTPServer, _Handler
-from .test_send_cli import DRAFT, add, deliveries, use_smtp
+from .test_send_cli import DRAFT, SECRET, add, deliveries, use_smtp
 
 
 class PlainSMTPServer(SMTPServer):
@@ -97,3 +99,102 @@ def test_a_provider_bug_is_one_error_line_and_the_rows_are_uncertain(
     assert len(errors) == 1 and "KeyError" in errors[0] and "oops" in errors[0]
     assert "1 uncertain" in run.stderr
     assert [r["state"] for r in deliveries(newsletter_dir)] == ["uncertain"]
+
+
+def _kill_while_a_message_is_in_flight(root: Path, server: SMTPServer, *args: str) -> None:
+    """Start `newsletter send *args` and kill -9 it while the server holds a message unanswered."""
+    server.delay = 0.02
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", *args],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        while len(server.received) < 3:
+            assert child.poll() is None, child.stderr.read().decode()  # type: ignore[union-attr]
+            time.sleep(0.005)
+        with server.lock:
+            server.delay = 4  # the next message is held (under the 5 s timeout) until the kill
+            mails = server.mail_count
+        while not (server.mail_count > mails and server.mail_count == len(server.received) + 1):
+            assert child.poll() is None, child.stderr.read().decode()  # type: ignore[union-attr]
+            time.sleep(0.005)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        child.stderr.close()  # type: ignore[union-attr]
+    server.delay = 0
+
+
+def test_resuming_through_another_provider_does_not_resend_what_was_in_flight(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    """The outbox is idempotent, but not for a message the dead run handed to SMTP.
+
+    Before: the in-flight row was queued again and sent through the new provider
+    ("sent again (outbox is idempotent: no duplicates)"): a second copy for that reader.
+    """
+    write_draft("hello.md", DRAFT)
+    add(newsletter_dir, *[f"reader{i:02d}@example.org" for i in range(12)])
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        _kill_while_a_message_is_in_flight(newsletter_dir, server, "hello", "--to",
+                                           "subscribers", "--yes")
+        delivered = set(server.recipients())
+    resumed = cli("send", "hello", "--to", "subscribers", "--yes", "--provider", "outbox")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "is idempotent" not in resumed.stdout
+    assert "was being sent through smtp; the rest now goes through outbox" in resumed.stderr
+    rows = {r["email"]: r["state"] for r in deliveries(newsletter_dir)}
+    uncertain = [e for e, s in rows.items() if s == "uncertain"]
+    assert len(uncertain) == 1 and uncertain[0] not in delivered
+    written = {p.name.split("-", 1)[1].removesuffix(".eml")
+               for p in (newsletter_dir / "outbox").glob("*/*.eml")}
+    assert uncertain[0] not in written  # not sent a second time through the outbox
+    assert written | delivered | set(uncertain) == set(rows)
+    assert not written & delivered
+
+
+def test_resuming_after_the_draft_was_edited_warns_and_asks_again(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    """The rest of an interrupted send gets the draft as it is now: say so, and confirm.
+
+    Before: the resume went ahead silently, so part of the list got one text and the
+    rest another without the writer being told.
+    """
+    draft = write_draft("hello.md", DRAFT)
+    add(newsletter_dir, *[f"reader{i:02d}@example.org" for i in range(8)])
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        _kill_while_a_message_is_in_flight(newsletter_dir, server, "hello", "--to",
+                                           "subscribers", "--yes")
+        first = len(server.received)
+        draft.write_text(draft.read_text().replace("welcome to", "welcome (corrected) to"))
+        later = time.time() + 5  # unmistakably after the campaign began
+        os.utime(draft, (later, later))
+
+        asked = cli("send", "hello", "--to", "subscribers")  # no terminal, no --yes
+        assert asked.exit_code == 5
+        assert "hello.md was edited after campaign 1 began" in asked.stderr
+        assert "pass --yes" in asked.stderr
+        assert len(server.received) == first  # nothing more went out
+
+        resumed = cli("send", "hello", "--to", "subscribers", "--yes")
+        assert resumed.exit_code == 0, resumed.stderr
+        assert "hello.md was edited after campaign 1 began" in resumed.stderr
+        later_ones = server.received[first:]
+    assert later_ones and all(b"(corrected)" in r.data for r in later_ones)
+    assert len(set(server.recipients())) == len(server.recipients())  # nobody twice
+
+
+def test_a_plain_resume_is_not_asked_again(newsletter_dir: Path, write_draft, cli) -> None:
+    write_draft("hello.md", DRAFT)
+    add(newsletter_dir, *[f"reader{i:02d}@example.org" for i in range(8)])
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        _kill_while_a_message_is_in_flight(newsletter_dir, server, "hello", "--to",
+                                           "subscribers", "--yes")
+        resumed = cli("send", "hello", "--to", "subscribers")  # no --yes: not needed to resume
+        assert resumed.exit_code == 0, resumed.stderr
+        assert "Warning" not in resumed.stderr
