@@ -98,3 +98,50 @@ def test_a_damaged_table_found_mid_command_is_one_error_line(
         f.write(b"\xff" * page)
     line = one_error_line(cli("subscribers", "list"))
     assert "malformed" in line and "restore it from a backup" in line
+
+
+# --- Ctrl-C at the send confirmation ------------------------------------------------------
+
+
+def _run_in_terminal(args: list[str], cwd: Path, answer: bytes, after: bytes) -> tuple[int, str]:
+    """Run `python -m newsletter ARGS` on a pseudo-terminal; type `answer` once `after` shows."""
+    import os
+    import pty
+    import sys
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real CLI with the pty as its terminal
+        os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "newsletter", *args])
+    seen = b""
+    typed = False
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not typed and after in seen:
+            os.write(fd, answer)
+            typed = True
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode("utf-8", "replace")
+
+
+def test_ctrl_c_at_the_send_question_exits_130_and_sends_nothing(
+    cli: Callable, write_draft: Callable, newsletter_dir: Path
+) -> None:
+    write_draft("2026-01-10-hello.md", "---\ntitle: Hello\npreheader: Hi\n---\nBody\n")
+    assert cli("subscribers", "add", "reader@example.com").exit_code == 0
+    code, screen = _run_in_terminal(
+        ["send", "hello", "--to", "subscribers"], newsletter_dir,
+        answer=b"\x03", after=b"recipients? [y/N]",  # \x03: the terminal sends SIGINT
+    )
+    assert code == 130, screen
+    assert "Cancelled: nothing was sent." in screen
+    assert "Aborted!" not in screen and "Traceback" not in screen
+    assert not (newsletter_dir / "outbox").exists()
+    assert "No campaigns yet" in cli("campaigns").stdout

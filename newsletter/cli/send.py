@@ -97,7 +97,11 @@ class _Confirm:
         typer.echo(f"Subject:    {plan.subject}", err=True)
         typer.echo(f"To:         {plan.audience.spec} ({plan.recipients:,} recipients)", err=True)
         typer.echo(f"Provider:   {plan.provider}", err=True)
-        return typer.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
+        try:
+            return typer.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
+        except typer.Abort:  # Ctrl-C (or end of input) at the question: exit as Ctrl-C does
+            typer.echo("\nCancelled: nothing was sent.", err=True)
+            raise typer.Exit(130) from None
 
 
 def _summary(report: Any, warned: bool = False) -> None:
