@@ -27,6 +27,9 @@ queued → sending → sent | failed | uncertain | skipped:
 - an unexpected exception inside `provider.send`, or an UNCERTAIN result,
   leaves the batch `uncertain`: it may or may not have gone out.
 
+Ctrl-C, SIGTERM and SIGHUP stop a run cleanly: the messages in the providers'
+hands get their answers and are recorded, the rest stay queued.
+
 Only one process sends a campaign at a time: it holds an exclusive `flock` on
 a lock file next to the database. The kernel drops the lock when the process
 dies (even by kill -9), so a campaign whose status is `sending` but whose lock
@@ -46,6 +49,7 @@ import heapq
 import json
 import os
 import queue
+import signal
 import socket
 import sqlite3
 import threading
@@ -1117,17 +1121,21 @@ class CampaignRunner:
             ]
             for t in threads:
                 t.start()
+            restore_signals = _stop_signals_as_ctrl_c()
             try:
                 for t in threads:
                     while t.is_alive():
                         t.join(0.2)  # a short join keeps Ctrl-C responsive
             except KeyboardInterrupt:
+                restore_signals()  # a second kill is not caught: it ends the process
                 self.result.interrupted = True
                 self.stopping.set()
                 with self.cond:
                     self.cond.notify_all()
                 for t in threads:
                     t.join()
+            finally:
+                restore_signals()
             for journal in journals:  # every result is in the database now
                 journal.remove()
         finally:
@@ -1145,6 +1153,33 @@ class CampaignRunner:
         if self.errors:
             self.result.error = self.errors[0]
         return self.result
+
+
+def _stop_signals_as_ctrl_c() -> Callable[[], None]:
+    """Make SIGTERM and SIGHUP stop a send as Ctrl-C does; returns what undoes it.
+
+    `kill`, systemd or docker stopping the process, or closing its terminal would
+    otherwise end it at once and leave the messages in flight `uncertain`; now they
+    get their answer and are recorded, and the rest stay queued. Only where the
+    signal would kill (nohup's ignored SIGHUP stays ignored), from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    replaced: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            replaced[sig] = signal.signal(sig, stop)
+
+    def restore() -> None:
+        while replaced:
+            sig, handler = replaced.popitem()
+            signal.signal(sig, handler)
+
+    return restore
 
 
 _Item = tuple[DeliveryRow, "Message | Exception"]

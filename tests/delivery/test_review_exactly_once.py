@@ -6,6 +6,7 @@ on a real PYTHONPATH.
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
@@ -198,3 +199,46 @@ def test_a_plain_resume_is_not_asked_again(newsletter_dir: Path, write_draft, cl
         resumed = cli("send", "hello", "--to", "subscribers")  # no --yes: not needed to resume
         assert resumed.exit_code == 0, resumed.stderr
         assert "Warning" not in resumed.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_kill_or_a_closed_terminal_stops_like_ctrl_c(
+    newsletter_dir: Path, write_draft, cli, sig: signal.Signals
+) -> None:
+    """`kill PID`, systemd/docker stop or closing the terminal: nothing left uncertain.
+
+    Before: the process died at once, and the message in flight was left uncertain.
+    """
+    write_draft("hello.md", DRAFT)
+    everyone = [f"reader{i:02d}@example.org" for i in range(20)]
+    add(newsletter_dir, *everyone)
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        server.delay = 0.02
+        env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+        child = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", "hello", "--to", "subscribers", "--yes"],
+            cwd=newsletter_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),  # even under nohup
+        )
+        while len(server.received) < 3:
+            assert child.poll() is None
+            time.sleep(0.005)
+        with server.lock:
+            server.delay = 0.5  # a message is surely in flight when the signal lands
+            mails = server.mail_count
+        while server.mail_count == mails:
+            assert child.poll() is None
+            time.sleep(0.005)
+        child.send_signal(sig)
+        out, err = child.communicate(timeout=30)
+        assert child.returncode == 130, err
+        assert "Interrupted:" in err and "run the same command to resume" in err
+        states = collections.Counter(r["state"] for r in deliveries(newsletter_dir))
+        assert set(states) == {"sent", "queued"}  # the one in flight got its answer
+        assert states["sent"] == len(server.received)
+
+        server.delay = 0
+        resumed = cli("send", "hello", "--to", "subscribers", "--yes")
+        assert resumed.exit_code == 0, resumed.stderr
+        assert sorted(server.recipients()) == everyone
