@@ -13,6 +13,13 @@ value in per recipient. `{{ subscriber.name | default("friend") }}` and the
 case filters (upper, lower, title, capitalize, trim) work on markers;
 `{% if subscriber.name %}` or `subscriber.name or …` cannot (the answer differs
 per recipient) and are refused with a hint.
+
+Trust: drafts and layouts are the writer's own files, as trusted as a
+program they run, so Jinja2 is not sandboxed (a sandbox would only get in the
+way of filters and methods a writer may use). The loaders read only
+`layouts/` and the built-ins (`{% include %}` refuses `..`). What comes from
+readers (names, attributes, addresses) is never rendered as a template: it
+is spliced in after rendering, HTML-escaped, so `{{ … }}` in a name stays text.
 """
 
 from __future__ import annotations
