@@ -145,3 +145,76 @@ def test_ctrl_c_at_the_send_question_exits_130_and_sends_nothing(
     assert "Aborted!" not in screen and "Traceback" not in screen
     assert not (newsletter_dir / "outbox").exists()
     assert "No campaigns yet" in cli("campaigns").stdout
+
+
+# --- every --help example works in the example newsletter at the repository root ----------
+
+# The order a newcomer would try them in (remove last: the others need liu@example.com).
+EXAMPLE_TOUR = [
+    "", "init", "draft", "drafts", "build", "preview", "check",
+    "subscribers", "subscribers import", "subscribers add", "subscribers list",
+    "subscribers count", "subscribers export", "send", "campaigns", "providers",
+    "subscribers unsubscribe", "subscribers remove",
+]
+
+
+def _help_examples() -> dict[str, str]:
+    import re
+    import sys
+
+    import typer.main
+
+    from newsletter.cli import app
+    from tests.conftest import REPO
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import gen_cli_docs
+
+    examples = {}
+    for path, _ in gen_cli_docs.walk(typer.main.get_command(app), ["newsletter"]):
+        found = re.search(r"^\s*Example: (.+)$", gen_cli_docs.help_text(path), re.M)
+        examples[" ".join(path[1:])] = found.group(1) if found else ""
+    return examples
+
+
+@pytest.mark.slow
+def test_every_help_example_works_in_the_example_newsletter(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    examples = _help_examples()
+    assert sorted(examples) == sorted(EXAMPLE_TOUR), "add the new command's example to the tour"
+    clone = tmp_path / "clone"  # what git tracks: the example newsletter as a clone has it
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in EXAMPLE_TOUR:
+        example = examples[command]
+        assert example.startswith("newsletter "), f"`newsletter {command} --help`: {example!r}"
+        if command == "preview":  # serves until Ctrl-C: wait for its URL, then stop it
+            server = subprocess.Popen(
+                ["bash", "-c", f"exec {example}"], cwd=clone, env=env, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            )
+            assert server.stdout is not None
+            first = server.stdout.readline()
+            server.send_signal(signal.SIGINT)
+            out, err = server.communicate(timeout=60)
+            assert first.startswith("http://127.0.0.1:"), first + out + err
+            assert server.returncode == 0, err
+            continue
+        result = subprocess.run(
+            ["bash", "-c", example], cwd=clone, env=env, capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=120,
+        )
+        assert result.returncode == 0, f"{example}\n{result.stdout}{result.stderr}"

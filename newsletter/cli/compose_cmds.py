@@ -65,7 +65,7 @@ def draft(
 ) -> None:
     """Start a draft: write drafts/<date>-<slug>.md with front matter and print its path.
 
-    Example: newsletter draft "Leaving Facebook/Meta"
+    Example: newsletter draft "Notes from week one"
     """
     from newsletter.writer.drafts import new_draft
 
@@ -113,7 +113,7 @@ def build(
     Prints each file with its size; warnings (no base_url, HTML over Gmail's
     102 KB clipping limit, …) go to stderr.
 
-    Example: newsletter build leaving-facebook-meta --out /tmp/issue
+    Example: newsletter build leaving-facebook-meta --out public
     """
     from rich.console import Console
 

@@ -44,7 +44,7 @@ def preview(
     <style> blocks. Saving the draft, a layout or newsletter.toml rebuilds it.
     Ctrl-C stops.
 
-    Example: newsletter preview hello-world --no-open
+    Example: newsletter preview leaving-facebook-meta --no-open
     """
     from newsletter.writer.preview import run_preview
 
@@ -70,7 +70,7 @@ def check(
     Warnings: images without alt text, empty or # links, CSS common clients
     ignore, no preheader, an all-caps or very long subject.
 
-    Example: newsletter check hello-world --strict
+    Example: newsletter check leaving-facebook-meta --strict
     """
     from newsletter.writer.check import check_draft, format_finding, shown_path
 

@@ -211,7 +211,7 @@ def send(
     recipient are saved before anything goes out, so running the same command again
     after a crash or Ctrl-C continues where it stopped, without duplicates.
 
-    Example: newsletter send hello-world --to subscribers --yes
+    Example: newsletter send leaving-facebook-meta --to subscribers --yes
     """
     from newsletter.delivery import sending
 
@@ -295,7 +295,7 @@ def campaigns(
 ) -> None:
     """List past sends with delivery counts per state, or show one with its failures.
 
-    Example: newsletter campaigns 3
+    Example: newsletter campaigns 1
     """
     from newsletter.audience import store
     from newsletter.delivery.campaign import campaign_problems, get_campaign, list_campaigns

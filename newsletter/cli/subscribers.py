@@ -18,7 +18,7 @@ from newsletter.cli.app import app, settings
 
 subscribers_app = typer.Typer(
     help="The subscriber list: add, import, export, list, unsubscribe.\n\n"
-    "Example: newsletter subscribers import email_list.csv --dry-run",
+    "Example: newsletter subscribers import examples/subscribers.csv --dry-run",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -202,7 +202,7 @@ def import_(
     One transaction: all of it goes in, or (on an error or Ctrl-C) nothing. Nobody who
     unsubscribed, bounced or complained is made active again.
 
-    Example: newsletter subscribers import members_export.zip --tag mailchimp
+    Example: newsletter subscribers import examples/subscribers.csv --tag early
     """
     db = _db(ctx)
     with _progress_bar() as update:
