@@ -218,3 +218,18 @@ def test_every_help_example_works_in_the_example_newsletter(tmp_path: Path) -> N
             stdin=subprocess.DEVNULL, timeout=120,
         )
         assert result.returncode == 0, f"{example}\n{result.stdout}{result.stderr}"
+
+
+# --- export with a status that does not exist ---------------------------------------------
+
+
+def test_export_to_stdout_with_an_unknown_status_writes_nothing(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    # `newsletter subscribers export --status activ > list.csv` must not leave a CSV with
+    # only a header, that looks like an empty list.
+    assert cli("subscribers", "add", "liu@example.com").exit_code == 0
+    result = cli("subscribers", "export", "--status", "activ")
+    line = one_error_line(result)
+    assert "unknown status 'activ'" in line
+    assert result.stdout == ""

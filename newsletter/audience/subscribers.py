@@ -419,6 +419,8 @@ def export_csv(
     Tags and attributes are JSON so they come back exactly. `progress(done, total)`
     is called every few thousand rows when given.
     """
+    if status:
+        check_status(status)  # before the header: a typo must not leave a header-only file
     total = count(db, status, tag) if progress else 0
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_HEADER)
