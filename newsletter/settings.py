@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from newsletter.errors import ConfigError
 
@@ -142,6 +142,39 @@ def is_env_name(value: Any) -> bool:
     return not (len(value) >= 20 and mixed and any(c.isdigit() for c in value))
 
 
+def ascii_url(url: str) -> str:
+    """`url` as an ASCII URI: an international domain as xn--…, other characters %-encoded.
+
+    Raises UnicodeError when the domain cannot be encoded.
+    """
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    host, colon, port = hostport.partition(":")
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    netloc = f"{userinfo}{at}{host}{colon}{port}"
+    return urlunsplit((
+        parts.scheme, quote(netloc, safe=_URL_SAFE), quote(parts.path, safe=_URL_SAFE),
+        quote(parts.query, safe=_URL_SAFE), quote(parts.fragment, safe=_URL_SAFE),
+    ))
+
+
+def ascii_mailto(value: str) -> str:
+    """An address or mailto: URL in ASCII (xn--… domain, %-encoded UTF-8 elsewhere, RFC 6068)."""
+    scheme, sep, rest = ("", "", value)
+    if value.lower().startswith("mailto:"):
+        scheme, sep, rest = value.partition(":")
+    address, qmark, query = rest.partition("?")
+    local, at, domain = address.rpartition("@")
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+    address = f"{quote(local, safe=_URL_SAFE)}{at}{domain}" if at else quote(domain, safe=_URL_SAFE)
+    return f"{scheme}{sep}{address}{qmark}{quote(query, safe=_URL_SAFE)}"
+
+
+_URL_SAFE = "/%:@!$&'()*+,;=-._~?#[]"
+
+
 def _url_password(url: str) -> bool:
     try:
         return bool(urlsplit(url.strip()).password)
@@ -229,6 +262,18 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         if not base_url.startswith(("https://", "http://")):
             problems.append(f'newsletter.base_url = "{base_url}" must start with https://')
         base_url = base_url.rstrip("/")
+        if not base_url.isascii():
+            # Headers are ASCII: List-Unsubscribe came out as "https://b?cher.example/…".
+            try:
+                base_url = ascii_url(base_url)
+            except UnicodeError:
+                problems.append(f'newsletter.base_url = "{base_url}" has no valid domain name')
+    mailto = news.get("unsubscribe_mailto") or None
+    if isinstance(mailto, str) and not mailto.isascii():
+        try:
+            mailto = ascii_mailto(mailto)
+        except UnicodeError:
+            problems.append(f'newsletter.unsubscribe_mailto = "{mailto}" has no valid domain')
 
     prov = data.get("provider", {})
     if not isinstance(prov, dict):
@@ -282,7 +327,7 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         address=str(news.get("address", "")),
         layout=str(news.get("layout", "default")),
         list_id=news.get("list_id") or None,
-        unsubscribe_mailto=news.get("unsubscribe_mailto") or None,
+        unsubscribe_mailto=mailto,
         database=database if database.is_absolute() else root / database,
         provider=provider,
     )

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import json
+import re
 
 import pytest
 
 from newsletter.compose.issue import build_issue
 from newsletter.compose.message import Recipient, personalize
+from newsletter.compose.tokens import verify_unsubscribe_token
 from newsletter.errors import ConfigError, ContentError
 from newsletter.settings import load_settings
 
@@ -97,3 +100,44 @@ def test_a_message_with_every_header_setting_used_round_trips(newsletter_dir, wr
         "From", "To", "Subject", "Date", "Message-ID", "Reply-To", "List-Id",
         "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
     ]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("https://example.com/news", "https://example.com/news"),
+        ("https://bücher.example/café", "https://xn--bcher-kva.example/caf%C3%A9"),
+    ],
+)
+def test_list_unsubscribe_is_the_body_link_and_verifies_for_that_reader_only(
+    newsletter_dir, write_draft, cli, base_url, expected
+):
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().replace(
+        'base_url = "https://example.com/news"',
+        f'base_url = "{base_url}"\nunsubscribe_mailto = "désabonner@bücher.example"',
+    ))
+    write_draft("2026-11-21-news.md", "# News\n\nHello {{ subscriber.name }}.\n")
+    for address in ("ana@example.com", "Bo@Example.COM"):
+        assert cli("subscribers", "add", address).exit_code == 0
+    result = cli("send", "news", "--to", "subscribers", "--yes")
+    assert result.exit_code == 0, result.stderr
+    secret = load_settings().secret_key()
+    seen = set()
+    for eml in sorted((newsletter_dir / "outbox").rglob("*.eml")):
+        raw = eml.read_bytes()
+        headers_after_a_round_trip(raw)
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        header = str(msg["List-Unsubscribe"])
+        web, mailto = re.findall(r"<([^>]*)>", header)
+        assert mailto == "mailto:d%C3%A9sabonner@xn--bcher-kva.example?subject=unsubscribe"
+        assert web.startswith(f"{expected}/unsubscribe?token=")
+        html_part = msg.get_body(("html",)).get_content()
+        links = {html.unescape(u) for u in re.findall(r'href="([^"]*/unsubscribe\?[^"]*)"',
+                                                       html_part)}
+        assert links == {web}
+        assert web in msg.get_body(("plain",)).get_content()
+        reader = verify_unsubscribe_token(secret, web.partition("token=")[2])
+        assert reader == str(msg["To"]).lower()
+        seen.add(reader)
+    assert seen == {"ana@example.com", "bo@example.com"}
