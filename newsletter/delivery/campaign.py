@@ -1006,16 +1006,22 @@ class CampaignRunner:
                 )
             return outcome
         except ProviderError as exc:
-            # The provider says nothing of this batch went out: back to the queue.
+            # The provider says nothing more of this batch went out: back to the queue,
+            # except the messages it answered before it stopped (exc.results).
             self._fail(exc)
-            outcome.untouched = [row for row, _ in claimed]
-            return outcome
-        except Exception as exc:  # we cannot know what went out
-            self._fail(exc)
+            early = _early_results(exc, by_key)
             for m in messages:
-                outcome.results.append(
-                    (by_key[m.key], DeliveryResult(m.key, Outcome.UNCERTAIN, error=_describe(exc)))
-                )
+                if m.key in early:
+                    outcome.results.append((by_key[m.key], early[m.key]))
+                else:
+                    outcome.untouched.append(by_key[m.key])
+            return outcome
+        except Exception as exc:  # we cannot know what went out, beyond what was answered
+            self._fail(exc)
+            early = _early_results(exc, by_key)
+            for m in messages:
+                outcome.results.append((by_key[m.key], early.get(m.key) or DeliveryResult(
+                    m.key, Outcome.UNCERTAIN, error=_describe(exc))))
             return outcome
         answered = set()
         for result in results:
@@ -1200,6 +1206,17 @@ class _Outcome:
     def clear(self) -> None:
         self.results = []
         self.untouched = []
+
+
+def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, DeliveryResult]:
+    """The results a provider attached to the exception that stopped its batch (`results`)."""
+    early = getattr(exc, "results", None)
+    if not isinstance(early, list):
+        return {}
+    return {
+        r.key: r for r in early
+        if isinstance(r, DeliveryResult) and r.key in by_key and r.outcome != Outcome.RETRY
+    }
 
 
 def _describe(exc: BaseException) -> str:

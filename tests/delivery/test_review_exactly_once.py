@@ -242,3 +242,52 @@ def test_kill_or_a_closed_terminal_stops_like_ctrl_c(
         resumed = cli("send", "hello", "--to", "subscribers", "--yes")
         assert resumed.exit_code == 0, resumed.stderr
         assert sorted(server.recipients()) == everyone
+
+
+class _DyingHandler(_Handler):
+    """After `die_after` messages the server goes away: it stops listening and hangs up."""
+
+    async def handle_MAIL(self, smtp, session, envelope, address, options):  # noqa: ANN001
+        s = self.server
+        if s.die_after is not None and len(s.received) >= s.die_after:
+            s.controller.server.close()  # reconnecting is refused from now on
+            smtp.transport.close()
+            return "421 4.3.2 shutting down"
+        return await super().handle_MAIL(smtp, session, envelope, address, options)
+
+
+class DyingSMTPServer(SMTPServer):
+    def __init__(self, die_after: int) -> None:
+        super().__init__()
+        self.die_after: int | None = die_after
+        self.controller = Controller(
+            _DyingHandler(self), hostname="127.0.0.1", port=self.port, decode_data=False,
+            data_size_limit=None,
+        )
+
+
+def test_server_gone_in_the_middle_of_a_batch_keeps_what_was_delivered(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    """With `batch = 5`, the server dies after the 2nd message of a batch.
+
+    Before: the whole batch went back to the queue, so the resume sent the first two
+    messages a second time.
+    """
+    write_draft("hello.md", DRAFT)
+    everyone = [f"reader{i:02d}@example.org" for i in range(8)]
+    add(newsletter_dir, *everyone)
+    with DyingSMTPServer(die_after=2) as server:
+        use_smtp(newsletter_dir, server.port, batch=5)
+        first = cli("send", "hello", "--to", "subscribers", "--yes")
+        assert first.exit_code == 6, first.stderr
+        assert "Error: " in first.stderr and "stay queued" in first.stderr
+        got = server.recipients()
+    assert got == everyone[:2]
+    states = {r["email"]: r["state"] for r in deliveries(newsletter_dir)}
+    assert [states[e] for e in everyone] == ["sent"] * 2 + ["queued"] * 6
+    with SMTPServer() as again:
+        use_smtp(newsletter_dir, again.port, batch=5)
+        resumed = cli("send", "hello", "--to", "subscribers", "--yes")
+        assert resumed.exit_code == 0, resumed.stderr
+        assert sorted(again.recipients()) == everyone[2:]  # nobody twice

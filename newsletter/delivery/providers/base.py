@@ -11,7 +11,10 @@ A provider reports outcomes two ways:
   seconds when the provider said) or UNCERTAIN (handed over, answer lost);
 - for the whole provider, by raising: `ProviderError` when nothing more can
   go out (auth refused, server unreachable after retries, bad settings): the
-  campaign stops and leaves the unsent rows queued; `TransientBatchError`
+  campaign stops and leaves the unsent rows queued (a provider that sends a
+  batch one message at a time sets `exc.results` to the results of the
+  messages it got through first, so they are recorded, not sent again);
+  `TransientBatchError`
   when the whole batch should be retried later (429 for the request, 5xx,
   timeout) — the campaign backs off and re-sends the same batch.
 """

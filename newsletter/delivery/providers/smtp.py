@@ -164,7 +164,16 @@ class SMTPProvider(Provider):
     # -- sending ----------------------------------------------------------------------
 
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
-        return [self._send_one(m) for m in messages]
+        results: list[DeliveryResult] = []
+        for message in messages:
+            try:
+                results.append(self._send_one(message))
+            except Exception as exc:
+                # The messages before this one did go out (or were refused): say so,
+                # or the campaign would put them back in the queue and send them twice.
+                exc.results = results  # type: ignore[attr-defined]
+                raise
+        return results
 
     def _send_one(self, message: Message) -> DeliveryResult:
         last = ""
