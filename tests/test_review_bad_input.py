@@ -233,3 +233,34 @@ def test_export_to_stdout_with_an_unknown_status_writes_nothing(
     line = one_error_line(result)
     assert "unknown status 'activ'" in line
     assert result.stdout == ""
+
+
+# --- a CSV with a quote that is never closed ----------------------------------------------
+
+
+def test_import_with_a_quote_never_closed_stops_and_names_the_line(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    # Before: csv read everything after the stray quote as one cell, the import "succeeded"
+    # with one skipped row, and every reader after line 3 was silently left out.
+    (newsletter_dir / "list.csv").write_text(
+        'email,name\nann@example.com,"Ann\nSmith"\nbob@example.com,"Bob ""B\n'
+        "cat@example.com,Cat\ndan@example.com,Dan\n"
+    )
+    line = one_error_line(cli("subscribers", "import", "list.csv"))
+    assert "list.csv line 4: a quote opens here and is never closed" in line
+    assert cli("subscribers", "count", "--json").stdout.count('"total": 0') == 1
+
+
+def test_import_keeps_reading_quoted_cells_over_several_lines(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    (newsletter_dir / "list.csv").write_text(
+        'email,name\nann@example.com,"Ann\nSmith"\nbob@example.com,"Bob ""B"" Jones"\n'
+        'cat@example.com,"Cat\nLast"\n'
+    )
+    result = cli("subscribers", "import", "list.csv")
+    assert result.exit_code == 0, result.stderr
+    assert "3 added" in result.stdout
+    listed = cli("subscribers", "list").stdout
+    assert "Ann Smith" in listed and 'Bob "B" Jones' in listed and "Cat Last" in listed

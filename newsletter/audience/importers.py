@@ -482,12 +482,32 @@ class Sheet:
 
 
 def _csv_rows(text: TextIO, where: str) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(text, strict=False)
+    raw: list[str] = []  # the physical lines of the row csv is reading
+
+    def lines() -> Iterator[str]:
+        for physical in text:
+            raw.append(physical)
+            yield physical
+
+    reader = csv.reader(lines(), strict=False)
     line = 1
+    unclosed: int | None = None  # start line of the last row, when it may end inside a quote
     try:
         for row in reader:
+            # A row over several lines with an odd number of quotes may be a quote opened and
+            # never closed; it is one only if csv ran into the end of the file with it.
+            multiline = reader.line_num > line and "".join(raw).count('"') % 2 == 1
+            unclosed = line if multiline else None
+            raw.clear()
             yield line, row
             line = reader.line_num + 1
+        if unclosed is not None:
+            # csv read the rest of the file as one cell: every row after the quote would be
+            # lost as a single "invalid address".
+            raise SubscriberError(
+                f"{where} line {unclosed}: a quote opens here and is never closed, so the rest "
+                "of the file reads as one cell: fix the quoting there and import again"
+            )
     except csv.Error as exc:
         raise SubscriberError(
             f"{where} line {line}: {exc}: fix the quoting there and import again"
