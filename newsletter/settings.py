@@ -175,6 +175,20 @@ def ascii_mailto(value: str) -> str:
 _URL_SAFE = "/%:@!$&'()*+,;=-._~?#[]"
 
 
+_SECRET_WORDS = {"password", "passwd", "pass", "pwd", "token", "secret", "apikey", "credential",
+                 "credentials"}
+
+
+def _names_a_secret(key: str) -> bool:
+    """True for a [provider] key that names a secret itself (not `…_env`, its variable)."""
+    lowered = key.lower().replace("-", "_")
+    if lowered.endswith("_env"):
+        return False
+    words = set(re.split(r"[_\-.]+", lowered))
+    return bool(words & _SECRET_WORDS) or lowered in {"key", "access_key", "private_key"} \
+        or "api_key" in lowered
+
+
 def _url_password(url: str) -> bool:
     try:
         return bool(urlsplit(url.strip()).password)
@@ -285,6 +299,13 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
             problems.append(
                 f"provider.{key} must not hold a secret: put it in an environment variable and "
                 f"name that variable with provider.{key}_env"
+            )
+        elif _names_a_secret(key):
+            # server_token, apikey, smtp_password, aws_secret_access_key, …: no adapter
+            # reads them, so the key would sit in the committed file, silently unused.
+            problems.append(
+                f"provider.{key} must not hold a secret: put it in an environment variable and "
+                "name that variable with provider.api_key_env (provider.password_env for SMTP)"
             )
     for key, value in prov.items():
         # password_env, api_key_env, …: the name of a variable, never the secret pasted in.

@@ -78,3 +78,21 @@ def test_a_short_newsletter_secret_is_refused_and_never_printed(
     assert "NEWSLETTER_SECRET is shorter than 32 characters" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     assert not (newsletter_dir / "build").exists()
+
+
+@pytest.mark.parametrize(
+    "setting", ["server_token", "apikey", "api-key", "smtp_password", "aws_secret_access_key"]
+)
+def test_a_secret_under_another_name_in_newsletter_toml_is_refused(
+    newsletter_dir: Path, write_draft, cli, setting: str
+) -> None:
+    # No adapter reads these: the key would stay in the committed file, silently unused.
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().replace(
+        'name = "outbox"', f'name = "postmark"\n{setting} = "pm-7a1c9e3f-5b2d-4e8a-9f1c"'
+    ))
+    write_draft("2026-11-21-hi.md", "# Hi\n\nHello.\n")
+    result = cli("build", "hi")
+    assert result.exit_code == 2
+    assert f"provider.{setting} must not hold a secret" in result.stderr
+    assert "pm-7a1c9e3f" not in result.stdout + result.stderr
