@@ -429,12 +429,17 @@ def find_or_create_campaign(
         ).fetchone()[0]
         if total == 0:
             db.conn.rollback()
-            where_text = f"tagged {audience.tag}" if audience.tag else ""
-            raise DeliveryError(
-                f"there are no active subscribers {where_text} to send to: add some with "
-                "`newsletter subscribers add EMAIL` or import a list".replace("  ", " ")
-            )
+            raise nobody_to_send_to(audience)
     return get_campaign(db, campaign_id), True
+
+
+def nobody_to_send_to(audience: Audience) -> DeliveryError:
+    """The error for a list send that would reach nobody."""
+    where_text = f"tagged {audience.tag}" if audience.tag else ""
+    return DeliveryError(
+        f"there are no active subscribers {where_text} to send to: add some with "
+        "`newsletter subscribers add EMAIL` or import a list".replace("  ", " ")
+    )
 
 
 def requeue(db: sqlite_utils.Database, campaign_id: int, states: Sequence[str]) -> int:

@@ -35,6 +35,7 @@ from newsletter.delivery.campaign import (
     iter_audience_rows,
     journal_paths,
     latest_campaign,
+    nobody_to_send_to,
     parse_audience,
     recover_interrupted,
     refuse_resend,
@@ -46,6 +47,8 @@ from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 from newsletter.settings import ProviderSettings, Settings
 
 if TYPE_CHECKING:
+    import sqlite_utils
+
     from newsletter.compose.issue import Issue
     from newsletter.compose.message import Message
 
@@ -241,6 +244,19 @@ def _pre_send_check(settings: Settings, draft: Path, force: bool, dry_run: bool)
     return [f"check: {m}" for m in errors]
 
 
+def _not_on_the_list(db: sqlite_utils.Database, audience: Audience) -> list[str]:
+    """Warnings for test addresses that unsubscribed (or bounced, complained) on the list."""
+    marks = ",".join("?" * len(audience.addresses))
+    return [
+        f"{email} is {status} on the list: this test send goes to it all the same"
+        for email, status in db.execute(
+            f"SELECT email, status FROM subscribers WHERE email_key IN ({marks}) "
+            "AND status != 'active' ORDER BY email_key",
+            [a.lower() for a in audience.addresses],
+        ).fetchall()
+    ]
+
+
 def _resume_changes(
     campaign: Campaign, subject: str, path: Path, provider: str, retry_uncertain: bool
 ) -> list[str]:
@@ -327,6 +343,10 @@ def send_draft(
             warnings=[*issue.warnings, *warnings, *changed],
         )
         refuse_resend(db, issue.slug, audience, resend)  # before asking, not after
+        if unfinished is None and plan.recipients == 0:  # not "Send to 0 recipients?"
+            raise nobody_to_send_to(audience)
+        if audience.kind == "test":
+            plan.warnings.extend(_not_on_the_list(db, audience))
         # A resume is not asked again, unless what goes out differs from what was confirmed.
         if audience.kind == "list" and (unfinished is None or changed) and confirm is not None:
             if not confirm(plan):

@@ -291,3 +291,30 @@ def test_server_gone_in_the_middle_of_a_batch_keeps_what_was_delivered(
         resumed = cli("send", "hello", "--to", "subscribers", "--yes")
         assert resumed.exit_code == 0, resumed.stderr
         assert sorted(again.recipients()) == everyone[2:]  # nobody twice
+
+
+def test_a_tag_nobody_has_says_so_instead_of_asking_to_send_to_0(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    """Before: "a send to the list (0 recipients) needs confirmation … pass --yes"."""
+    write_draft("hello.md", DRAFT)
+    add(newsletter_dir, "ann@example.org", tags=("friends",))
+    run = cli("send", "hello", "--to", "tag:nobody")
+    assert run.exit_code == 5
+    assert "no active subscribers tagged nobody" in run.stderr
+    assert "confirmation" not in run.stderr and "0 recipients" not in run.stderr
+
+
+def test_a_test_send_to_an_unsubscribed_address_warns(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    write_draft("hello.md", DRAFT)
+    add(newsletter_dir, "gone@example.org", status="unsubscribed")
+    add(newsletter_dir, "me@example.org")
+    run = cli("send", "hello", "--to", "me@example.org,Gone@example.org")
+    assert run.exit_code == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("Warning: ")]
+    assert warnings == [
+        "Warning: gone@example.org is unsubscribed on the list: this test send goes to it "
+        "all the same"
+    ]
