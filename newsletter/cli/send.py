@@ -141,8 +141,9 @@ def _summary(report: Any, warned: bool = False) -> None:
         )
     if c.uncertain:
         typer.echo(
-            f"{c.uncertain:,} uncertain: the send was interrupted while they were in flight, so "
-            f"they may or may not have gone out (`newsletter campaigns {campaign.id}` lists "
+            f"{c.uncertain:,} uncertain: the connection dropped or the send was interrupted "
+            "before the server answered, so they may or may not have gone out "
+            f"(`newsletter campaigns {campaign.id}` lists "
             "them). Run the same send with --retry-uncertain to send them again (their "
             "recipients may get it twice).",
             err=True,
@@ -321,7 +322,8 @@ def campaigns(
                 typer.echo(
                     f"{c.id:>4}  {c.created_at[:19].replace('T', ' '):<19}  {c.slug[:28]:<28}  "
                     f"{to[:18]:<18}  {c.provider[:9]:<9} {_status(c, s.database):<11} "
-                    f"{n.sent:>7,} {n.failed:>6,} {n.uncertain:>6,} {n.skipped:>5,} {n.queued:>6,}"
+                    f"{n.sent:>7,} {n.failed:>6,} {n.uncertain:>6,} {n.skipped:>5,} "
+                    f"{n.queued + n.sending:>6,}"  # claimed, unanswered: not sent yet either
                 )
             return
         c = get_campaign(db, campaign_id)

@@ -318,3 +318,32 @@ def test_a_test_send_to_an_unsubscribed_address_warns(
         "Warning: gone@example.org is unsubscribed on the list: this test send goes to it "
         "all the same"
     ]
+
+
+def test_campaign_list_counts_every_recipient_of_an_interrupted_send(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    """Rows a killed sender had claimed were in no column: 8 recipients showed as 0."""
+    write_draft("hello.md", DRAFT)
+    add(newsletter_dir, *[f"reader{i:02d}@example.org" for i in range(8)])
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        _kill_while_a_message_is_in_flight(newsletter_dir, server, "hello", "--to",
+                                           "subscribers", "--yes")
+    row = cli("campaigns").stdout.splitlines()[1].split()
+    assert "interrupted" in row
+    sent, failed, uncertain, skipped, queued = (int(n) for n in row[-5:])
+    assert sent + failed + uncertain + skipped + queued == 8
+
+
+def test_an_answer_lost_after_data_is_not_called_an_interruption(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    write_draft("hello.md", DRAFT)
+    add(newsletter_dir, "ann@example.org", "bob@example.org")
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        server.drop_after_data.add("bob@example.org")
+        run = cli("send", "hello", "--to", "subscribers", "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert "1 uncertain: the connection dropped or the send was interrupted" in run.stderr
