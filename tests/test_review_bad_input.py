@@ -264,3 +264,23 @@ def test_import_keeps_reading_quoted_cells_over_several_lines(
     assert "3 added" in result.stdout
     listed = cli("subscribers", "list").stdout
     assert "Ann Smith" in listed and 'Bob "B" Jones' in listed and "Cat Last" in listed
+
+
+# --- init where it cannot write -----------------------------------------------------------
+
+
+def test_init_below_a_file_is_one_error_line(cli: Callable, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    line = one_error_line(cli("init", str(tmp_path / "notes.txt" / "letter")))
+    assert "cannot lay out a newsletter in" in line and "Not a directory" in line
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_init_where_a_file_is_in_the_way_keeps_it_and_says_which(
+    cli: Callable, tmp_path: Path
+) -> None:
+    (tmp_path / "letter").mkdir()
+    (tmp_path / "letter" / "drafts").write_text("my drafts list")
+    line = one_error_line(cli("init", str(tmp_path / "letter")))
+    assert str(tmp_path / "letter" / "drafts") in line
+    assert (tmp_path / "letter" / "drafts").read_text() == "my drafts list"

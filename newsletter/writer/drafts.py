@@ -209,6 +209,19 @@ def init_newsletter(path: Path) -> InitResult:
     root = path.expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ContentError(f"{root} is a file: pass a folder to newsletter init")
+    try:
+        return _lay_out(root)
+    except OSError as exc:
+        # Read-only disk, no permission, a file where a folder goes: one line, not a traceback.
+        # What was written stays; running init again keeps it and adds the rest.
+        where = "" if exc.filename in (None, str(root)) else f"{exc.filename}: "
+        raise ContentError(
+            f"cannot lay out a newsletter in {root}: {where}{exc.strerror or exc}: pick a "
+            "folder you can write to"
+        ) from None
+
+
+def _lay_out(root: Path) -> InitResult:
     result = InitResult(root)
     root.mkdir(parents=True, exist_ok=True)
 
