@@ -284,3 +284,17 @@ def test_init_where_a_file_is_in_the_way_keeps_it_and_says_which(
     line = one_error_line(cli("init", str(tmp_path / "letter")))
     assert str(tmp_path / "letter" / "drafts") in line
     assert (tmp_path / "letter" / "drafts").read_text() == "my drafts list"
+
+
+# --- build where a file cannot be written -------------------------------------------------
+
+
+def test_build_where_a_folder_has_the_html_name_is_one_error_line_and_leaves_no_temp_file(
+    cli: Callable, write_draft: Callable, tmp_path: Path
+) -> None:
+    write_draft("2026-01-10-hello.md", "# Hello\n\nBody\n")
+    out = tmp_path / "site"
+    (out / "2026-01-10-hello.html").mkdir(parents=True)
+    line = one_error_line(cli("build", "hello", "--out", str(out)))
+    assert f"cannot write {out / '2026-01-10-hello.html'}: Is a directory" in line
+    assert sorted(p.name for p in out.iterdir()) == ["2026-01-10-hello.html"]

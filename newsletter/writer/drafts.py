@@ -297,15 +297,24 @@ def build_draft(settings: Settings, ref: str | Path, out_dir: Path | None = None
         (out / f"{issue.slug}.eml", message.as_bytes()),
     ]
     files = []
-    for target, data in outputs:
-        # Write beside, then rename: a failed build never leaves half a file.
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
-        files.append((target, len(data)))
-    for rel, source in issue.assets:
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        files.append((target, target.stat().st_size))
+    try:
+        for target, data in outputs:
+            # Write beside, then rename: a failed build never leaves half a file.
+            tmp = target.with_name(f".{target.name}.tmp")
+            try:
+                tmp.write_bytes(data)
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            files.append((target, len(data)))
+        for rel, source in issue.assets:
+            target = out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            files.append((target, target.stat().st_size))
+    except OSError as exc:  # a folder where a file goes, a full or read-only disk
+        where = exc.filename2 or exc.filename or out
+        raise ContentError(
+            f"cannot write {where}: {exc.strerror or exc}: pass another --out"
+        ) from None
     return BuildResult(issue, files)
