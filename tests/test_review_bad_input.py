@@ -298,3 +298,28 @@ def test_build_where_a_folder_has_the_html_name_is_one_error_line_and_leaves_no_
     line = one_error_line(cli("build", "hello", "--out", str(out)))
     assert f"cannot write {out / '2026-01-10-hello.html'}: Is a directory" in line
     assert sorted(p.name for p in out.iterdir()) == ["2026-01-10-hello.html"]
+
+
+# --- a mistyped command line --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["campaigns", "abc"], "Error: Invalid value for '[ID]': "),
+    (["send", "hello", "--to", "me@example.com", "--rate", "fast"], "Invalid value for '--rate'"),
+    (["subscribers", "list", "--limit", "ten"], "(see `newsletter subscribers list --help`)"),
+    (["check"], "Error: Missing argument 'draft' (see `newsletter check --help`)"),
+    (["drafts", "--dir", "elsewhere"], "Error: No such option: --dir (see `newsletter drafts"),
+    (["--bogus", "drafts"], "Error: No such option: --bogus (see `newsletter --help`)"),
+    (["sedn"], "Did you mean 'send'?"),
+])
+def test_a_mistyped_command_line_is_one_error_line(
+    cli: Callable, newsletter_dir: Path, args: list[str], expected: str
+) -> None:
+    # Before: click's usage line, a "Try … -h" hint, a blank line, then the error (4 lines).
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert expected in one_error_line(result)
+
+
+def test_no_command_still_shows_the_help(cli: Callable) -> None:
+    assert "Usage: newsletter subscribers" in cli("subscribers").stderr + cli("subscribers").stdout

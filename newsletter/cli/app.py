@@ -13,13 +13,35 @@ from typer.core import TyperGroup
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, load_settings
 
+# typer vendors click and exports only BadParameter: its base class is click's UsageError.
+_UsageError: type[Exception] = typer.BadParameter.__base__  # type: ignore[assignment]
+
+
+def _usage_error(ctx: typer.Context, exc: Any) -> None:
+    """A mistyped command line as one line too (click prints usage, a hint and a blank line)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `newsletter subscribers`: the help is wanted
+        raise exc
+    see = f"`{exc.ctx.command_path} --help`" if exc.ctx is not None else "--help"
+    message = exc.format_message().replace("\r", " ").replace("\n", " ").rstrip(".")
+    typer.echo(f"Error: {message} (see {see})", err=True)
+    ctx.exit(exc.exit_code)
+
 
 class NewsletterGroup(TyperGroup):
     """Turns NewsletterError into one line `Error: …` on stderr and its exit code."""
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as exc:  # newsletter --bogus …
+            _usage_error(ctx, exc)
+            raise  # pragma: no cover - _usage_error exits
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _UsageError as exc:  # an unknown command, option or a bad value below us
+            _usage_error(ctx, exc)
         except (NewsletterError, sqlite3.Error) as exc:
             if ctx.params.get("traceback") or os.environ.get("NEWSLETTER_DEBUG"):
                 raise
