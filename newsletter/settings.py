@@ -249,6 +249,14 @@ def load_settings(root: Path | None = None) -> Settings:
 def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = None) -> Settings:
     where = str(path or root / CONFIG_NAME)
     problems: list[str] = []
+    for key, value in data.items():
+        # A misspelt [providers] would otherwise be ignored and the send go to the outbox.
+        if key not in ("newsletter", "provider"):
+            problems.append(
+                f"unknown table [{key}]: the tables are [newsletter] and [provider]"
+                if isinstance(value, dict) else
+                f"unknown setting {key}: settings go under [newsletter] or [provider]"
+            )
     news = data.get("newsletter", {})
     if not isinstance(news, dict):
         problems.append("[newsletter] must be a table")

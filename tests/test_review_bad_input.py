@@ -323,3 +323,18 @@ def test_a_mistyped_command_line_is_one_error_line(
 
 def test_no_command_still_shows_the_help(cli: Callable) -> None:
     assert "Usage: newsletter subscribers" in cli("subscribers").stderr + cli("subscribers").stdout
+
+
+# --- newsletter.toml with a table we do not know ------------------------------------------
+
+
+def test_a_misspelt_provider_table_is_refused_not_ignored(
+    cli: Callable, write_draft: Callable, newsletter_dir: Path
+) -> None:
+    # Before: [providers] was ignored and the "send" quietly went to the outbox.
+    write_draft("2026-01-10-hello.md", "# Hello\n\nBody\n")
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().replace("[provider]", "[providers]"))
+    line = one_error_line(cli("send", "hello", "--to", "me@example.com"))
+    assert "unknown table [providers]: the tables are [newsletter] and [provider]" in line
+    assert not (newsletter_dir / "outbox").exists()
