@@ -347,3 +347,30 @@ def test_an_answer_lost_after_data_is_not_called_an_interruption(
         run = cli("send", "hello", "--to", "subscribers", "--yes")
     assert run.exit_code == 0, run.stderr
     assert "1 uncertain: the connection dropped or the send was interrupted" in run.stderr
+
+
+def test_a_server_slower_than_the_timeout_stops_the_send_instead_of_all_uncertain(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    """Before: every message timed out waiting for the answer and the send went on, so
+    the whole list ended `uncertain` although the server had delivered each one."""
+    write_draft("hello.md", DRAFT)
+    everyone = [f"reader{i:02d}@example.org" for i in range(6)]
+    add(newsletter_dir, *everyone)
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        toml = newsletter_dir / "newsletter.toml"
+        toml.write_text(toml.read_text().replace("timeout = 5", "timeout = 0.3"))
+        server.delay = 1.5  # answers each message long after the client gave up
+        run = cli("send", "hello", "--to", "subscribers", "--yes")
+        assert run.exit_code == 6, run.stderr
+        assert "without confirming them" in run.stderr and "timeout" in run.stderr
+        states = collections.Counter(r["state"] for r in deliveries(newsletter_dir))
+        assert states == {"uncertain": 2, "queued": 4}
+
+        server.delay = 0
+        toml.write_text(toml.read_text().replace("timeout = 0.3", "timeout = 5"))
+        resumed = cli("send", "hello", "--to", "subscribers", "--yes")
+        assert resumed.exit_code == 0, resumed.stderr
+        states = collections.Counter(r["state"] for r in deliveries(newsletter_dir))
+        assert states == {"sent": 4, "uncertain": 2}

@@ -10,10 +10,12 @@ Per recipient: 2xx → SENT (the server's queue id when it says one),
 4xx → RETRY, 5xx → FAILED with the reply text. A dropped connection or a 421
 before the message was handed over → reconnect and try again; a drop after the
 whole message was handed over but before the reply → UNCERTAIN (it may have
-been delivered: retrying silently could duplicate it). A server that cannot be
-reached → ProviderError. International addresses use SMTPUTF8 when the server
-offers it; otherwise an IDN domain goes in its ASCII form (xn--…) and a non-ASCII
-local part fails that recipient (with the reason), not the whole send.
+been delivered: retrying silently could duplicate it); after two of those in a
+row (a server slower than `timeout`) the send stops rather than leave the rest
+of the list uncertain. A server that cannot be reached → ProviderError.
+International addresses use SMTPUTF8 when the server offers it; otherwise an IDN
+domain goes in its ASCII form (xn--…) and a non-ASCII local part fails that
+recipient (with the reason), not the whole send.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _QUEUED_AS = re.compile(rb"queued as ([A-Za-z0-9._@<>-]+)", re.IGNORECASE)
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 MAX_RECONNECTS = 3  # per message, before giving up on the server
+MAX_UNCONFIRMED = 2  # messages in a row left uncertain (no answer) before the send stops
 
 
 class _Dropped(Exception):
@@ -85,6 +88,8 @@ class SMTPProvider(Provider):
         self.conn: smtplib.SMTP | None = None
         self._password: str | None = None
         self._features: set[str] = set()
+        self._unconfirmed = 0  # messages in a row handed over without the server's answer
+        self._last_unconfirmed = ""
 
     # -- connection -------------------------------------------------------------------
 
@@ -176,20 +181,33 @@ class SMTPProvider(Provider):
         return results
 
     def _send_one(self, message: Message) -> DeliveryResult:
+        if self._unconfirmed >= MAX_UNCONFIRMED:
+            # A server that takes messages without confirming them (too slow for the
+            # timeout, or dropping after DATA) would turn the rest of the list uncertain.
+            raise ProviderError(
+                f"the SMTP server {self._where()} took {self._unconfirmed} messages in a row "
+                f"without confirming them ({self._last_unconfirmed}): it may be overloaded; "
+                "check it, or raise [provider] timeout; unsent messages stay queued"
+            )
         last = ""
         for _ in range(MAX_RECONNECTS + 1):
             if self.conn is None:
                 self._connect()  # ProviderError when the server is gone for good
             try:
-                return self._transaction(self.conn, message)  # type: ignore[arg-type]
+                result = self._transaction(self.conn, message)  # type: ignore[arg-type]
             except _Dropped as dropped:
                 self._drop()
                 last = dropped.reason
                 if dropped.handed_over:
+                    self._unconfirmed += 1
+                    self._last_unconfirmed = last
                     return DeliveryResult(
                         message.key, Outcome.UNCERTAIN,
                         error=f"the connection dropped before the server confirmed: {last}",
                     )
+            else:
+                self._unconfirmed = 0
+                return result
         raise ProviderError(
             f"the SMTP server {self._where()} keeps closing the connection ({last}): "
             "try a lower rate or concurrency; unsent messages stay queued"
