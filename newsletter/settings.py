@@ -10,6 +10,7 @@ provider opens.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -127,6 +128,10 @@ class Settings:
 
 
 _BREAK_OR_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# Connections (or API clients) in parallel: each holds a socket and files; past this, the
+# process runs out of file descriptors long before any server would take that many.
+MAX_CONCURRENCY = 100
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -330,11 +335,15 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
                 "give the provider its key through api_key_env instead"
             )
     rate = prov.get("rate")
-    if rate is not None and (not isinstance(rate, int | float) or rate < 0):
+    if rate is not None and (not isinstance(rate, int | float) or isinstance(rate, bool)
+                             or not math.isfinite(rate) or rate < 0):  # TOML has nan and inf
         problems.append("provider.rate must be a number of messages per second (0: no limit)")
     concurrency = prov.get("concurrency", 1)
-    if not isinstance(concurrency, int) or concurrency < 1:
-        problems.append("provider.concurrency must be a whole number of at least 1")
+    if (not isinstance(concurrency, int) or isinstance(concurrency, bool)
+            or not 1 <= concurrency <= MAX_CONCURRENCY):
+        problems.append(
+            f"provider.concurrency must be a whole number from 1 to {MAX_CONCURRENCY}"
+        )
 
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))

@@ -338,3 +338,35 @@ def test_a_misspelt_provider_table_is_refused_not_ignored(
     line = one_error_line(cli("send", "hello", "--to", "me@example.com"))
     assert "unknown table [providers]: the tables are [newsletter] and [provider]" in line
     assert not (newsletter_dir / "outbox").exists()
+
+
+# --- --rate and --concurrency out of range ------------------------------------------------
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--rate", "nan", "--rate must be a number of messages per second"),
+    ("--rate", "inf", "--rate must be a number of messages per second"),
+    ("--concurrency", "100000", "--concurrency must be at most 100"),
+])
+def test_send_refuses_a_rate_or_concurrency_it_cannot_use_before_anything_starts(
+    cli: Callable, write_draft: Callable, newsletter_dir: Path, option: str, value: str,
+    expected: str,
+) -> None:
+    # Before: nan and inf were tracebacks inside the engine; 100000 connections ran out of
+    # file descriptors mid-send and left the campaign interrupted.
+    write_draft("2026-01-10-hello.md", "---\ntitle: Hello\npreheader: Hi\n---\nBody\n")
+    line = one_error_line(cli("send", "hello", "--to", "me@example.com", option, value))
+    assert expected in line
+    assert "No campaigns yet" in cli("campaigns").stdout
+
+
+@pytest.mark.parametrize("setting", ["rate = nan", "rate = inf", "concurrency = 5000",
+                                     "concurrency = true"])
+def test_newsletter_toml_rate_and_concurrency_out_of_range_are_refused(
+    cli: Callable, write_draft: Callable, newsletter_dir: Path, setting: str
+) -> None:
+    write_draft("2026-01-10-hello.md", "# Hello\n\nBody\n")
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().replace('name = "outbox"', f'name = "outbox"\n{setting}'))
+    line = one_error_line(cli("build", "hello"))
+    assert f"provider.{setting.split()[0]} must be" in line

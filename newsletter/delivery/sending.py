@@ -11,6 +11,7 @@ the contract suite call it with their own message factory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from newsletter.delivery.campaign import (
 from newsletter.delivery.providers.options import number_option
 from newsletter.delivery.providers.registry import provider_class
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
-from newsletter.settings import ProviderSettings, Settings
+from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -87,9 +88,11 @@ def provider_settings_for(
     if concurrency is not None:
         if concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
+        if concurrency > MAX_CONCURRENCY:  # each is a connection and open files
+            raise ConfigError(f"--concurrency must be at most {MAX_CONCURRENCY}")
         changes["concurrency"] = concurrency
     if rate is not None:
-        if rate < 0:
+        if not math.isfinite(rate) or rate < 0:  # nan and inf parse as floats
             raise ConfigError("--rate must be a number of messages per second (0: no limit)")
         changes["rate"] = rate
     return dataclasses.replace(ps, **changes) if changes else ps
