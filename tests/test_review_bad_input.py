@@ -370,3 +370,16 @@ def test_newsletter_toml_rate_and_concurrency_out_of_range_are_refused(
     toml.write_text(toml.read_text().replace('name = "outbox"', f'name = "outbox"\n{setting}'))
     line = one_error_line(cli("build", "hello"))
     assert f"provider.{setting.split()[0]} must be" in line
+
+
+# --- preview on an address this machine does not have ------------------------------------
+
+
+def test_preview_on_a_host_that_is_not_this_machine_points_at_host_not_port(
+    cli: Callable, write_draft: Callable
+) -> None:
+    write_draft("2026-01-10-hello.md", "# Hello\n\nBody\n")
+    # 192.0.2.1 is TEST-NET-1: never an address of this machine, and binding sends nothing.
+    line = one_error_line(cli("preview", "hello", "--no-open", "--host", "192.0.2.1"))
+    assert "cannot listen on 192.0.2.1" in line
+    assert "pass an address of this machine to --host" in line and "--port" not in line

@@ -16,6 +16,7 @@ newsletter folder only).
 
 from __future__ import annotations
 
+import errno
 import functools
 import html
 import ipaddress
@@ -293,6 +294,12 @@ class Preview:
         try:
             server = server_class((self.host.strip("[]"), self.port), _Handler)
         except OSError as exc:
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                # The host is the problem (a typo, or an address of another machine).
+                raise NewsletterError(
+                    f"cannot listen on {self.host} ({exc.strerror}): pass an address of this "
+                    "machine to --host, or leave it out to use 127.0.0.1"
+                ) from None
             raise NewsletterError(
                 f"cannot listen on {self.host}:{self.port} ({exc.strerror}): pick another "
                 "--port, or leave it out to use a free one"
