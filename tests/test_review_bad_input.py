@@ -383,3 +383,42 @@ def test_preview_on_a_host_that_is_not_this_machine_points_at_host_not_port(
     line = one_error_line(cli("preview", "hello", "--no-open", "--host", "192.0.2.1"))
     assert "cannot listen on 192.0.2.1" in line
     assert "pass an address of this machine to --host" in line and "--port" not in line
+
+
+# --- --rejects: never the input, never touched by a failed import -------------------------
+
+
+def test_rejects_pointing_at_the_file_being_imported_is_refused_and_the_file_kept(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    # Before: the rejects file was opened for writing first, emptying the export, and the
+    # import then said "list.csv is empty": the user's only copy of their list was gone.
+    export = newsletter_dir / "list.csv"
+    export.write_text("email,name\nnot-an-address,X\nann@example.com,Ann\n")
+    before = export.read_bytes()
+    line = one_error_line(cli("subscribers", "import", "list.csv", "--rejects", "./list.csv"))
+    assert "--rejects list.csv is the file being imported" in line
+    assert export.read_bytes() == before
+
+
+def test_a_failed_import_leaves_the_rejects_file_as_it_was(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    (newsletter_dir / "list.csv").write_text(
+        'email,name\nnot-an-address,X\nbob@example.com,"Bob\ncat@example.com,Cat\n'
+    )
+    rejects = newsletter_dir / "rejects.csv"
+    rejects.write_text("last week's rejects\n")
+    one_error_line(cli("subscribers", "import", "list.csv", "--rejects", "rejects.csv"))
+    assert rejects.read_text() == "last week's rejects\n"
+    assert sorted(p.name for p in newsletter_dir.iterdir() if "rejects" in p.name) == [
+        "rejects.csv"
+    ]
+
+
+def test_a_successful_import_writes_the_rejects_file(cli: Callable, newsletter_dir: Path) -> None:
+    (newsletter_dir / "list.csv").write_text("email,name\nnot-an-address,X\nann@example.com,A\n")
+    result = cli("subscribers", "import", "list.csv", "--rejects", "rejects.csv")
+    assert result.exit_code == 0, result.stderr
+    assert "line 2" in (newsletter_dir / "rejects.csv").read_text()
+    assert not (newsletter_dir / "rejects.csv.partial").exists()

@@ -599,10 +599,24 @@ def _dumps(value: Any) -> str:
 class _Rejects:
     """Collects skipped rows: counts, the first few for the summary, all of them in a file."""
 
-    def __init__(self, summary: ImportSummary, path: Path | None) -> None:
+    def __init__(self, summary: ImportSummary, path: Path | None, source: Path) -> None:
         self.summary = summary
+        self.path = path
+        # Written beside and renamed when the import succeeds: a failed import leaves an
+        # existing file at --rejects as it was, and no half-written one.
+        self.partial = path.with_name(path.name + ".partial") if path else None
+        if path is not None and path.resolve() == source.resolve():
+            raise SubscriberError(
+                f"--rejects {path} is the file being imported: it would be emptied before it is "
+                "read; write the rejects to another file"
+            )
+        if path is not None and path.is_dir():
+            raise SubscriberError(f"cannot write the rejects file {path}: Is a directory")
         try:
-            self.file = open(path, "w", encoding="utf-8", newline="") if path else None  # noqa: SIM115
+            self.file = (
+                open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115
+                if self.partial else None
+            )
         except OSError as exc:
             raise SubscriberError(f"cannot write the rejects file {path}: {exc.strerror}") from None
         self.writer = csv.writer(self.file) if self.file else None
@@ -619,9 +633,19 @@ class _Rejects:
                 self.writer.writerow(["where", "reason", *header])
             self.writer.writerow([where, message, *row])
 
-    def close(self) -> None:
-        if self.file:
+    def close(self, keep: bool) -> None:
+        if self.file and self.partial and self.path:
             self.file.close()
+            if not keep:
+                self.partial.unlink(missing_ok=True)
+                return
+            try:
+                self.partial.replace(self.path)
+            except OSError as exc:
+                self.partial.unlink(missing_ok=True)
+                raise SubscriberError(
+                    f"cannot write the rejects file {self.path}: {exc.strerror}"
+                ) from None
 
 
 def import_file(
@@ -643,7 +667,8 @@ def import_file(
     path = Path(path)
     extra_tags = clean_tags(tags)
     summary = ImportSummary(dry_run=dry_run)
-    bad = _Rejects(summary, rejects)
+    bad = _Rejects(summary, rejects, path)
+    done = False
     try:
         db.execute("DROP TABLE IF EXISTS temp.import_rows")
         db.execute(
@@ -667,8 +692,9 @@ def import_file(
                 db.conn.rollback()
         if progress:
             progress("Merging", 1, 1)
+        done = True
     finally:
-        bad.close()
+        bad.close(keep=done)
         if db.conn.in_transaction:
             db.conn.rollback()
         db.execute("DROP TABLE IF EXISTS temp.import_rows")
