@@ -422,3 +422,13 @@ def test_a_successful_import_writes_the_rejects_file(cli: Callable, newsletter_d
     assert result.exit_code == 0, result.stderr
     assert "line 2" in (newsletter_dir / "rejects.csv").read_text()
     assert not (newsletter_dir / "rejects.csv.partial").exists()
+
+
+def test_export_onto_the_database_itself_is_refused_and_the_list_kept(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    # Before: the CSV was renamed over newsletter.db and every subscriber was gone.
+    assert cli("subscribers", "add", "liu@example.com").exit_code == 0
+    line = one_error_line(cli("subscribers", "export", "-o", "newsletter.db"))
+    assert "-o newsletter.db is the database itself" in line
+    assert "liu@example.com" in cli("subscribers", "list").stdout

@@ -444,6 +444,11 @@ def export_file(
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """`export_csv` into a file, written beside it and renamed: never half a file."""
+    main = next((r[2] for r in db.execute("PRAGMA database_list") if r[1] == "main"), "")
+    database_files = {Path(main + suffix).resolve() for suffix in ("", "-wal", "-shm")}
+    if main and path.resolve() in database_files:
+        # The rename would put a CSV where the list was: every subscriber gone.
+        raise SubscriberError(f"-o {path} is the database itself: export to another file")
     partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "w", encoding="utf-8", newline="") as out:
