@@ -432,3 +432,16 @@ def test_export_onto_the_database_itself_is_refused_and_the_list_kept(
     line = one_error_line(cli("subscribers", "export", "-o", "newsletter.db"))
     assert "-o newsletter.db is the database itself" in line
     assert "liu@example.com" in cli("subscribers", "list").stdout
+
+
+# --- draft where drafts/ cannot be made ---------------------------------------------------
+
+
+def test_draft_when_drafts_is_a_file_is_one_error_line(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    (newsletter_dir / "drafts").rmdir()
+    (newsletter_dir / "drafts").write_text("my list of ideas")
+    line = one_error_line(cli("draft", "New one"))
+    assert f"cannot create {newsletter_dir / 'drafts'}" in line
+    assert (newsletter_dir / "drafts").read_text() == "my list of ideas"

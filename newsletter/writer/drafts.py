@@ -70,12 +70,22 @@ def new_draft(
         "Write your issue here, in Markdown. Say hello with "
         '{{ subscriber.name | default("there") }}.\n'
     )
-    settings.drafts_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.drafts_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # drafts is a file, or the folder cannot be written
+        raise ContentError(
+            f"cannot create {settings.drafts_dir}: {exc.strerror or exc}: it must be a folder "
+            "you can write to"
+        ) from None
     try:
         with path.open("x", encoding="utf-8") as f:  # "x": never overwrite, even in a race
             f.write(body)
     except FileExistsError:
         raise ContentError(f"{path} already exists: pick another title or --slug") from None
+    except OSError as exc:
+        # Created by us ("x" above), then the write failed (a full disk): no half a draft.
+        path.unlink(missing_ok=True)
+        raise ContentError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 
