@@ -445,3 +445,18 @@ def test_draft_when_drafts_is_a_file_is_one_error_line(
     line = one_error_line(cli("draft", "New one"))
     assert f"cannot create {newsletter_dir / 'drafts'}" in line
     assert (newsletter_dir / "drafts").read_text() == "my list of ideas"
+
+
+# --- a layout that is not UTF-8 -----------------------------------------------------------
+
+
+def test_a_layout_saved_in_another_encoding_is_one_error_line(
+    cli: Callable, write_draft: Callable, newsletter_dir: Path
+) -> None:
+    write_draft("2026-01-10-hello.md", "# Hello\n\nBody\n")
+    (newsletter_dir / "layouts").mkdir()
+    (newsletter_dir / "layouts" / "default.html").write_bytes(
+        "<html><body>Caf\u00e9 {{ issue.html }}</body></html>".encode("latin-1")
+    )
+    line = one_error_line(cli("build", "hello"))
+    assert "layouts/default.html is not UTF-8 text: save it as UTF-8" in line

@@ -261,6 +261,10 @@ def load_layout(env: jinja2.Environment, name: str) -> jinja2.Template:
         raise ContentError(
             f"{exc.filename or name}:{exc.lineno}: template syntax error: {exc.message}"
         ) from None
+    except UnicodeDecodeError:  # saved as Latin-1 or UTF-16 by an editor
+        raise ContentError(f"layouts/{name} is not UTF-8 text: save it as UTF-8") from None
+    except OSError as exc:
+        raise ContentError(f"cannot read layouts/{name}: {exc.strerror or exc}") from None
 
 
 _FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
