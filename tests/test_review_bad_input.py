@@ -460,3 +460,17 @@ def test_a_layout_saved_in_another_encoding_is_one_error_line(
     )
     line = one_error_line(cli("build", "hello"))
     assert "layouts/default.html is not UTF-8 text: save it as UTF-8" in line
+
+
+# --- a "CSV" separated by semicolons (Excel in many locales) ------------------------------
+
+
+@pytest.mark.parametrize("format", ["auto", "plain"])
+def test_a_semicolon_separated_file_says_to_save_it_with_commas(
+    cli: Callable, newsletter_dir: Path, format: str
+) -> None:
+    # Before: "cannot tell which platform … pass --format", and with --format plain every
+    # row was skipped as an invalid address ('ann@example.com;Ann').
+    (newsletter_dir / "list.csv").write_text("email;name\nann@example.com;Ann\n")
+    line = one_error_line(cli("subscribers", "import", "list.csv", "--format", format))
+    assert "list.csv separates its columns with semicolons, not commas" in line

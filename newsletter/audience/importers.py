@@ -454,6 +454,14 @@ def detect_format(header: Sequence[str], where: str) -> Format:
 
 def get_format(name: str, header: Sequence[str], where: str) -> Format:
     """The format named by --format (checking its columns are there), or the detected one."""
+    if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+        # Excel in many locales saves "CSV" with semicolons; read as commas, every row is one
+        # cell and no format fits (or, forced, every row is an "invalid address").
+        separator = "semicolons" if ";" in header[0] else "tabs"
+        raise SubscriberError(
+            f"{where} separates its columns with {separator}, not commas: save it again as "
+            "comma-separated CSV (in Excel: CSV UTF-8) and import that"
+        )
     if name == "auto":
         return detect_format(header, where)
     fmt = FORMATS.get(name)
