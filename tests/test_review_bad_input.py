@@ -474,3 +474,16 @@ def test_a_semicolon_separated_file_says_to_save_it_with_commas(
     (newsletter_dir / "list.csv").write_text("email;name\nann@example.com;Ann\n")
     line = one_error_line(cli("subscribers", "import", "list.csv", "--format", format))
     assert "list.csv separates its columns with semicolons, not commas" in line
+
+
+def test_rejects_onto_the_database_is_refused_and_the_list_kept(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    # Before: the rejects were renamed over newsletter.db after a successful import.
+    assert cli("subscribers", "add", "liu@example.com").exit_code == 0
+    (newsletter_dir / "list.csv").write_text("email\nnot-an-address\nann@example.com\n")
+    line = one_error_line(
+        cli("subscribers", "import", "list.csv", "--rejects", "newsletter.db")
+    )
+    assert "--rejects newsletter.db is the database itself" in line
+    assert "liu@example.com" in cli("subscribers", "list").stdout

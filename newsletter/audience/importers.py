@@ -31,6 +31,7 @@ from newsletter.audience.subscribers import (
     clean_name,
     clean_tags,
     email_key,
+    is_database_file,
     normalize_email,
     now_iso,
 )
@@ -675,6 +676,8 @@ def import_file(
     path = Path(path)
     extra_tags = clean_tags(tags)
     summary = ImportSummary(dry_run=dry_run)
+    if rejects is not None and is_database_file(db, Path(rejects)):
+        raise SubscriberError(f"--rejects {rejects} is the database itself: pick another file")
     bad = _Rejects(summary, rejects, path)
     done = False
     try:

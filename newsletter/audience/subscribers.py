@@ -436,6 +436,13 @@ def export_csv(
     return n
 
 
+def is_database_file(db: sqlite_utils.Database, path: Path) -> bool:
+    """Whether `path` is this database's file (or its -wal/-shm): never a place to write to."""
+    main = next((r[2] for r in db.execute("PRAGMA database_list") if r[1] == "main"), "")
+    database_files = {Path(main + suffix).resolve() for suffix in ("", "-wal", "-shm")}
+    return bool(main) and path.resolve() in database_files
+
+
 def export_file(
     db: sqlite_utils.Database,
     path: Path,
@@ -444,9 +451,7 @@ def export_file(
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """`export_csv` into a file, written beside it and renamed: never half a file."""
-    main = next((r[2] for r in db.execute("PRAGMA database_list") if r[1] == "main"), "")
-    database_files = {Path(main + suffix).resolve() for suffix in ("", "-wal", "-shm")}
-    if main and path.resolve() in database_files:
+    if is_database_file(db, path):
         # The rename would put a CSV where the list was: every subscriber gone.
         raise SubscriberError(f"-o {path} is the database itself: export to another file")
     partial = path.with_name(path.name + ".partial")
