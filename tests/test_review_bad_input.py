@@ -487,3 +487,14 @@ def test_rejects_onto_the_database_is_refused_and_the_list_kept(
     )
     assert "--rejects newsletter.db is the database itself" in line
     assert "liu@example.com" in cli("subscribers", "list").stdout
+
+
+def test_a_database_in_a_folder_that_does_not_exist_says_how_to_fix_it(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().replace(
+        "[newsletter]\n", '[newsletter]\ndatabase = "gone/newsletter.db"\n'
+    ))
+    line = one_error_line(cli("subscribers", "count"))
+    assert "cannot open the database" in line and "check that its folder exists" in line

@@ -91,7 +91,10 @@ def connect(path: Path) -> sqlite_utils.Database:
     try:
         conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     except sqlite3.Error as exc:
-        raise ConfigError(f"cannot open the database {path}: {exc}") from None
+        raise ConfigError(
+            f"cannot open the database {path}: {exc}: check that its folder exists and can be "
+            "written (newsletter.toml [newsletter] database names another file)"
+        ) from None
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
