@@ -498,3 +498,58 @@ def test_a_database_in_a_folder_that_does_not_exist_says_how_to_fix_it(
     ))
     line = one_error_line(cli("subscribers", "count"))
     assert "cannot open the database" in line and "check that its folder exists" in line
+
+
+# --- a damaged or password-protected ZIP --------------------------------------------------
+
+
+def _mailchimp_zip(path: Path, compression: int) -> bytes:
+    import zipfile
+
+    rows = "Email Address,First Name\n" + "".join(
+        f"reader{n}@example.com,Reader {n}\n" for n in range(2000)
+    )
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("subscribed_members_export.csv", rows)
+    return path.read_bytes()
+
+
+def test_a_zip_damaged_inside_its_compressed_data_is_one_error_line(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    import zipfile
+
+    export = newsletter_dir / "members_export.zip"
+    data = bytearray(_mailchimp_zip(export, zipfile.ZIP_DEFLATED))
+    data[200] ^= 0xFF  # inside the deflated data: zlib fails mid-read
+    export.write_bytes(bytes(data))
+    line = one_error_line(cli("subscribers", "import", "members_export.zip"))
+    assert "members_export.zip:subscribed_members_export.csv is damaged" in line
+    assert "download the export again" in line
+
+
+def test_a_zip_whose_checksum_fails_at_the_end_is_one_error_line(
+    cli: Callable, newsletter_dir: Path
+) -> None:
+    import zipfile
+
+    export = newsletter_dir / "members_export.zip"
+    data = bytearray(_mailchimp_zip(export, zipfile.ZIP_STORED))
+    at = data.index(b"reader1500@")
+    data[at] = ord("R")  # still text: only the CRC check at the end notices
+    export.write_bytes(bytes(data))
+    line = one_error_line(cli("subscribers", "import", "members_export.zip"))
+    assert "is damaged" in line and "CRC" in line
+    assert '"total": 0' in cli("subscribers", "count", "--json").stdout
+
+
+def test_a_password_protected_zip_is_one_error_line(cli: Callable, newsletter_dir: Path) -> None:
+    import zipfile
+
+    export = newsletter_dir / "members_export.zip"
+    data = bytearray(_mailchimp_zip(export, zipfile.ZIP_STORED))
+    data[6] |= 1  # the "encrypted" flag, in the local and the central header
+    data[data.index(b"PK\x01\x02") + 8] |= 1
+    export.write_bytes(bytes(data))
+    line = one_error_line(cli("subscribers", "import", "members_export.zip"))
+    assert "it is password-protected: unzip it yourself and import the .csv" in line

@@ -17,6 +17,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -526,6 +527,10 @@ def _csv_rows(text: TextIO, where: str) -> Iterator[tuple[int, list[str]]]:
             f"{where} near line {line} is not UTF-8 text: save the file as UTF-8 (CSV UTF-8 in "
             "Excel) and import again"
         ) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged or cut-off ZIP
+        raise SubscriberError(
+            f"{where} is damaged near line {line} ({exc}): download the export again"
+        ) from None
 
 
 def _open_sheet(binary: BinaryIO, name: str) -> Sheet:
@@ -791,7 +796,9 @@ def _sheet_sizes(path: Path) -> Iterator[tuple[int, str]]:
             try:
                 archive = zipfile.ZipFile(handle)
             except zipfile.BadZipFile as exc:
-                raise SubscriberError(f"{path} is not a readable ZIP file ({exc})") from None
+                raise SubscriberError(
+                    f"{path} is not a readable ZIP file ({exc}): download the export again"
+                ) from None
             for m in archive.infolist():
                 if _is_member_csv(m):
                     yield m.file_size, m.filename
@@ -821,7 +828,16 @@ def _iter_sheets(
             if not members:
                 raise SubscriberError(f"{path} holds no .csv file: is it a list export?")
             for member in members:
-                with archive.open(member) as raw:
+                try:
+                    raw = archive.open(member)
+                except (RuntimeError, NotImplementedError) as exc:  # a password, odd compression
+                    why = ("it is password-protected" if "encrypted" in str(exc)
+                           else "it is compressed in a way this tool cannot open")
+                    raise SubscriberError(
+                        f"cannot read {member.filename} in {path.name}: {why}: unzip it "
+                        "yourself and import the .csv"
+                    ) from None
+                with raw:
                     sheet = _open_sheet(raw, f"{path.name}:{member.filename}")
                     yield member.file_size, (sheet, raw.tell)
             return
