@@ -553,3 +553,16 @@ def test_a_password_protected_zip_is_one_error_line(cli: Callable, newsletter_di
     export.write_bytes(bytes(data))
     line = one_error_line(cli("subscribers", "import", "members_export.zip"))
     assert "it is password-protected: unzip it yourself and import the .csv" in line
+
+
+def test_init_keeps_a_gitignore_in_another_encoding_byte_for_byte(
+    cli: Callable, tmp_path: Path
+) -> None:
+    folder = tmp_path / "blog"
+    folder.mkdir()
+    mine = "caf\u00e9/\n".encode("latin-1")
+    (folder / ".gitignore").write_bytes(mine)
+    result = cli("init", str(folder))
+    assert result.exit_code == 0, result.stderr
+    kept = (folder / ".gitignore").read_bytes()
+    assert kept.startswith(mine) and b"newsletter.db" in kept

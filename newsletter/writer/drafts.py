@@ -259,7 +259,8 @@ def _lay_out(root: Path) -> InitResult:
     gitignore = root / ".gitignore"
     if gitignore.exists():
         # Add only our missing lines; never rewrite the user's own.
-        current = gitignore.read_text(encoding="utf-8").splitlines()
+        # surrogateescape: a .gitignore in another encoding is kept byte for byte.
+        current = gitignore.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
         missing = [line for line in GITIGNORE_LINES[1:] if line not in current]
         if missing:
             with gitignore.open("a", encoding="utf-8") as f:
