@@ -194,11 +194,23 @@ def _build_error(report: Report, exc: ContentError, draft: _DraftText) -> None:
     report.add("error", code, message, line)
 
 
+# The address `newsletter init` writes into newsletter.toml for the writer to replace.
+INIT_SENDER = "you@example.com"
+
+
 def _settings_rules(report: Report, settings: Settings) -> None:
     if not settings.sender_address:
         report.add("error", "no-from",
                    'no From address: set newsletter.from = "Name <you@example.com>" in '
                    "newsletter.toml")
+    elif settings.sender_address.lower() == INIT_SENDER:
+        report.add("error", "no-from",
+                   f"newsletter.from is still the example address {INIT_SENDER} that "
+                   "`newsletter init` wrote: set your own in newsletter.toml")
+    if not settings.address.strip():
+        report.add("warning", "no-postal-address",
+                   "no postal address for the footer: anti-spam laws (CAN-SPAM) ask for one; "
+                   'set newsletter.address = "…" in newsletter.toml')
 
 
 _HEADING = re.compile(r"^(#\s+\S|=+\s*$)", re.M)

@@ -159,6 +159,21 @@ def test_from_not_configured(check: Callable[[str], Report], newsletter_dir: Pat
     assert "newsletter.from" in finding.message
 
 
+def test_from_still_the_init_example(check: Callable[[str], Report],
+                                     newsletter_dir: Path) -> None:
+    set_toml(newsletter_dir, 'from = "Test Writer <writer@example.com>"',
+             'from = "Your Name <you@example.com>"')
+    finding = only(check(CLEAN), "no-from")
+    assert "example address you@example.com" in finding.message
+
+
+def test_no_postal_address(check: Callable[[str], Report], newsletter_dir: Path) -> None:
+    assert "no-postal-address" not in codes(check(CLEAN))
+    set_toml(newsletter_dir, 'address = "1 Test Street, Testville"', 'address = ""')
+    finding = only(check(CLEAN), "no-postal-address")
+    assert finding.severity == "warning" and "newsletter.address" in finding.message
+
+
 @pytest.mark.parametrize("placeholder", ["TODO", "TK", "lorem ipsum", "Lorem Ipsum"])
 def test_leftover_placeholders(check: Callable[[str], Report], placeholder: str) -> None:
     finding = only(check(CLEAN + f"\nThe ending goes here: {placeholder}.\n"), "placeholder")
