@@ -368,14 +368,29 @@ def refuse_resend(
     earlier = latest_campaign(db, slug, "list")
     if earlier is None:
         return
-    what = "was sent" if earlier.status == "done" else "is being sent"
+    c = earlier.counts
     retry = (
-        f", or --retry-failed {earlier.id} for its {earlier.counts.failed} failed"
-        if earlier.counts.failed else ""
+        f", or --retry-failed {earlier.id} for its {c.failed} failed"
+        if c.failed else ""
     )
+    if earlier.status == "done":
+        what = "was sent"
+    elif c.queued or c.sending:
+        # Unfinished, to another audience: say how to finish it rather than "being sent".
+        retry += (
+            f"; to finish that send instead, run `newsletter send {slug} --to "
+            f"{earlier.audience}` ({c.queued + c.sending} not yet sent)"
+        )
+        what = "was partly sent"
+    else:
+        retry += (
+            f"; its {c.uncertain} uncertain message(s) are settled with `newsletter send "
+            f"{slug} --to {earlier.audience} --retry-uncertain`"
+        )
+        what = "was sent"
     raise DeliveryError(
         f"{slug} {what} to the list already (campaign {earlier.id} to "
-        f"{earlier.audience}, {earlier.counts.sent} sent): pass --resend to send "
+        f"{earlier.audience}, {c.sent} sent): pass --resend to send "
         f"it again{retry}"
     )
 

@@ -1,0 +1,50 @@
+"""A list send refused because an earlier send of the draft is unfinished says how to finish it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from newsletter.audience.store import connect
+
+DRAFT = """\
+---
+subject: Spring notes
+preheader: what grew
+---
+Hello {{ subscriber.name | default("reader") }}.
+"""
+
+
+def _interrupt(root: Path, state: str) -> None:
+    """Leave campaign 1 as a killed send would: one row not settled, status stopped."""
+    db = connect(root / "newsletter.db")
+    with db.conn:
+        db.execute("UPDATE deliveries SET state = ? WHERE id = "
+                   "(SELECT max(id) FROM deliveries WHERE campaign_id = 1)", [state])
+        db.execute("UPDATE campaigns SET status = 'stopped', finished_at = NULL WHERE id = 1")
+    db.conn.close()
+
+
+def test_an_unfinished_tag_send_is_named_with_the_command_that_finishes_it(
+    cli: Callable, newsletter_dir: Path, write_draft: Callable
+) -> None:
+    write_draft("spring.md", DRAFT)
+    for address in ("a@example.com", "b@example.com"):
+        assert cli("subscribers", "add", address, "--tag", "friends").exit_code == 0
+    assert cli("send", "spring", "--to", "tag:friends", "--yes").exit_code == 0
+    _interrupt(newsletter_dir, "queued")
+
+    run = cli("send", "spring", "--to", "subscribers", "--yes")
+    assert run.exit_code != 0
+    assert "was partly sent" in run.stderr and "being sent" not in run.stderr
+    assert "--to tag:friends` (1 not yet sent)" in run.stderr
+
+    _interrupt(newsletter_dir, "uncertain")
+    run = cli("send", "spring", "--to", "subscribers", "--yes")
+    assert run.exit_code != 0
+    assert "--retry-uncertain" in run.stderr and "being sent" not in run.stderr
+    # The advice works: settling the uncertain row finishes campaign 1.
+    assert cli("send", "spring", "--to", "tag:friends", "--yes",
+               "--retry-uncertain").exit_code == 0
+    assert "done" in cli("campaigns").stdout
