@@ -97,44 +97,35 @@ class Audience:
     addresses: tuple[str, ...] = ()
 
 
+_LIST_WORDS = ("subscribers", "list", "all")
+_TO_FORMS = "--to takes `subscribers`, `tag:NAME`, or email addresses separated by commas"
+
+
 def parse_audience(text: str) -> Audience:
     """`subscribers`, `tag:NAME` or `a@x.org,b@y.org` → Audience (SubscriberError if bad)."""
+    from newsletter.audience.subscribers import normalize_email
+
     text = text.strip()
-    if text in ("subscribers", "list", "all"):
+    if text.lower() in _LIST_WORDS:
         return Audience("subscribers", "list")
-    if text.startswith("tag:"):
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if text.lower().startswith("tag:"):
         tag = text[4:].strip()
         if not tag:
             raise SubscriberError("--to tag: needs a tag name, like --to tag:friends")
+        if len(parts) > 1 and any(p.lower().startswith("tag:") for p in parts[1:]):
+            raise SubscriberError(f"{_TO_FORMS}: one tag per send, not {text!r}")
         return Audience(f"tag:{tag}", "list", tag=tag)
+    if any(p.lower() in _LIST_WORDS or p.lower().startswith("tag:") for p in parts):
+        raise SubscriberError(f"{_TO_FORMS}, not a mix of them ({text!r})")
     addresses: list[str] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        address = _normalize_address(part)
+    for part in parts:
+        address = normalize_email(part)
         if address.lower() not in {a.lower() for a in addresses}:
             addresses.append(address)
     if not addresses:
-        raise SubscriberError(
-            "--to needs `subscribers`, `tag:NAME` or email addresses separated by commas"
-        )
+        raise SubscriberError(_TO_FORMS)
     return Audience(",".join(addresses), "test", addresses=tuple(addresses))
-
-
-def _normalize_address(text: str) -> str:
-    try:  # the subscribers module validates properly when it is there
-        from newsletter.audience.subscribers import normalize_email
-    except ImportError:
-        normalize_email = None
-    if normalize_email is not None:
-        return normalize_email(text)
-    local, at, domain = text.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in text):
-        raise SubscriberError(
-            f'"{text}" is not an email address: use --to subscribers, tag:NAME or a@x.org,b@y.org'
-        )
-    return f"{local}@{domain.lower()}"
 
 
 def _audience_where(audience: Audience) -> tuple[str, list[Any]]:

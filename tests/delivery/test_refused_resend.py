@@ -48,3 +48,19 @@ def test_an_unfinished_tag_send_is_named_with_the_command_that_finishes_it(
     assert cli("send", "spring", "--to", "tag:friends", "--yes",
                "--retry-uncertain").exit_code == 0
     assert "done" in cli("campaigns").stdout
+
+
+def test_to_names_what_it_takes_when_forms_are_mixed(
+    cli: Callable, newsletter_dir: Path, write_draft: Callable
+) -> None:
+    write_draft("spring.md", DRAFT)
+    assert cli("subscribers", "add", "a@example.com").exit_code == 0
+    for to in ("subscribers,b@example.com", "tag:a,tag:b", "a@example.com,tag:x"):
+        run = cli("send", "spring", "--to", to, "--yes")
+        assert run.exit_code != 0
+        assert run.stderr.startswith("Error: --to takes `subscribers`, `tag:NAME`"), run.stderr
+        assert run.stderr.count("\n") == 1
+    # Letter case does not matter for the list itself.
+    run = cli("send", "spring", "--to", "SUBSCRIBERS", "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert "1 sent" in run.stdout
