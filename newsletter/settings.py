@@ -118,6 +118,7 @@ class Settings:
         path = self.root / SECRET_FILE
         if not path.exists():
             write_secret_file(path)
+            _git_ignore(self.root, SECRET_FILE)
         text = path.read_text().strip()
         if len(text) < 32:
             raise ConfigError(
@@ -199,6 +200,23 @@ def _url_password(url: str) -> bool:
         return bool(urlsplit(url.strip()).password)
     except ValueError:
         return False
+
+
+def _git_ignore(root: Path, name: str) -> None:
+    """Add `name` to the folder's .gitignore when it has one that does not list it.
+
+    (`newsletter init` writes a .gitignore that does; this covers a folder set up
+    by hand, where the secret file would otherwise be committed with the rest.)
+    """
+    gitignore = root / ".gitignore"
+    try:
+        text = gitignore.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    if name in (line.strip().lstrip("/") for line in text.splitlines()):
+        return
+    with gitignore.open("a", encoding="utf-8") as f:
+        f.write(("" if text.endswith("\n") or not text else "\n") + name + "\n")
 
 
 def write_secret_file(path: Path) -> None:

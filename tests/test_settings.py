@@ -90,3 +90,13 @@ def test_secret_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("NEWSLETTER_SECRET", "from-the-environment-" + "y" * 20)
     assert load_settings(root).secret_key().startswith(b"from-the-environment-")
     assert not (root / ".newsletter-secret").exists()
+
+
+def test_a_secret_file_made_on_first_use_is_git_ignored(tmp_path: Path) -> None:
+    """A folder set up by hand with its own .gitignore: the secret is added to it."""
+    root = write(tmp_path, "")
+    (root / ".gitignore").write_text("*.pyc")  # no trailing newline
+    load_settings(root).secret_key()
+    assert (root / ".gitignore").read_text().splitlines() == ["*.pyc", ".newsletter-secret"]
+    load_settings(root).secret_key()  # listed once, however often it is used
+    assert (root / ".gitignore").read_text().count(".newsletter-secret") == 1
