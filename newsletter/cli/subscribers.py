@@ -205,8 +205,13 @@ def import_(
     Example: newsletter subscribers import examples/subscribers.csv --tag early
     """
     db = _db(ctx)
-    with _progress_bar() as update:
-        summary = importers.import_file(db, file, format=format, tags=tag or (),
-                                        dry_run=dry_run, rejects=rejects, progress=update)
+    try:
+        with _progress_bar() as update:
+            summary = importers.import_file(db, file, format=format, tags=tag or (),
+                                            dry_run=dry_run, rejects=rejects, progress=update)
+    except KeyboardInterrupt:
+        # The import is one transaction, rolled back on the way out.
+        typer.echo("Interrupted: nothing was imported; the list is as it was.", err=True)
+        raise typer.Exit(130) from None
     for line in summary.lines():
         typer.echo(line)

@@ -77,6 +77,9 @@ def test_an_interrupted_import_leaves_the_database_as_before(
     assert proc.returncode != 0, err
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130
+        assert b"Interrupted: nothing was imported" in err and b"Traceback" not in err
 
     db = store.connect(db_path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
