@@ -15,6 +15,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from newsletter.audience import importers
 from newsletter.audience import subscribers as subs
 from newsletter.cli.app import app, settings
+from newsletter.compose import tokens
+from newsletter.errors import SubscriberError
 
 subscribers_app = typer.Typer(
     help="The subscriber list: add, import, export, list, unsubscribe.\n\n"
@@ -77,12 +79,27 @@ def remove(
 
 @subscribers_app.command("unsubscribe")
 def unsubscribe(
-    ctx: typer.Context, email: Annotated[str, typer.Argument(help="The address to stop.")]
+    ctx: typer.Context,
+    email: Annotated[
+        str, typer.Argument(help="The address to stop, or an unsubscribe link from an issue.")
+    ],
 ) -> None:
     """Stop sending to a subscriber; they stay on file so no import makes them active again.
 
+    Also takes the unsubscribe link of any issue (a reader forwards it, or your web server
+    logged it): its signed token names the reader, and a forged or altered one is refused.
+
     Example: newsletter subscribers unsubscribe liu@example.com
     """
+    token = tokens.token_from(email)
+    if token is not None:
+        key = tokens.verify_unsubscribe_token(settings(ctx).secret_key(), token)
+        if key is None:
+            raise SubscriberError(
+                "that unsubscribe link was not made by this newsletter (or was altered): "
+                "unsubscribe the reader by address instead"
+            )
+        email = key
     sub = subs.unsubscribe(_db(ctx), email)
     typer.echo(f"Unsubscribed: {sub.email} ({sub.status} since {sub.unsubscribed_at})")
 

@@ -94,3 +94,19 @@ def verify_unsubscribe_token(secret: bytes, token: str) -> str | None:
 def unsubscribe_url(base_url: str, token: str) -> str:
     """The one-click unsubscribe URL for a token: `{base_url}/unsubscribe?token=…`."""
     return f"{base_url.rstrip('/')}/unsubscribe?token={token}"
+
+
+def token_from(text: str) -> str | None:
+    """The token in an unsubscribe URL (or a bare token); None when `text` holds none.
+
+    Lets a writer act on a link a reader forwarded, or one from a web server's log.
+    """
+    text = text.strip()
+    if "@" in text and "token=" not in text:
+        return None  # an email address
+    if "token=" in text:
+        from urllib.parse import parse_qs, urlsplit
+
+        values = parse_qs(urlsplit(text).query).get("token")
+        return values[0] if values else None
+    return text or None
