@@ -33,19 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from newsletter.audience import store  # noqa: E402
+from letter import write_letter  # noqa: E402  (bench/letter.py)
+
 from newsletter.compose.issue import build_issue  # noqa: E402
 from newsletter.compose.message import Recipient, personalize  # noqa: E402
 from newsletter.delivery.sending import dry_run, send_draft  # noqa: E402
 from newsletter.settings import load_settings  # noqa: E402
 
 EXTRA = os.environ.get("BENCH_PROVIDER_EXTRA", "").replace(";", "\n")
-PARAGRAPH = (
-    "Leaving a big company is mostly a matter of paperwork and a little courage. "
-    "What surprised me was how much of my writing had lived inside other people's "
-    "platforms, and how little of it I could take with me when I left. "
-)
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -84,32 +79,10 @@ def start_server() -> tuple[subprocess.Popen, int, str]:
 
 def make_letter(root: Path, port: int, subscribers: int) -> Path:
     """A newsletter with a ~1,000-word draft and `subscribers` active subscribers."""
-    (root / "drafts").mkdir(parents=True)
-    (root / "newsletter.toml").write_text(
-        '[newsletter]\nname = "Bench Letter"\nfrom = "Bench <bench@example.com>"\n'
-        'base_url = "https://example.com/news"\naddress = "1 Bench Street"\n\n'
-        f'[provider]\nname = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n{EXTRA}'
-    )
-    body = "\n\n".join(f"## Part {i}\n\n{PARAGRAPH * 4}" for i in range(1, 9))
-    (root / "drafts" / "bench.md").write_text(
-        f"---\ntitle: Bench issue\nsubject: The bench issue\n---\nHello {{{{ subscriber.name }}}},"
-        f"\n\n{body}\n"
-    )
-    add_subscribers(root, subscribers)
-    return root / "drafts" / "bench.md"
-
-
-def add_subscribers(root: Path, n: int) -> None:
-    db = store.connect(root / "newsletter.db")
-    with db.conn:
-        db.execute("BEGIN IMMEDIATE")
-        db.conn.executemany(
-            "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'active', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
-            ((f"reader{i}@example.org", f"reader{i}@example.org", f"Reader {i}")
-             for i in range(n)),
-        )
-    db.conn.close()
+    return write_letter(root, subscribers, provider=(
+        f'[provider]\nname = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f"{EXTRA}"
+    ))
 
 
 def baseline(port: int, messages: list[tuple[str, str, bytes]], connections: int) -> float:

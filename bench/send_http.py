@@ -35,12 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PARAGRAPH = (
-    "Leaving a big company is mostly a matter of paperwork and a little courage. "
-    "What surprised me was how much of my writing had lived inside other people's "
-    "platforms, and how little of it I could take with me when I left. "
-)
-
+from letter import write_letter  # noqa: E402  (bench/letter.py)
 
 # -- the fake API (run in its own process so it does not share our GIL) ---------------
 
@@ -130,29 +125,7 @@ def received(url: str) -> int:
 
 def make_letter(root: Path, n: int) -> None:
     """A newsletter folder with a ~1,000-word draft and `n` active subscribers."""
-    from newsletter.audience import store
-
-    (root / "drafts").mkdir(parents=True)
-    (root / "newsletter.toml").write_text(
-        '[newsletter]\nname = "Bench Letter"\nfrom = "Bench <bench@example.com>"\n'
-        'reply_to = "replies@example.com"\n'
-        'base_url = "https://example.com/news"\naddress = "1 Bench Street"\n'
-    )
-    body = "\n\n".join(f"## Part {i}\n\n{PARAGRAPH * 4}" for i in range(1, 9))
-    (root / "drafts" / "bench.md").write_text(
-        f"---\ntitle: Bench issue\nsubject: The bench issue\n---\nHello {{{{ subscriber.name }}}},"
-        f"\n\n{body}\n"
-    )
-    db = store.connect(root / "newsletter.db")
-    with db.conn:
-        db.execute("BEGIN IMMEDIATE")
-        db.conn.executemany(
-            "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'active', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
-            ((f"reader{i}@example.org", f"reader{i}@example.org", f"Reader {i}")
-             for i in range(n)),
-        )
-    db.conn.close()
+    write_letter(root, n, newsletter='reply_to = "replies@example.com"\n')
 
 
 def timed_classes():
