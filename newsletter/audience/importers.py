@@ -20,6 +20,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -784,26 +785,37 @@ def _stage(
             progress("Reading", done_before, total)
 
 
-def _sheet_sizes(path: Path) -> Iterator[tuple[int, str]]:
-    """(size, name) of each CSV in `path`, without reading the data."""
+@contextmanager
+def _open_export(path: Path) -> Iterator[tuple[BinaryIO, zipfile.ZipFile | None]]:
+    """The export file opened for reading, and its archive when it is a ZIP (else None)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise SubscriberError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        if handle.read(4) == b"PK\x03\x04":
-            handle.seek(0)
-            try:
-                archive = zipfile.ZipFile(handle)
-            except zipfile.BadZipFile as exc:
-                raise SubscriberError(
-                    f"{path} is not a readable ZIP file ({exc}): download the export again"
-                ) from None
-            for m in archive.infolist():
-                if _is_member_csv(m):
-                    yield m.file_size, m.filename
+        is_zip = handle.read(4) == b"PK\x03\x04"
+        handle.seek(0)
+        if not is_zip:
+            yield handle, None
             return
-    yield path.stat().st_size, path.name
+        try:
+            archive = zipfile.ZipFile(handle)
+        except zipfile.BadZipFile as exc:
+            raise SubscriberError(
+                f"{path} is not a readable ZIP file ({exc}): download the export again"
+            ) from None
+        yield handle, archive
+
+
+def _sheet_sizes(path: Path) -> Iterator[tuple[int, str]]:
+    """(size, name) of each CSV in `path`, without reading the data."""
+    with _open_export(path) as (_, archive):
+        if archive is None:
+            yield path.stat().st_size, path.name
+            return
+        for m in archive.infolist():
+            if _is_member_csv(m):
+                yield m.file_size, m.filename
 
 
 def _is_member_csv(member: zipfile.ZipInfo) -> bool:
@@ -816,33 +828,26 @@ def _is_member_csv(member: zipfile.ZipInfo) -> bool:
 def _iter_sheets(
     path: Path, sizes: list[tuple[int, str]]
 ) -> Iterator[tuple[int, tuple[Sheet, Callable[[], int]]]]:
-    try:
-        handle = open(path, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise SubscriberError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        if handle.read(4) == b"PK\x03\x04":
-            handle.seek(0)
-            archive = zipfile.ZipFile(handle)
-            members = [m for m in archive.infolist() if _is_member_csv(m)]
-            if not members:
-                raise SubscriberError(f"{path} holds no .csv file: is it a list export?")
-            for member in members:
-                try:
-                    raw = archive.open(member)
-                except (RuntimeError, NotImplementedError) as exc:  # a password, odd compression
-                    why = ("it is password-protected" if "encrypted" in str(exc)
-                           else "it is compressed in a way this tool cannot open")
-                    raise SubscriberError(
-                        f"cannot read {member.filename} in {path.name}: {why}: unzip it "
-                        "yourself and import the .csv"
-                    ) from None
-                with raw:
-                    sheet = _open_sheet(raw, f"{path.name}:{member.filename}")
-                    yield member.file_size, (sheet, raw.tell)
+    with _open_export(path) as (handle, archive):
+        if archive is None:
+            yield sizes[0][0], (_open_sheet(handle, path.name), handle.tell)
             return
-        handle.seek(0)
-        yield sizes[0][0], (_open_sheet(handle, path.name), handle.tell)
+        members = [m for m in archive.infolist() if _is_member_csv(m)]
+        if not members:
+            raise SubscriberError(f"{path} holds no .csv file: is it a list export?")
+        for member in members:
+            try:
+                raw = archive.open(member)
+            except (RuntimeError, NotImplementedError) as exc:  # a password, odd compression
+                why = ("it is password-protected" if "encrypted" in str(exc)
+                       else "it is compressed in a way this tool cannot open")
+                raise SubscriberError(
+                    f"cannot read {member.filename} in {path.name}: {why}: unzip it "
+                    "yourself and import the .csv"
+                ) from None
+            with raw:
+                sheet = _open_sheet(raw, f"{path.name}:{member.filename}")
+                yield member.file_size, (sheet, raw.tell)
 
 
 def _report_duplicates(db: sqlite_utils.Database, bad: _Rejects) -> None:
