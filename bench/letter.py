@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from newsletter.audience import store  # noqa: E402
+from newsletter import store  # noqa: E402
 
 PARAGRAPH = (
     "Leaving a big company is mostly a matter of paperwork and a little courage. "

@@ -77,6 +77,12 @@ class Settings:
     unsubscribe_mailto: str | None = None  # optional mailto: for List-Unsubscribe
     database: Path = Path("newsletter.db")
     provider: ProviderSettings = field(default_factory=ProviderSettings)
+    # The other tables ([server], [bounces], [mailbox], …) as read; each room checks its own.
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def table(self, name: str) -> dict[str, Any]:
+        """One of the EXTRA_TABLES as written in newsletter.toml ({} when absent)."""
+        return self.tables.get(name, {})
 
     @property
     def drafts_dir(self) -> Path:
@@ -269,14 +275,21 @@ def load_settings(root: Path | None = None) -> Settings:
     return settings_from_dict(root, data, path)
 
 
+# Tables beside [newsletter] and [provider]; each is read and checked by the room that uses
+# it (web/ for [server] and [subscribe], feedback/ for [bounces], [webhooks] and [mailbox],
+# writer/publish.py for [publish], delivery/schedule.py for [schedule]).
+EXTRA_TABLES = ("server", "subscribe", "bounces", "webhooks", "mailbox", "publish", "schedule")
+
+
 def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = None) -> Settings:
     where = str(path or root / CONFIG_NAME)
     problems: list[str] = []
     for key, value in data.items():
         # A misspelt [providers] would otherwise be ignored and the send go to the outbox.
-        if key not in ("newsletter", "provider"):
+        if key not in ("newsletter", "provider", *EXTRA_TABLES):
             problems.append(
-                f"unknown table [{key}]: the tables are [newsletter] and [provider]"
+                f"unknown table [{key}]: the tables are [newsletter], [provider], "
+                + ", ".join(f"[{t}]" for t in EXTRA_TABLES)
                 if isinstance(value, dict) else
                 f"unknown setting {key}: settings go under [newsletter] or [provider]"
             )
@@ -373,6 +386,15 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         concurrency=concurrency,
         options=options,
     )
+    tables = {}
+    for name in EXTRA_TABLES:
+        if name in data:
+            if not isinstance(data[name], dict):
+                problems.append(f"[{name}] must be a table")
+            else:
+                tables[name] = data[name]
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
     database = Path(news.get("database", "newsletter.db"))
     return Settings(
         root=root,
@@ -386,4 +408,5 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         unsubscribe_mailto=mailto,
         database=database if database.is_absolute() else root / database,
         provider=provider,
+        tables=tables,
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.audience.store import connect
 from newsletter.settings import load_settings
+from newsletter.store import connect
 
 REPO = Path(__file__).resolve().parent.parent
 

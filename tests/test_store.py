@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.audience import store
+from newsletter import store
 from newsletter.errors import ConfigError
 
 

@@ -13,7 +13,6 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,14 +20,14 @@ import sqlite_utils
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
-from newsletter.audience import store
+from newsletter import store
+from newsletter.audience import events
+from newsletter.audience.events import STATUSES, STOPPED, Origin
 from newsletter.compose.message import Recipient
 from newsletter.errors import SubscriberError
 from newsletter.settings import Settings
 
-STATUSES = ("active", "unsubscribed", "bounced", "complained", "pending")
-# Statuses an import or a plain `add` never turns back into active.
-STOPPED = frozenset({"unsubscribed", "bounced", "complained"})
+# STOPPED (from events): statuses an import or a plain `add` never turns back into active.
 
 COLUMNS = (
     "id", "email", "name", "status", "tags", "attributes", "source",
@@ -48,9 +47,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def now_iso() -> str:
-    """The current time as stored in the database: ISO 8601 UTC, seconds, `Z`."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+now_iso = events.now_iso
 
 
 # --- addresses -------------------------------------------------------------------
@@ -214,6 +211,7 @@ def add_or_update(
     attributes: Mapping[str, Any] | None = None,
     source: str = "cli",
     resubscribe: bool = False,
+    origin: Origin | None = None,
 ) -> AddResult:
     """Add a subscriber, or update the name, tags and attributes of an existing one.
 
@@ -237,6 +235,8 @@ def add_or_update(
                  _dumps(attributes), source, now, now, now],
             )
             sub_id, outcome = cursor.lastrowid, "added"
+            events.record(db, subscriber_id=sub_id, email=address, kind="subscribed",
+                          origin=origin or Origin(source), after="active", detail="added")
         else:
             old = Subscriber.from_row(row)
             if old.status in STOPPED and not resubscribe:
@@ -264,6 +264,11 @@ def add_or_update(
                      _dumps(new.attributes), new.confirmed_at,
                      new.unsubscribed_at, now, old.id],
                 )
+                if new.status != old.status:
+                    events.record(db, subscriber_id=old.id, email=old.email,
+                                  kind="resubscribed" if old.status in STOPPED else "activated",
+                                  origin=origin or Origin(source), before=old.status,
+                                  after=new.status)
             sub_id = old.id
         row = db.execute(f"{_SELECT} WHERE id = ?", [sub_id]).fetchone()
     return AddResult(Subscriber.from_row(row), outcome)
@@ -283,7 +288,8 @@ def add_subscriber(
 
 
 def set_status(
-    db: sqlite_utils.Database, email: str, status: str, at: str | None = None
+    db: sqlite_utils.Database, email: str, status: str, at: str | None = None,
+    origin: Origin = events.CLI, detail: str = "",
 ) -> Subscriber:
     """Mark a subscriber unsubscribed, bounced or complained (or pending).
 
@@ -297,26 +303,18 @@ def set_status(
         )
     found = _require(db, email)
     if found.status != status:
-        now = now_iso()
-        stopped_at = found.unsubscribed_at if found.status in STOPPED else None
-        if status in STOPPED:
-            stopped_at = stopped_at or at or now
-        with db.conn:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "UPDATE subscribers SET status = ?, unsubscribed_at = ?, updated_at = ? "
-                "WHERE id = ?",
-                [status, stopped_at, now, found.id],
-            )
+        events.change_status(db, found.id, status, origin, detail=detail, at=at)
     return _require(db, email)
 
 
-def unsubscribe(db: sqlite_utils.Database, email: str) -> Subscriber:
+def unsubscribe(
+    db: sqlite_utils.Database, email: str, origin: Origin = events.CLI
+) -> Subscriber:
     """Stop sending to this subscriber; their row and consent history stay."""
     found = _require(db, email)
     if found.status in STOPPED:
         return found  # already not sent to: keep the original reason and date
-    return set_status(db, email, "unsubscribed")
+    return set_status(db, email, "unsubscribed", origin=origin)
 
 
 def remove(db: sqlite_utils.Database, email: str) -> Subscriber:
@@ -329,6 +327,7 @@ def remove(db: sqlite_utils.Database, email: str) -> Subscriber:
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
         db.execute("UPDATE deliveries SET subscriber_id = NULL WHERE subscriber_id = ?", [found.id])
+        events.erase(db, found.id)
         db.execute("DELETE FROM subscribers WHERE id = ?", [found.id])
     return found
 

@@ -57,7 +57,7 @@ class NewsletterGroup(TyperGroup):
 def _database_error(exc: sqlite3.Error) -> NewsletterError:
     # A damaged or read-only newsletter.db surfaces at the first query that touches the bad
     # page or writes, anywhere in a command: one line here rather than a traceback.
-    from newsletter.audience.store import database_error
+    from newsletter.store import database_error
 
     return database_error(exc)
 

@@ -298,7 +298,7 @@ def campaigns(
 
     Example: newsletter campaigns 1
     """
-    from newsletter.audience import store
+    from newsletter import store
     from newsletter.delivery.campaign import campaign_problems, get_campaign, list_campaigns
 
     s = settings(ctx)

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from newsletter.audience import store
+from newsletter import store
 from newsletter.delivery.providers.base import (
     DeliveryResult,
     Outcome,

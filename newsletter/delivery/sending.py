@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsletter.audience import store
+from newsletter import store
 from newsletter.delivery.campaign import (
     Audience,
     Campaign,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from newsletter.audience import store
+from newsletter import store
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "imports"
 

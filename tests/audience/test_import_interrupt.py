@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.audience import importers, store
+from newsletter import store
+from newsletter.audience import importers
 from tests.audience.conftest import rows
 
 ROWS = 20_000

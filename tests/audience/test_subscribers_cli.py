@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from newsletter.audience import store
+from newsletter import store
 from tests.audience.conftest import DATA, rows
 
 

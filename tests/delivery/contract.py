@@ -60,7 +60,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.audience import store
+from newsletter import store
 from newsletter.delivery.campaign import find_or_create_campaign, parse_audience
 from newsletter.delivery.providers.base import Provider
 from newsletter.delivery.providers.registry import provider_class

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.audience import store
+from newsletter import store
 from newsletter.compose.message import Message
 from newsletter.delivery.campaign import (
     CampaignLock,

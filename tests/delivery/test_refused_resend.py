@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from newsletter.audience.store import connect
+from newsletter.store import connect
 
 DRAFT = """\
 ---

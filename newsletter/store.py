@@ -80,9 +80,39 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m002_events(db: sqlite_utils.Database) -> None:
+    # The append-only record of every change to a reader (audience/events.py writes it).
+    # subscriber_id is kept as a plain number, not a foreign key: erasing a reader deletes
+    # their events explicitly, and a foreign key would make that order-dependent.
+    _run(
+        db,
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            subscriber_id INTEGER,
+            email TEXT NOT NULL,
+            kind TEXT NOT NULL,            -- subscribed, confirmed, unsubscribed, bounced, …
+            status_before TEXT,            -- the reader's status before, NULL when new
+            status_after TEXT,             -- after (equal to before for a non-status event)
+            source TEXT NOT NULL,          -- cli, import, web, webhook:postmark, sync:ses, …
+            detail TEXT NOT NULL DEFAULT '',   -- the provider's reason, the import file, …
+            ip TEXT,
+            user_agent TEXT,
+            consent TEXT,                  -- the consent text the reader was shown
+            campaign_id INTEGER,
+            external_id TEXT UNIQUE,       -- the provider's event id: each applied once
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX events_subscriber ON events (subscriber_id, id);
+        CREATE INDEX events_email ON events (email)
+        """
+    )
+
+
 # Append new migrations at the end; never reorder or edit a released one.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_events", _m002_events),
 ]
 
 

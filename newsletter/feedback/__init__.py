@@ -1,0 +1,1 @@
+"""What comes back from the world (bounces, complaints, unsubscribes), applied as events."""

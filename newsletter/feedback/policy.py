@@ -1,0 +1,122 @@
+"""Bounce and complaint rules: what a report from a provider or a mailbox does to a reader.
+
+Every source of feedback (a webhook under `newsletter serve`, a pull by `newsletter sync`,
+a bounce report in the mailbox, a permanent "user unknown" during a send) turns what it
+read into `Feedback` and calls `apply()`; the rules live only here:
+
+- a hard bounce or a complaint stops mail to the reader at once;
+- an unsubscribe reported by the provider (its own link, a suppression) stops it too;
+- soft bounces are counted, and `soft_limit` of them in a row (default 3) stop it.
+  "In a row" means on distinct sends (campaigns; for reports that name no campaign,
+  distinct days) since the reader last became active or a delivery was reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from newsletter.audience import events
+from newsletter.audience.events import Origin
+from newsletter.errors import ConfigError
+
+KINDS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribe", "delivered")
+# What each kind of feedback stops a reader with.
+_STOPS = {"hard_bounce": "bounced", "complaint": "complained", "unsubscribe": "unsubscribed"}
+# Events after which soft bounces count from zero again.
+_RESETS = ("delivered", "subscribed", "activated", "confirmed", "resubscribed")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One report about one address, as read from a provider or a mailbox."""
+
+    kind: str  # one of KINDS
+    email: str
+    source: str  # webhook:postmark, sync:sendgrid, mailbox, send, …
+    external_id: str | None = None  # the provider's event id: each is applied once
+    detail: str = ""  # the provider's reason or diagnostic code
+    at: str | None = None  # when the provider says it happened (ISO 8601 UTC)
+    campaign_id: int | None = None
+
+
+@dataclass(frozen=True)
+class BouncePolicy:
+    soft_limit: int = 3
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any] | None) -> BouncePolicy:
+        """From newsletter.toml's [bounces] table (`soft_limit = 3`)."""
+        table = table or {}
+        unknown = sorted(set(table) - {"soft_limit"})
+        if unknown:
+            raise ConfigError(f"unknown setting bounces.{unknown[0]}: [bounces] has soft_limit")
+        limit = table.get("soft_limit", 3)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ConfigError("bounces.soft_limit must be a whole number of 1 or more")
+        return cls(soft_limit=limit)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `apply()` did with one report."""
+
+    outcome: str  # stopped | counted | recorded | duplicate | unknown
+    email: str
+    status: str | None = None  # the reader's status afterwards (None: not on the list)
+
+
+def _soft_bounces_in_a_row(db: sqlite_utils.Database, subscriber_id: int) -> int:
+    reset = db.execute(
+        f"SELECT coalesce(max(id), 0) FROM events WHERE subscriber_id = ? "
+        f"AND kind IN ({','.join('?' * len(_RESETS))})",
+        [subscriber_id, *_RESETS],
+    ).fetchone()[0]
+    return db.execute(
+        "SELECT count(DISTINCT coalesce('c' || campaign_id, substr(created_at, 1, 10))) "
+        "FROM events WHERE subscriber_id = ? AND kind = 'soft_bounce' AND id > ?",
+        [subscriber_id, reset],
+    ).fetchone()[0]
+
+
+def apply(
+    db: sqlite_utils.Database, feedback: Feedback, policy: BouncePolicy = BouncePolicy()
+) -> Applied:
+    """Apply one report under the policy, in one transaction, recorded as an event."""
+    if feedback.kind not in KINDS:
+        raise ValueError(f"unknown feedback kind {feedback.kind!r}")
+    key = feedback.email.strip().lower()
+    origin = Origin(feedback.source)
+    with events.transaction(db):
+        row = db.execute("SELECT id, status FROM subscribers WHERE email_key = ?", [key]).fetchone()
+        if row is None:
+            return Applied("unknown", feedback.email)
+        sub_id, status = row
+        if feedback.external_id is not None and events.seen(db, feedback.external_id):
+            return Applied("duplicate", feedback.email, status)
+        stop = _STOPS.get(feedback.kind)
+        if stop is not None:
+            change = events.change_status(
+                db, sub_id, stop, origin, kind=feedback.kind, detail=feedback.detail,
+                campaign_id=feedback.campaign_id, external_id=feedback.external_id,
+                at=feedback.at,
+            )
+            return Applied("stopped" if change.changed else "recorded", change.email,
+                           change.after)
+        events.record(
+            db, subscriber_id=sub_id, email=feedback.email, kind=feedback.kind, origin=origin,
+            before=status, after=status, detail=feedback.detail,
+            campaign_id=feedback.campaign_id, external_id=feedback.external_id, at=feedback.at,
+        )
+        if feedback.kind == "soft_bounce" and status == "active":
+            if _soft_bounces_in_a_row(db, sub_id) >= policy.soft_limit:
+                change = events.change_status(
+                    db, sub_id, "bounced", origin, kind="bounced",
+                    detail=f"{policy.soft_limit} soft bounces in a row",
+                    campaign_id=feedback.campaign_id,
+                )
+                return Applied("stopped", change.email, change.after)
+            return Applied("counted", feedback.email, status)
+        return Applied("recorded", feedback.email, status)
