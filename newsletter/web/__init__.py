@@ -1,0 +1,1 @@
+"""`newsletter serve`: the Starlette app, its routes and its pages."""
