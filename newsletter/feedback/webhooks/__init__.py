@@ -30,6 +30,8 @@ class WebhookResponse:
     text: str  # a short plain-text answer; never echoes secrets or addresses
 
 
-def handle(request: WebhookRequest, settings: Settings, db: sqlite_utils.Database) -> WebhookResponse:
+def handle(
+    request: WebhookRequest, settings: Settings, db: sqlite_utils.Database
+) -> WebhookResponse:
     """Verify and apply one webhook request. (Placeholder until the verifiers land.)"""
     return WebhookResponse(404, f"no webhook for {request.provider!r}\n")
