@@ -336,7 +336,7 @@ def test_a_misspelt_provider_table_is_refused_not_ignored(
     toml = newsletter_dir / "newsletter.toml"
     toml.write_text(toml.read_text().replace("[provider]", "[providers]"))
     line = one_error_line(cli("send", "hello", "--to", "me@example.com"))
-    assert "unknown table [providers]: the tables are [newsletter] and [provider]" in line
+    assert "unknown table [providers]: the tables are [newsletter], [provider]" in line
     assert not (newsletter_dir / "outbox").exists()
 
 
