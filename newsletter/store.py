@@ -109,10 +109,29 @@ def _m002_events(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m008_imported_posts(db: sqlite_utils.Database) -> None:
+    # Posts brought in by `newsletter import-posts`: a re-import recognises each by its
+    # platform id and leaves a draft the writer edited (its hash changed) alone.
+    _run(
+        db,
+        """
+        CREATE TABLE imported_posts (
+            source TEXT NOT NULL,          -- substack | ghost | buttondown
+            post_id TEXT NOT NULL,
+            path TEXT NOT NULL,            -- the draft, relative to the newsletter folder
+            sha256 TEXT NOT NULL,          -- of the draft as import-posts wrote it
+            imported_at TEXT NOT NULL,
+            PRIMARY KEY (source, post_id)
+        )
+        """
+    )
+
+
 # Append new migrations at the end; never reorder or edit a released one.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("008_imported_posts", _m008_imported_posts),
 ]
 
 

@@ -1,0 +1,211 @@
+"""`newsletter import-posts EXPORT`: a platform's archive of past posts → Markdown drafts.
+
+The whole export is read and checked first (platforms.py), then each post becomes
+`drafts/<date>-<slug>.md` with front matter: title, preheader (the subtitle), date, slug,
+`sent:` when the platform emailed it (so `publish` lists it and a list send refuses it
+without --resend), the platform's `audience`, and `publish: false` for posts that were not
+public on the platform (paid-only posts, unpublished drafts) so they stay off the web.
+
+Re-running an import is safe: posts are recognised by their platform id (the
+`imported_posts` table), a draft the writer edited since is never overwritten, a draft
+they deleted is not brought back, and a draft of the same name that import-posts did not
+write is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from newsletter import store
+from newsletter.audience.events import now_iso
+from newsletter.errors import ContentError
+from newsletter.settings import Settings
+from newsletter.writer.posts.convert import image_urls
+from newsletter.writer.posts.platforms import Post, PostImportError, read_export
+
+__all__ = ["ImportReport", "PostImportError", "import_posts"]
+
+MAX_IMAGE = 20 * 1024 * 1024
+
+
+@dataclass
+class ImportReport:
+    platform: str
+    written: list[Path] = field(default_factory=list)  # new drafts
+    updated: list[Path] = field(default_factory=list)  # untouched drafts refreshed
+    unchanged: list[Path] = field(default_factory=list)
+    kept: list[tuple[Path, str]] = field(default_factory=list)  # (draft, why it was left)
+    images: int = 0  # downloaded
+    image_failures: list[str] = field(default_factory=list)  # "url: reason"
+    dry_run: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.written) + len(self.updated) + len(self.unchanged) + len(self.kept)
+
+
+def _draft_text(post: Post) -> str:
+    meta: dict[str, object] = {"title": post.title}
+    if post.subtitle:
+        meta["preheader"] = post.subtitle
+    if post.date:
+        meta["date"] = post.date
+    meta["slug"] = post.slug
+    if post.sent:
+        meta["sent"] = post.sent
+    if post.audience:
+        meta["audience"] = post.audience
+    if not post.published or (post.audience or "everyone") not in ("everyone", "public"):
+        meta["publish"] = False  # paid-only or never public: not for the open web
+    meta.update(post.extra)
+    meta["imported_from"] = f"{post.source}:{post.post_id}"
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    # Jinja runs over drafts: braces in an imported post are text, not template code.
+    body = post.markdown
+    if "{{" in body or "{%" in body or "{#" in body:
+        body = "{% raw %}\n" + body + "{% endraw %}\n"
+    return f"---\n{front}---\n\n{body}"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _download_images(
+    post: Post, drafts_dir: Path, report: ImportReport, client: httpx.Client, dry_run: bool
+) -> None:
+    """Fetch the post's remote images into drafts/images/<slug>/ and point the draft at them."""
+    for url in image_urls(post.markdown):
+        try:
+            response = client.get(url)
+            response.raise_for_status()
+            data = response.content
+            if len(data) > MAX_IMAGE:
+                raise ValueError(f"over {MAX_IMAGE // 1024 // 1024} MB")
+        except (httpx.HTTPError, ValueError) as exc:
+            report.image_failures.append(f"{url}: {exc.__class__.__name__}: kept the remote URL")
+            continue
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        suffix = mimetypes.guess_extension(kind) or Path(httpx.URL(url).path).suffix or ".img"
+        if not kind.startswith("image/"):
+            report.image_failures.append(f"{url}: not an image ({kind}): kept the remote URL")
+            continue
+        name = f"images/{post.slug}/{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+        if not dry_run:
+            target = drafts_dir / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        post.markdown = post.markdown.replace(f"]({url}", f"]({name}")
+        report.images += 1
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def import_posts(
+    settings: Settings,
+    export: Path,
+    *,
+    download_images: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Turn a platform export into drafts; see the module docstring for the rules."""
+    platform, posts = read_export(export)
+    report = ImportReport(platform=platform, dry_run=dry_run)
+    drafts = settings.drafts_dir
+    if dry_run and not settings.database.exists():
+        db = store.connect(Path(":memory:"))  # a dry run leaves no database behind
+    else:
+        db = store.connect(settings.database)
+    known = {(r[0], r[1]): (r[2], r[3]) for r in
+             db.execute("SELECT source, post_id, path, sha256 FROM imported_posts")}
+    taken: set[str] = set()
+    plans: list[tuple[Post, Path, str]] = []  # post, draft, written | updated
+    for post in posts:
+        record = known.get((post.source, post.post_id))
+        if record is not None:
+            path = settings.root / record[0]
+        else:
+            stem = f"{post.date}-{post.slug}" if post.date else post.slug
+            path, n = drafts / f"{stem}.md", 2
+            while path.name in taken or (path.exists() and record is None and
+                                         _imported_as(db, settings, path)):
+                path, n = drafts / f"{stem}-{n}.md", n + 1
+        taken.add(path.name)
+        if record is not None and not path.exists():
+            report.kept.append((path, "deleted since the last import: not brought back"))
+            continue
+        if record is not None and _sha(path.read_text(encoding="utf-8", errors="replace")) \
+                != record[1]:
+            report.kept.append((path, "edited since the last import: left as you made it"))
+            continue
+        if record is None and path.exists():
+            report.kept.append((path, "a draft of that name exists: left alone"))
+            continue
+        plans.append((post, path, "updated" if record is not None else "written"))
+
+    if not dry_run and plans:
+        try:
+            drafts.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ContentError(f"cannot make {drafts} ({exc.strerror}): check the folder") from None
+    client = httpx.Client(timeout=20, follow_redirects=True) if download_images else None
+    written: list[Path] = []
+    rows = []
+    try:
+        for done, (post, path, outcome) in enumerate(plans, start=1):
+            if client is not None:
+                _download_images(post, drafts, report, client, dry_run)
+            text = _draft_text(post)
+            if outcome == "updated" and path.read_text(encoding="utf-8") == text:
+                report.unchanged.append(path)
+            else:
+                (report.updated if outcome == "updated" else report.written).append(path)
+                if not dry_run:
+                    _write(path, text)
+                    if outcome == "written":
+                        written.append(path)
+            rows.append((post.source, post.post_id,
+                         path.relative_to(settings.root).as_posix(), _sha(text), now_iso()))
+            if progress is not None:
+                progress(done, len(plans))
+    except OSError as exc:
+        for path in written:  # nothing half-imported: the new drafts go again
+            path.unlink(missing_ok=True)
+        raise ContentError(f"cannot write {exc.filename or drafts} ({exc.strerror}): nothing "
+                           "was imported; check the drafts folder") from None
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+    if not dry_run and rows:
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            db.conn.executemany(
+                "INSERT INTO imported_posts (source, post_id, path, sha256, imported_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, post_id) DO UPDATE SET "
+                "path = excluded.path, sha256 = excluded.sha256, "
+                "imported_at = excluded.imported_at", rows)
+    db.conn.close()
+    return report
+
+
+def _imported_as(db, settings: Settings, path: Path) -> bool:
+    """True when this file is some other post's draft (two posts with the same date+slug)."""
+    rel = path.relative_to(settings.root).as_posix()
+    return db.execute("SELECT 1 FROM imported_posts WHERE path = ?", [rel]).fetchone() is not None
