@@ -127,11 +127,26 @@ def _m008_imported_posts(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m009_sync_cursors(db: sqlite_utils.Database) -> None:
+    # How far `newsletter sync` has read each provider list (feedback/pull/base.py).
+    _run(
+        db,
+        """
+        CREATE TABLE sync_cursors (
+            name TEXT PRIMARY KEY,         -- e.g. postmark:bounces, sendgrid:spam_reports
+            value TEXT NOT NULL,           -- the newest time seen (ISO 8601 UTC)
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+
+
 # Append new migrations at the end; never reorder or edit a released one.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
     ("008_imported_posts", _m008_imported_posts),
+    ("009_sync_cursors", _m009_sync_cursors),
 ]
 
 

@@ -1,0 +1,204 @@
+"""`newsletter sync` against local servers that page, filter and throttle as each API does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter import store
+from newsletter.audience import events, subscribers
+from tests.feedback.pullfakes import MailgunLists, PostmarkLists, SendGridLists, SESLists
+
+TOML = """\
+[newsletter]
+name = "Test Letter"
+from = "Test Writer <writer@example.com>"
+base_url = "https://example.com/news"
+
+[provider]
+name = "{name}"
+endpoint = "{url}"
+timeout = 5
+{extra}
+[bounces]
+soft_limit = 2
+"""
+
+READERS = ["hard@example.com", "soft@example.com", "spam@example.com", "left@example.com",
+           "fine@example.com"]
+
+
+def setup(root: Path, name: str, fake, monkeypatch, extra: str = "") -> None:
+    (root / "newsletter.toml").write_text(TOML.format(name=name, url=fake.url, extra=extra))
+    db = store.connect(root / "newsletter.db")
+    for address in READERS:
+        subscribers.add_subscriber(db, address)
+    db.conn.close()
+
+
+def statuses(root: Path) -> dict[str, str]:
+    db = store.connect(root / "newsletter.db")
+    try:
+        return {r[0]: r[1] for r in db.execute("SELECT email, status FROM subscribers")}
+    finally:
+        db.conn.close()
+
+
+def sources(root: Path, address: str) -> list[tuple[str, str]]:
+    db = store.connect(root / "newsletter.db")
+    try:
+        sub = subscribers.get(db, address)
+        return [(e.kind, e.source) for e in events.history(db, sub.id)]
+    finally:
+        db.conn.close()
+
+
+@pytest.fixture
+def postmark(newsletter_dir: Path, monkeypatch) -> Iterator[PostmarkLists]:
+    with PostmarkLists() as fake:
+        monkeypatch.setenv("POSTMARK_SERVER_TOKEN", fake.key)
+        setup(newsletter_dir, "postmark", fake, monkeypatch)
+        yield fake
+
+
+def pm_bounce(n: int, kind: str, email: str, at: str) -> dict:
+    return {"ID": n, "Type": kind, "Email": email, "BouncedAt": at, "MessageStream": "broadcast",
+            "Description": f"{kind} for {email}", "Inactive": kind == "HardBounce"}
+
+
+def test_postmark_bounces_page_and_apply_the_policy(newsletter_dir, postmark, cli):
+    # 1,100 bounces (3 pages of 500) for addresses not on the list, and ours among them.
+    postmark.bounces = [pm_bounce(i, "HardBounce", f"x{i}@elsewhere.example",
+                                  "2026-11-01T10:00:00Z") for i in range(1100)]
+    postmark.bounces += [
+        pm_bounce(5001, "HardBounce", "hard@example.com", "2026-11-20T10:00:00Z"),
+        pm_bounce(5002, "SoftBounce", "soft@example.com", "2026-11-20T10:00:00Z"),
+        pm_bounce(5003, "SpamComplaint", "spam@example.com", "2026-11-21T10:00:00Z"),
+        pm_bounce(5004, "Transient", "fine@example.com", "2026-11-21T10:00:00Z"),
+    ]
+    postmark.suppressions = [{"EmailAddress": "left@example.com", "SuppressionReason":
+                              "ManualSuppression", "Origin": "Recipient",
+                              "CreatedAt": "2026-11-22T09:00:00Z"}]
+    postmark.fail_next(429, {"ErrorCode": 429, "Message": "slow down"}, {"Retry-After": "1"})
+
+    dry = cli("sync", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "would stop hard@example.com (hard bounce, sync:postmark)" in dry.stdout
+    assert statuses(newsletter_dir)["hard@example.com"] == "active"  # dry: nothing changed
+
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    assert statuses(newsletter_dir) == {
+        "hard@example.com": "bounced", "soft@example.com": "active",
+        "spam@example.com": "complained", "left@example.com": "unsubscribed",
+        "fine@example.com": "active",
+    }
+    assert ("hard_bounce", "sync:postmark") in sources(newsletter_dir, "hard@example.com")
+    assert "3 reader(s) stopped, 2 soft bounce(s) counted" in run.stderr
+    assert "1100 not on the list" in run.stderr
+    assert "Retry-After" not in run.stderr
+
+    # The next run asks only from the cursor on: old pages are not read again.
+    before = len(postmark.requests)
+    postmark.bounces.append(pm_bounce(6001, "SoftBounce", "soft@example.com",
+                                      "2026-11-25T10:00:00Z"))
+    again = cli("sync")
+    assert again.exit_code == 0, again.stderr
+    asked = [r.args for r in postmark.requests[before:] if r.path == "/bounces"]
+    assert asked and all(a.get("fromdate", "").startswith("2026-11-21T09:50") for a in asked)
+    # soft_limit = 2: a second soft bounce on another day stops the reader.
+    assert statuses(newsletter_dir)["soft@example.com"] == "bounced"
+    assert "already seen" in again.stderr
+
+
+def test_a_refused_key_is_one_error_naming_the_variable(newsletter_dir, postmark, cli,
+                                                        monkeypatch):
+    monkeypatch.setenv("POSTMARK_SERVER_TOKEN", "wrong-token-123456")
+    run = cli("sync")
+    assert run.exit_code != 0
+    assert run.stderr.strip().splitlines() == [
+        "Error: postmark /bounces: the API refused the key (401): check POSTMARK_SERVER_TOKEN "
+        "(it must be allowed to read suppressions)"]
+    assert "wrong-token" not in run.stderr
+
+
+def test_sendgrid_lists(newsletter_dir, cli, monkeypatch):
+    with SendGridLists() as fake:
+        monkeypatch.setenv("SENDGRID_API_KEY", fake.key)
+        setup(newsletter_dir, "sendgrid", fake, monkeypatch)
+        now = int(time.time())
+        fake.lists["bounces"] = [{"created": now - 50, "email": f"n{i}@other.example",
+                                  "reason": "550", "status": "5.1.1"} for i in range(700)]
+        fake.lists["bounces"].append({"created": now - 10, "email": "hard@example.com",
+                                      "reason": "550 5.1.1 no such user", "status": "5.1.1"})
+        fake.lists["blocks"] = [{"created": now - 9, "email": "soft@example.com",
+                                 "reason": "blocked"}]
+        fake.lists["spam_reports"] = [{"created": now - 8, "email": "spam@example.com",
+                                       "ip": "10.0.0.1"}]
+        fake.lists["unsubscribes"] = [{"created": now - 7, "email": "left@example.com"}]
+        fake.fail_next(503, {"errors": [{"message": "down"}]})
+        run = cli("sync")
+        assert run.exit_code == 0, run.stderr
+        got = statuses(newsletter_dir)
+        assert (got["hard@example.com"], got["spam@example.com"], got["left@example.com"]) == \
+            ("bounced", "complained", "unsubscribed")
+        assert got["soft@example.com"] == "active"
+        pages = [r.args.get("offset") for r in fake.requests
+                 if r.path == "/v3/suppression/bounces"]
+        assert pages[-2:] == ["0", "500"]  # paged, the 503 retried
+
+
+def test_mailgun_lists_follow_paging_next(newsletter_dir, cli, monkeypatch):
+    with MailgunLists() as fake:
+        monkeypatch.setenv("MAILGUN_API_KEY", fake.key)
+        setup(newsletter_dir, "mailgun", fake, monkeypatch,
+              extra=f'domain = "{MailgunLists.domain}"\n')
+        stamp = "Fri, 20 Nov 2026 11:02:55 UTC"
+        fake.lists["bounces"] = [{"address": f"m{i}@other.example", "code": "550",
+                                  "error": "No such mailbox", "created_at": stamp}
+                                 for i in range(1500)]
+        fake.lists["bounces"].append({"address": "hard@example.com", "code": "550",
+                                      "error": "No such mailbox", "created_at": stamp})
+        fake.lists["complaints"] = [{"address": "spam@example.com", "created_at": stamp}]
+        fake.lists["unsubscribes"] = [{"address": "left@example.com", "tags": ["*"],
+                                       "created_at": stamp}]
+        run = cli("sync")
+        assert run.exit_code == 0, run.stderr
+        got = statuses(newsletter_dir)
+        assert (got["hard@example.com"], got["spam@example.com"], got["left@example.com"]) == \
+            ("bounced", "complained", "unsubscribed")
+        bounce_pages = [r for r in fake.requests if r.path.endswith("/bounces")]
+        assert len(bounce_pages) == 3  # 1,000 + 501 + the empty page that ends it
+
+
+def test_ses_account_suppression_list_signed_with_sigv4(newsletter_dir, cli, monkeypatch):
+    with SESLists() as fake:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", fake.key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", fake.secret)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        setup(newsletter_dir, "ses", fake, monkeypatch, extra=f'region = "{fake.region}"\n')
+        fake.suppressed = [{"EmailAddress": f"s{i}@other.example", "Reason": "BOUNCE",
+                            "LastUpdateTime": "2026-11-20T10:00:00Z"} for i in range(250)]
+        fake.suppressed += [
+            {"EmailAddress": "hard@example.com", "Reason": "BOUNCE",
+             "LastUpdateTime": "2026-11-21T10:00:00Z"},
+            {"EmailAddress": "spam@example.com", "Reason": "COMPLAINT",
+             "LastUpdateTime": "2026-11-21T11:00:00Z"},
+        ]
+        run = cli("sync")
+        assert run.exit_code == 0, run.stderr
+        assert not fake.violations
+        got = statuses(newsletter_dir)
+        assert (got["hard@example.com"], got["spam@example.com"]) == ("bounced", "complained")
+        assert sum(1 for r in fake.requests if r.path.endswith("/addresses")) == 3
+
+
+def test_resend_says_plainly_that_it_cannot_be_pulled(newsletter_dir, cli):
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(name="resend", url="http://127.0.0.1:9", extra=""))
+    run = cli("sync")
+    assert run.exit_code == 0
+    assert "Resend has no API that lists bounces or complaints" in run.stderr
