@@ -226,6 +226,14 @@ class Mailbox:
     def _quote(name: str) -> str:
         return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
+    def _server_name(self, name: str) -> str:
+        """`name` with "/" as this server's hierarchy delimiter (Dovecot's Maildir uses ".")."""
+        assert self.imap is not None
+        status, data = self.imap.list('""', '""')
+        match = re.search(rb'\) "(.)"', data[0]) if status == "OK" and data and data[0] else None
+        delimiter = match.group(1).decode() if match else "/"
+        return name.replace("/", delimiter)
+
     def messages(self) -> list[tuple[bytes, Message | None]]:
         """Every message in the folder, by UID; None for one that cannot be fetched."""
         assert self.imap is not None
@@ -246,7 +254,7 @@ class Mailbox:
         if not uids:
             return
         assert self.imap is not None
-        target = self._quote(self.config.processed_folder)
+        target = self._quote(self._server_name(self.config.processed_folder))
         self.imap.create(target)  # "already exists" is fine
         uid_set = b",".join(uids).decode()
         capabilities: Any = self.imap.capabilities

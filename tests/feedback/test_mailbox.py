@@ -1,0 +1,234 @@
+"""`newsletter sync` reading a real Dovecot mailbox: bounce reports and mailto unsubscribes."""
+
+from __future__ import annotations
+
+import imaplib
+from pathlib import Path
+
+from newsletter import store
+from newsletter.audience import events, subscribers
+from newsletter.compose.tokens import unsubscribe_token
+from newsletter.settings import load_settings
+
+TOML = """\
+[newsletter]
+name = "Test Letter"
+from = "Test Writer <writer@example.com>"
+base_url = "https://example.com/news"
+unsubscribe_mailto = "unsubscribe@example.com"
+
+[mailbox]
+host = "{host}"
+port = {port}
+security = "none"
+username = "{user}"
+password_env = "TEST_IMAP_PASSWORD"
+processed_folder = "Newsletter/Processed"
+
+[bounces]
+soft_limit = 2
+"""
+
+# Postfix's RFC 3464 report, as it sends it for an unknown user.
+POSTFIX_DSN = """\
+From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: writer@example.com
+Subject: Undelivered Mail Returned to Sender
+Message-Id: <20261201100000.AAA@mx.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B1"
+
+--B1
+Content-Description: Notification
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx.example.net.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+<hard@example.com>: host mx.example.com[192.0.2.1] said: 550 5.1.1
+    <hard@example.com>: Recipient address rejected: User unknown
+
+--B1
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+X-Postfix-Queue-ID: AAA
+Arrival-Date: Tue,  1 Dec 2026 09:59:58 +0000 (UTC)
+
+Final-Recipient: rfc822; hard@example.com
+Original-Recipient: rfc822;hard@example.com
+Action: failed
+Status: 5.1.1
+Remote-MTA: dns; mx.example.com
+Diagnostic-Code: smtp; 550 5.1.1 <hard@example.com>: Recipient address rejected:
+    User unknown
+
+--B1
+Content-Description: Undelivered Message Headers
+Content-Type: text/rfc822-headers
+
+From: Test Writer <writer@example.com>
+To: hard@example.com
+Subject: Leaving Meta
+
+--B1--
+"""
+
+# A delay notice: temporary, counted as a soft bounce.
+DELAYED_DSN = """\
+From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: writer@example.com
+Subject: Delayed Mail (still being retried)
+Message-Id: <20261201110000.BBB@mx.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B2"
+
+--B2
+Content-Type: text/plain; charset=us-ascii
+
+Your message could not be delivered for 4 hours. It will be retried until it is 5 days old.
+
+--B2
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; soft@example.com
+Action: delayed
+Status: 4.4.1
+Diagnostic-Code: X-Postfix; connect to mx.example.org[192.0.2.9]:25: Connection timed out
+
+--B2--
+"""
+
+# Exim's plain-text failure report (not RFC 3464).
+EXIM_BOUNCE = """\
+From: Mail Delivery System <Mailer-Daemon@mail.example.org>
+To: writer@example.com
+Subject: Mail delivery failed: returning message to sender
+Message-Id: <E1abc-0001@mail.example.org>
+X-Failed-Recipients: gone@example.com
+Auto-Submitted: auto-replied
+
+This message was created automatically by mail delivery software.
+
+A message that you sent could not be delivered to one or more of its
+recipients. This is a permanent error. The following address(es) failed:
+
+  gone@example.com
+    mailbox is full / no such user: retry timeout exceeded
+
+------ This is a copy of the message, including all the headers. ------
+
+From: writer@example.com
+Subject: Leaving Meta
+"""
+
+NOT_A_BOUNCE = """\
+From: Friend <friend@example.org>
+To: writer@example.com
+Subject: Loved the last issue
+Message-Id: <friendly-1@example.org>
+
+Just wanted to say thanks!
+"""
+
+
+def mailto_request(sender: str, subject: str, msg_id: str) -> str:
+    return (f"From: {sender}\nTo: unsubscribe@example.com\nSubject: {subject}\n"
+            f"Message-Id: <{msg_id}@example.org>\n\nPlease take me off.\n")
+
+
+def deliver(server, *messages: str) -> None:
+    box = imaplib.IMAP4(server.host, server.port)
+    box.login(server.username, server.password)
+    for text in messages:
+        box.append("INBOX", None, None, text.replace("\n", "\r\n").encode())
+    box.logout()
+
+
+def folder(server, name: str) -> list[bytes]:
+    box = imaplib.IMAP4(server.host, server.port)
+    box.login(server.username, server.password)
+    status, _ = box.select(f'"{name}"', readonly=True)
+    if status != "OK":
+        box.logout()
+        return []
+    _, data = box.uid("SEARCH", None, "ALL")
+    subjects = []
+    for uid in data[0].split():
+        _, parts = box.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        subjects.append(parts[0][1].strip())
+    box.logout()
+    return subjects
+
+
+def test_bounces_and_mailto_unsubscribes_are_applied_and_moved(newsletter_dir: Path, dovecot,
+                                                               cli, monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username))
+    settings = load_settings(newsletter_dir)
+    db = store.connect(settings.database)
+    for address in ("hard@example.com", "soft@example.com", "gone@example.com",
+                    "token@example.com", "plain@example.com", "stays@example.com"):
+        subscribers.add_subscriber(db, address)
+    token = unsubscribe_token(settings.secret_key(), "token@example.com")
+    deliver(dovecot, POSTFIX_DSN, DELAYED_DSN, EXIM_BOUNCE, NOT_A_BOUNCE,
+            # Sent from another address, but the token in the subject names the reader.
+            mailto_request("Someone <forwarded@example.net>", f"unsubscribe {token}", "u1"),
+            mailto_request("plain@example.com", "unsubscribe", "u2"),
+            mailto_request("stranger@example.net", "unsubscribe", "u3"))
+
+    dry = cli("sync", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "would stop hard@example.com (hard bounce, mailbox)" in dry.stdout
+    assert len(folder(dovecot, "INBOX")) == 7  # a dry run moves nothing
+
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    got = {r[0]: r[1] for r in db.execute("SELECT email, status FROM subscribers")}
+    assert got == {"hard@example.com": "bounced", "soft@example.com": "active",
+                   "gone@example.com": "bounced", "token@example.com": "unsubscribed",
+                   "plain@example.com": "unsubscribed", "stays@example.com": "active"}
+    soft = subscribers.get(db, "soft@example.com")
+    assert [e.kind for e in events.history(db, soft.id)][-1] == "soft_bounce"
+    # Handled mail moved, never deleted; what it could not use stays, and is reported.
+    assert sorted(folder(dovecot, "INBOX")) == [b"Subject: Loved the last issue",
+                                                b"Subject: unsubscribe"]
+    assert len(folder(dovecot, "Newsletter.Processed")) == 5
+    assert "left in the mailbox" in run.stderr and "naming nobody on the list" in run.stderr
+
+    again = cli("sync")  # nothing new: nothing changes, nothing is moved twice
+    assert again.exit_code == 0 and "0 reader(s) stopped" in again.stderr
+    assert len(folder(dovecot, "Newsletter.Processed")) == 5
+
+
+def test_a_wrong_password_is_one_error_without_the_password(newsletter_dir, dovecot, cli,
+                                                            monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", "not-the-password")
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username))
+    run = cli("sync")
+    assert run.exit_code != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the mailbox 127.0.0.1:")
+    assert "refused the login" in lines[0] and "TEST_IMAP_PASSWORD" in lines[0]
+    assert "not-the-password" not in run.stderr
+
+
+def test_mailbox_settings_problems_are_listed_at_once(newsletter_dir, cli):
+    (newsletter_dir / "newsletter.toml").write_text(
+        '[newsletter]\nname = "T"\n\n[mailbox]\nsecurity = "ssl"\nport = 0\n'
+        'password_env = "hunter2 is my password"\n')
+    run = cli("sync")
+    assert run.exit_code == 2
+    line = run.stderr.strip()
+    for part in ("mailbox.security must be", "mailbox.host is missing",
+                 "mailbox.username is missing", "mailbox.password_env must name",
+                 "mailbox.port must be"):
+        assert part in line
+    assert "hunter2" not in line
