@@ -141,12 +141,39 @@ def _m009_sync_cursors(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m010_schedules(db: sqlite_utils.Database) -> None:
+    # Sends recorded by `send --at` and sent by `newsletter run` (delivery/schedule.py).
+    _run(
+        db,
+        """
+        CREATE TABLE schedules (
+            id INTEGER PRIMARY KEY,
+            draft_path TEXT NOT NULL,       -- relative to the newsletter folder
+            slug TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            audience TEXT NOT NULL,         -- as --to gave it: subscribers, tag:NAME, …
+            send_at TEXT NOT NULL,          -- ISO 8601 UTC
+            status TEXT NOT NULL DEFAULT 'scheduled'
+                CHECK (status IN ('scheduled','sending','sent','cancelled','held','failed')),
+            created_at TEXT NOT NULL,
+            draft_sha TEXT NOT NULL,        -- the draft file when scheduled (edits are noted)
+            provider TEXT,
+            resend INTEGER NOT NULL DEFAULT 0,
+            campaign_id INTEGER,
+            note TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX schedules_due ON schedules (status, send_at)
+        """
+    )
+
+
 # Append new migrations at the end; never reorder or edit a released one.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
     ("008_imported_posts", _m008_imported_posts),
     ("009_sync_cursors", _m009_sync_cursors),
+    ("010_schedules", _m010_schedules),
 ]
 
 

@@ -205,6 +205,16 @@ def send(
         typer.Option("--retry-uncertain",
                      help="Also re-send messages whose fate is unknown after a crash."),
     ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="TIME",
+                     help='Schedule it: "2026-12-08 07:00" (local time; or add +01:00 or a '
+                     "zone like Europe/Paris). `newsletter run` sends it when due."),
+    ] = None,
+    cancel: Annotated[
+        int | None,
+        typer.Option("--cancel", metavar="ID", help="Cancel scheduled send ID."),
+    ] = None,
 ) -> None:
     """Send a draft to the list, a tag, or test addresses; resumes an interrupted send.
 
@@ -217,6 +227,15 @@ def send(
     from newsletter.delivery import sending
 
     s = settings(ctx)
+    if cancel is not None:
+        from newsletter.delivery.schedule import cancel as cancel_schedule
+
+        found = cancel_schedule(s, cancel)
+        typer.echo(f"Cancelled scheduled send #{found.id}: {found.slug} → {found.audience}.")
+        return
+    if at is not None:
+        _schedule(s, draft, to, at, provider, resend, dry_run)
+        return
     if retry_failed is not None:
         if dry_run:
             raise ConfigError("--dry-run and --retry-failed do not go together")
@@ -256,6 +275,25 @@ def send(
             confirm=confirm, on_progress=progress,
         )
     _finish(report, confirm.warned)
+
+
+def _schedule(s: Any, draft: str | None, to: str | None, at: str, provider: str | None,
+              resend: bool, dry_run: bool) -> None:
+    from newsletter.delivery.schedule import parse_at, schedule_send
+
+    if not draft or not to:
+        raise ConfigError('send --at needs a draft and --to: e.g. newsletter send hello-world '
+                          '--to subscribers --at "2026-12-08 07:00"')
+    if dry_run:
+        raise ConfigError("--dry-run and --at do not go together: dry-run it now, schedule after")
+    when = parse_at(at)
+    found = schedule_send(s, draft, to, when, provider=provider, resend=resend)
+    local = when.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    typer.echo(
+        f"Scheduled #{found.id}: “{found.subject}” → {found.audience} at {local}. Nothing was "
+        "sent now: `newsletter run` (from cron or a timer) sends it when due; "
+        f"`newsletter send --cancel {found.id}` cancels it."
+    )
 
 
 def _finish(report: Any, warned: bool = False) -> None:
@@ -305,12 +343,25 @@ def campaigns(
     db = store.connect(s.database)
     try:
         if campaign_id is None:
+            from newsletter.delivery.schedule import list_schedules
+
+            pending = list_schedules(db, pending_only=True)
             found = list_campaigns(db, limit or None)
             if as_json:
                 typer.echo(json.dumps([_campaign_json(c, s.database) for c in found], indent=2))
                 return
+            for item in pending:
+                local = item.when.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+                state = {"sending": "sending now", "held": "held (edited)"}.get(
+                    item.status, "scheduled")
+                typer.echo(f"#{item.id:<3} {state} for {local}: {item.slug} → {item.audience}"
+                           f"  (cancel: newsletter send --cancel {item.id})")
+            if pending:
+                typer.echo("")
             if not found:
-                typer.echo("No campaigns yet: `newsletter send DRAFT --to subscribers` starts one.")
+                if not pending:
+                    typer.echo("No campaigns yet: `newsletter send DRAFT --to subscribers` "
+                               "starts one.")
                 return
             typer.echo(
                 f"{'ID':>4}  {'CREATED':<19}  {'DRAFT':<28}  {'TO':<18}  {'PROVIDER':<9} "

@@ -1,0 +1,42 @@
+"""`newsletter run`: scheduled sends that are due, then sync — once, for cron or a timer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from newsletter.cli.app import app, settings
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    no_sync: Annotated[
+        bool, typer.Option("--no-sync", help="Do not pull bounces and unsubscribes this time.")
+    ] = False,
+) -> None:
+    """Do everything that is due, once: scheduled sends whose time has come, then sync.
+
+    Safe to run every minute: an overlapping run exits at once, and nothing is ever sent
+    twice. After downtime it sends what it missed, saying how late. Cron:
+    `* * * * * cd /path/to/newsletter && newsletter run`
+
+    Example: newsletter run
+    """
+    from newsletter.run import run_once
+
+    report = run_once(settings(ctx), do_sync=not no_sync, on_line=typer.echo)
+    if report.busy:
+        typer.echo(f"another `newsletter run` is still working ({report.busy}): nothing done",
+                   err=True)
+        return
+    if report.sync is not None:
+        c = report.sync.counts
+        typer.echo(f"sync: {c['stopped']} reader(s) stopped, {c['counted']} soft bounce(s) "
+                   f"counted", err=True)
+    if not report.sends:
+        typer.echo("run: no scheduled send was due", err=True)
+    failed = [line for line in report.sends if line.outcome == "failed"]
+    if failed:
+        raise typer.Exit(5)

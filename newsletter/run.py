@@ -1,0 +1,54 @@
+"""`newsletter run`: everything that is due, once — safe to start every minute from cron.
+
+In order: scheduled sends whose time has come (and any a dead run left half-sent), then
+`sync` when a provider or mailbox can be read. One run at a time: a second run started
+while one is still working (a long send) says so and exits 0, and the campaign and
+schedule locks below make even two runs on two machines sharing the folder send nothing
+twice. A run after downtime sends what it missed, with a line saying how late.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from newsletter.delivery import schedule
+from newsletter.feedback import pull
+from newsletter.settings import Settings
+
+
+@dataclass
+class RunReport:
+    busy: str | None = None  # another run holds the lock: who
+    sends: list[schedule.RunLine] = field(default_factory=list)
+    sync: pull.SyncReport | None = None
+
+
+def run_once(
+    settings: Settings, *, now: datetime | None = None, do_sync: bool = True,
+    on_line: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Do what is due now; see the module docstring."""
+    report = RunReport()
+    path = settings.database.with_name(f".{settings.database.name}.run.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            report.busy = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            return report
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        report.sends = schedule.run_due(
+            settings, now=now or datetime.now(UTC),
+            on_line=(lambda line: on_line(line.text)) if on_line else None,
+        )
+        if do_sync and pull.configured(settings):
+            report.sync = pull.sync(settings)
+    finally:
+        os.close(fd)  # releases the lock
+    return report

@@ -1,0 +1,152 @@
+"""Scheduled sends and `newsletter run`: on time, once, cancellable, safe to overlap."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from newsletter import store
+from newsletter.audience import subscribers
+from newsletter.delivery import schedule
+from newsletter.errors import DeliveryError
+from newsletter.run import run_once
+from newsletter.settings import load_settings
+
+AT = "2031-06-01 07:00 Europe/Paris"
+DUE = datetime(2031, 6, 1, 5, 0, 30, tzinfo=UTC)  # 07:00:30 in Paris (summer time)
+
+
+@pytest.fixture
+def letter(newsletter_dir: Path, write_draft):
+    write_draft("2031-06-01-hello.md", "---\ntitle: Hello\npreheader: hi\n---\nHello "
+                "{{ subscriber.name | default('friend') }}.\n")
+    db = store.connect(newsletter_dir / "newsletter.db")
+    for n in range(3):
+        subscribers.add_subscriber(db, f"r{n}@example.com")
+    db.conn.close()
+    return newsletter_dir
+
+
+def outbox_files(root: Path) -> list[Path]:
+    return sorted((root / "outbox").rglob("*.eml")) if (root / "outbox").exists() else []
+
+
+def test_parse_at_reads_local_offsets_and_zones_and_refuses_the_past():
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert schedule.parse_at("2031-06-01 07:00 Europe/Paris", now) == \
+        datetime(2031, 6, 1, 5, 0, tzinfo=UTC)
+    assert schedule.parse_at("2031-06-01T07:00+02:00", now) == \
+        datetime(2031, 6, 1, 5, 0, tzinfo=UTC)
+    assert schedule.parse_at("2031-06-01 07:00", now).tzinfo is not None  # local time
+    with pytest.raises(DeliveryError, match="is in the past"):
+        schedule.parse_at("2029-12-31 23:59 UTC", now)
+    with pytest.raises(DeliveryError, match="is not a date and time"):
+        schedule.parse_at("tomorrow morning", now)
+    with pytest.raises(DeliveryError, match="is not a time zone"):
+        schedule.parse_at("2031-06-01 07:00 Mars/Olympus", now)
+
+
+def test_a_scheduled_send_goes_out_when_due_to_the_list_as_it_is_then(letter, cli):
+    run = cli("send", "hello", "--to", "subscribers", "--at", AT)
+    assert run.exit_code == 0, run.stderr
+    assert "Scheduled #1" in run.stdout and "Nothing was sent now" in run.stdout
+    assert outbox_files(letter) == []
+    listing = cli("campaigns")
+    assert "#1   scheduled for 2031-06-01" in listing.stdout
+
+    settings = load_settings(letter)
+    early = run_once(settings, now=DUE - timedelta(minutes=5), do_sync=False)
+    assert early.sends == [] and outbox_files(letter) == []
+
+    # Someone who joins before the time gets it: the audience is fixed when it is sent.
+    db = store.connect(settings.database)
+    subscribers.add_subscriber(db, "late@example.com")
+    db.conn.close()
+    report = run_once(settings, now=DUE, do_sync=False)
+    assert [line.outcome for line in report.sends] == ["sent"]
+    assert "4 sent, 0 failed" in report.sends[0].text
+    assert len(outbox_files(letter)) == 4
+    # Once: a later run sends nothing more.
+    assert run_once(settings, now=DUE + timedelta(hours=1), do_sync=False).sends == []
+    assert len(outbox_files(letter)) == 4
+    assert "scheduled for" not in cli("campaigns").stdout
+
+
+def test_a_run_after_downtime_says_how_late(letter, cli):
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    report = run_once(load_settings(letter), now=DUE + timedelta(hours=5), do_sync=False)
+    assert "5 h late" in report.sends[0].text
+
+
+def test_a_cancelled_send_is_never_sent_and_a_sent_one_cannot_be_cancelled(letter, cli):
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    assert cli("send", "--cancel", "1").exit_code == 0
+    assert run_once(load_settings(letter), now=DUE, do_sync=False).sends == []
+    assert outbox_files(letter) == []
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    run_once(load_settings(letter), now=DUE, do_sync=False)
+    refused = cli("send", "--cancel", "2")
+    assert refused.exit_code == 5 and "can no longer be cancelled" in refused.stderr
+
+
+def test_scheduling_the_same_draft_twice_or_a_sent_one_is_refused(letter, cli):
+    assert cli("send", "hello", "--to", "subscribers", "--at", AT).exit_code == 0
+    twice = cli("send", "hello", "--to", "subscribers", "--at", "2031-07-01 07:00")
+    assert twice.exit_code == 5 and "already scheduled" in twice.stderr
+    test_send = cli("send", "hello", "--to", "me@example.org", "--at", AT)
+    assert test_send.exit_code == 5 and "test to addresses now" in test_send.stderr
+
+
+def test_an_overlapping_run_sends_nothing(letter, cli):
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    settings = load_settings(letter)
+    lock = settings.database.with_name(f".{settings.database.name}.run.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run still working
+    try:
+        report = run_once(settings, now=DUE, do_sync=False)
+        assert report.busy is not None and report.sends == []
+        busy = cli("run", "--no-sync")
+        assert busy.exit_code == 0 and "still working" in busy.stderr
+    finally:
+        os.close(fd)
+    assert outbox_files(letter) == []
+    assert len(run_once(settings, now=DUE, do_sync=False).sends) == 1
+    assert len(outbox_files(letter)) == 3
+
+
+def test_a_send_a_dead_run_left_claimed_is_resumed_without_duplicates(letter, cli):
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    settings = load_settings(letter)
+    db = store.connect(settings.database)
+    # A run claimed it and died (its lock died with it).
+    db.execute("UPDATE schedules SET status = 'sending' WHERE id = 1")
+    db.conn.close()
+    report = run_once(settings, now=DUE, do_sync=False)
+    assert [line.outcome for line in report.sends] == ["sent"]
+    assert len(outbox_files(letter)) == 3
+
+
+def test_a_draft_edited_after_scheduling_is_noted_or_held(letter, cli):
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    draft = letter / "drafts" / "2031-06-01-hello.md"
+    draft.write_text(draft.read_text() + "\nA late addition.\n")
+    report = run_once(load_settings(letter), now=DUE, do_sync=False)
+    assert "edited after it was scheduled: sent as it is now" in report.sends[0].text
+    assert "A late addition." in outbox_files(letter)[0].read_text()
+
+
+def test_if_edited_hold_keeps_an_edited_draft_back(letter, cli):
+    toml = letter / "newsletter.toml"
+    toml.write_text(toml.read_text() + '\n[schedule]\nif_edited = "hold"\n')
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    draft = letter / "drafts" / "2031-06-01-hello.md"
+    draft.write_text(draft.read_text() + "\nChanged.\n")
+    report = run_once(load_settings(letter), now=DUE, do_sync=False)
+    assert [line.outcome for line in report.sends] == ["held"]
+    assert outbox_files(letter) == []
+    assert "held (edited)" in cli("campaigns").stdout
