@@ -1,10 +1,11 @@
 """`newsletter run`: everything that is due, once — safe to start every minute from cron.
 
-In order: scheduled sends whose time has come (and any a dead run left half-sent), then
-`sync` when a provider or mailbox can be read. One run at a time: a second run started
-while one is still working (a long send) says so and exits 0, and the campaign and
-schedule locks below make even two runs on two machines sharing the folder send nothing
-twice. A run after downtime sends what it missed, with a line saying how late.
+In order: scheduled sends whose time has come (and any a dead run left half-sent), welcome
+emails owed to readers who joined, then `sync` when a provider or mailbox can be read.
+One run at a time: a second run started while one is still working (a long send) says
+so and exits 0, and the campaign and schedule locks below make even two runs on two
+machines sharing the folder send nothing twice. A run after downtime sends what it
+missed, with a line saying how late.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from newsletter.delivery import schedule
+from newsletter.delivery import schedule, welcome
 from newsletter.feedback import pull
 from newsletter.settings import Settings
 
@@ -24,6 +25,7 @@ from newsletter.settings import Settings
 class RunReport:
     busy: str | None = None  # another run holds the lock: who
     sends: list[schedule.RunLine] = field(default_factory=list)
+    welcomes: list[welcome.WelcomeLine] = field(default_factory=list)
     sync: pull.SyncReport | None = None
 
 
@@ -47,6 +49,10 @@ def run_once(
             settings, now=now or datetime.now(UTC),
             on_line=(lambda line: on_line(line.text)) if on_line else None,
         )
+        report.welcomes = welcome.send_welcomes(settings)
+        if on_line:
+            for line in report.welcomes:
+                on_line(line.text)
         if do_sync and pull.configured(settings):
             report.sync = pull.sync(settings)
     finally:

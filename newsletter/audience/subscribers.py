@@ -212,6 +212,7 @@ def add_or_update(
     source: str = "cli",
     resubscribe: bool = False,
     origin: Origin | None = None,
+    welcome: bool = False,
 ) -> AddResult:
     """Add a subscriber, or update the name, tags and attributes of an existing one.
 
@@ -270,6 +271,9 @@ def add_or_update(
                                   origin=origin or Origin(source), before=old.status,
                                   after=new.status)
             sub_id = old.id
+        if welcome:  # owed the welcome email (delivery/welcome.py sends it)
+            events.record(db, subscriber_id=sub_id, email=address, kind="welcome_requested",
+                          origin=origin or Origin(source), detail="welcome email requested")
         row = db.execute(f"{_SELECT} WHERE id = ?", [sub_id]).fetchone()
     return AddResult(Subscriber.from_row(row), outcome)
 

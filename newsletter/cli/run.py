@@ -16,7 +16,7 @@ def run_cmd(
         bool, typer.Option("--no-sync", help="Do not pull bounces and unsubscribes this time.")
     ] = False,
 ) -> None:
-    """Do everything that is due, once: scheduled sends whose time has come, then sync.
+    """Do everything that is due, once: scheduled sends, welcome emails, then sync.
 
     Safe to run every minute: an overlapping run exits at once, and nothing is ever sent
     twice. After downtime it sends what it missed, saying how late. Cron:
@@ -35,8 +35,8 @@ def run_cmd(
         c = report.sync.counts
         typer.echo(f"sync: {c['stopped']} reader(s) stopped, {c['counted']} soft bounce(s) "
                    f"counted", err=True)
-    if not report.sends:
-        typer.echo("run: no scheduled send was due", err=True)
+    if not report.sends and not report.welcomes:
+        typer.echo("run: nothing was due", err=True)
     failed = [line for line in report.sends if line.outcome == "failed"]
     if failed:
         raise typer.Exit(5)

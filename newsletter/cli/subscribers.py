@@ -53,13 +53,17 @@ def add(
             "(only with their consent).",
         ),
     ] = False,
+    welcome: Annotated[
+        bool, typer.Option("--welcome", help="Send them the welcome email (trigger: welcome) "
+                           "on the next `newsletter run`.")
+    ] = False,
 ) -> None:
     """Add one subscriber (or add tags and a name to an existing one).
 
     Example: newsletter subscribers add liu@example.com --name Liu --tag friends
     """
     result = subs.add_or_update(_db(ctx), email, name=name, tags=tag or (),
-                                resubscribe=resubscribe)
+                                resubscribe=resubscribe, welcome=welcome)
     typer.echo(f"{result.outcome.capitalize()}: {result.subscriber.email}")
 
 

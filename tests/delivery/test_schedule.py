@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import fcntl
 import os
 from datetime import UTC, datetime, timedelta
@@ -137,7 +139,7 @@ def test_a_draft_edited_after_scheduling_is_noted_or_held(letter, cli):
     draft.write_text(draft.read_text() + "\nA late addition.\n")
     report = run_once(load_settings(letter), now=DUE, do_sync=False)
     assert "edited after it was scheduled: sent as it is now" in report.sends[0].text
-    assert "A late addition." in outbox_files(letter)[0].read_text()
+    assert "A late addition." in text_of(outbox_files(letter)[0])
 
 
 def test_if_edited_hold_keeps_an_edited_draft_back(letter, cli):
@@ -150,3 +152,51 @@ def test_if_edited_hold_keeps_an_edited_draft_back(letter, cli):
     assert [line.outcome for line in report.sends] == ["held"]
     assert outbox_files(letter) == []
     assert "held (edited)" in cli("campaigns").stdout
+
+
+WELCOME = "---\ntitle: Welcome to Test Letter\ntrigger: welcome\n---\nGlad you are here, " \
+    "{{ subscriber.name | default('friend') }}.\n"
+
+
+def text_of(path: Path) -> str:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    return message.get_body(("plain",)).get_content()
+
+
+def welcome_files(root: Path) -> list[Path]:
+    return [p for p in outbox_files(root) if "welcome" in p.parent.name]
+
+
+def test_a_welcome_email_goes_once_to_each_reader_who_joins_after_it_is_enabled(
+    letter, cli, write_draft
+):
+    write_draft("welcome.md", WELCOME)
+    settings = load_settings(letter)
+    first = run_once(settings, do_sync=False)
+    assert "enabled" in first.welcomes[0].text
+    assert welcome_files(letter) == []  # turning it on does not mail the existing list
+
+    assert cli("subscribers", "add", "new@example.com", "--name", "Ana",
+               "--welcome").exit_code == 0
+    assert cli("subscribers", "add", "quiet@example.com").exit_code == 0  # no --welcome
+    report = run_once(settings, do_sync=False)
+    assert [line.sent for line in report.welcomes] == [1]
+    files = welcome_files(letter)
+    assert len(files) == 1 and "Glad you are here, Ana." in text_of(files[0])
+
+    # Exactly once: later runs, and asking again, send nothing more.
+    cli("subscribers", "add", "new@example.com", "--welcome")
+    assert run_once(settings, do_sync=False).welcomes == []
+    assert len(welcome_files(letter)) == 1
+    shown = cli("campaigns")
+    assert "welcome" in shown.stdout
+
+
+def test_a_reader_who_leaves_before_the_run_is_not_welcomed(letter, cli, write_draft):
+    write_draft("welcome.md", WELCOME)
+    settings = load_settings(letter)
+    run_once(settings, do_sync=False)
+    cli("subscribers", "add", "brief@example.com", "--welcome")
+    cli("subscribers", "unsubscribe", "brief@example.com")
+    run_once(settings, do_sync=False)
+    assert welcome_files(letter) == []

@@ -1,0 +1,130 @@
+"""Welcome emails: a draft with `trigger: welcome`, sent once to each reader who joins.
+
+A reader is owed the welcome when they become active through a path that asks for it:
+confirming through `newsletter serve`, `subscribers add --welcome`, or `subscribers import
+--welcome` (a plain import never triggers it: those readers joined long ago). That request
+is an event (`welcome_requested`). The welcome draft gets one campaign (audience
+"welcome"), created the first time `newsletter run` sees the draft: that moment is when
+the welcome was enabled, and only readers asking after it get it — turning a welcome on
+does not mail the whole list.
+
+Each run adds the readers owed it as delivery rows (the delivery log's one row per
+campaign and reader makes it exactly-once) and sends the queued rows with the same engine
+as every send, so a crash mid-way resumes, and `newsletter campaigns` shows the running
+counts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from newsletter import store
+from newsletter.audience import events
+from newsletter.audience.events import Origin, now_iso
+from newsletter.errors import NewsletterError
+from newsletter.settings import Settings
+
+AUDIENCE = "welcome"
+
+
+def request_welcome(db: sqlite_utils.Database, subscriber_id: int, email: str,
+                    origin: Origin) -> None:
+    """Record that this reader is owed the welcome (inside the caller's transaction).
+
+    (`subscribers.add_or_update(..., welcome=True)` writes the same event.)
+    """
+    events.record(db, subscriber_id=subscriber_id, email=email, kind="welcome_requested",
+                  origin=origin, detail="welcome email requested")
+
+
+def welcome_drafts(settings: Settings) -> list[Path]:
+    """The drafts whose front matter says `trigger: welcome` (broken drafts are skipped)."""
+    from newsletter.compose.source import parse_draft
+    from newsletter.writer.drafts import draft_files
+
+    found = []
+    for path in draft_files(settings):
+        try:
+            if str(parse_draft(path).extra.get("trigger", "")).lower() == "welcome":
+                found.append(path)
+        except NewsletterError:
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class WelcomeLine:
+    slug: str
+    campaign_id: int
+    added: int  # readers newly owed it this run
+    sent: int
+    failed: int
+    text: str
+
+
+def _campaign(db: sqlite_utils.Database, slug: str, draft_label: str, subject: str,
+              provider: str) -> tuple[int, bool]:
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute("SELECT id FROM campaigns WHERE slug = ? AND audience = ? AND kind = "
+                         "'list' ORDER BY id DESC LIMIT 1", [slug, AUDIENCE]).fetchone()
+        if row is not None:
+            db.execute("UPDATE campaigns SET subject = ?, draft_path = ? WHERE id = ?",
+                       [subject, draft_label, row[0]])
+            return row[0], False
+        cursor = db.execute(
+            "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "
+            "created_at, status) VALUES (?, ?, ?, ?, 'list', ?, ?, 'done')",
+            [slug, draft_label, subject, AUDIENCE, provider, now_iso()])
+        return cursor.lastrowid, True
+
+
+def _owed(db: sqlite_utils.Database, campaign_id: int) -> int:
+    """Queue every active reader who asked for the welcome since it was enabled."""
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        return db.execute(
+            "INSERT OR IGNORE INTO deliveries (campaign_id, subscriber_id, email, updated_at) "
+            "SELECT ?, s.id, s.email, ? FROM subscribers s WHERE s.status = 'active' AND "
+            "EXISTS (SELECT 1 FROM events e WHERE e.subscriber_id = s.id AND "
+            "e.kind = 'welcome_requested' AND e.created_at >= "
+            "(SELECT created_at FROM campaigns WHERE id = ?)) ORDER BY s.id",
+            [campaign_id, now_iso(), campaign_id]).rowcount
+
+
+def send_welcomes(settings: Settings) -> list[WelcomeLine]:
+    """Send each welcome draft to the readers owed it; one line per welcome draft."""
+    from newsletter.compose.issue import build_issue
+    from newsletter.delivery.sending import _message_factory, run_campaign
+
+    lines = []
+    for path in welcome_drafts(settings):
+        issue = build_issue(settings, path)
+        db = store.connect(settings.database)
+        try:
+            campaign_id, created = _campaign(db, issue.slug, os.path.relpath(path, settings.root),
+                                             issue.subject, settings.provider.name)
+            added = _owed(db, campaign_id)
+            queued = db.execute("SELECT count(*) FROM deliveries WHERE campaign_id = ? AND "
+                                "state IN ('queued', 'sending')", [campaign_id]).fetchone()[0]
+        finally:
+            db.conn.close()
+        if created:
+            lines.append(WelcomeLine(issue.slug, campaign_id, 0, 0, 0,
+                                     f"welcome {issue.slug}: enabled (campaign {campaign_id}): "
+                                     "readers who join from now on get it"))
+            continue
+        if not queued:
+            continue
+        report = run_campaign(settings, campaign_id, _message_factory(settings, issue))
+        run = report.run
+        sent, failed = (run.sent, run.failed) if run else (0, 0)
+        text = f"welcome {issue.slug}: {sent} sent, {failed} failed (campaign {campaign_id})"
+        if report.error is not None:
+            text += f"; stopped: {report.error} (the next run resumes)"
+        lines.append(WelcomeLine(issue.slug, campaign_id, added, sent, failed, text))
+    return lines
