@@ -215,6 +215,10 @@ def send(
         int | None,
         typer.Option("--cancel", metavar="ID", help="Cancel scheduled send ID."),
     ] = None,
+    no_sync: Annotated[
+        bool,
+        typer.Option("--no-sync", help="Do not pull bounces and unsubscribes before a list send."),
+    ] = False,
 ) -> None:
     """Send a draft to the list, a tag, or test addresses; resumes an interrupted send.
 
@@ -267,6 +271,8 @@ def send(
         if result.sample is not None:
             typer.echo(f"First: {result.sample.to_header}")
         return
+    if not no_sync:
+        _sync_first(s, to)
     confirm = _Confirm(yes)
     with _SendProgress() as progress:
         report = sending.send_draft(
@@ -275,6 +281,24 @@ def send(
             confirm=confirm, on_progress=progress,
         )
     _finish(report, confirm.warned)
+
+
+def _sync_first(s: Any, to: str) -> None:
+    """Before a list send: pull what the provider and mailbox know, so nobody they already
+    suppressed is sent to. A provider that cannot be read stops nothing: the send goes on."""
+    from newsletter.delivery.campaign import parse_audience
+    from newsletter.feedback import pull
+
+    if parse_audience(to).kind != "list" or not pull.configured(s):
+        return
+    try:
+        report = pull.sync(s)
+    except NewsletterError as exc:
+        typer.echo(f"Warning: sync before sending failed ({exc}); sending anyway "
+                   "(--no-sync skips it)", err=True)
+        return
+    typer.echo(f"Synced first: {report.stopped} reader(s) stopped by bounces, complaints or "
+               "unsubscribes the provider or mailbox reported.", err=True)
 
 
 def _schedule(s: Any, draft: str | None, to: str | None, at: str, provider: str | None,

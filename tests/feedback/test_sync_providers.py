@@ -202,3 +202,21 @@ def test_resend_says_plainly_that_it_cannot_be_pulled(newsletter_dir, cli):
     run = cli("sync")
     assert run.exit_code == 0
     assert "Resend has no API that lists bounces or complaints" in run.stderr
+
+
+def test_a_list_send_syncs_first_so_a_suppressed_reader_is_not_sent_to(
+    newsletter_dir, postmark, cli, write_draft
+):
+    write_draft("2026-12-01-hello.md", "---\ntitle: Hello\npreheader: hi\n---\nHello.\n")
+    postmark.bounces = [pm_bounce(1, "HardBounce", "hard@example.com", "2026-11-20T10:00:00Z")]
+    # The send goes to the outbox; the sync still reads the configured Postmark.
+    run = cli("send", "hello", "--to", "subscribers", "--yes", "--provider", "outbox")
+    assert run.exit_code == 0, run.stderr
+    assert "Synced first: 1 reader(s) stopped" in run.stderr
+    sent = {p.name.split("-", 1)[1].removesuffix(".eml")
+            for p in (newsletter_dir / "outbox").rglob("*.eml")}
+    assert "hard@example.com" not in sent and "fine@example.com" in sent
+
+    skipped = cli("send", "hello", "--to", "subscribers", "--yes", "--provider", "outbox",
+                  "--resend", "--no-sync")
+    assert skipped.exit_code == 0 and "Synced first" not in skipped.stderr
