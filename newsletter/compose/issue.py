@@ -64,6 +64,8 @@ class Issue:
     # and local images referenced by URL under base_url: (path under base_url, file).
     slots: dict[str, layouts.Slot] = field(default_factory=dict)
     assets: tuple[tuple[str, Path], ...] = ()
+    # The body as an HTML fragment before the layout (slots left open): the web version's content.
+    content: str = ""
     # personalize() caches the per-issue templates here.
     prepared: Any = field(default=None, repr=False, compare=False)
 
@@ -77,7 +79,8 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
     text = read_text(draft)
     parsed = parse_draft(draft, text)
     slots = layouts.Slots(avoid=text)
-    web_url = f"{settings.base_url}/{parsed.slug}.html" if settings.base_url else None
+    # The issue's page in the archive `newsletter publish` writes (site/<slug>/index.html).
+    web_url = f"{settings.base_url}/{parsed.slug}/" if settings.base_url else None
     unsub: Any = (
         slots.get(layouts.Slot("unsubscribe_url")) if settings.base_url else None
     )
@@ -172,6 +175,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
         warnings=warnings,
         slots=dict(slots.by_marker),
         assets=tuple(assets),
+        content=fragment,
     )
 
 
