@@ -614,13 +614,16 @@ def unpublished(settings: Settings, issue: Issue) -> list[str]:
     """URLs the email links to that the published site does not have yet: its page, images.
 
     The site is [publish] out (default site/); what is in it is its manifest.
-    [] without base_url (nothing is linked then).
+    [] without base_url (nothing is linked then) and when no site was ever
+    published there (the writer hosts the files another way, e.g. build --out).
     """
     if not settings.base_url:
         return []
     try:
         out = publish_options(settings).out
     except ConfigError:
+        return []
+    if not (out / MANIFEST).is_file():
         return []
     files = set(_read_manifest(out)["files"])
     missing = []
