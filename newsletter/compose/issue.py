@@ -70,8 +70,11 @@ class Issue:
     prepared: Any = field(default=None, repr=False, compare=False)
 
 
-def build_issue(settings: Settings, draft: Path) -> Issue:
+def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issue:
     """Parse, render Markdown, apply the layout and inline CSS, once.
+
+    `inline=False` skips premailer (half the cost) for callers that use only
+    `Issue.content`, like `publish`; such an Issue's html is not for sending.
 
     Raises ContentError (naming file and line) for broken front matter, an
     unknown template variable, a missing image, …
@@ -142,7 +145,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
         {**context, "issue": text_issue},
         where=_layout_where(text_layout),
     )
-    inlined = inline_css(full_html, where=_layout_where(html_layout))
+    inlined = inline_css(full_html, where=_layout_where(html_layout)) if inline else full_html
 
     warnings = []
     if not settings.base_url:

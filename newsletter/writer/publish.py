@@ -368,7 +368,7 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
     entries: dict[str, Any] = {}
     items: list[dict[str, Any]] = []
     for choice in chosen:
-        issue = build_issue(settings, choice.path)
+        issue = build_issue(settings, choice.path, inline=False)  # the email's html is not used
         page = render_web_page(settings, issue, choice.draft, options=options, env=env,
                                page_base=issue.web_url)
         slug = issue.slug
