@@ -107,11 +107,17 @@ def _subscribe_action(settings: Settings) -> str | None:
 
 @dataclass
 class Chosen:
-    """A draft that goes on the web, and when it first went out (ISO 8601 UTC)."""
+    """A draft that goes on the web, and when it first went out (ISO 8601 UTC).
+
+    `page` is False for an issue sent but marked `publish: false`: it gets no
+    page, but the images its email links to stay online for the inboxes that
+    have it.
+    """
 
     path: Path
     draft: Draft
     published: str
+    page: bool = True
 
 
 def sent_to_list(settings: Settings) -> dict[str, str]:
@@ -153,7 +159,10 @@ def _utc(value: Any) -> str:
 
 
 def choose_issues(settings: Settings) -> tuple[list[Chosen], list[str]]:
-    """The drafts to publish, newest first, and warnings (drafts skipped as unreadable)."""
+    """The drafts to publish, newest first, and warnings (drafts skipped as unreadable).
+
+    Sent drafts marked `publish: false` are among them with `page=False`.
+    """
     from newsletter.writer.drafts import draft_files  # writer.drafts imports this module
 
     sent = sent_to_list(settings)
@@ -180,7 +189,7 @@ def choose_issues(settings: Settings) -> tuple[list[Chosen], list[str]]:
                 raise ContentError(
                     f"{path}: sent: {front_sent!r} is not a date: write it as YYYY-MM-DD"
                 ) from None
-        if flag is False or (when is None and flag is not True):
+        if when is None and flag is not True:
             continue
         if not _SLUG_OK.fullmatch(draft.slug) or draft.slug in RESERVED:
             raise ContentError(
@@ -193,7 +202,7 @@ def choose_issues(settings: Settings) -> tuple[list[Chosen], list[str]]:
                 "of them another slug: in its front matter"
             )
         by_slug[draft.slug] = path
-        chosen.append(Chosen(path, draft, when or _utc(draft.date)))
+        chosen.append(Chosen(path, draft, when or _utc(draft.date), page=flag is not False))
     chosen.sort(key=lambda c: (c.draft.date, c.published, c.draft.slug), reverse=True)
     return chosen, warnings
 
@@ -269,6 +278,8 @@ def render_web_page(
         return _IMG_SRC.sub(fix, content)
 
     absolute = rewrite(page_base or "")
+    if page_base:  # in a feed reader `#fn:1` must point at the page, not the feed
+        absolute = absolute.replace('href="#', f'href="{html_lib.escape(page_base)}#')
     first = next(iter(_IMG_SRC.finditer(absolute)), None)
     image = None
     if first is not None:
@@ -369,6 +380,11 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
     items: list[dict[str, Any]] = []
     for choice in chosen:
         issue = build_issue(settings, choice.path, inline=False)  # the email's html is not used
+        # The email links its images at their own paths under base_url: serve those too.
+        for rel, source in issue.assets:
+            files.setdefault(rel, source.read_bytes())
+        if not choice.page:
+            continue
         page = render_web_page(settings, issue, choice.draft, options=options, env=env,
                                page_base=issue.web_url)
         slug = issue.slug
@@ -376,9 +392,6 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
         files[f"{slug}/index.html"] = body
         for name, data in page.images.items():
             files[f"{slug}/{name}"] = data
-        # The email links its images at their own paths under base_url: serve those too.
-        for rel, source in issue.assets:
-            files.setdefault(rel, source.read_bytes())
         digest = hashlib.sha256(body).hexdigest()
         old = old_entries.get(slug) or {}
         entry = {
@@ -437,7 +450,7 @@ def _write_if_changed(target: Path, data: bytes) -> bool:
 
 def _remove(out: Path, rel: str) -> bool:
     target = out / rel
-    if ".." in Path(rel).parts or not target.is_file():
+    if Path(rel).is_absolute() or ".." in Path(rel).parts or not target.is_file():
         return False  # only files under out that a manifest listed
     target.unlink()
     parent = target.parent
@@ -627,7 +640,11 @@ def unpublished(settings: Settings, issue: Issue) -> list[str]:
         return []
     files = set(_read_manifest(out)["files"])
     missing = []
-    if f"{issue.slug}/index.html" not in files:
+    try:
+        hidden = parse_draft(issue.source, read_text(issue.source)).extra.get("publish") is False
+    except NewsletterError:
+        hidden = False
+    if not hidden and f"{issue.slug}/index.html" not in files:
         missing.append(f"{settings.base_url}/{issue.slug}/")
     missing += [f"{settings.base_url}/{quote(rel)}" for rel, _ in issue.assets if rel not in files]
     return missing

@@ -249,16 +249,40 @@ def test_republish_writes_only_what_changed_and_keeps_ids(letter: Path) -> None:
     assert entry.id == "tag:example.com,2026-10-15:news/2026-10-15-second"  # unchanged
     assert entry.updated == "2026-12-02T09:30:00Z" and entry.published == "2026-10-15T00:00:00Z"
 
-    # Taken off the web: its page and image go, files publish did not make stay.
+    # Taken off the web: its page and its image go; the image the sent email links to
+    # stays for the inboxes that have it; files publish did not make stay.
     (site / "CNAME").write_text("example.com\n")
     first = letter / "drafts" / "2026-10-01-first.md"
     first.write_text(first.read_text().replace("preheader:", "publish: false\npreheader:"))
+    image = hashed_image(site)
     removed = publish(settings, site, now=LATER)
-    assert "2026-10-01-first/index.html" in removed.removed
-    assert "images/red.png" in removed.removed
-    assert not (site / "2026-10-01-first").exists() and not (site / "images").exists()
+    assert sorted(removed.removed) == ["2026-10-01-first/index.html", f"2026-10-01-first/{image}"]
+    assert not (site / "2026-10-01-first").exists()
+    assert (site / "images" / "red.png").read_bytes() == red_png()
     assert (site / "CNAME").read_text() == "example.com\n"
     assert "2026-10-01-first/index.html" not in json.loads((site / MANIFEST).read_text())["files"]
+    assert "2026-10-01-first" not in (site / "index.html").read_text()
+
+
+def hashed_image(site: Path) -> str:
+    files = json.loads((site / MANIFEST).read_text())["files"]
+    return next(f for f in files if f.startswith("2026-10-01-first/red.")).split("/")[1]
+
+
+def test_a_draft_put_online_early_and_taken_back_leaves_nothing(letter: Path) -> None:
+    unsent = letter / "drafts" / "2026-11-10-unsent.md"
+    text = unsent.read_text()
+    unsent.write_text(text.replace("title:", "publish: true\ntitle:").replace(
+        "Work in progress.", "![A red square](images/red.png)"))
+    settings = load_settings(letter)
+    site = letter / "site"
+    publish(settings, site, now=FIRST_RUN)
+    assert (site / "2026-11-10-unsent" / "index.html").is_file()
+    unsent.write_text(text)
+    removed = publish(settings, site, now=LATER)
+    assert "2026-11-10-unsent/index.html" in removed.removed
+    assert not (site / "2026-11-10-unsent").exists()
+    assert (site / "images" / "red.png").exists()  # the first issue, sent, still links it
 
 
 def test_a_publish_true_draft_goes_on_before_it_is_sent(letter: Path) -> None:
@@ -279,6 +303,8 @@ def test_check_warns_until_the_issue_is_published(letter: Path) -> None:
     [finding] = [f for f in check_draft(settings, unsent).findings if f.code == "not-published"]
     assert finding.severity == "warning"
     assert "https://example.com/news/2026-11-10-unsent/" in finding.message
+    private = letter / "drafts" / "2026-11-12-private.md"  # publish: false: no page to wait for
+    assert "not-published" not in [f.code for f in check_draft(settings, private).findings]
 
 
 def test_the_email_links_to_the_issue_page(letter: Path) -> None:
