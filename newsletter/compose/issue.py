@@ -82,8 +82,10 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
     text = read_text(draft)
     parsed = parse_draft(draft, text)
     slots = layouts.Slots(avoid=text)
-    # The issue's page in the archive `newsletter publish` writes (site/<slug>/index.html).
-    web_url = f"{settings.base_url}/{parsed.slug}/" if settings.base_url else None
+    # The issue's page in the archive `newsletter publish` writes (site/<slug>/index.html);
+    # none for an issue kept off the web with `publish: false`.
+    on_web = settings.base_url and parsed.extra.get("publish") is not False
+    web_url = f"{settings.base_url}/{parsed.slug}/" if on_web else None
     unsub: Any = (
         slots.get(layouts.Slot("unsubscribe_url")) if settings.base_url else None
     )

@@ -45,6 +45,7 @@ from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
 from newsletter.compose.source import Draft, parse_draft, read_text
 from newsletter.errors import ConfigError, ContentError, NewsletterError
 from newsletter.settings import Settings
+from newsletter.writer.drafts import draft_files
 
 MANIFEST = ".newsletter-publish.json"
 FEED_FILES = ("feed.xml", "rss.xml", "feed.json")
@@ -163,8 +164,6 @@ def choose_issues(settings: Settings) -> tuple[list[Chosen], list[str]]:
 
     Sent drafts marked `publish: false` are among them with `page=False`.
     """
-    from newsletter.writer.drafts import draft_files  # writer.drafts imports this module
-
     sent = sent_to_list(settings)
     chosen: list[Chosen] = []
     warnings: list[str] = []

@@ -313,6 +313,8 @@ def test_the_email_links_to_the_issue_page(letter: Path) -> None:
     issue = build_issue(load_settings(letter), letter / "drafts" / "2026-10-01-first.md")
     assert issue.web_url == "https://example.com/news/2026-10-01-first/"
     assert 'href="https://example.com/news/2026-10-01-first/"' in issue.html
+    private = build_issue(load_settings(letter), letter / "drafts" / "2026-11-12-private.md")
+    assert private.web_url is None and "View online" not in private.html  # no page to link
 
 
 def test_build_writes_the_web_version(cli: Callable[..., object], letter: Path,
