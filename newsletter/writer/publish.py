@@ -253,18 +253,18 @@ def render_web_page(
     options = options or publish_options(settings)
     env = env or layouts.make_environment(settings.layouts_dir)
     content = _anonymous(issue)
-    sources: dict[str, bytes] = {}
+    # src as the email has it (under base_url, or cid: when embedded) → (file name, bytes)
+    sources: dict[str, tuple[str, bytes]] = {}
     for rel, file in issue.assets:
         if settings.base_url:
-            sources[f"{settings.base_url}/{quote(rel)}"] = file.read_bytes()
+            sources[f"{settings.base_url}/{quote(rel)}"] = (file.name, file.read_bytes())
     for image in issue.attachments:
-        sources[f"cid:{image.cid}"] = image.data
+        sources[f"cid:{image.cid}"] = (image.filename, image.data)
     images: dict[str, bytes] = {}
     names: dict[str, str] = {}
-    for url, data in sources.items():
-        name = _hashed_name(url.rsplit("/", 1)[-1].split("@", 1)[0], data)
-        names[url] = name
-        images[name] = data
+    for url, (filename, data) in sources.items():
+        names[url] = _hashed_name(filename, data)
+        images[names[url]] = data
 
     def rewrite(base: str) -> str:
         def fix(m: re.Match[str]) -> str:
@@ -287,11 +287,11 @@ def render_web_page(
     index_url = f"{settings.base_url}/" if settings.base_url else None
     context = {
         "newsletter": _newsletter(settings),
-        "issue": layouts.namespace(
-            "issue", **draft.extra, title=issue.title, subject=issue.subject, date=issue.date,
-            preheader=issue.preheader, slug=issue.slug, web_url=issue.web_url,
-            content=Markup(rewrite("")),
-        ),
+        "issue": layouts.namespace("issue", **{
+            **draft.extra, "title": issue.title, "subject": issue.subject, "date": issue.date,
+            "preheader": issue.preheader, "slug": issue.slug, "web_url": issue.web_url,
+            "content": Markup(rewrite("")),
+        }),
         "page": layouts.namespace(
             "page", url=issue.web_url, index_url=index_url, lang=options.lang,
             feed_url=f"{settings.base_url}/feed.xml" if settings.base_url else None,

@@ -403,3 +403,16 @@ def test_a_failed_delivery_is_not_sent(newsletter_dir: Path) -> None:
     conn.close()
     result = publish(load_settings(newsletter_dir), newsletter_dir / "site", now=FIRST_RUN)
     assert "2026-10-01-first" not in result.issues
+
+
+def test_build_without_base_url_puts_embedded_images_beside_the_page(
+        cli: Callable[..., object], letter: Path) -> None:
+    toml = letter / "newsletter.toml"
+    toml.write_text(toml.read_text().replace('base_url = "https://example.com/news"\n', ""))
+    run = cli("build", "2026-10-01-first")
+    assert run.exit_code == 0, run.stderr
+    html = (letter / "build" / "2026-10-01-first.html").read_text()
+    [image] = [p for p in (letter / "build").iterdir() if p.name.startswith("red.")]
+    assert f'src="{image.name}"' in html and "cid:" not in html
+    assert image.read_bytes() == red_png()
+    assert '<link rel="canonical"' not in html  # no base_url, no address yet
