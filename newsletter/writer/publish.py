@@ -486,7 +486,9 @@ def _index_page(settings: Settings, options: PublishOptions, env: Any,
 # --- feeds --------------------------------------------------------------------------------
 
 ATOM = "http://www.w3.org/2005/Atom"
-ET.register_namespace("", ATOM)
+# RSS borrows atom:link and content:encoded; the Atom feed declares its namespace itself
+# (xmlns on <feed>, unqualified children), so neither document gets a stray default one.
+ET.register_namespace("atom", ATOM)
 ET.register_namespace("content", "http://purl.org/rss/1.0/modules/content/")
 
 
@@ -520,29 +522,29 @@ def _atom(settings: Settings, options: PublishOptions, items: list[dict[str, Any
           stamp: str) -> bytes:
     """Atom 1.0 (RFC 4287), full content."""
     base = settings.base_url
-    a = f"{{{ATOM}}}"
-    feed = ET.Element(f"{a}feed", {"{http://www.w3.org/XML/1998/namespace}lang": options.lang})
-    _sub(feed, f"{a}title", settings.name)
+    feed = ET.Element("feed", {"xmlns": ATOM,
+                               "{http://www.w3.org/XML/1998/namespace}lang": options.lang})
+    _sub(feed, "title", settings.name)
     if options.description:
-        _sub(feed, f"{a}subtitle", options.description)
-    _sub(feed, f"{a}link", rel="self", type="application/atom+xml", href=f"{base}/feed.xml")
-    _sub(feed, f"{a}link", rel="alternate", type="text/html", href=f"{base}/")
-    _sub(feed, f"{a}id", f"{base}/")
-    _sub(feed, f"{a}updated", _feed_updated(items, stamp))
-    author = _sub(feed, f"{a}author")
-    _sub(author, f"{a}name", _author(settings))
-    _sub(feed, f"{a}generator", "newsletter")
+        _sub(feed, "subtitle", options.description)
+    _sub(feed, "link", rel="self", type="application/atom+xml", href=f"{base}/feed.xml")
+    _sub(feed, "link", rel="alternate", type="text/html", href=f"{base}/")
+    _sub(feed, "id", f"{base}/")
+    _sub(feed, "updated", _feed_updated(items, stamp))
+    author = _sub(feed, "author")
+    _sub(author, "name", _author(settings))
+    _sub(feed, "generator", "newsletter")
     for item in items:
         issue, page = item["issue"], item["page"]
-        entry = _sub(feed, f"{a}entry")
-        _sub(entry, f"{a}title", issue.title)
-        _sub(entry, f"{a}link", rel="alternate", type="text/html", href=issue.web_url)
-        _sub(entry, f"{a}id", item["id"])
-        _sub(entry, f"{a}published", item["published"])
-        _sub(entry, f"{a}updated", item["updated"])
+        entry = _sub(feed, "entry")
+        _sub(entry, "title", issue.title)
+        _sub(entry, "link", rel="alternate", type="text/html", href=issue.web_url)
+        _sub(entry, "id", item["id"])
+        _sub(entry, "published", item["published"])
+        _sub(entry, "updated", item["updated"])
         if issue.preheader:
-            _sub(entry, f"{a}summary", issue.preheader)
-        _sub(entry, f"{a}content", page.content, type="html")
+            _sub(entry, "summary", issue.preheader)
+        _sub(entry, "content", page.content, type="html")
     return _xml(feed)
 
 

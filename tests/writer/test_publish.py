@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from xml.etree import ElementTree
 
 import feedparser
 import pytest
@@ -212,6 +213,11 @@ def test_feeds_parse_and_atom_validates(letter: Path) -> None:
     assert atom.entries[1].published == "2026-10-15T00:00:00Z"  # sent: front matter
     assert atom.feed.author == "Ada Writer"
     xmlschema.XMLSchema11(ATOM_XSD).validate(str(site / "feed.xml"))
+    # RSS 2.0 elements are in no namespace (only atom:link and content:encoded are).
+    rss = ElementTree.parse(site / "rss.xml").getroot()
+    assert rss.tag == "rss" and [c.tag for c in rss] == ["channel"]
+    assert len(rss.findall("channel/item")) == 3
+    assert rss.find("channel/{http://www.w3.org/2005/Atom}link").get("rel") == "self"
     data = json.loads((site / "feed.json").read_text())
     assert data["version"] == "https://jsonfeed.org/version/1.1"
     assert [i["url"] for i in data["items"]][0] == "https://example.com/news/2026-11-01-third/"
