@@ -383,6 +383,8 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
         for rel, source in issue.assets:
             files.setdefault(rel, source.read_bytes())
         if not choice.page:
+            if issue.slug in old_entries:  # its id and dates, should it come back later
+                entries[issue.slug] = old_entries[issue.slug]
             continue
         page = render_web_page(settings, issue, choice.draft, options=options, env=env,
                                page_base=issue.web_url)
