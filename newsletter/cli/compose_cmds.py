@@ -108,7 +108,7 @@ def build(
         typer.Option("--out", help="Where to write the files (default: build/ in the newsletter)."),
     ] = None,
 ) -> None:
-    """Render a draft to DIR/<slug>.html, .txt and .eml (the message a sample reader gets).
+    """Render a draft to DIR/<slug>.html (its web version), .txt and .eml (a sample reader's).
 
     Prints each file with its size; warnings (no base_url, HTML over Gmail's
     102 KB clipping limit, …) go to stderr.

@@ -64,12 +64,17 @@ class Issue:
     # and local images referenced by URL under base_url: (path under base_url, file).
     slots: dict[str, layouts.Slot] = field(default_factory=dict)
     assets: tuple[tuple[str, Path], ...] = ()
+    # The body as an HTML fragment before the layout (slots left open): the web version's content.
+    content: str = ""
     # personalize() caches the per-issue templates here.
     prepared: Any = field(default=None, repr=False, compare=False)
 
 
-def build_issue(settings: Settings, draft: Path) -> Issue:
+def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issue:
     """Parse, render Markdown, apply the layout and inline CSS, once.
+
+    `inline=False` skips premailer (half the cost) for callers that use only
+    `Issue.content`, like `publish`; such an Issue's html is not for sending.
 
     Raises ContentError (naming file and line) for broken front matter, an
     unknown template variable, a missing image, …
@@ -77,7 +82,10 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
     text = read_text(draft)
     parsed = parse_draft(draft, text)
     slots = layouts.Slots(avoid=text)
-    web_url = f"{settings.base_url}/{parsed.slug}.html" if settings.base_url else None
+    # The issue's page in the archive `newsletter publish` writes (site/<slug>/index.html);
+    # none for an issue kept off the web with `publish: false`.
+    on_web = settings.base_url and parsed.extra.get("publish") is not False
+    web_url = f"{settings.base_url}/{parsed.slug}/" if on_web else None
     unsub: Any = (
         slots.get(layouts.Slot("unsubscribe_url")) if settings.base_url else None
     )
@@ -139,7 +147,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
         {**context, "issue": text_issue},
         where=_layout_where(text_layout),
     )
-    inlined = inline_css(full_html, where=_layout_where(html_layout))
+    inlined = inline_css(full_html, where=_layout_where(html_layout)) if inline else full_html
 
     warnings = []
     if not settings.base_url:
@@ -172,6 +180,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
         warnings=warnings,
         slots=dict(slots.by_marker),
         assets=tuple(assets),
+        content=fragment,
     )
 
 

@@ -369,7 +369,19 @@ def check_draft(settings: Settings, path: Path) -> Report:
                    "no preheader (the preview line inboxes show after the subject): add "
                    "`preheader:` to the front matter")
     _html_rules(report, settings, message, draft)
+    _publish_rule(report, settings, issue)
     return _sorted(report)
+
+
+def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
+    from newsletter.writer.publish import unpublished
+
+    missing = unpublished(settings, issue)
+    if missing:
+        report.add("warning", "not-published",
+                   f"not on the published site yet: {', '.join(missing)}; the email links "
+                   "there: run newsletter publish right after sending (or add `publish: true` "
+                   "to the front matter and publish first)")
 
 
 def _sorted(report: Report) -> Report:

@@ -289,23 +289,28 @@ class BuildResult:
 
 
 def build_draft(settings: Settings, ref: str | Path, out_dir: Path | None = None) -> BuildResult:
-    """Write <slug>.html, .txt and .eml (the message a sample subscriber gets) to out_dir.
+    """Write <slug>.html (the web version), .txt and .eml (what a sample subscriber gets).
 
-    With base_url set, local images are copied next to them at the paths the
-    HTML links to, so out_dir is what to publish at base_url.
+    The .html is the anonymous web version `publish` puts online, its images
+    beside it under content-hashed names. With base_url set, the email's local
+    images are copied at the paths it links to as well.
     """
+    from newsletter.writer.publish import render_web_page
+
     draft = resolve_draft(settings, ref)
     issue = build_issue(settings, draft)
     message = personalize(issue, SAMPLE_RECIPIENT, key="sample", settings=settings)
+    web = render_web_page(settings, issue, parse_draft(draft, read_text(draft)))
     out = (out_dir or settings.root / "build").expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ContentError(f"cannot create {out}: {exc.strerror}: pass another --out") from None
     outputs = [
-        (out / f"{issue.slug}.html", message.html.encode("utf-8")),
+        (out / f"{issue.slug}.html", web.html.encode("utf-8")),
         (out / f"{issue.slug}.txt", message.text.encode("utf-8")),
         (out / f"{issue.slug}.eml", message.as_bytes()),
+        *((out / name, data) for name, data in web.images.items()),
     ]
     files = []
     try:

@@ -34,7 +34,7 @@ def test_default_layout_falls_back_to_the_built_in(newsletter_dir, write_draft):
     assert "Unsubscribe" in issue.html
     # CSS is inlined: the paragraph carries its style.
     assert '<p style="' in issue.html
-    assert issue.web_url == "https://example.com/news/2026-01-01-hi.html"
+    assert issue.web_url == "https://example.com/news/2026-01-01-hi/"
     assert "Hello." in issue.text and "Unsubscribe: " in issue.text
     assert issue.warnings == []
 
