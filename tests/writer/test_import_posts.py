@@ -124,6 +124,7 @@ def test_a_substack_export_becomes_drafts_that_build_like_the_post(newsletter_di
     assert paid["audience"] == "only_paid" and paid["publish"] is False
     podcast = front(drafts / "2026-11-30-episode-1.md")
     assert podcast["podcast_url"] == "https://example.com/ep1.mp3" and "sent" not in podcast
+    assert podcast["publish"] is True  # public on Substack, never emailed: still archived
     assert "[Listen to the episode](https://example.com/ep1.mp3)" in \
         (drafts / "2026-11-30-episode-1.md").read_text()
     unfinished = front(drafts / "unfinished.md")

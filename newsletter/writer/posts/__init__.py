@@ -3,8 +3,9 @@
 The whole export is read and checked first (platforms.py), then each post becomes
 `drafts/<date>-<slug>.md` with front matter: title, preheader (the subtitle), date, slug,
 `sent:` when the platform emailed it (so `publish` lists it and a list send refuses it
-without --resend), the platform's `audience`, and `publish: false` for posts that were not
-public on the platform (paid-only posts, unpublished drafts) so they stay off the web.
+without --resend), the platform's `audience`, `publish: false` for posts that were not
+public on the platform (paid-only posts, unpublished drafts) so they stay off the web, and
+`publish: true` for public posts that were never emailed, so the archive keeps them.
 
 Re-running an import is safe: posts are recognised by their platform id (the
 `imported_posts` table), a draft the writer edited since is never overwritten, a draft
@@ -63,8 +64,11 @@ def _draft_text(post: Post) -> str:
         meta["sent"] = post.sent
     if post.audience:
         meta["audience"] = post.audience
-    if not post.published or (post.audience or "everyone") not in ("everyone", "public"):
+    public = post.published and (post.audience or "everyone") in ("everyone", "public")
+    if not public:
         meta["publish"] = False  # paid-only or never public: not for the open web
+    elif not post.sent:
+        meta["publish"] = True  # public on the platform's web, never emailed: still archived
     meta.update(post.extra)
     meta["imported_from"] = f"{post.source}:{post.post_id}"
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
