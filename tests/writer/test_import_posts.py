@@ -319,3 +319,16 @@ def test_download_images_copies_what_is_reachable_and_keeps_the_rest(
     assert "warning: image" in run.stderr and "kept the remote URL" in run.stderr
     issue = build_issue(load_settings(newsletter_dir), drafts / "2026-11-21-leaving-meta.md")
     assert "images/leaving-meta/" in issue.html
+
+
+def test_import_then_publish_makes_the_archive(newsletter_dir, cli):
+    """The whole move: `import-posts substack.zip && publish`."""
+    assert cli("import-posts", str(substack_zip(newsletter_dir / "export.zip"))).exit_code == 0
+    run = cli("publish")
+    assert run.exit_code == 0, run.stderr
+    site = newsletter_dir / "site"
+    pages = sorted(p.parent.name for p in site.glob("*/index.html"))
+    # Emailed and public, or public on the web: archived; paid-only and unpublished: not.
+    assert pages == ["episode-1", "leaving-meta"]
+    feed = (site / "feed.xml").read_text()
+    assert "Leaving Meta" in feed and "For paying readers" not in feed
