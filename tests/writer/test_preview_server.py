@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -99,6 +100,99 @@ def test_nothing_outside_the_newsletters_images_is_served(
     status, _, body = get(running_preview, path)
     assert status == 403, (path, status, body)
     assert b"root:" not in body and b"secret" not in body and b"sss" not in body
+
+
+@pytest.mark.parametrize("link, target", [
+    ("drafts/images/logo.png", ".hidden.png"),            # a hidden file in the folder
+    ("drafts/images/key.png", ".git/objects/key.png"),    # a file in a hidden folder
+    ("drafts/pics", ".private"),                          # a visible folder that is hidden
+], ids=["hidden file", "file in hidden folder", "hidden folder"])
+def test_a_visible_symlink_to_a_hidden_file_is_refused(
+    running_preview: Preview, newsletter_dir: Path, link: str, target: str
+) -> None:
+    # The hidden-file rule must hold for the file read, not only the name asked for.
+    hidden = newsletter_dir / target
+    if link == "drafts/pics":
+        (hidden / "a.png").parent.mkdir(parents=True)
+        (hidden / "a.png").write_bytes(b"\x89PNG private")
+        asked = "/files/drafts/pics/a.png"
+    else:
+        hidden.parent.mkdir(parents=True, exist_ok=True)
+        hidden.write_bytes(b"\x89PNG private")
+        asked = f"/files/{link}"
+    (newsletter_dir / link).symlink_to(hidden)
+    status, _, body = get(running_preview, asked)
+    assert status == 403, (asked, status, body)
+    assert b"private" not in body
+    # A visible symlink to a visible image is still fine.
+    (newsletter_dir / "drafts" / "images" / "alias.png").symlink_to("red.png")
+    assert get(running_preview, "/files/drafts/images/alias.png")[0] == 200
+
+
+def _closed_by_server(sock: socket.socket, deadline: float) -> bool:
+    """True once the server has closed `sock` (anything it said first is read and dropped)."""
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(4096):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+    return False
+
+
+def test_idle_connections_time_out_and_threads_are_capped(
+    sample_draft: Path, newsletter_dir: Path
+) -> None:
+    # 1,500 half-open sockets once held 1,503 threads: each connection that says
+    # nothing must be closed after the idle time, and never more than the cap served.
+    preview = Preview(load_settings(newsletter_dir), sample_draft, idle_seconds=1.0,
+                      max_connections=8)
+    url = urlsplit(preview.start())
+    base = threading.active_count()
+    peak = base
+    sockets: list[socket.socket] = []
+    try:
+        for n in range(150):
+            sock = socket.create_connection((url.hostname, url.port), timeout=5)
+            if n % 2:
+                sock.sendall(b"GET /meta.json HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end
+            sockets.append(sock)
+            peak = max(peak, threading.active_count())
+        deadline = time.monotonic() + 15
+        for sock in sockets:
+            peak = max(peak, threading.active_count())
+            assert _closed_by_server(sock, deadline), "an idle connection was kept open"
+        assert peak <= base + 8, f"{peak - base} threads for idle connections (cap 8)"
+        # Once the idle ones are gone, a reader is answered as usual.
+        assert get(preview, "/meta.json")[0] == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+        preview.stop()
+
+
+def test_a_slow_but_live_request_is_still_answered(sample_draft: Path,
+                                                   newsletter_dir: Path) -> None:
+    # The idle time is per silence, not per request: a request sent in pieces, each
+    # within the idle time, is answered.
+    preview = Preview(load_settings(newsletter_dir), sample_draft, idle_seconds=3.0)
+    url = urlsplit(preview.start())
+    try:
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            for piece in (b"GET /meta.json HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n",
+                          b"Connection: close\r\n\r\n"):
+                sock.sendall(piece)
+                time.sleep(0.5)  # a slow client, well inside the 3 s idle time
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b"Notes from the workshop" in answer
+    finally:
+        preview.stop()
 
 
 def test_a_missing_image_is_404(running_preview: Preview) -> None:
