@@ -186,6 +186,7 @@ class Preview:
         self._server: ThreadingHTTPServer | None = None
         self._snapshot: dict[Path, tuple[int, int, int] | None] = {}
         self._version = 0
+        self._waiting = 0
         # Look before building: a change made during the build is seen by the next look.
         self._snapshot = self._take_snapshot()
         self.build: Build = self._build()
@@ -231,12 +232,22 @@ class Preview:
         """Block until the version differs from `since` (or timeout/stop); the current version."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self.build.version == since and not self._stopping.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(min(left, 1.0))
-            return self.build.version
+            self._waiting += 1
+            try:
+                while self.build.version == since and not self._stopping.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(min(left, 1.0))
+                return self.build.version
+            finally:
+                self._waiting -= 1
+
+    @property
+    def waiting(self) -> int:
+        """How many pages are waiting for the next build right now."""
+        with self._changed:
+            return self._waiting
 
     # --- watching ---------------------------------------------------------------------------
 
@@ -471,6 +482,7 @@ class Preview:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a page opens several connections at once; 5 drops some
     slots: threading.BoundedSemaphore
 
     def process_request(self, request: Any, client_address: Any) -> None:

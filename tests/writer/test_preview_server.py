@@ -6,6 +6,7 @@ import html
 import http.client
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -285,7 +287,11 @@ def test_stop_releases_waiting_pages_at_once(running_preview: Preview) -> None:
     waiter = threading.Thread(
         target=lambda: answers.append(get(running_preview, f"/events?since={version}")[0]))
     waiter.start()
-    time.sleep(0.2)
+    # Stop only once the page is really waiting (not before its request arrived).
+    deadline = time.monotonic() + 10
+    while running_preview.waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running_preview.waiting == 1
     started = time.monotonic()
     running_preview.stop()
     waiter.join(10)
@@ -302,40 +308,73 @@ def test_helpers() -> None:
     ) == ["img/a.png", "/images/f.png", "c.jpg", "img/e.png"]
 
 
-def _start_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
+class _Lines:
+    """The lines of a pipe, read by a thread, so that waiting for one has a deadline."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.seen = ""
+        threading.Thread(target=self._pump, args=(pipe,), daemon=True).start()
+
+    def _pump(self, pipe: Any) -> None:
+        for line in pipe:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def next(self, timeout: float = 30) -> str:
+        """The next line ("" at the end); fails the test when none comes in `timeout` s."""
+        try:
+            line = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output for {timeout} s; so far: {self.seen!r}") from None
+        if line is None:
+            self._queue.put(None)  # the end stays the end
+            return ""
+        self.seen += line
+        return line
+
+    def rest(self, timeout: float = 30) -> str:
+        """Everything until the end."""
+        while self.next(timeout):
+            pass
+        return self.seen
+
+
+def _start_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str, _Lines]:
     env = {**os.environ, "BROWSER": "true", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
-    assert proc.stdout is not None and proc.stderr is not None
-    url = proc.stdout.readline().strip()
+    out, err = _Lines(proc.stdout), _Lines(proc.stderr)
+    url = out.next().strip()
     # Wait until it says it is watching, as a person would before pressing Ctrl-C.
-    seen = ""
-    while url and "Ctrl-C stops" not in seen:
-        line = proc.stderr.readline()
-        if not line:
+    while url and "Ctrl-C stops" not in err.seen:
+        if not err.next():
             break
-        seen += line
-    proc.seen_stderr = seen  # type: ignore[attr-defined]
-    return proc, url
+    return proc, url, err
+
+
+def _ctrl_c(proc: subprocess.Popen[str], err: _Lines) -> str:
+    """Press Ctrl-C; its whole stderr once it has exited."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    return err.rest()
 
 
 def test_the_command_prints_the_url_and_ctrl_c_stops_it_cleanly(
     sample_draft: Path, newsletter_dir: Path
 ) -> None:
-    proc, url = _start_cli(["preview", "workshop", "--no-open"], newsletter_dir)
+    proc, url, err = _start_cli(["preview", "workshop", "--no-open"], newsletter_dir)
     try:
-        assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if not url else url
+        assert url.startswith("http://127.0.0.1:"), err.seen if not url else url
         parts = urlsplit(url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
         conn.request("GET", "/meta.json")
         assert json.loads(conn.getresponse().read())["subject"] == "Notes from the workshop"
         conn.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-    stderr = proc.seen_stderr + stderr  # type: ignore[attr-defined]
+        stderr = _ctrl_c(proc, err)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "Stopped." in stderr
@@ -343,14 +382,13 @@ def test_the_command_prints_the_url_and_ctrl_c_stops_it_cleanly(
 
 def test_any_other_host_is_explicit_and_warned_about(sample_draft: Path,
                                                      newsletter_dir: Path) -> None:
-    proc, url = _start_cli(["preview", "workshop", "--no-open", "--host", "0.0.0.0"],
-                           newsletter_dir)
+    proc, url, err = _start_cli(["preview", "workshop", "--no-open", "--host", "0.0.0.0"],
+                                newsletter_dir)
     try:
         assert url.startswith("http://127.0.0.1:")
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-    assert "warning: serving on 0.0.0.0" in proc.seen_stderr + stderr  # type: ignore
+        stderr = _ctrl_c(proc, err)
+    assert "warning: serving on 0.0.0.0" in stderr
     assert proc.returncode == 0
 
 
