@@ -11,7 +11,9 @@ good save recovers.
 Endpoints: `/` the toolbar page, `/meta.json`, `/events?since=N`,
 `/email.html`, `/email-nostyle.html`, `/text.txt`, `/source.txt`,
 `/cid/<content-id>` (embedded images), `/files/<path>` (images inside the
-newsletter folder only).
+newsletter folder only, never a hidden file, whatever a symlink says).
+A connection silent for IDLE_SECONDS is closed and at most MAX_CONNECTIONS are
+served at once, so stray or half-open sockets cannot pile up threads.
 """
 
 from __future__ import annotations
