@@ -113,9 +113,20 @@ def _run_in_terminal(args: list[str], cwd: Path, answer: bytes, after: bytes) ->
     if pid == 0:  # the child: the real CLI with the pty as its terminal
         os.chdir(cwd)
         os.execv(sys.executable, [sys.executable, "-m", "newsletter", *args])
+    import select
+    import signal
+    import time
+
     seen = b""
     typed = False
+    deadline = time.monotonic() + 60  # a hung CLI fails the test instead of hanging it
     while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(fd)
+            raise AssertionError(f"no output from the CLI for 60 s; the screen: {seen!r}")
         try:
             chunk = os.read(fd, 4096)
         except OSError:  # EIO: the child closed the terminal
@@ -207,7 +218,15 @@ def test_every_help_example_works_in_the_example_newsletter(tmp_path: Path) -> N
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             )
             assert server.stdout is not None
-            first = server.stdout.readline()
+            import selectors
+
+            # Its URL line, with a deadline: a server that never says it must fail, not hang.
+            with selectors.DefaultSelector() as waiting:
+                waiting.register(server.stdout, selectors.EVENT_READ)
+                said = waiting.select(timeout=60)
+            if not said:
+                server.kill()
+            first = server.stdout.readline() if said else ""
             server.send_signal(signal.SIGINT)
             out, err = server.communicate(timeout=60)
             assert first.startswith("http://127.0.0.1:"), first + out + err

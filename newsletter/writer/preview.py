@@ -11,7 +11,9 @@ good save recovers.
 Endpoints: `/` the toolbar page, `/meta.json`, `/events?since=N`,
 `/email.html`, `/email-nostyle.html`, `/text.txt`, `/source.txt`,
 `/cid/<content-id>` (embedded images), `/files/<path>` (images inside the
-newsletter folder only).
+newsletter folder only, never a hidden file, whatever a symlink says).
+A connection silent for IDLE_SECONDS is closed and at most MAX_CONNECTIONS are
+served at once, so stray or half-open sockets cannot pile up threads.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ SAMPLE_READER = Recipient(email="reader@example.com", name="Sample Reader",
                           key="reader@example.com")
 POLL_SECONDS = 0.25  # how often the watcher looks at mtimes: well inside the 1 s promise
 LONG_POLL_SECONDS = 25.0
+# A connection that sends nothing for this long is closed: half-open sockets must
+# not hold a thread each forever. Longer than any gap a browser leaves mid-request.
+IDLE_SECONDS = 15.0
+# At most this many connections are served at once (a thread each); more are told
+# 503 and closed. A writer's few tabs with their long-polls use a handful.
+MAX_CONNECTIONS = 64
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".avif", ".bmp", ".ico"}
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -111,15 +119,21 @@ def safe_file(root: Path, relative: str) -> Path | None:
     """The image `relative` names inside `root`, or None when it must not be served.
 
     Refuses `..`, absolute paths, hidden files (the secret, the database's
-    neighbours), symlinks that lead outside, and anything that is not an image.
+    neighbours), symlinks that lead outside or to a hidden file, and anything
+    that is not an image.
     """
     if not _plain_relative(relative):
         return None
     try:
         real = (root / relative).resolve(strict=True)
+        base = root.resolve(strict=True)
     except (FileNotFoundError, RuntimeError, OSError):
         return None
-    if not real.is_relative_to(root.resolve()) or not real.is_file():
+    if not real.is_relative_to(base) or not real.is_file():
+        return None
+    # The name asked for may be visible while a symlink leads to a hidden file:
+    # the path actually read must pass the same rule.
+    if not _plain_relative(real.relative_to(base).as_posix()):
         return None
     if real.suffix.lower() not in IMAGE_TYPES:
         return None
@@ -156,6 +170,8 @@ class Preview:
         port: int = 0,
         poll_seconds: float = POLL_SECONDS,
         on_build: Callable[[Build], None] | None = None,
+        idle_seconds: float = IDLE_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.root = settings.root
         self.draft = Path(draft).resolve()
@@ -163,6 +179,8 @@ class Preview:
         self.port = port
         self.poll_seconds = poll_seconds
         self.on_build = on_build
+        self.idle_seconds = idle_seconds
+        self.max_connections = max_connections
         self._settings = settings
         self._changed = threading.Condition()
         self._stopping = threading.Event()
@@ -170,6 +188,7 @@ class Preview:
         self._server: ThreadingHTTPServer | None = None
         self._snapshot: dict[Path, tuple[int, int, int] | None] = {}
         self._version = 0
+        self._waiting = 0
         # Look before building: a change made during the build is seen by the next look.
         self._snapshot = self._take_snapshot()
         self.build: Build = self._build()
@@ -215,12 +234,22 @@ class Preview:
         """Block until the version differs from `since` (or timeout/stop); the current version."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self.build.version == since and not self._stopping.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(min(left, 1.0))
-            return self.build.version
+            self._waiting += 1
+            try:
+                while self.build.version == since and not self._stopping.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(min(left, 1.0))
+                return self.build.version
+            finally:
+                self._waiting -= 1
+
+    @property
+    def waiting(self) -> int:
+        """How many pages are waiting for the next build right now."""
+        with self._changed:
+            return self._waiting
 
     # --- watching ---------------------------------------------------------------------------
 
@@ -305,6 +334,7 @@ class Preview:
                 "--port, or leave it out to use a free one"
             ) from None
         server.preview = self  # type: ignore[attr-defined]
+        server.slots = threading.BoundedSemaphore(self.max_connections)
         self._server = server
         # A short poll interval makes stop() quick; the cost is a wake-up every 0.1 s.
         serve = functools.partial(server.serve_forever, poll_interval=0.1)
@@ -454,6 +484,32 @@ class Preview:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a page opens several connections at once; 5 drops some
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per connection, but never more than the cap: past it the
+        # client hears 503 at once instead of the machine running out of threads.
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(0.5)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\nRetry-After: 5\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()  # the thread never started
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A browser dropping a connection is normal; anything else is worth a line,
@@ -474,6 +530,12 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def preview(self) -> Preview:
         return self.server.preview  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        # StreamRequestHandler applies `timeout` to the socket: a connection silent
+        # for that long (between requests, or mid-request) is closed.
+        self.timeout = self.preview.idle_seconds
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the terminal shows rebuilds and errors, not every request

@@ -111,14 +111,12 @@ def test_timeout_is_transient(api: API) -> None:
 
 
 def test_unreachable_server_stops_the_send(api: API) -> None:
-    import socket
+    from tests.conftest import refusing_port
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    provider = api.provider(endpoint=f"http://127.0.0.1:{port}")
-    with pytest.raises(ProviderError, match="cannot reach"):
-        provider.send(make_batch(1))
+    with refusing_port() as port:  # held for the whole test: nobody else can listen there
+        provider = api.provider(endpoint=f"http://127.0.0.1:{port}")
+        with pytest.raises(ProviderError, match="cannot reach"):
+            provider.send(make_batch(1))
 
 
 def test_wrong_key_stops_the_send_without_showing_the_key(api: API) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import refusing_port
 from tests.delivery.contract import Delivered, Harness, ProviderContract
-from tests.delivery.smtpserver import free_port
 from tests.providers_http.conftest import FAKES, KEY_ENV
 from tests.providers_http.fakes import FakeAPI, FakeMailgun, FakeSES
 
@@ -22,7 +22,8 @@ PERMANENT_REASON = {"postmark": "inactive", "sendgrid": "valid address",
 
 
 def harness_for(name: str) -> Iterator[Harness]:
-    with FAKES[name]() as fake:
+    # The "down" endpoint's port is held (refusing) for the test, so no other worker gets it.
+    with FAKES[name]() as fake, refusing_port() as down_port:
         # No pacing: the contract is about outcomes, and SES's 14/s or Resend's 2/s only
         # make it slower (pacing is the campaign's, tested there).
         options = {"name": name, "endpoint": fake.url, "timeout": 10, "rate": 100000}
@@ -50,7 +51,7 @@ def harness_for(name: str) -> Iterator[Harness]:
 
         yield Harness(
             options=options, env=env, received=received, fail=fail, slow=slow,
-            down_options={**options, "endpoint": f"http://127.0.0.1:{free_port()}"},
+            down_options={**options, "endpoint": f"http://127.0.0.1:{down_port}"},
             permanent_reason=PERMANENT_REASON[name],
         )
         assert not fake.violations, fake.violations

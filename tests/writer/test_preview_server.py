@@ -6,12 +6,15 @@ import html
 import http.client
 import json
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -99,6 +102,99 @@ def test_nothing_outside_the_newsletters_images_is_served(
     status, _, body = get(running_preview, path)
     assert status == 403, (path, status, body)
     assert b"root:" not in body and b"secret" not in body and b"sss" not in body
+
+
+@pytest.mark.parametrize("link, target", [
+    ("drafts/images/logo.png", ".hidden.png"),            # a hidden file in the folder
+    ("drafts/images/key.png", ".git/objects/key.png"),    # a file in a hidden folder
+    ("drafts/pics", ".private"),                          # a visible folder that is hidden
+], ids=["hidden file", "file in hidden folder", "hidden folder"])
+def test_a_visible_symlink_to_a_hidden_file_is_refused(
+    running_preview: Preview, newsletter_dir: Path, link: str, target: str
+) -> None:
+    # The hidden-file rule must hold for the file read, not only the name asked for.
+    hidden = newsletter_dir / target
+    if link == "drafts/pics":
+        (hidden / "a.png").parent.mkdir(parents=True)
+        (hidden / "a.png").write_bytes(b"\x89PNG private")
+        asked = "/files/drafts/pics/a.png"
+    else:
+        hidden.parent.mkdir(parents=True, exist_ok=True)
+        hidden.write_bytes(b"\x89PNG private")
+        asked = f"/files/{link}"
+    (newsletter_dir / link).symlink_to(hidden)
+    status, _, body = get(running_preview, asked)
+    assert status == 403, (asked, status, body)
+    assert b"private" not in body
+    # A visible symlink to a visible image is still fine.
+    (newsletter_dir / "drafts" / "images" / "alias.png").symlink_to("red.png")
+    assert get(running_preview, "/files/drafts/images/alias.png")[0] == 200
+
+
+def _closed_by_server(sock: socket.socket, deadline: float) -> bool:
+    """True once the server has closed `sock` (anything it said first is read and dropped)."""
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(4096):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+    return False
+
+
+def test_idle_connections_time_out_and_threads_are_capped(
+    sample_draft: Path, newsletter_dir: Path
+) -> None:
+    # 1,500 half-open sockets once held 1,503 threads: each connection that says
+    # nothing must be closed after the idle time, and never more than the cap served.
+    preview = Preview(load_settings(newsletter_dir), sample_draft, idle_seconds=1.0,
+                      max_connections=8)
+    url = urlsplit(preview.start())
+    base = threading.active_count()
+    peak = base
+    sockets: list[socket.socket] = []
+    try:
+        for n in range(150):
+            sock = socket.create_connection((url.hostname, url.port), timeout=5)
+            if n % 2:
+                sock.sendall(b"GET /meta.json HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end
+            sockets.append(sock)
+            peak = max(peak, threading.active_count())
+        deadline = time.monotonic() + 15
+        for sock in sockets:
+            peak = max(peak, threading.active_count())
+            assert _closed_by_server(sock, deadline), "an idle connection was kept open"
+        assert peak <= base + 8, f"{peak - base} threads for idle connections (cap 8)"
+        # Once the idle ones are gone, a reader is answered as usual.
+        assert get(preview, "/meta.json")[0] == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+        preview.stop()
+
+
+def test_a_slow_but_live_request_is_still_answered(sample_draft: Path,
+                                                   newsletter_dir: Path) -> None:
+    # The idle time is per silence, not per request: a request sent in pieces, each
+    # within the idle time, is answered.
+    preview = Preview(load_settings(newsletter_dir), sample_draft, idle_seconds=3.0)
+    url = urlsplit(preview.start())
+    try:
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            for piece in (b"GET /meta.json HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n",
+                          b"Connection: close\r\n\r\n"):
+                sock.sendall(piece)
+                time.sleep(0.5)  # a slow client, well inside the 3 s idle time
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b"Notes from the workshop" in answer
+    finally:
+        preview.stop()
 
 
 def test_a_missing_image_is_404(running_preview: Preview) -> None:
@@ -191,7 +287,11 @@ def test_stop_releases_waiting_pages_at_once(running_preview: Preview) -> None:
     waiter = threading.Thread(
         target=lambda: answers.append(get(running_preview, f"/events?since={version}")[0]))
     waiter.start()
-    time.sleep(0.2)
+    # Stop only once the page is really waiting (not before its request arrived).
+    deadline = time.monotonic() + 10
+    while running_preview.waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running_preview.waiting == 1
     started = time.monotonic()
     running_preview.stop()
     waiter.join(10)
@@ -208,40 +308,73 @@ def test_helpers() -> None:
     ) == ["img/a.png", "/images/f.png", "c.jpg", "img/e.png"]
 
 
-def _start_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
+class _Lines:
+    """The lines of a pipe, read by a thread, so that waiting for one has a deadline."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.seen = ""
+        threading.Thread(target=self._pump, args=(pipe,), daemon=True).start()
+
+    def _pump(self, pipe: Any) -> None:
+        for line in pipe:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def next(self, timeout: float = 30) -> str:
+        """The next line ("" at the end); fails the test when none comes in `timeout` s."""
+        try:
+            line = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output for {timeout} s; so far: {self.seen!r}") from None
+        if line is None:
+            self._queue.put(None)  # the end stays the end
+            return ""
+        self.seen += line
+        return line
+
+    def rest(self, timeout: float = 30) -> str:
+        """Everything until the end."""
+        while self.next(timeout):
+            pass
+        return self.seen
+
+
+def _start_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str, _Lines]:
     env = {**os.environ, "BROWSER": "true", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
-    assert proc.stdout is not None and proc.stderr is not None
-    url = proc.stdout.readline().strip()
+    out, err = _Lines(proc.stdout), _Lines(proc.stderr)
+    url = out.next().strip()
     # Wait until it says it is watching, as a person would before pressing Ctrl-C.
-    seen = ""
-    while url and "Ctrl-C stops" not in seen:
-        line = proc.stderr.readline()
-        if not line:
+    while url and "Ctrl-C stops" not in err.seen:
+        if not err.next():
             break
-        seen += line
-    proc.seen_stderr = seen  # type: ignore[attr-defined]
-    return proc, url
+    return proc, url, err
+
+
+def _ctrl_c(proc: subprocess.Popen[str], err: _Lines) -> str:
+    """Press Ctrl-C; its whole stderr once it has exited."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    return err.rest()
 
 
 def test_the_command_prints_the_url_and_ctrl_c_stops_it_cleanly(
     sample_draft: Path, newsletter_dir: Path
 ) -> None:
-    proc, url = _start_cli(["preview", "workshop", "--no-open"], newsletter_dir)
+    proc, url, err = _start_cli(["preview", "workshop", "--no-open"], newsletter_dir)
     try:
-        assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if not url else url
+        assert url.startswith("http://127.0.0.1:"), err.seen if not url else url
         parts = urlsplit(url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
         conn.request("GET", "/meta.json")
         assert json.loads(conn.getresponse().read())["subject"] == "Notes from the workshop"
         conn.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-    stderr = proc.seen_stderr + stderr  # type: ignore[attr-defined]
+        stderr = _ctrl_c(proc, err)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "Stopped." in stderr
@@ -249,14 +382,13 @@ def test_the_command_prints_the_url_and_ctrl_c_stops_it_cleanly(
 
 def test_any_other_host_is_explicit_and_warned_about(sample_draft: Path,
                                                      newsletter_dir: Path) -> None:
-    proc, url = _start_cli(["preview", "workshop", "--no-open", "--host", "0.0.0.0"],
-                           newsletter_dir)
+    proc, url, err = _start_cli(["preview", "workshop", "--no-open", "--host", "0.0.0.0"],
+                                newsletter_dir)
     try:
         assert url.startswith("http://127.0.0.1:")
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-    assert "warning: serving on 0.0.0.0" in proc.seen_stderr + stderr  # type: ignore
+        stderr = _ctrl_c(proc, err)
+    assert "warning: serving on 0.0.0.0" in stderr
     assert proc.returncode == 0
 
 
