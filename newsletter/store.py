@@ -109,10 +109,27 @@ def _m002_events(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m007_suppressions(db: sqlite_utils.Database) -> None:
+    # Readers forgotten with `subscribers remove --suppress`: only a keyed one-way hash of
+    # the address (HMAC with the newsletter secret), so a later import or add refuses it
+    # without the address itself being kept.
+    _run(
+        db,
+        """
+        CREATE TABLE suppressions (
+            address_hash TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """,
+    )
+
+
 # Append new migrations at the end; never reorder or edit a released one.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("007_suppressions", _m007_suppressions),
 ]
 
 

@@ -59,8 +59,42 @@ def test_unsubscribe_then_resubscribe_only_explicitly(cli, newsletter_dir: Path)
 
 def test_remove(cli, newsletter_dir: Path) -> None:
     cli("subscribers", "add", "ada@example.com")
-    assert cli("subscribers", "remove", "ada@example.com").stdout == "Removed: ada@example.com\n"
+    r = cli("subscribers", "remove", "ada@example.com")
+    assert r.stdout == (
+        "Forgotten: ada@example.com (1 history events erased, 0 deliveries kept with the "
+        "address hashed)\n"
+    )
     assert cli("subscribers", "list").stdout == ""
+
+
+def test_show_prints_the_reader_and_their_history(cli, newsletter_dir: Path) -> None:
+    cli("subscribers", "add", "ada@example.com", "--name", "Ada \x1b[31mL", "--tag", "friends")
+    cli("subscribers", "unsubscribe", "ada@example.com")
+    r = cli("subscribers", "show", "ADA@example.com")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["email         ada@example.com", "name          Ada [31mL",
+                         "status        unsubscribed", "tags          friends"]
+    assert "\x1b" not in r.stdout
+    assert "History (2 events):" in lines
+    assert lines[-2].endswith("subscribed - -> active  via cli (added)")
+    assert lines[-1].endswith("unsubscribed active -> unsubscribed  via cli")
+    data = json.loads(cli("subscribers", "show", "ada@example.com", "--json").stdout)
+    assert (data["email"], data["status"], data["tags"]) == (
+        "ada@example.com", "unsubscribed", ["friends"])
+    assert [(e["kind"], e["source"]) for e in data["history"]] == [
+        ("subscribed", "cli"), ("unsubscribed", "cli")]
+    r = cli("subscribers", "show", "nobody@example.com")
+    assert r.exit_code != 0 and r.stderr.startswith("Error: nobody@example.com is not on the list")
+
+
+def test_add_refuses_a_name_longer_than_200(cli, newsletter_dir: Path) -> None:
+    r = cli("subscribers", "add", "ada@example.com", "--name", "A" * 201)
+    assert r.exit_code != 0 and r.stdout == ""
+    assert r.stderr == (
+        "Error: the name is 201 characters long; at most 200 are kept: shorten it\n"
+    )
+    assert cli("subscribers", "add", "ada@example.com", "--name", "A" * 200).exit_code == 0
 
 
 def test_import_prints_the_summary_and_keeps_rejects(cli, newsletter_dir: Path) -> None:
