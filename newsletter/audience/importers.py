@@ -15,6 +15,8 @@ import ast
 import csv
 import json
 import re
+import shutil
+import tempfile
 import zipfile
 import zlib
 from collections import Counter
@@ -719,8 +721,9 @@ class _Rejects:
     def __init__(self, summary: ImportSummary, path: Path | None, source: Path) -> None:
         self.summary = summary
         self.path = path
-        # Written beside and renamed when the import succeeds: a failed import leaves an
-        # existing file at --rejects as it was, and no half-written one.
+        # Gathered in an unnamed temporary file (gone with the process, even on kill -9),
+        # then written beside and renamed when the import succeeds: a failed import leaves
+        # an existing file at --rejects as it was, and no half-written one.
         self.partial = path.with_name(path.name + ".partial") if path else None
         if path is not None and path.resolve() == source.resolve():
             raise SubscriberError(
@@ -731,8 +734,9 @@ class _Rejects:
             raise SubscriberError(f"cannot write the rejects file {path}: Is a directory")
         try:
             self.file = (
-                open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115
-                if self.partial else None
+                tempfile.TemporaryFile(  # noqa: SIM115
+                    "w+", encoding="utf-8", newline="", dir=path.parent
+                ) if path else None
             )
         except OSError as exc:
             raise SubscriberError(f"cannot write the rejects file {path}: {exc.strerror}") from None
@@ -752,11 +756,14 @@ class _Rejects:
 
     def close(self, keep: bool) -> None:
         if self.file and self.partial and self.path:
-            self.file.close()
             if not keep:
-                self.partial.unlink(missing_ok=True)
+                self.file.close()
                 return
             try:
+                self.file.seek(0)
+                with open(self.partial, "w", encoding="utf-8", newline="") as out:
+                    shutil.copyfileobj(self.file, out)
+                self.file.close()
                 self.partial.replace(self.path)
             except OSError as exc:
                 self.partial.unlink(missing_ok=True)
