@@ -154,7 +154,7 @@ EXAMPLE_TOUR = [
     "", "init", "draft", "drafts", "build", "preview", "check",
     "subscribers", "subscribers import", "subscribers add", "subscribers list",
     "subscribers count", "subscribers export", "send", "campaigns", "providers",
-    "subscribers unsubscribe", "subscribers remove",
+    "subscribers show", "subscribers unsubscribe", "subscribers remove",
 ]
 
 
