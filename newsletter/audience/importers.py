@@ -552,34 +552,24 @@ def _physical_lines(binary: BinaryIO, counter: list[int]) -> Iterator[bytes]:
     """
     buffer = b""
     first = True
-    while True:
-        chunk = binary.read(_CHUNK)
+    while chunk := binary.read(_CHUNK):
         if first:
             chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False  # a UTF-8 BOM
-        if not chunk:
-            if buffer:
-                counter[0] += 1
-                yield buffer
-            return
-        buffer += chunk
-        start = 0
-        while True:
-            nl, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
-            if cr != -1 and (nl == -1 or cr < nl):
-                if cr + 1 == len(buffer):
-                    break  # \r at the end of the chunk: its \n may come next
-                end = cr + 2 if buffer[cr + 1:cr + 2] == b"\n" else cr + 1
-            elif nl != -1:
-                end = nl + 1
-            else:
-                break
+        # bytes.splitlines splits at \n, \r\n and \r only (never inside UTF-8 characters).
+        parts = (buffer + chunk).splitlines(keepends=True)
+        buffer = parts.pop() if parts else b""
+        if buffer.endswith(b"\n"):
+            parts.append(buffer)  # complete; a lone \r at the end may have its \n next
+            buffer = b""
+        for part in parts:
             counter[0] += 1
-            yield buffer[start:end]
-            start = end
-        buffer = buffer[start:]
+            yield part
         if len(buffer) > MAX_LINE:
             counter[0] += 1
             raise _TooLong
+    if buffer:
+        counter[0] += 1
+        yield buffer
 
 
 def _csv_rows(binary: BinaryIO, where: str) -> Iterator[tuple[int, list[str]]]:
@@ -1104,15 +1094,13 @@ def _merge(db: sqlite_utils.Database, summary: ImportSummary, file_name: str) ->
     )
     summary.added = cursor.rowcount
     if summary.added:
-        # The new rows are the ones with the highest ids; a join on email_key finds them.
         db.execute(
             """
             INSERT INTO main.events (subscriber_id, email, kind, status_before, status_after,
               source, detail, created_at)
             SELECT s.id, s.email, 'imported', NULL, s.status, 'import', :file, :now
             FROM main.subscribers s
-            WHERE s.id > :last AND s.email_key IN (SELECT email_key FROM temp.import_rows)
-            ORDER BY s.id
+            WHERE s.id > :last ORDER BY s.id  -- this transaction added every row past :last
             """,
             {"file": file_name, "now": now, "last": last_id},
         )
