@@ -175,3 +175,29 @@ def test_export_then_import_into_a_fresh_newsletter_gives_the_same_list(
     # And importing the export again into the original changes nothing.
     r = cli("subscribers", "import", str(export))
     assert "0 added, 0 updated, 14 unchanged" in r.stdout
+
+
+def test_show_tells_where_a_change_came_from_and_the_consent_text(
+    cli, newsletter_dir: Path
+) -> None:
+    from newsletter.audience import events
+
+    cli("subscribers", "add", "ada@example.com")
+    db = store.connect(newsletter_dir / "newsletter.db")
+    [sub] = db.execute("SELECT id FROM subscribers").fetchall()
+    events.change_status(
+        db, sub[0], "unsubscribed",
+        events.Origin("web", "203.0.113.9", "Firefox/130", "Yes, send me the letter"),
+        at="2026-01-02T03:04:05Z",
+    )
+    db.conn.close()
+    lines = cli("subscribers", "show", "ada@example.com").stdout.splitlines()
+    assert lines[-2:] == [
+        "  2026-01-02T03:04:05Z  unsubscribed active -> unsubscribed  via web  "
+        "from 203.0.113.9 Firefox/130",
+        "    consent: Yes, send me the letter",
+    ]
+    [_, web] = json.loads(cli("subscribers", "show", "ada@example.com", "--json").stdout)[
+        "history"]
+    assert (web["ip"], web["user_agent"], web["consent"]) == (
+        "203.0.113.9", "Firefox/130", "Yes, send me the letter")
