@@ -420,10 +420,10 @@ def remove(
     """Forget a subscriber: their row, their history, their address in the delivery log.
 
     Delivery-log rows stay (a campaign's counts do not change) with the address replaced
-    by `address_hash` (needs `secret`). Outbox messages that hold the address are listed,
-    or deleted with `delete_outbox`. With `suppress`, only the hash is kept, so a later
-    import or add of the address is refused. Prefer `unsubscribe`: it keeps the consent
-    record that proves they asked.
+    by `address_hash` (needs `secret`); those not sent yet become `skipped`. Outbox
+    messages that hold the address are listed, or deleted with `delete_outbox`. With
+    `suppress`, only the hash is kept, so a later import or add of the address is refused.
+    Prefer `unsubscribe`: it keeps the consent record that proves they asked.
     """
     found = _require(db, email)
     if secret is None and suppress:
@@ -431,6 +431,12 @@ def remove(
     hashed = address_hash(secret, found.email) if secret is not None else None
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
+        # Not yet sent (a send stopped half-way): never sent now, to an address or a hash.
+        db.execute(
+            "UPDATE deliveries SET state = 'skipped', error = 'the reader was forgotten' "
+            "WHERE state IN ('queued', 'uncertain') AND (subscriber_id = ? OR lower(email) = ?)",
+            [found.id, found.key],
+        )
         if hashed is not None:
             cursor = db.execute(
                 "UPDATE deliveries SET subscriber_id = NULL, email = ? "

@@ -22,6 +22,13 @@ def _campaign_with_deliveries(db_path: Path) -> None:
             "INSERT INTO deliveries (campaign_id, subscriber_id, email, state, updated_at) "
             "VALUES (1, ?, ?, 'sent', 'now')", [sub.id, sub.email]
         )
+    # A second issue whose send stopped half-way: still queued for Ada.
+    db.execute(
+        "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, created_at)"
+        " VALUES ('two', 'drafts/two.md', 'Two', 'subscribers', 'list', 'outbox', 'now')"
+    )
+    db.execute("INSERT INTO deliveries (campaign_id, subscriber_id, email, updated_at) "
+               "SELECT 2, id, email, 'now' FROM subscribers WHERE email LIKE 'ada%'")
     db.conn.commit()
     db.conn.close()
 
@@ -42,7 +49,7 @@ def test_remove_forgets_the_address_everywhere_but_keeps_the_counts(
     r = cli("subscribers", "remove", "ada@example.com")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines() == [
-        "Forgotten: Ada@example.com (2 history events erased, 1 deliveries kept with the "
+        "Forgotten: Ada@example.com (2 history events erased, 2 deliveries kept with the "
         "address hashed)",
         f"Still holds the address: {outbox / '0001-ada.eml'}",
         "Delete those with --delete-outbox (or by hand) to forget them entirely.",
@@ -50,7 +57,8 @@ def test_remove_forgets_the_address_everywhere_but_keeps_the_counts(
     db = store.connect(db_path)
     dump = "\n".join(db.conn.iterdump()).lower()
     assert "ada@example.com" not in dump and "liu@example.com" in dump
-    assert db.execute("SELECT count(*) FROM deliveries WHERE state = 'sent'").fetchone()[0] == 2
+    assert db.execute("SELECT campaign_id, state, count(*) FROM deliveries GROUP BY 1, 2"
+                      ).fetchall() == [(1, "sent", 2), (2, "skipped", 1)]  # nothing sent later
     assert db.execute("SELECT count(*) FROM events WHERE email LIKE 'ada%'").fetchone()[0] == 0
     db.conn.close()
     assert (outbox / "0001-ada.eml").exists()
