@@ -95,9 +95,9 @@ def _duplicates(path: Path, n: int) -> Path:
     return path
 
 
-def _seconds(db, path: Path) -> float:
+def _seconds(db, path: Path, runs: int) -> float:
     best = float("inf")
-    for _ in range(2):  # the best of two: another process on the machine only slows one
+    for _ in range(runs):  # the best of a few: another process on the machine slows one
         start = time.perf_counter()
         s = importers.import_file(db, path, dry_run=True)
         best = min(best, time.perf_counter() - start)
@@ -106,10 +106,11 @@ def _seconds(db, path: Path) -> float:
 
 
 def test_many_rows_of_one_address_take_linear_time(db, tmp_path: Path) -> None:
-    small = _seconds(db, _duplicates(tmp_path / "10k.csv", 10_000))
-    large = _seconds(db, _duplicates(tmp_path / "40k.csv", 40_000))
-    # Four times the rows: about four times the time (quadratic was sixteen).
-    assert large / small < 8, (small, large)
+    small = _seconds(db, _duplicates(tmp_path / "5k.csv", 5_000), runs=3)
+    large = _seconds(db, _duplicates(tmp_path / "80k.csv", 80_000), runs=1)
+    # Sixteen times the rows: about sixteen times the time when linear, some 256 times when
+    # quadratic (it was: 0.12 s and 37 s). The bound leaves room for a busy machine.
+    assert large / small < 64, (small, large)
 
 
 def test_every_duplicate_is_reported_with_its_line(db, tmp_path: Path) -> None:
@@ -127,14 +128,14 @@ def test_every_duplicate_is_reported_with_its_line(db, tmp_path: Path) -> None:
 
 
 def test_a_gigantic_line_is_refused_with_memory_flat(db, tmp_path: Path) -> None:
-    # 256 MiB of one line without a newline, zipped to a few hundred KiB (the 1 GiB of the
+    # 96 MiB of one line without a newline, zipped to a few hundred KiB (the 1 GiB of the
     # report takes too long to compress in a test; memory was 2.2x the line either way).
     archive = tmp_path / "export.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z, \
             z.open("members.csv", "w") as member:
         member.write(b"email,name\nada@example.com,")
         block = b"A" * (1024 * 1024)
-        for _ in range(256):
+        for _ in range(96):
             member.write(block)
     assert archive.stat().st_size < 2 * 1024 * 1024
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
