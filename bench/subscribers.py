@@ -128,7 +128,8 @@ def main() -> None:
     plan = conn.execute(
         "EXPLAIN QUERY PLAN SELECT id, email FROM subscribers WHERE status = 'active' ORDER BY id"
     ).fetchall()
-    print(f"subscribers in the database: {total:,}")
+    logged = conn.execute("SELECT count(*) FROM events WHERE source = 'import'").fetchone()[0]
+    print(f"subscribers in the database: {total:,} (import events written: {logged:,})")
     print("selecting the active ones for a send: " + "; ".join(row[-1] for row in plan))
     if args.keep:
         print(f"kept {work}")

@@ -109,6 +109,22 @@ def _m002_events(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m007_suppressions(db: sqlite_utils.Database) -> None:
+    # Readers forgotten with `subscribers remove --suppress`: only a keyed one-way hash of
+    # the address (HMAC with the newsletter secret), so a later import or add refuses it
+    # without the address itself being kept.
+    _run(
+        db,
+        """
+        CREATE TABLE suppressions (
+            address_hash TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """,
+    )
+
+
 def _m008_imported_posts(db: sqlite_utils.Database) -> None:
     # Posts brought in by `newsletter import-posts`: a re-import recognises each by its
     # platform id and leaves a draft the writer edited (its hash changed) alone.
@@ -171,6 +187,7 @@ def _m010_schedules(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("007_suppressions", _m007_suppressions),
     ("008_imported_posts", _m008_imported_posts),
     ("009_sync_cursors", _m009_sync_cursors),
     ("010_schedules", _m010_schedules),

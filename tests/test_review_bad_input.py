@@ -166,7 +166,7 @@ EXAMPLE_TOUR = [
     "subscribers", "subscribers import", "subscribers add", "subscribers list",
     "subscribers count", "subscribers export", "send", "campaigns", "import-posts", "publish",
     "sync", "run", "providers",
-    "subscribers unsubscribe", "subscribers remove",
+    "subscribers show", "subscribers unsubscribe", "subscribers remove",
 ]
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ast
 import csv
-import io
 import json
 import re
+import shutil
+import tempfile
 import zipfile
 import zlib
 from collections import Counter
@@ -24,18 +25,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 import sqlite_utils
 
 from newsletter.audience.subscribers import (
+    MAX_NAME,
     STATUSES,
+    address_hash,
     clean_name,
     clean_tags,
     email_key,
     is_database_file,
+    name_too_long,
     normalize_email,
     now_iso,
+    unescape_cell,
 )
 from newsletter.errors import SubscriberError
 
@@ -209,12 +214,13 @@ def _newsletter(cols: Columns) -> Mapper:
 
     def read(row: Sequence[str]) -> Record:
         return Record(
-            email=email(row), name=name(row), status=_status(status(row) or "active", statuses),
+            email=unescape_cell(email(row)), name=unescape_cell(name(row)),
+            status=_status(status(row) or "active", statuses),
             tags=parse_tags(tags(row)), attributes=parse_object(attrs(row), "attributes"),
             created_at=parse_date(created(row), "created_at"),
             confirmed_at=parse_date(confirmed(row), "confirmed_at"),
             unsubscribed_at=parse_date(unsub(row), "unsubscribed_at"),
-            optin_ip=ip(row) or None, source=source(row),
+            optin_ip=ip(row) or None, source=unescape_cell(source(row)),
             updated_at=parse_date(updated(row), "updated_at"),
         )
 
@@ -420,6 +426,41 @@ def _is_plain(cols: Columns) -> bool:
     )
 
 
+_EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "email_address")
+_NAME_COLUMNS = ("name", "full name", "full_name")
+_FIRST_COLUMNS = ("first name", "first_name", "firstname")
+_LAST_COLUMNS = ("last name", "last_name", "lastname")
+
+
+def _first_of(cols: Columns, names: Sequence[str]) -> int | None:
+    return next((i for n in names if (i := cols.index(n)) is not None), None)
+
+
+def _has_email_column(cols: Columns) -> bool:
+    return _first_of(cols, _EMAIL_COLUMNS) is not None
+
+
+def _sheet(cols: Columns) -> Mapper:
+    """Any sheet with an email column (a mail-merge list): every other column an attribute."""
+    email_i = _first_of(cols, _EMAIL_COLUMNS)
+    name_i, first_i, last_i = (
+        _first_of(cols, _NAME_COLUMNS), _first_of(cols, _FIRST_COLUMNS),
+        _first_of(cols, _LAST_COLUMNS),
+    )
+    used = {email_i, name_i, first_i, last_i}
+    extra = [(i, h) for i, h in enumerate(cols.header) if h and i not in used]
+
+    def cell(row: Sequence[str], i: int | None) -> str:
+        return row[i].strip() if i is not None and i < len(row) else ""
+
+    def read(row: Sequence[str]) -> Record:
+        attributes = {h: value for i, h in extra if (value := cell(row, i))}
+        name = cell(row, name_i) or join_name(cell(row, first_i), cell(row, last_i))
+        return Record(email=cell(row, email_i), name=name, attributes=attributes)
+
+    return read
+
+
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("newsletter", "newsletter export", ("email", "name", "status", "tags"),
            lambda c: [h.lower() for h in c.header[:4]] == ["email", "name", "status", "tags"],
@@ -437,6 +478,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("beehiiv", "beehiiv", ("email", "status"),
            lambda c: c.has("email", "First Name", "Last Name", "status"), _beehiiv),
     Format("plain", "plain list", (), _is_plain, _plain),
+    # Last: a sheet no platform claims, as long as one column holds the addresses.
+    Format("sheet", "spreadsheet", ("email",), _has_email_column, _sheet),
 )}
 
 FORMAT_NAMES = ("auto", *FORMATS)
@@ -470,7 +513,8 @@ def get_format(name: str, header: Sequence[str], where: str) -> Format:
     fmt = FORMATS.get(name)
     if fmt is None:
         raise SubscriberError(f"unknown format {name!r}: use one of {', '.join(FORMAT_NAMES)}")
-    missing = Columns(header).missing(*fmt.required)
+    cols = Columns(header)
+    missing = [] if fmt.name == "sheet" and _has_email_column(cols) else cols.missing(*fmt.required)
     if missing:
         raise SubscriberError(
             f"{where} is not a {fmt.title} export: it has no {', '.join(missing)} column; "
@@ -492,13 +536,53 @@ class Sheet:
     has_header: bool
 
 
-def _csv_rows(text: TextIO, where: str) -> Iterator[tuple[int, list[str]]]:
+MAX_LINE = 1024 * 1024  # one line (or one cell) of a list export; a runaway is not read whole
+_CHUNK = 64 * 1024
+
+
+class _TooLong(Exception):
+    """A physical line longer than MAX_LINE."""
+
+
+def _physical_lines(binary: BinaryIO, counter: list[int]) -> Iterator[bytes]:
+    """The file's lines (ending kept: \n, \r\n or a lone \r), read in chunks.
+
+    Memory stays flat: a line longer than MAX_LINE stops the reading (`_TooLong`) instead
+    of being gathered whole. `counter[0]` is the number of the line last yielded.
+    """
+    buffer = b""
+    first = True
+    while chunk := binary.read(_CHUNK):
+        if first:
+            chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False  # a UTF-8 BOM
+        # bytes.splitlines splits at \n, \r\n and \r only (never inside UTF-8 characters).
+        parts = (buffer + chunk).splitlines(keepends=True)
+        buffer = parts.pop() if parts else b""
+        if buffer.endswith(b"\n"):
+            parts.append(buffer)  # complete; a lone \r at the end may have its \n next
+            buffer = b""
+        for part in parts:
+            counter[0] += 1
+            yield part
+        if len(buffer) > MAX_LINE:
+            counter[0] += 1
+            raise _TooLong
+    if buffer:
+        counter[0] += 1
+        yield buffer
+
+
+def _csv_rows(binary: BinaryIO, where: str) -> Iterator[tuple[int, list[str]]]:
     raw: list[str] = []  # the physical lines of the row csv is reading
+    physical = [0]  # the number of the line being read
 
     def lines() -> Iterator[str]:
-        for physical in text:
-            raw.append(physical)
-            yield physical
+        for data in _physical_lines(binary, physical):
+            if len(data) > MAX_LINE:
+                raise _TooLong
+            text = data.decode("utf-8")  # per line: an error names the very line
+            raw.append(text)
+            yield text
 
     reader = csv.reader(lines(), strict=False)
     line = 1
@@ -519,14 +603,24 @@ def _csv_rows(text: TextIO, where: str) -> Iterator[tuple[int, list[str]]]:
                 f"{where} line {unclosed}: a quote opens here and is never closed, so the rest "
                 "of the file reads as one cell: fix the quoting there and import again"
             )
+    except _TooLong:
+        raise SubscriberError(
+            f"{where} line {physical[0]} is longer than {MAX_LINE // (1024 * 1024)} MiB: "
+            "no list export has lines like that; check that this is the right file"
+        ) from None
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise SubscriberError(
+                f"{where} line {line}: a cell is longer than {MAX_LINE // (1024 * 1024)} MiB "
+                "(a quote opened and never closed?): fix the quoting there and import again"
+            ) from None
         raise SubscriberError(
             f"{where} line {line}: {exc}: fix the quoting there and import again"
         ) from None
     except UnicodeDecodeError:
         raise SubscriberError(
-            f"{where} near line {line} is not UTF-8 text: save the file as UTF-8 (CSV UTF-8 in "
-            "Excel) and import again"
+            f"{where} line {physical[0]} is not UTF-8 text: save the file as UTF-8 (CSV UTF-8 "
+            "in Excel) and import again"
         ) from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged or cut-off ZIP
         raise SubscriberError(
@@ -535,9 +629,9 @@ def _csv_rows(text: TextIO, where: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _open_sheet(binary: BinaryIO, name: str) -> Sheet:
-    # utf-8-sig drops a BOM; newline="" lets csv handle CRLF and newlines in quotes.
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-    rows = _csv_rows(text, name)
+    # Bytes are split into lines and decoded one line at a time (see _csv_rows); csv gets
+    # each line with its ending, so CRLF and newlines inside quotes work.
+    rows = _csv_rows(binary, name)
     for line, header in rows:
         if any(cell.strip() for cell in header):
             header = [h.strip() for h in header]
@@ -552,7 +646,7 @@ def _open_sheet(binary: BinaryIO, name: str) -> Sheet:
     raise SubscriberError(f"{name} is empty: export the list again and import that file")
 
 
-csv.field_size_limit(10 * 1024 * 1024)  # big JSON attributes cells are fine; a runaway quote is not
+csv.field_size_limit(MAX_LINE)  # big JSON attributes cells are fine; a runaway quote is not
 
 
 # --- the engine ---------------------------------------------------------------------
@@ -617,8 +711,9 @@ class _Rejects:
     def __init__(self, summary: ImportSummary, path: Path | None, source: Path) -> None:
         self.summary = summary
         self.path = path
-        # Written beside and renamed when the import succeeds: a failed import leaves an
-        # existing file at --rejects as it was, and no half-written one.
+        # Gathered in an unnamed temporary file (gone with the process, even on kill -9),
+        # then written beside and renamed when the import succeeds: a failed import leaves
+        # an existing file at --rejects as it was, and no half-written one.
         self.partial = path.with_name(path.name + ".partial") if path else None
         if path is not None and path.resolve() == source.resolve():
             raise SubscriberError(
@@ -629,8 +724,9 @@ class _Rejects:
             raise SubscriberError(f"cannot write the rejects file {path}: Is a directory")
         try:
             self.file = (
-                open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115
-                if self.partial else None
+                tempfile.TemporaryFile(  # noqa: SIM115
+                    "w+", encoding="utf-8", newline="", dir=path.parent
+                ) if path else None
             )
         except OSError as exc:
             raise SubscriberError(f"cannot write the rejects file {path}: {exc.strerror}") from None
@@ -650,11 +746,14 @@ class _Rejects:
 
     def close(self, keep: bool) -> None:
         if self.file and self.partial and self.path:
-            self.file.close()
             if not keep:
-                self.partial.unlink(missing_ok=True)
+                self.file.close()
                 return
             try:
+                self.file.seek(0)
+                with open(self.partial, "w", encoding="utf-8", newline="") as out:
+                    shutil.copyfileobj(self.file, out)
+                self.file.close()
                 self.partial.replace(self.path)
             except OSError as exc:
                 self.partial.unlink(missing_ok=True)
@@ -671,13 +770,19 @@ def import_file(
     dry_run: bool = False,
     rejects: Path | None = None,
     progress: Progress | None = None,
+    secret: bytes | None = None,
+    welcome: bool = False,
 ) -> ImportSummary:
-    """Import a platform's export (CSV, or Mailchimp's ZIP) into the subscriber list.
+    """Import a platform's export (CSV, or Mailchimp's or Substack's ZIP) into the list.
 
     The whole file goes in as one transaction, or nothing does (a bad file, an
     interruption, `dry_run`). Rows that cannot be imported are skipped and
     counted by reason, with their line numbers (all of them in `rejects` when
-    given). `tags` are added to every imported subscriber.
+    given). `tags` are added to every imported subscriber. Every reader added and every
+    status changed gets an event (source `import`, detail the file name). The
+    newsletter `secret` lets it skip the addresses forgotten with `remove --suppress`.
+    With `welcome`, every reader it adds as active (or makes active) is owed the welcome
+    email (`trigger: welcome`, sent by `newsletter run`); a plain import owes nobody.
     """
     path = Path(path)
     extra_tags = clean_tags(tags)
@@ -692,19 +797,29 @@ def import_file(
             "CREATE TEMP TABLE import_rows (email_key TEXT NOT NULL UNIQUE, email TEXT, "
             "name TEXT, status TEXT, tags TEXT, attributes TEXT, created_at TEXT, "
             "confirmed_at TEXT, unsubscribed_at TEXT, optin_ip TEXT, source TEXT, "
-            "updated_at TEXT, line TEXT, dup_lines TEXT NOT NULL DEFAULT '')"
+            "updated_at TEXT, line TEXT)"
+        )
+        # Repeats of an address, one row each (appending to a string on the first row made
+        # many repeats of one address quadratic). The trigger runs before the upsert folds.
+        db.execute("DROP TABLE IF EXISTS temp.import_dups")
+        db.execute("CREATE TEMP TABLE import_dups (email_key TEXT NOT NULL, line TEXT)")
+        db.execute(
+            "CREATE TEMP TRIGGER import_dup BEFORE INSERT ON import_rows "
+            "WHEN EXISTS (SELECT 1 FROM import_rows WHERE email_key = NEW.email_key) "
+            "BEGIN INSERT INTO import_dups VALUES (NEW.email_key, NEW.line); END"
         )
         # Stage 1: read and validate into the temporary table (the list is untouched).
         with db.conn:
             db.execute("BEGIN")
             _stage(db, path, format, extra_tags, summary, bad, progress)
         _report_duplicates(db, bad)
+        _drop_suppressed(db, secret, bad)
         # Stage 2: merge, in one transaction on the list.
         if progress:
             progress("Merging", 0, 1)
         with db.conn:
             db.execute("BEGIN IMMEDIATE")
-            _merge(db, summary)
+            _merge(db, summary, path.name, welcome)
             if dry_run:
                 db.conn.rollback()
         if progress:
@@ -714,7 +829,8 @@ def import_file(
         bad.close(keep=done)
         if db.conn.in_transaction:
             db.conn.rollback()
-        db.execute("DROP TABLE IF EXISTS temp.import_rows")
+        for table in ("import_rows", "import_dups", "import_suppressed"):
+            db.execute(f"DROP TABLE IF EXISTS temp.{table}")
     return summary
 
 
@@ -725,7 +841,7 @@ def _stage(
     now = now_iso()
     insert = (
         f"INSERT INTO temp.import_rows ({_STAGE_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
-        "ON CONFLICT(email_key) DO UPDATE SET dup_lines = dup_lines || char(31) || excluded.line, "
+        "ON CONFLICT(email_key) DO UPDATE SET "
         # The same person twice in one file: a stop (unsubscribed…) wins over active.
         f"status = CASE WHEN status NOT IN {_STOPPED_SQL} AND excluded.status IN {_STOPPED_SQL} "
         "THEN excluded.status ELSE status END, "
@@ -763,12 +879,15 @@ def _stage(
                     address = normalize_email(rec.email)
                 except SubscriberError as exc:
                     raise RowError("invalid address", str(exc)) from None
+                name = clean_name(rec.name)
+                if len(name) > MAX_NAME:
+                    raise RowError("name too long", name_too_long(name))
             except RowError as exc:
                 bad.add(where, exc.kind, str(exc), row, sheet.header)
                 continue
             tags = clean_tags([*rec.tags, *extra_tags]) if extra_tags else rec.tags
             batch.append((
-                email_key(address), address, clean_name(rec.name), rec.status, _dumps(tags),
+                email_key(address), address, name, rec.status, _dumps(tags),
                 _dumps(rec.attributes), rec.created_at or now, rec.confirmed_at,
                 rec.unsubscribed_at, rec.optin_ip, rec.source or default_source,
                 rec.updated_at or now, where,
@@ -822,6 +941,8 @@ def _is_member_csv(member: zipfile.ZipInfo) -> bool:
     name = member.filename
     return name.lower().endswith(".csv") and not member.is_dir() and not (
         name.startswith("__MACOSX/") or Path(name).name.startswith("._")
+        # Substack's whole export: posts.csv and posts/… beside the email list.
+        or Path(name).name.lower() == "posts.csv" or "posts" in Path(name).parts[:-1]
     )
 
 
@@ -852,16 +973,44 @@ def _iter_sheets(
 
 def _report_duplicates(db: sqlite_utils.Database, bad: _Rejects) -> None:
     rows = db.execute(
-        "SELECT email, line, dup_lines FROM temp.import_rows WHERE dup_lines != '' ORDER BY rowid"
+        "SELECT r.email, r.line, d.line FROM temp.import_dups d "
+        "JOIN temp.import_rows r ON r.email_key = d.email_key ORDER BY d.rowid"
     )
-    for email, first, dups in rows:
-        for where in dups.split("\x1f"):
-            if where:
-                bad.add(where, "duplicate", f"{email} again (first at {first})", [email])
+    for email, first, where in rows:
+        bad.add(where, "duplicate", f"{email} again (first at {first})", [email])
 
 
-def _merge(db: sqlite_utils.Database, summary: ImportSummary) -> None:
-    """Fold the staged rows into `subscribers` (inside the caller's transaction)."""
+def _drop_suppressed(db: sqlite_utils.Database, secret: bytes | None, bad: _Rejects) -> None:
+    """Take out the staged rows of readers who asked to be forgotten (remove --suppress)."""
+    if db.execute("SELECT 1 FROM main.suppressions LIMIT 1").fetchone() is None:
+        return  # nobody suppressed: no hashing per row
+    if secret is None:
+        raise SubscriberError(
+            "this list has forgotten addresses (remove --suppress): importing needs the "
+            "newsletter secret to recognise them"
+        )
+    db.conn.create_function("nl_address_hash", 1, lambda key: address_hash(secret, key),
+                            deterministic=True)
+    db.execute(
+        "CREATE TEMP TABLE import_suppressed AS SELECT r.rowid AS id, r.line FROM "
+        "temp.import_rows r JOIN main.suppressions s "
+        "ON s.address_hash = nl_address_hash(r.email_key)"
+    )
+    for (where,) in db.execute("SELECT line FROM temp.import_suppressed ORDER BY id"):
+        bad.add(where, "forgotten", "this reader asked to be forgotten and never added again "
+                "(subscribers remove --suppress)")
+    db.execute("DELETE FROM temp.import_rows WHERE rowid IN "
+               "(SELECT id FROM temp.import_suppressed)")
+    db.execute("DROP TABLE temp.import_suppressed")
+
+
+def _merge(db: sqlite_utils.Database, summary: ImportSummary, file_name: str,
+           welcome: bool = False) -> None:
+    """Fold the staged rows into `subscribers` (inside the caller's transaction).
+
+    The events are written in bulk too (INSERT … SELECT): one per reader added, one per
+    status changed, source `import` and the file name as the detail.
+    """
     now = now_iso()
     db.execute("DROP TABLE IF EXISTS temp.import_matches")
     # Existing subscribers: compute what each becomes under the consent rules.
@@ -916,6 +1065,17 @@ def _merge(db: sqlite_utils.Database, summary: ImportSummary) -> None:
     ).fetchone()
     db.execute(
         """
+        INSERT INTO main.events (subscriber_id, email, kind, status_before, status_after,
+          source, detail, created_at)
+        SELECT m.id, r.email, CASE m.status WHEN 'active' THEN 'activated' ELSE m.status END,
+          m.old_status, m.status, 'import', :file, :now
+        FROM temp.import_matches m JOIN temp.import_rows r ON r.email_key = m.email_key
+        WHERE m.status IS NOT m.old_status ORDER BY r.rowid
+        """,
+        {"file": file_name, "now": now},
+    )
+    db.execute(
+        """
         UPDATE main.subscribers SET status = m.status, name = m.name, tags = m.tags,
           attributes = m.attributes, created_at = m.created_at, confirmed_at = m.confirmed_at,
           unsubscribed_at = m.unsubscribed_at, optin_ip = m.optin_ip, updated_at = :now
@@ -923,6 +1083,7 @@ def _merge(db: sqlite_utils.Database, summary: ImportSummary) -> None:
         """,
         {"now": now},
     )
+    last_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM main.subscribers").fetchone()[0]
     # New subscribers, in the order of the file.
     cursor = db.execute(
         """
@@ -936,4 +1097,27 @@ def _merge(db: sqlite_utils.Database, summary: ImportSummary) -> None:
         """
     )
     summary.added = cursor.rowcount
+    if summary.added:
+        db.execute(
+            """
+            INSERT INTO main.events (subscriber_id, email, kind, status_before, status_after,
+              source, detail, created_at)
+            SELECT s.id, s.email, 'imported', NULL, s.status, 'import', :file, :now
+            FROM main.subscribers s
+            WHERE s.id > :last ORDER BY s.id  -- this transaction added every row past :last
+            """,
+            {"file": file_name, "now": now, "last": last_id},
+        )
+    if welcome:  # owed the welcome email: new active readers, and those made active
+        db.execute(
+            """
+            INSERT INTO main.events (subscriber_id, email, kind, source, detail, created_at)
+            SELECT s.id, s.email, 'welcome_requested', 'import', :file, :now
+            FROM main.subscribers s WHERE s.status = 'active' AND (s.id > :last OR s.id IN
+              (SELECT id FROM temp.import_matches WHERE status = 'active'
+               AND old_status IS NOT 'active'))
+            ORDER BY s.id
+            """,
+            {"file": file_name, "now": now, "last": last_id},
+        )
     db.execute("DROP TABLE temp.import_matches")

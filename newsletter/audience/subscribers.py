@@ -9,6 +9,8 @@ so the same person can't be added twice under different letter cases. Only
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -155,6 +157,11 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM subscribers"
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters (ESC, BEL…) become spaces."""
+    return _CONTROLS.sub(" ", text)
+
+
 def clean_tags(tags: Iterable[str]) -> list[str]:
     """Tags on one line without control characters, empty ones dropped, duplicates removed."""
     out: list[str] = []
@@ -169,6 +176,42 @@ def clean_name(name: str) -> str:
     """A name on one line: runs of spaces, newlines (from quoted CSV cells) and control
     characters become one space."""
     return " ".join(_CONTROLS.sub(" ", name).split()) if name else ""
+
+
+MAX_NAME = 200  # characters: a display name, not a paragraph pasted into a form
+
+
+def name_too_long(name: str) -> str:
+    """Why a name is refused (shared by add and import)."""
+    return f"the name is {len(name)} characters long; at most {MAX_NAME} are kept: shorten it"
+
+
+def check_name(name: str) -> str:
+    """The cleaned name, or SubscriberError when it is longer than MAX_NAME."""
+    cleaned = clean_name(name)
+    if len(cleaned) > MAX_NAME:
+        raise SubscriberError(name_too_long(cleaned))
+    return cleaned
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP: CSV
+# injection). Our export puts a single quote before such a cell, and before a cell that is
+# quotes followed by one of these, so that our import can take exactly one quote off again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _looks_escaped(value: str) -> bool:
+    return value.lstrip("'").startswith(_FORMULA_START)
+
+
+def escape_cell(value: str) -> str:
+    """A cell as exported: a quote in front when a spreadsheet would read a formula."""
+    return "'" + value if value and _looks_escaped(value) else value
+
+
+def unescape_cell(value: str) -> str:
+    """Undo `escape_cell` (a value that only happens to start with a quote is kept)."""
+    return value[1:] if value.startswith("'") and _looks_escaped(value) else value
 
 
 def check_status(status: str) -> str:
@@ -213,14 +256,22 @@ def add_or_update(
     resubscribe: bool = False,
     origin: Origin | None = None,
     welcome: bool = False,
+    secret: bytes | None = None,
 ) -> AddResult:
     """Add a subscriber, or update the name, tags and attributes of an existing one.
 
     A subscriber who unsubscribed, bounced or complained is only made active
     again with `resubscribe=True` (their explicit consent); otherwise this
-    raises SubscriberError and changes nothing.
+    raises SubscriberError and changes nothing. With the newsletter `secret`, an
+    address forgotten with `remove(..., suppress=True)` is refused.
     """
     address = normalize_email(email)
+    name = check_name(name)
+    if secret is not None and is_suppressed(db, secret, address):
+        raise SubscriberError(
+            f"{address} asked to be forgotten and never added again (subscribers remove "
+            "--suppress): it is not added"
+        )
     tags = clean_tags(tags)
     attributes = dict(attributes or {})
     now = now_iso()
@@ -321,19 +372,118 @@ def unsubscribe(
     return set_status(db, email, "unsubscribed", origin=origin)
 
 
-def remove(db: sqlite_utils.Database, email: str) -> Subscriber:
-    """Delete a subscriber and their consent history; return what was deleted.
+def address_hash(secret: bytes, address: str) -> str:
+    """A keyed one-way hash of an address (its `email_key`): the same for every letter case,
+    and without the newsletter secret nobody can test a guessed address against it."""
+    digest = hmac.new(secret, b"forget:" + email_key(address).encode(), hashlib.sha256)
+    return digest.hexdigest()
 
-    Past deliveries keep their address but lose the link to the row. Prefer
-    `unsubscribe`: a removed address can be imported again as active.
+
+def is_suppressed(db: sqlite_utils.Database, secret: bytes, address: str) -> bool:
+    """True when this address was forgotten with `remove(..., suppress=True)`."""
+    row = db.execute("SELECT 1 FROM suppressions WHERE address_hash = ?",
+                     [address_hash(secret, address)]).fetchone()
+    return row is not None
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What `remove` did: the reader forgotten, and what still holds their address."""
+
+    subscriber: Subscriber
+    deliveries: int  # delivery-log rows whose address became a hash
+    events: int  # history rows deleted
+    outbox_files: list[Path]  # outbox messages to them (deleted when `deleted`)
+    deleted: bool
+    suppressed: bool
+
+
+def _outbox_files_for(outbox: Path | None, address: str) -> list[Path]:
+    """The saved messages (outbox/*.eml) that hold this address anywhere, any letter case."""
+    if outbox is None or not outbox.is_dir():
+        return []
+    needle = email_key(address).encode()
+    found = []
+    for path in sorted(outbox.glob("*.eml")):
+        try:
+            if needle in path.read_bytes().lower():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def remove(
+    db: sqlite_utils.Database,
+    email: str,
+    secret: bytes | None = None,
+    outbox: Path | None = None,
+    delete_outbox: bool = False,
+    suppress: bool = False,
+) -> Removal:
+    """Forget a subscriber: their row, their history, their address in the delivery log.
+
+    Delivery-log rows stay (a campaign's counts do not change) with the address replaced
+    by `address_hash` (needs `secret`); those not sent yet become `skipped`. Outbox
+    messages that hold the address are listed, or deleted with `delete_outbox`. With
+    `suppress`, only the hash is kept, so a later import or add of the address is refused.
+    Prefer `unsubscribe`: it keeps the consent record that proves they asked.
     """
     found = _require(db, email)
+    if secret is None and suppress:
+        raise SubscriberError("forgetting with --suppress needs the newsletter secret")
+    hashed = address_hash(secret, found.email) if secret is not None else None
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        db.execute("UPDATE deliveries SET subscriber_id = NULL WHERE subscriber_id = ?", [found.id])
-        events.erase(db, found.id)
+        # Not yet sent (a send stopped half-way): never sent now, to an address or a hash.
+        db.execute(
+            "UPDATE deliveries SET state = 'skipped', error = 'the reader was forgotten' "
+            "WHERE state IN ('queued', 'uncertain') AND (subscriber_id = ? OR lower(email) = ?)",
+            [found.id, found.key],
+        )
+        if hashed is not None:
+            cursor = db.execute(
+                "UPDATE deliveries SET subscriber_id = NULL, email = ? "
+                "WHERE subscriber_id = ? OR lower(email) = ?",
+                [f"forgotten:{hashed}", found.id, found.key],
+            )
+        else:
+            cursor = db.execute(
+                "UPDATE deliveries SET subscriber_id = NULL WHERE subscriber_id = ?", [found.id]
+            )
+        deliveries = cursor.rowcount
+        erased = events.erase(db, found.id)
+        erased += db.execute("DELETE FROM events WHERE lower(email) = ?", [found.key]).rowcount
         db.execute("DELETE FROM subscribers WHERE id = ?", [found.id])
-    return found
+        if suppress and hashed is not None:
+            db.execute(
+                "INSERT OR IGNORE INTO suppressions (address_hash, reason, created_at) "
+                "VALUES (?, 'forgotten', ?)", [hashed, now_iso()],
+            )
+    files = _outbox_files_for(outbox, found.email)
+    if delete_outbox:
+        for path in files:
+            path.unlink(missing_ok=True)
+    return Removal(found, deliveries, erased, files, delete_outbox, suppress)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One reader and their history, for `subscribers show`."""
+
+    subscriber: Subscriber
+    history: list[events.Event]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the subscriber's fields and `history`, oldest first."""
+        return {**self.subscriber.as_dict(),
+                "history": [dict(e.__dict__) for e in self.history]}
+
+
+def show(db: sqlite_utils.Database, email: str) -> Profile:
+    """The subscriber with this address and their events; SubscriberError when not on the list."""
+    found = _require(db, email)
+    return Profile(found, events.history(db, found.id))
 
 
 def count_by_status(db: sqlite_utils.Database) -> dict[str, int]:
@@ -429,8 +579,11 @@ def export_csv(
     writer.writerow(EXPORT_HEADER)
     n = 0
     for row in _rows(db, status, tag):
-        # Stored JSON is written as is: no decoding and encoding per row.
-        writer.writerow([v if v is not None else "" for v in row[1:]])
+        # Stored JSON is written as is: no decoding and encoding per row. Tags and
+        # attributes start with [ or {, dates with a digit: only these can look like formulas.
+        email, name, status, tags, attributes, source, *rest = row[1:]
+        writer.writerow([escape_cell(email), escape_cell(name), status, tags, attributes,
+                         escape_cell(source), *(v if v is not None else "" for v in rest)])
         n += 1
         if progress and n % 10000 == 0:
             progress(n, total)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,7 +20,7 @@ from newsletter.compose import tokens
 from newsletter.errors import SubscriberError
 
 subscribers_app = typer.Typer(
-    help="The subscriber list: add, import, export, list, unsubscribe.\n\n"
+    help="The subscriber list: add, import, export, list, show, unsubscribe, remove.\n\n"
     "Example: newsletter subscribers import examples/subscribers.csv --dry-run",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -63,22 +64,92 @@ def add(
     Example: newsletter subscribers add liu@example.com --name Liu --tag friends
     """
     result = subs.add_or_update(_db(ctx), email, name=name, tags=tag or (),
-                                resubscribe=resubscribe, welcome=welcome)
+                                resubscribe=resubscribe, welcome=welcome,
+                                secret=settings(ctx).secret_key())
     typer.echo(f"{result.outcome.capitalize()}: {result.subscriber.email}")
 
 
 @subscribers_app.command("remove")
 def remove(
-    ctx: typer.Context, email: Annotated[str, typer.Argument(help="The address to delete.")]
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address to forget.")],
+    delete_outbox: Annotated[
+        bool,
+        typer.Option("--delete-outbox", help="Also delete the saved outbox/*.eml messages "
+                     "that hold the address (without it they are listed)."),
+    ] = False,
+    suppress: Annotated[
+        bool,
+        typer.Option("--suppress", help="Keep a one-way hash of the address so no later "
+                     "import or add brings it back."),
+    ] = False,
 ) -> None:
-    """Delete a subscriber and their consent history (prefer `unsubscribe`).
+    """Forget a subscriber: their row, their history, their address in the delivery log.
 
-    A removed address can come back with the next import; an unsubscribed one can't.
+    Past deliveries stay counted, with the address replaced by a one-way hash (keyed with
+    the newsletter secret). Prefer `unsubscribe`: it keeps the proof that they asked; a
+    removed address can come back with the next import unless you pass --suppress.
 
-    Example: newsletter subscribers remove liu@example.com
+    Example: newsletter subscribers remove liu@example.com --suppress
     """
-    gone = subs.remove(_db(ctx), email)
-    typer.echo(f"Removed: {gone.email}")
+    conf = settings(ctx)
+    gone = subs.remove(_db(ctx), email, secret=conf.secret_key(), outbox=conf.outbox_dir,
+                       delete_outbox=delete_outbox, suppress=suppress)
+    typer.echo(f"Forgotten: {gone.subscriber.email} ({gone.events} history events erased, "
+               f"{gone.deliveries} deliveries kept with the address hashed)")
+    if gone.suppressed:
+        typer.echo("Suppressed: a later import or add of this address is refused.")
+    for path in gone.outbox_files:
+        typer.echo(f"{'Deleted' if gone.deleted else 'Still holds the address'}: {path}")
+    if gone.outbox_files and not gone.deleted:
+        typer.echo("Delete those with --delete-outbox (or by hand) to forget them entirely.")
+
+
+@subscribers_app.command("show")
+def show(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One subscriber: address, name, status, tags, attributes, dates, and their history.
+
+    The history says when each change happened, what it was, where it came from (the
+    CLI, an import, the sign-up form with its IP and browser, a webhook…) and the consent
+    text the reader was shown.
+
+    Example: newsletter subscribers show liu@example.com
+    """
+    profile = subs.show(_db(ctx), email)
+    if as_json:
+        typer.echo(json.dumps(profile.as_dict(), ensure_ascii=False, indent=2))
+        return
+    for line in _profile_lines(profile):
+        typer.echo(line)
+
+
+def _profile_lines(profile: subs.Profile) -> list[str]:
+    sub = profile.subscriber
+    out = [f"{'email':<13} {sub.email}", f"{'name':<13} {sub.name}",
+           f"{'status':<13} {sub.status}", f"{'tags':<13} {', '.join(sub.tags)}"]
+    out += [f"{'attribute':<13} {k} = {v}" for k, v in sub.attributes.items()]
+    for label in ("source", "created_at", "confirmed_at", "unsubscribed_at", "updated_at",
+                  "optin_ip"):
+        if value := getattr(sub, label):
+            out.append(f"{label.replace('_at', ''):<13} {value}")
+    out.append(f"History ({len(profile.history)} events):" if profile.history
+               else "History: none recorded")
+    for e in profile.history:
+        change = f" {e.status_before or '-'} -> {e.status_after}" if e.status_after else ""
+        line = f"  {e.created_at}  {e.kind}{change}  via {e.source}"
+        if e.detail:
+            line += f" ({e.detail})"
+        if e.ip or e.user_agent:
+            line += f"  from {e.ip or '?'} {e.user_agent or ''}".rstrip()
+        out.append(line)
+        if e.consent:
+            out.append(f"    consent: {e.consent}")
+    # Reader-supplied text can hold terminal escapes: print only printable characters.
+    return [subs.printable(x).rstrip() for x in out]
 
 
 @subscribers_app.command("unsubscribe")
@@ -177,6 +248,27 @@ def export(
     typer.echo(f"Exported {n} subscribers to {output}", err=True)
 
 
+def _stop_signals_as_ctrl_c(stopped_by: list[int]):
+    """SIGTERM and SIGHUP stop an import as Ctrl-C does (rolled back, exit 128+signal);
+    returns what undoes it. Only where the signal would kill, as `send` does."""
+    def stop(signum: int, frame: object) -> None:
+        stopped_by.append(signum)
+        restore()  # a second kill is not caught: it ends the process
+        raise KeyboardInterrupt
+
+    replaced: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            replaced[sig] = signal.signal(sig, stop)
+
+    def restore() -> None:
+        while replaced:
+            sig, handler = replaced.popitem()
+            signal.signal(sig, handler)
+
+    return restore
+
+
 @contextmanager
 def _progress_bar(first: str = "Reading"):
     """A progress bar on stderr (stdout stays for data); silent when stderr is not a terminal."""
@@ -217,6 +309,10 @@ def import_(
         Path | None,
         typer.Option("--rejects", help="Write the skipped rows, with line and reason, to FILE."),
     ] = None,
+    welcome: Annotated[
+        bool, typer.Option("--welcome", help="Send the new readers the welcome email "
+                           "(trigger: welcome) on the next `newsletter run`.")
+    ] = False,
 ) -> None:
     """Import subscribers from Substack, Mailchimp, Buttondown, listmonk, Ghost, beehiiv or a list.
 
@@ -226,13 +322,20 @@ def import_(
     Example: newsletter subscribers import examples/subscribers.csv --tag early
     """
     db = _db(ctx)
+    secret = settings(ctx).secret_key()
+    stopped_by: list[int] = []
+    restore = _stop_signals_as_ctrl_c(stopped_by)
     try:
         with _progress_bar() as update:
             summary = importers.import_file(db, file, format=format, tags=tag or (),
-                                            dry_run=dry_run, rejects=rejects, progress=update)
+                                            dry_run=dry_run, rejects=rejects, progress=update,
+                                            secret=secret, welcome=welcome)
     except KeyboardInterrupt:
-        # The import is one transaction, rolled back on the way out.
+        # The import is one transaction, rolled back on the way out (and the rejects file
+        # being written removed).
         typer.echo("Interrupted: nothing was imported; the list is as it was.", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + stopped_by[0] if stopped_by else 130) from None
+    finally:
+        restore()
     for line in summary.lines():
         typer.echo(line)

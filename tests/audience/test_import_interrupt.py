@@ -42,7 +42,8 @@ def lock_is_held(path: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=["kill-9", "ctrl-c", "kill"])
 def test_an_interrupted_import_leaves_the_database_as_before(
     newsletter_dir: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -57,9 +58,12 @@ def test_an_interrupted_import_leaves_the_database_as_before(
     # The second import updates every row (a new tag) and adds as many again: a long merge.
     second = tmp_path / "second.csv"
     write_list(second, 2 * ROWS)
+    with open(second, "a") as f:
+        f.write("not-an-address,Someone\n")  # one reject: the rejects file is being written
+    rejects = tmp_path / "rejects.csv"
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "--dir", str(newsletter_dir),
-         "subscribers", "import", str(second), "--tag", "second"],
+         "subscribers", "import", str(second), "--tag", "second", "--rejects", str(rejects)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -79,8 +83,11 @@ def test_an_interrupted_import_leaves_the_database_as_before(
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
     else:
-        assert proc.returncode == 130
-        assert b"Interrupted: nothing was imported" in err and b"Traceback" not in err
+        assert proc.returncode == 128 + sig
+        assert err.splitlines()[-1] == b"Interrupted: nothing was imported; the list is as it was."
+        assert b"Traceback" not in err
+    # No rejects file, and no half-written one beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.csv", "letter", "second.csv"]
 
     db = store.connect(db_path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

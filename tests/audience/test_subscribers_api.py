@@ -72,6 +72,9 @@ def test_set_status_records_bounces_and_complaints(db) -> None:
         subs.set_status(db, "ada@example.com", "gone")
 
 
+SECRET = b"s" * 40
+
+
 def test_remove_deletes_the_row_even_with_past_deliveries(db) -> None:
     sub = subs.add_subscriber(db, "ada@example.com")
     db.execute(
@@ -83,11 +86,13 @@ def test_remove_deletes_the_row_even_with_past_deliveries(db) -> None:
         "VALUES (1, ?, 'ada@example.com', 'now')", [sub.id]
     )
     db.conn.commit()
-    assert subs.remove(db, "Ada@example.com").id == sub.id
+    assert subs.remove(db, "Ada@example.com", secret=SECRET).subscriber.id == sub.id
     assert subs.get(db, "ada@example.com") is None
-    assert db.execute("SELECT subscriber_id, email FROM deliveries").fetchall() == [
-        (None, "ada@example.com")
-    ]
+    # The delivery stays (the campaign's counts), its address only as a keyed hash.
+    [(sub_id, email)] = db.execute("SELECT subscriber_id, email FROM deliveries").fetchall()
+    assert sub_id is None
+    assert email == "forgotten:" + subs.address_hash(SECRET, "ada@example.com")
+    assert "ada" not in email
     with pytest.raises(SubscriberError, match="not on the list"):
         subs.remove(db, "ada@example.com")
 

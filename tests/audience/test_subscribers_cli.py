@@ -59,8 +59,42 @@ def test_unsubscribe_then_resubscribe_only_explicitly(cli, newsletter_dir: Path)
 
 def test_remove(cli, newsletter_dir: Path) -> None:
     cli("subscribers", "add", "ada@example.com")
-    assert cli("subscribers", "remove", "ada@example.com").stdout == "Removed: ada@example.com\n"
+    r = cli("subscribers", "remove", "ada@example.com")
+    assert r.stdout == (
+        "Forgotten: ada@example.com (1 history events erased, 0 deliveries kept with the "
+        "address hashed)\n"
+    )
     assert cli("subscribers", "list").stdout == ""
+
+
+def test_show_prints_the_reader_and_their_history(cli, newsletter_dir: Path) -> None:
+    cli("subscribers", "add", "ada@example.com", "--name", "Ada \x1b[31mL", "--tag", "friends")
+    cli("subscribers", "unsubscribe", "ada@example.com")
+    r = cli("subscribers", "show", "ADA@example.com")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["email         ada@example.com", "name          Ada [31mL",
+                         "status        unsubscribed", "tags          friends"]
+    assert "\x1b" not in r.stdout
+    assert "History (2 events):" in lines
+    assert lines[-2].endswith("subscribed - -> active  via cli (added)")
+    assert lines[-1].endswith("unsubscribed active -> unsubscribed  via cli")
+    data = json.loads(cli("subscribers", "show", "ada@example.com", "--json").stdout)
+    assert (data["email"], data["status"], data["tags"]) == (
+        "ada@example.com", "unsubscribed", ["friends"])
+    assert [(e["kind"], e["source"]) for e in data["history"]] == [
+        ("subscribed", "cli"), ("unsubscribed", "cli")]
+    r = cli("subscribers", "show", "nobody@example.com")
+    assert r.exit_code != 0 and r.stderr.startswith("Error: nobody@example.com is not on the list")
+
+
+def test_add_refuses_a_name_longer_than_200(cli, newsletter_dir: Path) -> None:
+    r = cli("subscribers", "add", "ada@example.com", "--name", "A" * 201)
+    assert r.exit_code != 0 and r.stdout == ""
+    assert r.stderr == (
+        "Error: the name is 201 characters long; at most 200 are kept: shorten it\n"
+    )
+    assert cli("subscribers", "add", "ada@example.com", "--name", "A" * 200).exit_code == 0
 
 
 def test_import_prints_the_summary_and_keeps_rejects(cli, newsletter_dir: Path) -> None:
@@ -141,3 +175,29 @@ def test_export_then_import_into_a_fresh_newsletter_gives_the_same_list(
     # And importing the export again into the original changes nothing.
     r = cli("subscribers", "import", str(export))
     assert "0 added, 0 updated, 14 unchanged" in r.stdout
+
+
+def test_show_tells_where_a_change_came_from_and_the_consent_text(
+    cli, newsletter_dir: Path
+) -> None:
+    from newsletter.audience import events
+
+    cli("subscribers", "add", "ada@example.com")
+    db = store.connect(newsletter_dir / "newsletter.db")
+    [sub] = db.execute("SELECT id FROM subscribers").fetchall()
+    events.change_status(
+        db, sub[0], "unsubscribed",
+        events.Origin("web", "203.0.113.9", "Firefox/130", "Yes, send me the letter"),
+        at="2026-01-02T03:04:05Z",
+    )
+    db.conn.close()
+    lines = cli("subscribers", "show", "ada@example.com").stdout.splitlines()
+    assert lines[-2:] == [
+        "  2026-01-02T03:04:05Z  unsubscribed active -> unsubscribed  via web  "
+        "from 203.0.113.9 Firefox/130",
+        "    consent: Yes, send me the letter",
+    ]
+    [_, web] = json.loads(cli("subscribers", "show", "ada@example.com", "--json").stdout)[
+        "history"]
+    assert (web["ip"], web["user_agent"], web["consent"]) == (
+        "203.0.113.9", "Firefox/130", "Yes, send me the letter")

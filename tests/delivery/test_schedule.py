@@ -200,3 +200,19 @@ def test_a_reader_who_leaves_before_the_run_is_not_welcomed(letter, cli, write_d
     cli("subscribers", "unsubscribe", "brief@example.com")
     run_once(settings, do_sync=False)
     assert welcome_files(letter) == []
+
+
+def test_import_with_welcome_owes_it_and_a_plain_import_does_not(letter, cli, write_draft):
+    write_draft("welcome.md", WELCOME)
+    settings = load_settings(letter)
+    run_once(settings, do_sync=False)  # enables it
+    plain = letter / "plain.csv"
+    plain.write_text("email,name\nold@example.com,Old\n")
+    fresh = letter / "fresh.csv"
+    fresh.write_text("email,name\nnew1@example.com,One\nnew2@example.com,Two\n")
+    assert cli("subscribers", "import", str(plain)).exit_code == 0
+    assert cli("subscribers", "import", str(fresh), "--welcome").exit_code == 0
+    report = run_once(settings, do_sync=False)
+    assert [line.sent for line in report.welcomes] == [2]
+    assert sorted(p.name.split("-", 1)[1] for p in welcome_files(letter)) == [
+        "new1@example.com.eml", "new2@example.com.eml"]

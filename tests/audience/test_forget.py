@@ -1,0 +1,113 @@
+"""`subscribers remove`: forgetting a reader for real, and exports a spreadsheet cannot run."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from newsletter import store
+from newsletter.audience import importers
+from newsletter.audience import subscribers as subs
+
+
+def _campaign_with_deliveries(db_path: Path) -> None:
+    db = store.connect(db_path)
+    db.execute(
+        "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, created_at)"
+        " VALUES ('one', 'drafts/one.md', 'One', 'subscribers', 'list', 'outbox', 'now')"
+    )
+    for sub in subs.iter_subscribers(db):
+        db.execute(
+            "INSERT INTO deliveries (campaign_id, subscriber_id, email, state, updated_at) "
+            "VALUES (1, ?, ?, 'sent', 'now')", [sub.id, sub.email]
+        )
+    # A second issue whose send stopped half-way: still queued for Ada.
+    db.execute(
+        "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, created_at)"
+        " VALUES ('two', 'drafts/two.md', 'Two', 'subscribers', 'list', 'outbox', 'now')"
+    )
+    db.execute("INSERT INTO deliveries (campaign_id, subscriber_id, email, updated_at) "
+               "SELECT 2, id, email, 'now' FROM subscribers WHERE email LIKE 'ada%'")
+    db.conn.commit()
+    db.conn.close()
+
+
+def test_remove_forgets_the_address_everywhere_but_keeps_the_counts(
+    cli, newsletter_dir: Path
+) -> None:
+    cli("subscribers", "add", "Ada@example.com", "--name", "Ada")
+    cli("subscribers", "add", "liu@example.com")
+    cli("subscribers", "unsubscribe", "ada@example.com")
+    db_path = newsletter_dir / "newsletter.db"
+    _campaign_with_deliveries(db_path)
+    outbox = newsletter_dir / "outbox"
+    outbox.mkdir()
+    (outbox / "0001-ada.eml").write_text("To: Ada <ada@EXAMPLE.com>\n\nHello\n")
+    (outbox / "0002-liu.eml").write_text("To: liu@example.com\n\nHello\n")
+
+    r = cli("subscribers", "remove", "ada@example.com")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "Forgotten: Ada@example.com (2 history events erased, 2 deliveries kept with the "
+        "address hashed)",
+        f"Still holds the address: {outbox / '0001-ada.eml'}",
+        "Delete those with --delete-outbox (or by hand) to forget them entirely.",
+    ]
+    db = store.connect(db_path)
+    dump = "\n".join(db.conn.iterdump()).lower()
+    assert "ada@example.com" not in dump and "liu@example.com" in dump
+    assert db.execute("SELECT campaign_id, state, count(*) FROM deliveries GROUP BY 1, 2"
+                      ).fetchall() == [(1, "sent", 2), (2, "skipped", 1)]  # nothing sent later
+    assert db.execute("SELECT count(*) FROM events WHERE email LIKE 'ada%'").fetchone()[0] == 0
+    db.conn.close()
+    assert (outbox / "0001-ada.eml").exists()
+
+    # The address comes back (a new sign-up), then is forgotten with its files and for good.
+    cli("subscribers", "add", "ada@example.com")
+    r = cli("subscribers", "remove", "ada@example.com", "--delete-outbox", "--suppress")
+    assert r.stdout.splitlines()[1:] == [
+        "Suppressed: a later import or add of this address is refused.",
+        f"Deleted: {outbox / '0001-ada.eml'}",
+    ]
+    assert sorted(p.name for p in outbox.iterdir()) == ["0002-liu.eml"]
+    r = cli("subscribers", "add", "ADA@example.com")
+    assert r.exit_code != 0 and r.stderr.startswith("Error: ADA@example.com asked to be forgotten")
+    sheet = newsletter_dir / "again.csv"
+    sheet.write_text("email\nada@example.com\n")
+    r = cli("subscribers", "import", str(sheet))
+    assert r.stdout.splitlines()[0].endswith("0 added, 0 updated, 0 unchanged, 1 skipped "
+                                             "(forgotten: 1)")
+
+
+TRICKY = ["=HYPERLINK(\"http://evil\")", "+1 555", "-2", "@SUM(A1)", "\tTab", "'quoted",
+          "'=already", "''+two"]
+
+
+def test_export_escapes_formulas_and_import_undoes_exactly_that(db, tmp_path: Path) -> None:
+    for i, name in enumerate(TRICKY):
+        subs.add_subscriber(db, f"r{i}@example.com", name=name, source=name)
+    subs.add_subscriber(db, "=cmd@example.com", name="Plain")
+    out = io.StringIO()
+    subs.export_csv(db, out)
+    cells = list(csv.reader(io.StringIO(out.getvalue())))[1:]
+    for row in cells:  # what a spreadsheet sees: no cell starts a formula
+        for cell in (row[0], row[1], row[5]):
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    assert cells[-1][0] == "'=cmd@example.com"
+    assert [row[1] for row in cells[:4]] == ["'=HYPERLINK(\"http://evil\")", "'+1 555", "'-2",
+                                              "'@SUM(A1)"]
+    assert cells[5][1] == "'quoted"  # a quote not before a formula is left alone
+
+    path = tmp_path / "export.csv"
+    path.write_text(out.getvalue())
+    other = store.connect(tmp_path / "other.db")
+    importers.import_file(other, path)
+    def key(s: subs.Subscriber) -> tuple:
+        return (s.email, s.name, s.source)
+
+    tab_cleaned = [key(s) for s in subs.iter_subscribers(db)]
+    assert [key(s) for s in subs.iter_subscribers(other)] == tab_cleaned
+    assert [s.name for s in subs.iter_subscribers(other)][:8] == [
+        subs.clean_name(n) for n in TRICKY]
+    other.conn.close()
