@@ -103,11 +103,15 @@ def test_server_down_for_a_moment_then_back(api: API) -> None:
     assert len(api.fake.delivered) == 2
 
 
-def test_timeout_is_transient(api: API) -> None:
+def test_read_timeout_marks_the_batch_uncertain_and_stops(api: API) -> None:
+    # The fake takes the request and answers too late: the API has it, the client gave up.
     api.fake.delay = 1.0
     provider = api.provider(timeout=0.2)
-    with pytest.raises(TransientBatchError, match="timeout"):
-        provider.send(make_batch(1))
+    batch = make_batch(1)
+    with pytest.raises(ProviderError, match="timeout.*may or may not have gone out") as caught:
+        provider.send(batch)
+    results = caught.value.results  # type: ignore[attr-defined]
+    assert [(r.key, r.outcome) for r in results] == [(batch[0].key, Outcome.UNCERTAIN)]
 
 
 def test_unreachable_server_stops_the_send(api: API) -> None:

@@ -1,17 +1,23 @@
-"""What every HTTP email API adapter shares: one pooled httpx client, error mapping, secrets.
+"""What every HTTP email API adapter shares: settings, secrets, the transport, batch parts.
 
 An adapter subclasses `HTTPProvider`, names its default endpoint and key
-variable, and turns a batch of Messages into requests. This module maps the
-answers the same way for every API:
+variable, and turns a batch of Messages into requests. `newsletter.http`
+sends them and says what a failure means; this module maps that onto the
+provider interface the same way for every API:
 
 - 401/403 → `ProviderError` (the send stops, the rest stays queued);
-- 408/429/5xx, timeouts and broken connections → `TransientBatchError`, with
-  the wait the server asked for (`Retry-After`, `X-RateLimit-Reset`, `RateLimit-Reset`);
+- not sent (connect timeout, 408/429/503/5xx) → `TransientBatchError`, with
+  the wait the server asked for: the campaign sends the batch again;
 - a server that cannot be reached at all (connection refused) → `ProviderError`;
+- maybe sent (read timeout, connection dropped after the body went out, a
+  gateway 502/504, a 2xx body the API does not document) → every message of
+  that request is UNCERTAIN and the send stops (`ProviderError` carrying the
+  results): it is never re-sent without `--retry-uncertain`;
 - anything else is left to the adapter (per-message failures).
 
-Keys never leave this module in text: every reason taken from a server's
-answer goes through `redact()`, and the client's repr carries no headers.
+Keys never leave this module in text: every reason passes through the
+provider's `Redactor` (exact, any case, URL-encoded, hex, base64), and the
+client's repr carries no headers.
 
 `factor_batch()` serves the APIs (SendGrid, Mailgun) whose batch form shares
 one body between recipients: it turns personalized messages back into a shared
@@ -23,7 +29,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import html
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
@@ -38,22 +43,21 @@ from newsletter.delivery.providers.base import (
     TransientBatchError,
 )
 from newsletter.errors import ConfigError, ProviderError
+from newsletter.http import MaybeSent, NotSent, Transport, retry_after
+from newsletter.redact import REDACTED, Redactor, one_line
 
 if TYPE_CHECKING:
     from newsletter.compose.message import InlineImage, Message
+
+__all__ = ["REDACTED", "HTTPProvider", "MaybeSent", "retry_after", "send_in_parts"]
 
 # Headers an API sets itself or takes in a field of its own, never passed as custom headers.
 # Date is left out so the provider stamps the real submission time.
 FIELD_HEADERS = frozenset({"from", "to", "subject", "reply-to", "date", "cc", "bcc"})
 
-REDACTED = "[redacted]"
-_REASON_LIMIT = 300
-# Never wait longer than this for one Retry-After; the campaign may back off again.
-MAX_RETRY_AFTER = 3600.0
-
 
 class HTTPProvider(Provider):
-    """Base class of the HTTP API adapters: settings, secrets, one client, error mapping."""
+    """Base class of the HTTP API adapters: settings, secrets, one transport, error mapping."""
 
     rate_unit: ClassVar[str] = "request"
     default_endpoint: ClassVar[str] = ""
@@ -61,8 +65,8 @@ class HTTPProvider(Provider):
     # What the key is called in error messages ("server token", "API key").
     key_label: ClassVar[str] = "API key"
 
-    _client: httpx.Client | None = None
-    _secrets: tuple[str, ...] = ()
+    _transport: Transport | None = None
+    _redactor: Redactor | None = None
 
     @property
     def endpoint(self) -> str:
@@ -101,22 +105,16 @@ class HTTPProvider(Provider):
             raise ConfigError("provider.timeout must be a number of seconds, like 30")
         key = self.read_key()
         self.remember_secret(key)
-        headers = {"Accept": "application/json", "User-Agent": "newsletter (+httpx)"}
-        headers.update(self.auth_headers(key))
-        self._client = httpx.Client(
-            base_url=self.endpoint,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
-            follow_redirects=False,
-        )
+        headers = {"Accept": "application/json", **self.auth_headers(key)}
+        self._transport = Transport(self.name, endpoint, headers, timeout, self.redactor)
 
     def close(self) -> None:
         """Close the pooled connections; safe to call twice or after a failed open()."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self._secrets = ()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._redactor is not None:
+            self._redactor.clear()
 
     def __repr__(self) -> str:
         try:
@@ -127,64 +125,56 @@ class HTTPProvider(Provider):
 
     # -- secrets ---------------------------------------------------------
 
+    @property
+    def redactor(self) -> Redactor:
+        if self._redactor is None:
+            self._redactor = Redactor()
+        return self._redactor
+
     def remember_secret(self, *values: str) -> None:
-        """Register values (and their Basic/base64 forms) that redact() must hide."""
-        extra = []
-        for value in values:
-            # A value this short is no real key; replacing it everywhere would garble text.
-            if value and len(value) >= 6:
-                extra.append(value)
-                extra.append(base64.b64encode(value.encode()).decode())
-        # Longest first, so a key is hidden before any shorter secret inside it.
-        self._secrets = tuple(sorted({*self._secrets, *extra}, key=len, reverse=True))
+        """Register values that redact() must hide, in every common encoding."""
+        self.redactor.add(*values)
+
+    def remember_login(self, user: str, password: str) -> None:
+        """Register a password and its user:password (Basic) forms."""
+        self.redactor.add_login(user, password)
 
     def redact(self, text: str) -> str:
         """`text` with every known secret replaced, on one line, cut to a readable length."""
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        text = " ".join(text.split())
-        if len(text) > _REASON_LIMIT:
-            text = text[: _REASON_LIMIT - 1] + "…"
-        return text
+        return one_line(self.redactor(text))
 
     # -- requests --------------------------------------------------------
 
     @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
+    def transport(self) -> Transport:
+        if self._transport is None:
             raise ProviderError(f"the {self.name} provider is not open: call open() before send()")
-        return self._client
+        return self._transport
+
+    @property
+    def client(self) -> httpx.Client:
+        return self.transport.client
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send one request; network trouble becomes TransientBatchError, auth errors ProviderError.
+        """Send one request: TransientBatchError when it was not taken, MaybeSent when it may
+        have been, ProviderError when nothing can go out.
 
         Returns the response for every other status: the adapter reads 2xx and
-        per-message 4xx itself.
+        per-message 4xx itself (`answer()` for a 2xx body).
         """
         try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.TimeoutException:
-            raise TransientBatchError(
-                f"{self.name}: no answer from {self.endpoint} in time (timeout)"
-            ) from None
-        except httpx.ConnectError as exc:
-            # Nothing went out and nobody answers: stop, the rows stay queued for a resume.
-            reason = self.redact(str(exc))
-            raise ProviderError(
-                f"{self.name}: cannot reach {self.endpoint} ({reason}): check the network "
-                "and the endpoint setting, then run the send again to resume"
-            ) from None
-        except httpx.TransportError as exc:
-            # The connection broke mid-request: like a timeout, worth another try.
-            reason = self.redact(f"{type(exc).__name__}: {exc}")
-            raise TransientBatchError(
-                f"{self.name}: the connection to {self.endpoint} broke ({reason})"
-            ) from None
+            response = self.transport.request(method, path, **kwargs)
+        except NotSent as exc:
+            raise TransientBatchError(exc.reason, retry_after=exc.retry_after) from None
         self.raise_for_provider_status(response)
         return response
 
+    def answer(self, response: httpx.Response, check: Callable[[Any], bool]) -> Any:
+        """The JSON body of a 2xx answer; MaybeSent when it is not the documented one."""
+        return self.transport.json_answer(response, check)
+
     def raise_for_provider_status(self, response: httpx.Response) -> None:
-        """Map the statuses that mean the same on every API: auth, throttling, server trouble."""
+        """Map the statuses that mean the same on every API: auth."""
         status = response.status_code
         if status in (401, 403):
             what = "refused the" if status == 401 else "does not allow this send with the"
@@ -193,85 +183,34 @@ class HTTPProvider(Provider):
                 f"{self.reason(response)}): check ${self.key_env}, its permissions and the "
                 "sender's domain; nothing more was sent and the rest stays queued"
             )
-        if status in (408, 429) or status >= 500:
-            raise TransientBatchError(
-                f"{self.name} HTTP {status}: {self.reason(response)}",
-                retry_after=retry_after(response.headers),
-            )
 
     def reason(self, response: httpx.Response) -> str:
         """The server's explanation of an error, redacted and short."""
-        text = ""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            for key in ("message", "Message", "error", "errors", "name"):
-                if key in body and body[key]:
-                    value = body[key]
-                    text = value if isinstance(value, str) else _join_errors(value)
-                    break
-        if not text:
-            text = response.text or response.reason_phrase
-        return self.redact(str(text)) or f"HTTP {response.status_code}"
+        return self.transport.reason(response)
 
 
-def _join_errors(value: Any) -> str:
-    if isinstance(value, list):
-        parts = []
-        for item in value:
-            if isinstance(item, dict):
-                parts.append(str(item.get("message") or item))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    return str(value)
+def uncertain(messages: Iterable[Message], reason: str) -> list[DeliveryResult]:
+    """UNCERTAIN results for messages a request may or may not have delivered."""
+    return [DeliveryResult(m.key, Outcome.UNCERTAIN, error=reason) for m in messages]
 
 
-def retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait, from `Retry-After` (seconds or HTTP date) or a rate-limit reset header.
-
-    `X-RateLimit-Reset` is a Unix time on SendGrid and some others and a number
-    of seconds elsewhere: values that look like a Unix time are read as one.
-    """
-    now = time.time() if now is None else now
-    value = headers.get("retry-after")
-    if value:
-        seconds = _number(value)
-        if seconds is None:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                seconds = when.timestamp() - now
-        if seconds is not None:
-            return _clamp(seconds)
-    for name in ("x-ratelimit-reset", "ratelimit-reset", "x-ratelimit-reset-after"):
-        seconds = _number(headers.get(name, ""))
-        if seconds is not None:
-            if seconds > 1_000_000_000:  # a Unix time, not a delay
-                seconds -= now
-            return _clamp(seconds)
-    return None
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return None
-
-
-def _clamp(seconds: float) -> float:
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+def stop_uncertain(name: str, exc: MaybeSent, results: list[DeliveryResult]) -> ProviderError:
+    """The ProviderError that stops a send after a maybe-sent request, carrying `results`."""
+    count = sum(r.outcome is Outcome.UNCERTAIN for r in results)
+    error = ProviderError(
+        f"{exc.reason}: {count} message(s) may or may not have gone out and are marked "
+        f"uncertain (check {name}'s activity log; `--retry-uncertain` sends them again); "
+        "nothing more was sent and the rest stays queued"
+    )
+    error.results = results  # type: ignore[attr-defined]  # read by the campaign
+    return error
 
 
 def send_in_parts(
     messages: Sequence[Message],
     parts: Sequence[Any],
     send_part: Callable[[Any], list[DeliveryResult]],
+    name: str = "the provider",
 ) -> list[DeliveryResult]:
     """Send a batch that takes several requests; results in the order of `messages`.
 
@@ -279,6 +218,10 @@ def send_in_parts(
     make the campaign re-send the batch: its messages (and those after it)
     become RETRY results instead of an exception. Failing on the first
     request raises as usual.
+
+    A request that may have gone out (MaybeSent) stops the send: its messages
+    are UNCERTAIN, those answered before keep their results, the later parts
+    stay queued (ProviderError carrying the results).
     """
     results: dict[str, DeliveryResult] = {}
     stopped: DeliveryResult | None = None  # the RETRY every later message gets
@@ -288,6 +231,11 @@ def send_in_parts(
                 for result in send_part(part):
                     results[result.key] = result
                 continue
+            except MaybeSent as exc:
+                found = getattr(exc, "results", None) or uncertain(part_messages(part),
+                                                                   exc.reason)
+                done = [*results.values(), *found]
+                raise stop_uncertain(name, exc, done) from None
             except (TransientBatchError, ProviderError) as exc:
                 if index == 0:
                     raise

@@ -82,7 +82,7 @@ class MailgunProvider(HTTPProvider):
 
     def auth_headers(self, key: str) -> dict[str, str]:
         token = base64.b64encode(f"api:{key}".encode()).decode()
-        self.remember_secret(token)
+        self.remember_login("api", key)
         return {"Authorization": f"Basic {token}"}
 
     @staticmethod
@@ -147,7 +147,7 @@ class MailgunProvider(HTTPProvider):
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
         """Send the batch in as few requests as its contents allow; one result per message."""
         parts = self.build_requests(messages)
-        return send_in_parts(messages, parts, lambda part: self.send_request(*part))
+        return send_in_parts(messages, parts, lambda part: self.send_request(*part), self.name)
 
     def send_request(self, group: list[Message], data: list[tuple[str, str]],
                      files: list[Any]) -> list[DeliveryResult]:
@@ -157,10 +157,9 @@ class MailgunProvider(HTTPProvider):
         response = self.request("POST", f"/v3/{self.domain}/messages", data=_as_dict(data),
                                 files=files or None)
         if response.status_code == 200:
-            try:
-                message_id = str(response.json().get("id") or "")
-            except ValueError:
-                message_id = ""
+            # Mailgun documents {"id": "<…>", "message": "Queued. Thank you."}.
+            body = self.answer(response, lambda b: isinstance(b, dict) and "id" in b)
+            message_id = str(body.get("id") or "")
             return [DeliveryResult(m.key, Outcome.SENT, provider_id=message_id) for m in group]
         error = f"mailgun HTTP {response.status_code}: {self.reason(response)}"
         named = [m for m in group if m.recipient.lower() in error.lower()]
