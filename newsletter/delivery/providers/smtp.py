@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
 from newsletter.delivery.providers.options import number_option
 from newsletter.errors import ConfigError, ProviderError
+from newsletter.redact import Redactor
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -87,6 +90,9 @@ class SMTPProvider(Provider):
         self.pipelining = False
         self.conn: smtplib.SMTP | None = None
         self._password: str | None = None
+        # Replies may echo the login back (a 535 quoting AUTH PLAIN): every error text
+        # that leaves this provider goes through it.
+        self.redact = Redactor()
         self._features: set[str] = set()
         self._unconfirmed = 0  # messages in a row handed over without the server's answer
         self._last_unconfirmed = ""
@@ -108,17 +114,37 @@ class SMTPProvider(Provider):
             self._password = self.provider_settings.secret(
                 "password_env", default_env="NEWSLETTER_SMTP_PASSWORD"
             )
-        self._connect()
+            self.redact.add_login(self.username, self._password)
+        try:
+            self._connect()
+        except ProviderError as exc:
+            raise self._redacted(exc) from None
+
+    def _redacted(self, exc: Exception) -> Exception:
+        """`exc` as an exception of the same meaning whose text and results hide the login.
+
+        ProviderError stays ProviderError (rows queued); anything else stays an
+        unexpected error (rows uncertain), as the campaign reads them.
+        """
+        clean: Exception = (ProviderError if isinstance(exc, ProviderError) else RuntimeError)(
+            self.redact(str(exc) or type(exc).__name__))
+        results = getattr(exc, "results", None)
+        if isinstance(results, list):
+            clean.results = [self._clean(r) for r in results]  # type: ignore[attr-defined]
+        return clean
+
+    def _clean(self, result: DeliveryResult) -> DeliveryResult:
+        return replace(result, error=self.redact(result.error)) if result.error else result
 
     def _connect(self) -> None:
         conn: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
-                conn = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout, context=self._tls_context()
-                )
+                conn = smtplib.SMTP_SSL(timeout=self.timeout, context=self._tls_context())
+                self._greeted(conn)
             else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                conn = smtplib.SMTP(timeout=self.timeout)
+                self._greeted(conn)
             conn.ehlo()
             if self.security == "starttls":
                 if not conn.has_extn("starttls"):
@@ -154,6 +180,26 @@ class SMTPProvider(Provider):
         else:
             self.pipelining = bool(self.pipelining_setting)
 
+    def _greeted(self, conn: smtplib.SMTP) -> None:
+        """Connect and read the greeting; a server that stays silent is named for what it is."""
+        conn._host = self.host  # type: ignore[attr-defined]  # smtplib keeps it for STARTTLS
+        try:
+            code, reply = conn.connect(self.host, self.port)
+        except smtplib.SMTPServerDisconnected as exc:
+            # smtplib reports a silent peer as a disconnect; the cause says which it was.
+            if not isinstance(exc.__context__, socket.timeout | TimeoutError):
+                raise
+            raise ProviderError(
+                f"{self._where()} accepted the connection but sent nothing in "
+                f"{self.timeout:g} s: it is not an SMTP server (or not a working one); check "
+                "[provider] host, port and security; unsent messages stay queued"
+            ) from None
+        if code != 220:
+            raise ProviderError(
+                f"{self._where()} did not greet like an SMTP server ({_answer(code, reply)}): "
+                "check [provider] host, port and security; unsent messages stay queued"
+            )
+
     def _drop(self) -> None:
         _quietly_close(self.conn)
         self.conn = None
@@ -172,12 +218,12 @@ class SMTPProvider(Provider):
         results: list[DeliveryResult] = []
         for message in messages:
             try:
-                results.append(self._send_one(message))
+                results.append(self._clean(self._send_one(message)))
             except Exception as exc:
                 # The messages before this one did go out (or were refused): say so,
                 # or the campaign would put them back in the queue and send them twice.
                 exc.results = results  # type: ignore[attr-defined]
-                raise
+                raise self._redacted(exc) from None
         return results
 
     def _send_one(self, message: Message) -> DeliveryResult:
