@@ -235,3 +235,51 @@ def test_keys_never_reach_the_logs(api: API, caplog: pytest.LogCaptureFixture) -
     secrets = [api.fake.key] + ([api.fake.secret] if api.name == "ses" else [])
     for secret in secrets:  # … without the key
         assert secret not in caplog.text
+
+
+SPECIAL_KEY = "Ke/y+wIth=sPecial&chars:0123"
+
+
+def _echoes(secret: str, login: str | None = None) -> dict[str, str]:
+    """The forms a server has been seen to echo a secret back in."""
+    import base64
+    from urllib.parse import quote
+
+    forms = {"exact": secret, "swapped case": secret.swapcase(),
+             "url-encoded": quote(secret, safe=""), "hex": secret.encode().hex(),
+             "HEX": secret.encode().hex().upper(),
+             "base64": base64.b64encode(secret.encode()).decode()}
+    if login:
+        forms["basic"] = base64.b64encode(f"{login}:{secret}".encode()).decode()
+    return forms
+
+
+@pytest.mark.parametrize("form", ["exact", "swapped case", "url-encoded", "hex", "HEX",
+                                  "base64", "basic"])
+def test_a_key_echoed_in_any_encoding_is_redacted(make_api, form: str) -> None:
+    for name in ("postmark", "sendgrid", "mailgun", "resend", "ses"):
+        api = make_api(name)
+        if name == "ses":
+            api.fake.secret = SPECIAL_KEY
+            api.monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SPECIAL_KEY)
+        else:
+            api.fake.key = SPECIAL_KEY
+            api.monkeypatch.setenv(api.key_env, SPECIAL_KEY)
+        forms = _echoes(SPECIAL_KEY, "api" if name == "mailgun" else None)
+        if form not in forms:
+            continue
+        echo = forms[form]
+        body = {"message": f"bad request from {echo}", "Message": f"bad request from {echo}",
+                "ErrorCode": 300, "errors": [{"message": f"bad {echo}", "field": None}],
+                "name": "validation_error"}
+        provider = api.provider()
+        api.fake.fail_next(400 if name != "postmark" else 422, body,
+                           {"x-amzn-ErrorType": "BadRequestException"})
+        api.fake.fail_next(429, {"message": f"slow down {echo}"})
+        results = provider.send(make_batch(1))
+        with pytest.raises(TransientBatchError) as caught:
+            provider.send(make_batch(1))
+        for text in (results[0].error or "", caught.value.reason):
+            assert "[redacted]" in text, (name, text)
+            for secret in forms.values():
+                assert secret.lower() not in text.lower(), (name, form, text)
