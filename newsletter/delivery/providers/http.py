@@ -19,19 +19,14 @@ Keys never leave this module in text: every reason passes through the
 provider's `Redactor` (exact, any case, URL-encoded, hex, base64), and the
 client's repr carries no headers.
 
-`factor_batch()` serves the APIs (SendGrid, Mailgun) whose batch form shares
-one body between recipients: it turns personalized messages back into a shared
-template plus per-recipient values, and proves the round trip exact.
+Message helpers (`fields.py`) and the shared-body factoring for SendGrid and
+Mailgun (`template.py`) are re-exported from here.
 """
 
 from __future__ import annotations
 
-import base64
-import email.utils
-import html
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from email.header import decode_header, make_header
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -42,18 +37,36 @@ from newsletter.delivery.providers.base import (
     Provider,
     TransientBatchError,
 )
+
+# The message helpers and the template factoring live in their own modules; they are
+# re-exported here, where adapters (and plug-ins) have always imported them from.
+from newsletter.delivery.providers.fields import (
+    FIELD_HEADERS,
+    attachment_key,
+    b64,
+    custom_headers,
+    reply_to,
+    split_address,
+    unfold,
+)
+from newsletter.delivery.providers.template import (
+    TemplateGroup,
+    factor_batch,
+    personal_values,
+    substitute,
+)
 from newsletter.errors import ConfigError, ProviderError
 from newsletter.http import MaybeSent, NotSent, Transport, retry_after
 from newsletter.redact import REDACTED, Redactor, one_line
 
 if TYPE_CHECKING:
-    from newsletter.compose.message import InlineImage, Message
+    from newsletter.compose.message import Message
 
-__all__ = ["REDACTED", "HTTPProvider", "MaybeSent", "retry_after", "send_in_parts"]
-
-# Headers an API sets itself or takes in a field of its own, never passed as custom headers.
-# Date is left out so the provider stamps the real submission time.
-FIELD_HEADERS = frozenset({"from", "to", "subject", "reply-to", "date", "cc", "bcc"})
+__all__ = [
+    "FIELD_HEADERS", "REDACTED", "HTTPProvider", "MaybeSent", "TemplateGroup", "attachment_key",
+    "b64", "custom_headers", "factor_batch", "personal_values", "reply_to", "retry_after",
+    "send_in_parts", "split_address", "stop_uncertain", "substitute", "uncertain", "unfold",
+]
 
 
 class HTTPProvider(Provider):
@@ -257,169 +270,3 @@ def part_messages(part: Any) -> list[Message]:
     if isinstance(part, list):
         return part
     return [part]
-
-
-# -- message helpers shared by the adapters ---------------------------------
-
-
-def unfold(value: str) -> str:
-    """A header value as readable Unicode: RFC 2047 encoded words decoded."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError):
-        return value
-
-
-def split_address(value: str) -> tuple[str, str]:
-    """("Name", "addr@example.com") from a From/To header value."""
-    name, addr = email.utils.parseaddr(unfold(value))
-    return name, addr
-
-
-def custom_headers(message: Message, skip: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """The message's headers an API takes as custom headers (List-Unsubscribe, Message-ID, …)."""
-    skipped = FIELD_HEADERS | {name.lower() for name in skip}
-    return [(k, unfold(v)) for k, v in message.headers if k.lower() not in skipped]
-
-
-def reply_to(message: Message) -> str | None:
-    """The Reply-To header's value, if the message has one."""
-    value = message.header("Reply-To")
-    return unfold(value) if value else None
-
-
-def b64(data: bytes) -> str:
-    """Base64 text, as the JSON APIs want attachment content."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def attachment_key(images: Sequence[InlineImage]) -> tuple[tuple[str, str, str, int, int], ...]:
-    """A cheap identity for a message's inline images, to group messages that share them."""
-    return tuple((i.cid, i.filename, i.content_type, len(i.data), hash(i.data)) for i in images)
-
-
-# -- shared body + per-recipient values (SendGrid substitutions, Mailgun %recipient.x%) ----
-
-
-@dataclass
-class TemplateGroup:
-    """Messages of one batch that share one body once their personal values are taken out."""
-
-    template: tuple[str, ...]  # the shared fields, with tags where personal values were
-    messages: list[Message] = field(default_factory=list)
-    values: list[dict[str, str]] = field(default_factory=list)  # per message: variable → value
-    # Per field, the (variable, tag) pairs it holds: substituting skips the others.
-    present: list[list[tuple[str, str]]] | None = field(default=None, repr=False, compare=False)
-
-
-def personal_values(message: Message) -> dict[str, str]:
-    """What differs between recipients of one issue: their unsubscribe link, address and name."""
-    values: dict[str, str] = {}
-    if message.unsubscribe_url:
-        values["unsubscribe_url"] = message.unsubscribe_url
-    values["email"] = message.recipient
-    name, _addr = split_address(message.to_header)
-    # Short names ("Al") would turn up inside ordinary words: leave them in the body.
-    if len(name) >= 3:
-        values["name"] = name
-    return values
-
-
-def factor_batch(
-    messages: Sequence[Message],
-    fields: Callable[[Message], tuple[str, ...]],
-    tag: Callable[[str], str],
-    html_fields: frozenset[int] = frozenset(),
-) -> list[TemplateGroup]:
-    """Group `messages` by shared template; each keeps the values that make its own body.
-
-    Each message's `fields` (e.g. html and text) get its personal values
-    replaced by `tag(variable)`; in the fields numbered in `html_fields` the
-    values are looked for as HTML shows them (escaped), under variables named
-    `<name>_html`. Messages whose templates are equal form one group. A
-    message is kept whole (its own group, no variables) when a tag already
-    occurs in its text or substituting back would not give its exact text:
-    correctness first, batching second.
-    """
-    groups: dict[tuple[str, ...], TemplateGroup] = {}
-    recent: list[TemplateGroup] = []  # groups with variables, most recently joined first
-    for message in messages:
-        original = fields(message)
-        raw = personal_values(message)
-        escaped = {f"{k}_html": html.escape(v, quote=True) for k, v in raw.items()}
-        every = {**raw, **escaped}
-        tags = {var: tag(var) for var in every}
-        if any(t in value for t in tags.values() for value in every.values()):
-            clean = False
-        else:
-            # Fast path: most messages of an issue fit a template already found. What the
-            # provider will make of it is computed and compared: exact, or not taken.
-            if _join_existing(recent, message, original, every, tag):
-                continue
-            clean = not any(t in text for t in tags.values() for text in original)
-        template = original
-        used: dict[str, str] = {}
-        if clean:
-            texts = []
-            for index, text in enumerate(original):
-                values = escaped if index in html_fields else raw
-                # Longest values first, so a name inside the link is not split by a shorter one.
-                for var in sorted(values, key=lambda v: len(values[v]), reverse=True):
-                    value = values[var]
-                    if value and value in text:
-                        text = text.replace(value, tags[var])
-                        used[var] = value
-                texts.append(text)
-            rebuilt = texts
-            for var, value in used.items():
-                rebuilt = [text.replace(tags[var], value) for text in rebuilt]
-            if tuple(rebuilt) == original:
-                template = tuple(texts)
-            else:
-                used = {}
-        group_key = template if clean else ("\0unique", message.key, *template)
-        group = groups.get(group_key)
-        if group is None:
-            group = groups[group_key] = TemplateGroup(template)
-        group.messages.append(message)
-        group.values.append(used)
-        if used and not any(g is group for g in recent):
-            recent.insert(0, group)
-            del recent[4:]
-    return list(groups.values())
-
-
-def _join_existing(recent: list[TemplateGroup], message: Message, original: tuple[str, ...],
-                   every: dict[str, str], tag: Callable[[str], str]) -> bool:
-    """Add `message` to the first recent group whose template gives back its exact text."""
-    for index, group in enumerate(recent):
-        wanted = group.values[0].keys()
-        if not wanted <= every.keys():
-            continue
-        if group.present is None:
-            group.present = [[(v, tag(v)) for v in wanted if tag(v) in text]
-                             for text in group.template]
-        for text, mine, pairs in zip(group.template, original, group.present, strict=True):
-            for var, var_tag in pairs:
-                text = text.replace(var_tag, every[var])
-            if text != mine:
-                break
-        else:
-            values = {var: every[var] for var in wanted}
-            group.messages.append(message)
-            group.values.append(values)
-            recent.insert(0, recent.pop(index))
-            return True
-    return False
-
-
-def substitute(
-    template: tuple[str, ...], values: dict[str, str], tag: Callable[[str], str]
-) -> tuple[str, ...]:
-    """What a recipient receives: the template with their values put back."""
-    texts = list(template)
-    for var, value in values.items():
-        texts = [text.replace(tag(var), value) for text in texts]
-    return tuple(texts)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.fields import form_dict
 from newsletter.delivery.providers.http import (
     HTTPProvider,
     TemplateGroup,
@@ -154,7 +155,7 @@ class MailgunProvider(HTTPProvider):
         """POST one form; map the answer onto each message it carried."""
         # httpx encodes multipart/form-data when there are inline images and a plain
         # urlencoded form otherwise; Mailgun documents both.
-        response = self.request("POST", f"/v3/{self.domain}/messages", data=_as_dict(data),
+        response = self.request("POST", f"/v3/{self.domain}/messages", data=form_dict(data),
                                 files=files or None)
         if response.status_code == 200:
             # Mailgun documents {"id": "<…>", "message": "Queued. Thank you."}.
@@ -173,18 +174,6 @@ class MailgunProvider(HTTPProvider):
                 for m in group
             ]
         return [DeliveryResult(m.key, Outcome.FAILED, error=error) for m in group]
-
-
-def _as_dict(data: list[tuple[str, str]]) -> dict[str, str | list[str]]:
-    """httpx form data: repeated fields (to) as lists, in order."""
-    result: dict[str, str | list[str]] = {}
-    for key, value in data:
-        if key in result:
-            existing = result[key]
-            result[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
-        else:
-            result[key] = value
-    return result
 
 
 def _unique_recipients(group: TemplateGroup) -> list[TemplateGroup]:
