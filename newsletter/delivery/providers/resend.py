@@ -13,6 +13,14 @@ batch with another key and go out twice. So the adapter does not claim to be
 only with `--retry-uncertain`. (One request per message would make every
 delivery idempotent, at 2 messages a second.)
 
+A request that may have gone out (no answer in time, the connection dropped
+after sending, a 200 that is not Resend's answer) is not retried at once
+under its key either: Resend answers a repeat of a request still in progress
+with 409, and a slow API would turn each retry into another wait. Its rows
+become uncertain and the send stops. `--retry-uncertain` re-queues them in
+their order, so the stopped batch usually regroups as it was and carries the
+same key: Resend then replays its first answer instead of sending again.
+
 Resend validates a batch as a whole: one bad address refuses all of it. A
 refused batch is split in halves to find the messages at fault (each half
 under its own key); when the first half fails for the same reason as the
