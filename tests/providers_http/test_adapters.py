@@ -283,3 +283,41 @@ def test_a_key_echoed_in_any_encoding_is_redacted(make_api, form: str) -> None:
             assert "[redacted]" in text, (name, text)
             for secret in forms.values():
                 assert secret.lower() not in text.lower(), (name, form, text)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_timeout_after_sending_is_uncertain(make_api, status: int) -> None:
+    api = make_api("postmark")
+    provider = api.provider()
+    api.fake.fail_next(status, {"message": "upstream timed out"})
+    batch = make_batch(3)
+    with pytest.raises(ProviderError, match=f"HTTP {status}.*uncertain") as caught:
+        provider.send(batch)
+    outcomes = {r.key: r.outcome for r in caught.value.results}  # type: ignore[attr-defined]
+    assert outcomes == {m.key: Outcome.UNCERTAIN for m in batch}
+
+
+def test_the_transport_retries_what_was_not_sent_and_never_what_may_have_been(make_api) -> None:
+    from newsletter.http import MaybeSent, Transport
+
+    api = make_api("postmark")
+    transport = Transport("postmark", api.fake.url, {"X-Postmark-Server-Token": api.fake.key},
+                          timeout=0.5)
+    waits: list[float] = []
+    JSON = {"Content-Type": "application/json"}  # noqa: N806
+    body = api.provider().build_request(make_batch(1))  # type: ignore[attr-defined]
+    try:
+        api.fake.fail_next(429, {"Message": "slow down"}, {"Retry-After": "0.1"}, times=2)
+        response = transport.request("POST", "/email/batch", content=body, retries=2, headers=JSON,
+                                     sleep=waits.append)
+        assert response.status_code == 200
+        assert waits == [0.1, 0.1]
+        assert len(api.fake.requests) == 3
+
+        api.fake.after_accept("late", late_by=1.5)
+        with pytest.raises(MaybeSent):
+            transport.request("POST", "/email/batch", content=body, retries=5, headers=JSON,
+                              sleep=waits.append)
+        assert len(api.fake.requests) == 4  # not sent again
+    finally:
+        transport.close()

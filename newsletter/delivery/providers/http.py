@@ -213,7 +213,7 @@ def stop_uncertain(name: str, exc: MaybeSent, results: list[DeliveryResult]) -> 
     error = ProviderError(
         f"{exc.reason}: {count} message(s) may or may not have gone out and are marked "
         f"uncertain (check {name}'s activity log; `--retry-uncertain` sends them again); "
-        "nothing more was sent and the rest stays queued"
+        "the send stopped and what was not sent stays queued"
     )
     error.results = results  # type: ignore[attr-defined]  # read by the campaign
     return error
