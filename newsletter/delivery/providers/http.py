@@ -56,7 +56,7 @@ from newsletter.delivery.providers.template import (
     substitute,
 )
 from newsletter.errors import ConfigError, ProviderError
-from newsletter.http import MaybeSent, NotSent, Transport, retry_after
+from newsletter.http import MAYBE_SENT_STATUSES, MaybeSent, NotSent, Transport, retry_after
 from newsletter.redact import REDACTED, Redactor, one_line
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ class HTTPProvider(Provider):
     default_key_env: ClassVar[str] = ""
     # What the key is called in error messages ("server token", "API key").
     key_label: ClassVar[str] = "API key"
+    # Statuses after which the API may have taken the request (its documentation's
+    # "may have been processed"): the batch is uncertain, not retried. Gateways by default.
+    maybe_sent_statuses: ClassVar[frozenset[int]] = MAYBE_SENT_STATUSES
 
     _transport: Transport | None = None
     _redactor: Redactor | None = None
@@ -119,7 +122,8 @@ class HTTPProvider(Provider):
         key = self.read_key()
         self.remember_secret(key)
         headers = {"Accept": "application/json", **self.auth_headers(key)}
-        self._transport = Transport(self.name, endpoint, headers, timeout, self.redactor)
+        self._transport = Transport(self.name, endpoint, headers, timeout, self.redactor,
+                                    self.maybe_sent_statuses)
 
     def close(self) -> None:
         """Close the pooled connections; safe to call twice or after a failed open()."""
