@@ -375,6 +375,20 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         problems.append(
             f"provider.concurrency must be a whole number from 1 to {MAX_CONCURRENCY}"
         )
+    port = prov.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
+                             or not 1 <= port <= 65535):
+        problems.append(f"provider.port = {port!r} must be a whole number from 1 to 65535 "
+                        "(587 for SMTP with STARTTLS, 465 for TLS)")
+    endpoint = prov.get("endpoint")
+    if isinstance(endpoint, str) and "://" in endpoint:
+        try:
+            endpoint_port = urlsplit(endpoint).port
+        except ValueError:
+            endpoint_port = 0
+        if endpoint_port == 0:
+            problems.append(f'provider.endpoint = "{endpoint}" has a port outside 1–65535: '
+                            "fix the number after the colon, or leave it out")
 
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))

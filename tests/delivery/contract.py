@@ -36,6 +36,14 @@ What the server must do for the harness:
 - `slow(seconds)` delays each accepted message (or request); the kill test uses it.
 - `down_options` is a `[provider]` table pointing at a server that does not
   answer (nothing listening): the send must stop with ProviderError.
+- `after_accept(kind, late_by)` (optional; HTTP fakes have it) makes the next
+  request that the server accepts and delivers go wrong afterwards: "late"
+  (the answer comes `late_by` seconds later, past the client's timeout),
+  "reset" (the connection drops, no answer) or "garbled" (200 with a page
+  that is not the API's answer). Those messages must end `uncertain`, never
+  be re-sent by a plain resume, and be sent once more by --retry-uncertain
+  (at most once more when `replays_idempotent`: the server gives back its
+  first answer for a repeated idempotency key, as Resend does).
 
 The tests drive the real campaign engine (`newsletter.delivery.sending.run_campaign`)
 with a real SQLite file; the kill test runs the engine in a subprocess and
@@ -94,6 +102,8 @@ class Harness:
     down_options: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)
     permanent_reason: str = ""
+    after_accept: Callable[[str, float], None] | None = None
+    replays_idempotent: bool = False
 
 
 def _toml_value(value: Any) -> str:
@@ -346,3 +356,54 @@ class ProviderContract:
             assert set(active) - set(got) <= uncertain
             if counts.uncertain:
                 assert report.campaign.status == "stopped"
+
+    @pytest.mark.parametrize("trouble", ["late", "reset", "garbled"])
+    def test_request_that_may_have_gone_out_is_uncertain_and_never_resent(
+        self, harness: Harness, letter: Settings, trouble: str
+    ) -> None:
+        if harness.after_accept is None:
+            pytest.skip("this harness cannot misbehave after accepting a request")
+        active = emails(5)
+        add_subscribers(letter, active)
+        campaign_id = new_campaign(letter)
+        quick = write_letter(letter.root, {**harness.options, **self.retry_options, "timeout": 1})
+        harness.after_accept(trouble, 3.0)
+
+        report = self.send(quick, campaign_id)
+
+        def received() -> collections.Counter[str]:
+            return collections.Counter(d.recipient.lower() for d in harness.received())
+
+        got = received()
+        assert max(got.values()) == 1, "somebody got the issue twice"
+        state = {r["email"]: r["state"] for r in rows(letter, campaign_id)}
+        uncertain = {e for e, s in state.items() if s == "uncertain"}
+        assert uncertain, f"nobody is uncertain after a {trouble} answer: {state}"
+        assert uncertain <= set(got)  # they did reach the server
+        assert {e for e, s in state.items() if s == "sent"} <= set(got)
+        assert {e for e, s in state.items() if s == "queued"}.isdisjoint(got)
+        # The send stopped and says why, on one line.
+        assert isinstance(report.error, ProviderError)
+        assert "uncertain" in str(report.error) and "\n" not in str(report.error)
+        assert report.campaign.status == "stopped"
+
+        # A plain re-run sends the rest, and the uncertain readers nothing.
+        report = self.send(letter, campaign_id)
+        assert report.error is None
+        again = received()
+        assert again == collections.Counter(active), again
+        assert {r["email"] for r in rows(letter, campaign_id) if r["state"] == "uncertain"} == (
+            uncertain)
+
+        # --retry-uncertain settles them: each is sent once more (or replayed by its key).
+        report = self.send(letter, campaign_id, retry_uncertain=True)
+        assert report.error is None
+        assert report.campaign.status == "done"
+        assert {r["state"] for r in rows(letter, campaign_id)} == {"sent"}
+        extra = received() - again
+        if harness.replays_idempotent:
+            # Regrouped as before, a batch carries its old key and is replayed, not sent;
+            # the engine may regroup (batches fill on a deadline), then at most once more.
+            assert set(extra) <= uncertain and max(extra.values(), default=1) == 1, extra
+        else:
+            assert extra == collections.Counter(uncertain)

@@ -164,3 +164,125 @@ def test_bad_numbers_in_settings_are_config_errors(tmp_path: Path) -> None:
     letter = smtp_letter(tmp_path, 25, batch=2.5)
     with pytest.raises(ConfigError, match="batch = 2.5 must be a whole number of at least 1"):
         provider(letter)
+
+
+# -- settings, servers that are not SMTP servers, secrets in replies ---------------------
+
+
+@pytest.mark.parametrize("port", [0, 70000, -1, "587"])
+def test_a_port_outside_the_range_is_a_settings_error(tmp_path: Path, port: object) -> None:
+    with pytest.raises(ConfigError, match=r"provider\.port = .* from 1 to 65535"):
+        smtp_letter(tmp_path, port)  # type: ignore[arg-type]
+
+
+def test_an_endpoint_port_outside_the_range_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="port outside 1–65535"):
+        write_letter(tmp_path / "letter", {"name": "postmark",
+                                           "endpoint": "http://127.0.0.1:70000"})
+
+
+class _SocketServer:
+    """A plain TCP server on 127.0.0.1; `talk(conn)` runs for each connection."""
+
+    def __init__(self, talk) -> None:  # noqa: ANN001
+        import socket
+        import threading
+
+        self.talk = talk
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns: list = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn) -> None:  # noqa: ANN001
+        try:
+            self.talk(conn)
+        except OSError:
+            pass
+
+    def __enter__(self) -> _SocketServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def test_a_server_that_never_speaks_fails_within_the_timeout(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    quiet = threading.Event()
+    with _SocketServer(lambda conn: quiet.wait(30)) as silent:
+        letter = smtp_letter(tmp_path, silent.port, timeout=1)
+        started = time.monotonic()
+        with pytest.raises(ProviderError, match="not an SMTP server") as caught:
+            provider(letter).open()
+        took = time.monotonic() - started
+        quiet.set()
+    assert took < 2.5, took
+    assert f"127.0.0.1:{silent.port}" in str(caught.value)
+    assert "sent nothing in 1 s" in str(caught.value)
+
+
+PASSWORD = "pa55/w0rd+Secret=ok"
+USER = "writer@example.com"
+
+
+def _echo_forms() -> dict[str, str]:
+    import base64
+    from urllib.parse import quote
+
+    return {
+        "exact": PASSWORD,
+        "upper": PASSWORD.upper(),
+        "url": quote(PASSWORD, safe=""),
+        "hex": PASSWORD.encode().hex(),
+        "base64": base64.b64encode(PASSWORD.encode()).decode(),
+        "plain": base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
+        "basic": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+    }
+
+
+@pytest.mark.parametrize("form", sorted(_echo_forms()))
+def test_a_reply_echoing_the_password_is_redacted(tmp_path: Path, monkeypatch, form: str) -> None:
+    echo = _echo_forms()[form]
+
+    def talk(conn) -> None:  # noqa: ANN001
+        conn.sendall(b"220 echo.example ESMTP\r\n")
+        reader = conn.makefile("rb")
+        while line := reader.readline():
+            verb = line.split(b" ", 1)[0].upper().strip()
+            if verb in (b"EHLO", b"HELO"):
+                conn.sendall(b"250-echo.example\r\n250 AUTH PLAIN\r\n")
+            elif verb == b"AUTH":
+                conn.sendall(f"535 5.7.8 bad credentials {echo} ({line.decode().strip()})\r\n"
+                             .encode())
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"502 no\r\n")
+
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", PASSWORD)
+    with _SocketServer(talk) as server:
+        letter = smtp_letter(tmp_path, server.port, username=USER)
+        with pytest.raises(ProviderError, match="refused the login") as caught:
+            provider(letter).open()
+    message = str(caught.value)
+    assert "[redacted]" in message
+    for secret in _echo_forms().values():
+        assert secret.lower() not in message.lower(), (form, message)

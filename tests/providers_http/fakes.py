@@ -20,6 +20,7 @@ import email.policy
 import email.utils
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -72,6 +73,8 @@ class FakeAPI:
         self.rejected: dict[str, str] = {}  # address → why the provider refuses it
         self.busy: set[str] = set()  # addresses whose next request gets a 503
         self.faults: list[Fault] = []
+        self.aftermath: list[str] = []  # what happens after the next requests were accepted
+        self.late_by = 0.0  # seconds a "late" answer waits
         self.delay = 0.0
         self._lock = threading.Lock()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
@@ -95,6 +98,17 @@ class FakeAPI:
         """The next `times` requests get this answer instead of being handled."""
         for _ in range(times):
             self.faults.append(Fault(status, body, headers or {}))
+
+    def after_accept(self, kind: str, times: int = 1, late_by: float = 0.0) -> None:
+        """The next `times` accepted requests are delivered, then their answer goes wrong.
+
+        "late": the answer comes `late_by` seconds later (past the client's timeout);
+        "reset": the connection is closed without an answer;
+        "garbled": 200 with a proxy's HTML page instead of the API's JSON.
+        """
+        assert kind in ("late", "reset", "garbled"), kind
+        self.late_by = late_by
+        self.aftermath.extend([kind] * times)
 
     def busy_once(self, address: str) -> None:
         """The next request carrying `address` is answered 503, as by a server in trouble."""
@@ -130,6 +144,19 @@ class FakeAPI:
             except Exception as exc:  # a bug in the fake must show in the test, not hang it
                 self.violations.append(f"fake crashed: {type(exc).__name__}: {exc}")
                 response = json_response({"message": "fake crashed"}, 500)
+            if 200 <= response.status_code < 300:
+                with self._lock:
+                    after = self.aftermath.pop(0) if self.aftermath else None
+                if after == "late":
+                    time.sleep(self.late_by)
+                elif after == "reset":
+                    # Delivered, then the connection drops before any answer.
+                    environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+                    return []
+                elif after == "garbled":
+                    response = Response(b"<html><body>502 Bad Gateway? No: 200 and a "
+                                        b"maintenance banner</body></html>", status=200,
+                                        content_type="text/html")
         return response(environ, start_response)
 
     def handle(self, request: Request, body: bytes) -> Response:

@@ -103,11 +103,15 @@ def test_server_down_for_a_moment_then_back(api: API) -> None:
     assert len(api.fake.delivered) == 2
 
 
-def test_timeout_is_transient(api: API) -> None:
+def test_read_timeout_marks_the_batch_uncertain_and_stops(api: API) -> None:
+    # The fake takes the request and answers too late: the API has it, the client gave up.
     api.fake.delay = 1.0
     provider = api.provider(timeout=0.2)
-    with pytest.raises(TransientBatchError, match="timeout"):
-        provider.send(make_batch(1))
+    batch = make_batch(1)
+    with pytest.raises(ProviderError, match="timeout.*may or may not have gone out") as caught:
+        provider.send(batch)
+    results = caught.value.results  # type: ignore[attr-defined]
+    assert [(r.key, r.outcome) for r in results] == [(batch[0].key, Outcome.UNCERTAIN)]
 
 
 def test_unreachable_server_stops_the_send(api: API) -> None:
@@ -229,3 +233,89 @@ def test_keys_never_reach_the_logs(api: API, caplog: pytest.LogCaptureFixture) -
     secrets = [api.fake.key] + ([api.fake.secret] if api.name == "ses" else [])
     for secret in secrets:  # … without the key
         assert secret not in caplog.text
+
+
+SPECIAL_KEY = "Ke/y+wIth=sPecial&chars:0123"
+
+
+def _echoes(secret: str, login: str | None = None) -> dict[str, str]:
+    """The forms a server has been seen to echo a secret back in."""
+    import base64
+    from urllib.parse import quote
+
+    forms = {"exact": secret, "swapped case": secret.swapcase(),
+             "url-encoded": quote(secret, safe=""), "hex": secret.encode().hex(),
+             "HEX": secret.encode().hex().upper(),
+             "base64": base64.b64encode(secret.encode()).decode()}
+    if login:
+        forms["basic"] = base64.b64encode(f"{login}:{secret}".encode()).decode()
+    return forms
+
+
+@pytest.mark.parametrize("form", ["exact", "swapped case", "url-encoded", "hex", "HEX",
+                                  "base64", "basic"])
+def test_a_key_echoed_in_any_encoding_is_redacted(make_api, form: str) -> None:
+    for name in ("postmark", "sendgrid", "mailgun", "resend", "ses"):
+        api = make_api(name)
+        if name == "ses":
+            api.fake.secret = SPECIAL_KEY
+            api.monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SPECIAL_KEY)
+        else:
+            api.fake.key = SPECIAL_KEY
+            api.monkeypatch.setenv(api.key_env, SPECIAL_KEY)
+        forms = _echoes(SPECIAL_KEY, "api" if name == "mailgun" else None)
+        if form not in forms:
+            continue
+        echo = forms[form]
+        body = {"message": f"bad request from {echo}", "Message": f"bad request from {echo}",
+                "ErrorCode": 300, "errors": [{"message": f"bad {echo}", "field": None}],
+                "name": "validation_error"}
+        provider = api.provider()
+        api.fake.fail_next(400 if name != "postmark" else 422, body,
+                           {"x-amzn-ErrorType": "BadRequestException"})
+        api.fake.fail_next(429, {"message": f"slow down {echo}"})
+        results = provider.send(make_batch(1))
+        with pytest.raises(TransientBatchError) as caught:
+            provider.send(make_batch(1))
+        for text in (results[0].error or "", caught.value.reason):
+            assert "[redacted]" in text, (name, text)
+            for secret in forms.values():
+                assert secret.lower() not in text.lower(), (name, form, text)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_timeout_after_sending_is_uncertain(make_api, status: int) -> None:
+    api = make_api("postmark")
+    provider = api.provider()
+    api.fake.fail_next(status, {"message": "upstream timed out"})
+    batch = make_batch(3)
+    with pytest.raises(ProviderError, match=f"HTTP {status}.*uncertain") as caught:
+        provider.send(batch)
+    outcomes = {r.key: r.outcome for r in caught.value.results}  # type: ignore[attr-defined]
+    assert outcomes == {m.key: Outcome.UNCERTAIN for m in batch}
+
+
+def test_the_transport_retries_what_was_not_sent_and_never_what_may_have_been(make_api) -> None:
+    from newsletter.http import MaybeSent, Transport
+
+    api = make_api("postmark")
+    transport = Transport("postmark", api.fake.url, {"X-Postmark-Server-Token": api.fake.key},
+                          timeout=0.5)
+    waits: list[float] = []
+    JSON = {"Content-Type": "application/json"}  # noqa: N806
+    body = api.provider().build_request(make_batch(1))  # type: ignore[attr-defined]
+    try:
+        api.fake.fail_next(429, {"Message": "slow down"}, {"Retry-After": "0.1"}, times=2)
+        response = transport.request("POST", "/email/batch", content=body, retries=2, headers=JSON,
+                                     sleep=waits.append)
+        assert response.status_code == 200
+        assert waits == [0.1, 0.1]
+        assert len(api.fake.requests) == 3
+
+        api.fake.after_accept("late", late_by=1.5)
+        with pytest.raises(MaybeSent):
+            transport.request("POST", "/email/batch", content=body, retries=5, headers=JSON,
+                              sleep=waits.append)
+        assert len(api.fake.requests) == 4  # not sent again
+    finally:
+        transport.close()

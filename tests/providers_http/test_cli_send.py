@@ -85,3 +85,35 @@ def test_missing_key_names_the_variable(letter: Path, cli) -> None:
     result = cli("send", "first", "--to", "subscribers", "--yes")
     assert result.exit_code == 2
     assert "SENDGRID_API_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_late_answer_sends_nobody_twice(letter: Path, cli, monkeypatch) -> None:
+    # Issue 13: timeout = 1, Postmark's first answer 3 s late, 1,200 readers. The late
+    # batch was retried as unsent and hundreds got the issue twice.
+    import collections
+
+    from newsletter.settings import load_settings
+    from tests.delivery.contract import add_subscribers
+
+    add_subscribers(load_settings(letter), [f"r{i:04d}@example.org" for i in range(1197)])
+    with FakePostmark() as fake:
+        monkeypatch.setenv("POSTMARK_SERVER_TOKEN", fake.key)
+        configure(letter, f'name = "postmark"\nendpoint = "{fake.url}"\ntimeout = 1\n'
+                          "concurrency = 2\n")
+        fake.after_accept("late", late_by=3.0)
+
+        first = cli("send", "first", "--to", "subscribers", "--yes")
+        resumed = cli("send", "first", "--to", "subscribers", "--yes")
+
+        counted = collections.Counter(email.utils.parseaddr(d.to[0])[1] for d in fake.delivered)
+    assert first.exit_code != 0
+    assert "may or may not have gone out" in first.stderr, first.stderr
+    assert "\n" not in first.stderr.strip().splitlines()[-1]
+    assert resumed.exit_code == 0 or "uncertain" in resumed.stdout + resumed.stderr
+    assert max(counted.values()) == 1, "somebody got the issue twice"
+    assert len(counted) == 1200
+    db = sqlite3.connect(letter / "newsletter.db")
+    states = dict(db.execute("SELECT state, count(*) FROM deliveries GROUP BY state"))
+    db.close()
+    assert states["sent"] + states["uncertain"] == 1200
+    assert 1 <= states["uncertain"] <= 500  # the one late batch, no more

@@ -49,8 +49,12 @@ def harness_for(name: str) -> Iterator[Harness]:
         def slow(seconds: float, fake: FakeAPI = fake) -> None:
             fake.delay = seconds
 
+        def after_accept(kind: str, late_by: float, fake: FakeAPI = fake) -> None:
+            fake.after_accept(kind, late_by=late_by)
+
         yield Harness(
             options=options, env=env, received=received, fail=fail, slow=slow,
+            after_accept=after_accept, replays_idempotent=name == "resend",
             down_options={**options, "endpoint": f"http://127.0.0.1:{down_port}"},
             permanent_reason=PERMANENT_REASON[name],
         )

@@ -17,8 +17,8 @@ from newsletter.delivery.providers.http import (
     send_in_parts,
     substitute,
 )
-from newsletter.delivery.providers.ses import sigv4_headers
 from newsletter.errors import ProviderError
+from newsletter.sigv4 import sigv4_headers
 from tests.providers_http.messages import make_batch, make_message, unsubscribe_url
 
 # -- shared body + per-reader values ----------------------------------------

@@ -15,8 +15,12 @@ A provider reports outcomes two ways:
   batch one message at a time sets `exc.results` to the results of the
   messages it got through first, so they are recorded, not sent again);
   `TransientBatchError`
-  when the whole batch should be retried later (429 for the request, 5xx,
-  timeout) — the campaign backs off and re-sends the same batch.
+  when the whole batch should be retried later and cannot have been taken
+  (429 for the request, 503, no connection made) — the campaign backs off and
+  re-sends the same batch. A batch that may have been taken (no answer after
+  it was sent, an unreadable answer) is never a TransientBatchError: its
+  messages are UNCERTAIN (HTTP adapters stop the send with a ProviderError
+  carrying those results).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class DeliveryResult:
 
 
 class TransientBatchError(Exception):
-    """The whole batch should be retried after a pause (429, 5xx, timeout)."""
+    """The whole batch should be retried after a pause: it was not taken (429, 503, …)."""
 
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)

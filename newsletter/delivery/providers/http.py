@@ -1,32 +1,32 @@
-"""What every HTTP email API adapter shares: one pooled httpx client, error mapping, secrets.
+"""What every HTTP email API adapter shares: settings, secrets, the transport, batch parts.
 
 An adapter subclasses `HTTPProvider`, names its default endpoint and key
-variable, and turns a batch of Messages into requests. This module maps the
-answers the same way for every API:
+variable, and turns a batch of Messages into requests. `newsletter.http`
+sends them and says what a failure means; this module maps that onto the
+provider interface the same way for every API:
 
 - 401/403 → `ProviderError` (the send stops, the rest stays queued);
-- 408/429/5xx, timeouts and broken connections → `TransientBatchError`, with
-  the wait the server asked for (`Retry-After`, `X-RateLimit-Reset`, `RateLimit-Reset`);
+- not sent (connect timeout, 408/429/503/5xx) → `TransientBatchError`, with
+  the wait the server asked for: the campaign sends the batch again;
 - a server that cannot be reached at all (connection refused) → `ProviderError`;
+- maybe sent (read timeout, connection dropped after the body went out, a
+  gateway 502/504, a 2xx body the API does not document) → every message of
+  that request is UNCERTAIN and the send stops (`ProviderError` carrying the
+  results): it is never re-sent without `--retry-uncertain`;
 - anything else is left to the adapter (per-message failures).
 
-Keys never leave this module in text: every reason taken from a server's
-answer goes through `redact()`, and the client's repr carries no headers.
+Keys never leave this module in text: every reason passes through the
+provider's `Redactor` (exact, any case, URL-encoded, hex, base64), and the
+client's repr carries no headers.
 
-`factor_batch()` serves the APIs (SendGrid, Mailgun) whose batch form shares
-one body between recipients: it turns personalized messages back into a shared
-template plus per-recipient values, and proves the round trip exact.
+Message helpers (`fields.py`) and the shared-body factoring for SendGrid and
+Mailgun (`template.py`) are re-exported from here.
 """
 
 from __future__ import annotations
 
-import base64
-import email.utils
-import html
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from email.header import decode_header, make_header
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -37,32 +37,52 @@ from newsletter.delivery.providers.base import (
     Provider,
     TransientBatchError,
 )
+
+# The message helpers and the template factoring live in their own modules; they are
+# re-exported here, where adapters (and plug-ins) have always imported them from.
+from newsletter.delivery.providers.fields import (
+    FIELD_HEADERS,
+    attachment_key,
+    b64,
+    custom_headers,
+    reply_to,
+    split_address,
+    unfold,
+)
+from newsletter.delivery.providers.template import (
+    TemplateGroup,
+    factor_batch,
+    personal_values,
+    substitute,
+)
 from newsletter.errors import ConfigError, ProviderError
+from newsletter.http import MAYBE_SENT_STATUSES, MaybeSent, NotSent, Transport, retry_after
+from newsletter.redact import REDACTED, Redactor, one_line
 
 if TYPE_CHECKING:
-    from newsletter.compose.message import InlineImage, Message
+    from newsletter.compose.message import Message
 
-# Headers an API sets itself or takes in a field of its own, never passed as custom headers.
-# Date is left out so the provider stamps the real submission time.
-FIELD_HEADERS = frozenset({"from", "to", "subject", "reply-to", "date", "cc", "bcc"})
-
-REDACTED = "[redacted]"
-_REASON_LIMIT = 300
-# Never wait longer than this for one Retry-After; the campaign may back off again.
-MAX_RETRY_AFTER = 3600.0
+__all__ = [
+    "FIELD_HEADERS", "REDACTED", "HTTPProvider", "MaybeSent", "TemplateGroup", "attachment_key",
+    "b64", "custom_headers", "factor_batch", "personal_values", "reply_to", "retry_after",
+    "send_in_parts", "split_address", "stop_uncertain", "substitute", "uncertain", "unfold",
+]
 
 
 class HTTPProvider(Provider):
-    """Base class of the HTTP API adapters: settings, secrets, one client, error mapping."""
+    """Base class of the HTTP API adapters: settings, secrets, one transport, error mapping."""
 
     rate_unit: ClassVar[str] = "request"
     default_endpoint: ClassVar[str] = ""
     default_key_env: ClassVar[str] = ""
     # What the key is called in error messages ("server token", "API key").
     key_label: ClassVar[str] = "API key"
+    # Statuses after which the API may have taken the request (its documentation's
+    # "may have been processed"): the batch is uncertain, not retried. Gateways by default.
+    maybe_sent_statuses: ClassVar[frozenset[int]] = MAYBE_SENT_STATUSES
 
-    _client: httpx.Client | None = None
-    _secrets: tuple[str, ...] = ()
+    _transport: Transport | None = None
+    _redactor: Redactor | None = None
 
     @property
     def endpoint(self) -> str:
@@ -101,22 +121,17 @@ class HTTPProvider(Provider):
             raise ConfigError("provider.timeout must be a number of seconds, like 30")
         key = self.read_key()
         self.remember_secret(key)
-        headers = {"Accept": "application/json", "User-Agent": "newsletter (+httpx)"}
-        headers.update(self.auth_headers(key))
-        self._client = httpx.Client(
-            base_url=self.endpoint,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
-            follow_redirects=False,
-        )
+        headers = {"Accept": "application/json", **self.auth_headers(key)}
+        self._transport = Transport(self.name, endpoint, headers, timeout, self.redactor,
+                                    self.maybe_sent_statuses)
 
     def close(self) -> None:
         """Close the pooled connections; safe to call twice or after a failed open()."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self._secrets = ()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._redactor is not None:
+            self._redactor.clear()
 
     def __repr__(self) -> str:
         try:
@@ -127,64 +142,56 @@ class HTTPProvider(Provider):
 
     # -- secrets ---------------------------------------------------------
 
+    @property
+    def redactor(self) -> Redactor:
+        if self._redactor is None:
+            self._redactor = Redactor()
+        return self._redactor
+
     def remember_secret(self, *values: str) -> None:
-        """Register values (and their Basic/base64 forms) that redact() must hide."""
-        extra = []
-        for value in values:
-            # A value this short is no real key; replacing it everywhere would garble text.
-            if value and len(value) >= 6:
-                extra.append(value)
-                extra.append(base64.b64encode(value.encode()).decode())
-        # Longest first, so a key is hidden before any shorter secret inside it.
-        self._secrets = tuple(sorted({*self._secrets, *extra}, key=len, reverse=True))
+        """Register values that redact() must hide, in every common encoding."""
+        self.redactor.add(*values)
+
+    def remember_login(self, user: str, password: str) -> None:
+        """Register a password and its user:password (Basic) forms."""
+        self.redactor.add_login(user, password)
 
     def redact(self, text: str) -> str:
         """`text` with every known secret replaced, on one line, cut to a readable length."""
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        text = " ".join(text.split())
-        if len(text) > _REASON_LIMIT:
-            text = text[: _REASON_LIMIT - 1] + "…"
-        return text
+        return one_line(self.redactor(text))
 
     # -- requests --------------------------------------------------------
 
     @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
+    def transport(self) -> Transport:
+        if self._transport is None:
             raise ProviderError(f"the {self.name} provider is not open: call open() before send()")
-        return self._client
+        return self._transport
+
+    @property
+    def client(self) -> httpx.Client:
+        return self.transport.client
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send one request; network trouble becomes TransientBatchError, auth errors ProviderError.
+        """Send one request: TransientBatchError when it was not taken, MaybeSent when it may
+        have been, ProviderError when nothing can go out.
 
         Returns the response for every other status: the adapter reads 2xx and
-        per-message 4xx itself.
+        per-message 4xx itself (`answer()` for a 2xx body).
         """
         try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.TimeoutException:
-            raise TransientBatchError(
-                f"{self.name}: no answer from {self.endpoint} in time (timeout)"
-            ) from None
-        except httpx.ConnectError as exc:
-            # Nothing went out and nobody answers: stop, the rows stay queued for a resume.
-            reason = self.redact(str(exc))
-            raise ProviderError(
-                f"{self.name}: cannot reach {self.endpoint} ({reason}): check the network "
-                "and the endpoint setting, then run the send again to resume"
-            ) from None
-        except httpx.TransportError as exc:
-            # The connection broke mid-request: like a timeout, worth another try.
-            reason = self.redact(f"{type(exc).__name__}: {exc}")
-            raise TransientBatchError(
-                f"{self.name}: the connection to {self.endpoint} broke ({reason})"
-            ) from None
+            response = self.transport.request(method, path, **kwargs)
+        except NotSent as exc:
+            raise TransientBatchError(exc.reason, retry_after=exc.retry_after) from None
         self.raise_for_provider_status(response)
         return response
 
+    def answer(self, response: httpx.Response, check: Callable[[Any], bool]) -> Any:
+        """The JSON body of a 2xx answer; MaybeSent when it is not the documented one."""
+        return self.transport.json_answer(response, check)
+
     def raise_for_provider_status(self, response: httpx.Response) -> None:
-        """Map the statuses that mean the same on every API: auth, throttling, server trouble."""
+        """Map the statuses that mean the same on every API: auth."""
         status = response.status_code
         if status in (401, 403):
             what = "refused the" if status == 401 else "does not allow this send with the"
@@ -193,85 +200,34 @@ class HTTPProvider(Provider):
                 f"{self.reason(response)}): check ${self.key_env}, its permissions and the "
                 "sender's domain; nothing more was sent and the rest stays queued"
             )
-        if status in (408, 429) or status >= 500:
-            raise TransientBatchError(
-                f"{self.name} HTTP {status}: {self.reason(response)}",
-                retry_after=retry_after(response.headers),
-            )
 
     def reason(self, response: httpx.Response) -> str:
         """The server's explanation of an error, redacted and short."""
-        text = ""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            for key in ("message", "Message", "error", "errors", "name"):
-                if key in body and body[key]:
-                    value = body[key]
-                    text = value if isinstance(value, str) else _join_errors(value)
-                    break
-        if not text:
-            text = response.text or response.reason_phrase
-        return self.redact(str(text)) or f"HTTP {response.status_code}"
+        return self.transport.reason(response)
 
 
-def _join_errors(value: Any) -> str:
-    if isinstance(value, list):
-        parts = []
-        for item in value:
-            if isinstance(item, dict):
-                parts.append(str(item.get("message") or item))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    return str(value)
+def uncertain(messages: Iterable[Message], reason: str) -> list[DeliveryResult]:
+    """UNCERTAIN results for messages a request may or may not have delivered."""
+    return [DeliveryResult(m.key, Outcome.UNCERTAIN, error=reason) for m in messages]
 
 
-def retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait, from `Retry-After` (seconds or HTTP date) or a rate-limit reset header.
-
-    `X-RateLimit-Reset` is a Unix time on SendGrid and some others and a number
-    of seconds elsewhere: values that look like a Unix time are read as one.
-    """
-    now = time.time() if now is None else now
-    value = headers.get("retry-after")
-    if value:
-        seconds = _number(value)
-        if seconds is None:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                seconds = when.timestamp() - now
-        if seconds is not None:
-            return _clamp(seconds)
-    for name in ("x-ratelimit-reset", "ratelimit-reset", "x-ratelimit-reset-after"):
-        seconds = _number(headers.get(name, ""))
-        if seconds is not None:
-            if seconds > 1_000_000_000:  # a Unix time, not a delay
-                seconds -= now
-            return _clamp(seconds)
-    return None
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return None
-
-
-def _clamp(seconds: float) -> float:
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+def stop_uncertain(name: str, exc: MaybeSent, results: list[DeliveryResult]) -> ProviderError:
+    """The ProviderError that stops a send after a maybe-sent request, carrying `results`."""
+    count = sum(r.outcome is Outcome.UNCERTAIN for r in results)
+    error = ProviderError(
+        f"{exc.reason}: {count} message(s) may or may not have gone out and are marked "
+        f"uncertain (check {name}'s activity log; `--retry-uncertain` sends them again); "
+        "the send stopped and what was not sent stays queued"
+    )
+    error.results = results  # type: ignore[attr-defined]  # read by the campaign
+    return error
 
 
 def send_in_parts(
     messages: Sequence[Message],
     parts: Sequence[Any],
     send_part: Callable[[Any], list[DeliveryResult]],
+    name: str = "the provider",
 ) -> list[DeliveryResult]:
     """Send a batch that takes several requests; results in the order of `messages`.
 
@@ -279,6 +235,10 @@ def send_in_parts(
     make the campaign re-send the batch: its messages (and those after it)
     become RETRY results instead of an exception. Failing on the first
     request raises as usual.
+
+    A request that may have gone out (MaybeSent) stops the send: its messages
+    are UNCERTAIN, those answered before keep their results, the later parts
+    stay queued (ProviderError carrying the results).
     """
     results: dict[str, DeliveryResult] = {}
     stopped: DeliveryResult | None = None  # the RETRY every later message gets
@@ -288,6 +248,11 @@ def send_in_parts(
                 for result in send_part(part):
                     results[result.key] = result
                 continue
+            except MaybeSent as exc:
+                found = getattr(exc, "results", None) or uncertain(part_messages(part),
+                                                                   exc.reason)
+                done = [*results.values(), *found]
+                raise stop_uncertain(name, exc, done) from None
             except (TransientBatchError, ProviderError) as exc:
                 if index == 0:
                     raise
@@ -309,169 +274,3 @@ def part_messages(part: Any) -> list[Message]:
     if isinstance(part, list):
         return part
     return [part]
-
-
-# -- message helpers shared by the adapters ---------------------------------
-
-
-def unfold(value: str) -> str:
-    """A header value as readable Unicode: RFC 2047 encoded words decoded."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError):
-        return value
-
-
-def split_address(value: str) -> tuple[str, str]:
-    """("Name", "addr@example.com") from a From/To header value."""
-    name, addr = email.utils.parseaddr(unfold(value))
-    return name, addr
-
-
-def custom_headers(message: Message, skip: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """The message's headers an API takes as custom headers (List-Unsubscribe, Message-ID, …)."""
-    skipped = FIELD_HEADERS | {name.lower() for name in skip}
-    return [(k, unfold(v)) for k, v in message.headers if k.lower() not in skipped]
-
-
-def reply_to(message: Message) -> str | None:
-    """The Reply-To header's value, if the message has one."""
-    value = message.header("Reply-To")
-    return unfold(value) if value else None
-
-
-def b64(data: bytes) -> str:
-    """Base64 text, as the JSON APIs want attachment content."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def attachment_key(images: Sequence[InlineImage]) -> tuple[tuple[str, str, str, int, int], ...]:
-    """A cheap identity for a message's inline images, to group messages that share them."""
-    return tuple((i.cid, i.filename, i.content_type, len(i.data), hash(i.data)) for i in images)
-
-
-# -- shared body + per-recipient values (SendGrid substitutions, Mailgun %recipient.x%) ----
-
-
-@dataclass
-class TemplateGroup:
-    """Messages of one batch that share one body once their personal values are taken out."""
-
-    template: tuple[str, ...]  # the shared fields, with tags where personal values were
-    messages: list[Message] = field(default_factory=list)
-    values: list[dict[str, str]] = field(default_factory=list)  # per message: variable → value
-    # Per field, the (variable, tag) pairs it holds: substituting skips the others.
-    present: list[list[tuple[str, str]]] | None = field(default=None, repr=False, compare=False)
-
-
-def personal_values(message: Message) -> dict[str, str]:
-    """What differs between recipients of one issue: their unsubscribe link, address and name."""
-    values: dict[str, str] = {}
-    if message.unsubscribe_url:
-        values["unsubscribe_url"] = message.unsubscribe_url
-    values["email"] = message.recipient
-    name, _addr = split_address(message.to_header)
-    # Short names ("Al") would turn up inside ordinary words: leave them in the body.
-    if len(name) >= 3:
-        values["name"] = name
-    return values
-
-
-def factor_batch(
-    messages: Sequence[Message],
-    fields: Callable[[Message], tuple[str, ...]],
-    tag: Callable[[str], str],
-    html_fields: frozenset[int] = frozenset(),
-) -> list[TemplateGroup]:
-    """Group `messages` by shared template; each keeps the values that make its own body.
-
-    Each message's `fields` (e.g. html and text) get its personal values
-    replaced by `tag(variable)`; in the fields numbered in `html_fields` the
-    values are looked for as HTML shows them (escaped), under variables named
-    `<name>_html`. Messages whose templates are equal form one group. A
-    message is kept whole (its own group, no variables) when a tag already
-    occurs in its text or substituting back would not give its exact text:
-    correctness first, batching second.
-    """
-    groups: dict[tuple[str, ...], TemplateGroup] = {}
-    recent: list[TemplateGroup] = []  # groups with variables, most recently joined first
-    for message in messages:
-        original = fields(message)
-        raw = personal_values(message)
-        escaped = {f"{k}_html": html.escape(v, quote=True) for k, v in raw.items()}
-        every = {**raw, **escaped}
-        tags = {var: tag(var) for var in every}
-        if any(t in value for t in tags.values() for value in every.values()):
-            clean = False
-        else:
-            # Fast path: most messages of an issue fit a template already found. What the
-            # provider will make of it is computed and compared: exact, or not taken.
-            if _join_existing(recent, message, original, every, tag):
-                continue
-            clean = not any(t in text for t in tags.values() for text in original)
-        template = original
-        used: dict[str, str] = {}
-        if clean:
-            texts = []
-            for index, text in enumerate(original):
-                values = escaped if index in html_fields else raw
-                # Longest values first, so a name inside the link is not split by a shorter one.
-                for var in sorted(values, key=lambda v: len(values[v]), reverse=True):
-                    value = values[var]
-                    if value and value in text:
-                        text = text.replace(value, tags[var])
-                        used[var] = value
-                texts.append(text)
-            rebuilt = texts
-            for var, value in used.items():
-                rebuilt = [text.replace(tags[var], value) for text in rebuilt]
-            if tuple(rebuilt) == original:
-                template = tuple(texts)
-            else:
-                used = {}
-        group_key = template if clean else ("\0unique", message.key, *template)
-        group = groups.get(group_key)
-        if group is None:
-            group = groups[group_key] = TemplateGroup(template)
-        group.messages.append(message)
-        group.values.append(used)
-        if used and not any(g is group for g in recent):
-            recent.insert(0, group)
-            del recent[4:]
-    return list(groups.values())
-
-
-def _join_existing(recent: list[TemplateGroup], message: Message, original: tuple[str, ...],
-                   every: dict[str, str], tag: Callable[[str], str]) -> bool:
-    """Add `message` to the first recent group whose template gives back its exact text."""
-    for index, group in enumerate(recent):
-        wanted = group.values[0].keys()
-        if not wanted <= every.keys():
-            continue
-        if group.present is None:
-            group.present = [[(v, tag(v)) for v in wanted if tag(v) in text]
-                             for text in group.template]
-        for text, mine, pairs in zip(group.template, original, group.present, strict=True):
-            for var, var_tag in pairs:
-                text = text.replace(var_tag, every[var])
-            if text != mine:
-                break
-        else:
-            values = {var: every[var] for var in wanted}
-            group.messages.append(message)
-            group.values.append(values)
-            recent.insert(0, recent.pop(index))
-            return True
-    return False
-
-
-def substitute(
-    template: tuple[str, ...], values: dict[str, str], tag: Callable[[str], str]
-) -> tuple[str, ...]:
-    """What a recipient receives: the template with their values put back."""
-    texts = list(template)
-    for var, value in values.items():
-        texts = [text.replace(tag(var), value) for text in texts]
-    return tuple(texts)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.fields import form_dict
 from newsletter.delivery.providers.http import (
     HTTPProvider,
     TemplateGroup,
@@ -82,7 +83,7 @@ class MailgunProvider(HTTPProvider):
 
     def auth_headers(self, key: str) -> dict[str, str]:
         token = base64.b64encode(f"api:{key}".encode()).decode()
-        self.remember_secret(token)
+        self.remember_login("api", key)
         return {"Authorization": f"Basic {token}"}
 
     @staticmethod
@@ -147,20 +148,19 @@ class MailgunProvider(HTTPProvider):
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
         """Send the batch in as few requests as its contents allow; one result per message."""
         parts = self.build_requests(messages)
-        return send_in_parts(messages, parts, lambda part: self.send_request(*part))
+        return send_in_parts(messages, parts, lambda part: self.send_request(*part), self.name)
 
     def send_request(self, group: list[Message], data: list[tuple[str, str]],
                      files: list[Any]) -> list[DeliveryResult]:
         """POST one form; map the answer onto each message it carried."""
         # httpx encodes multipart/form-data when there are inline images and a plain
         # urlencoded form otherwise; Mailgun documents both.
-        response = self.request("POST", f"/v3/{self.domain}/messages", data=_as_dict(data),
+        response = self.request("POST", f"/v3/{self.domain}/messages", data=form_dict(data),
                                 files=files or None)
         if response.status_code == 200:
-            try:
-                message_id = str(response.json().get("id") or "")
-            except ValueError:
-                message_id = ""
+            # Mailgun documents {"id": "<…>", "message": "Queued. Thank you."}.
+            body = self.answer(response, lambda b: isinstance(b, dict) and "id" in b)
+            message_id = str(body.get("id") or "")
             return [DeliveryResult(m.key, Outcome.SENT, provider_id=message_id) for m in group]
         error = f"mailgun HTTP {response.status_code}: {self.reason(response)}"
         named = [m for m in group if m.recipient.lower() in error.lower()]
@@ -174,18 +174,6 @@ class MailgunProvider(HTTPProvider):
                 for m in group
             ]
         return [DeliveryResult(m.key, Outcome.FAILED, error=error) for m in group]
-
-
-def _as_dict(data: list[tuple[str, str]]) -> dict[str, str | list[str]]:
-    """httpx form data: repeated fields (to) as lists, in order."""
-    result: dict[str, str | list[str]] = {}
-    for key, value in data:
-        if key in result:
-            existing = result[key]
-            result[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
-        else:
-            result[key] = value
-    return result
 
 
 def _unique_recipients(group: TemplateGroup) -> list[TemplateGroup]:

@@ -19,6 +19,7 @@ from newsletter.delivery.providers.http import (
     b64,
     custom_headers,
     reply_to,
+    send_in_parts,
     unfold,
 )
 from newsletter.errors import ProviderError
@@ -80,19 +81,30 @@ class PostmarkProvider(HTTPProvider):
         return json.dumps([self.payload(m) for m in messages], ensure_ascii=False).encode()
 
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
-        """Send up to 500 messages in one request; one result per message, in order."""
+        """Send up to 500 messages in as few requests as 50 MB allows; one result each, in order."""
+        return send_in_parts(messages, self.split(list(messages)), self.send_request, self.name)
+
+    def split(self, messages: list[Message]) -> list[tuple[list[Message], bytes]]:
+        """(messages, body) parts: halves until each body fits (only with big inline images)."""
         if not messages:
             return []
         body = self.build_request(messages)
         if len(body) > MAX_BATCH_BYTES and len(messages) > 1:
-            # Too big for one request: halves go separately (only with big inline images).
             half = len(messages) // 2
-            return self.send(messages[:half]) + self.send(messages[half:])
+            return self.split(messages[:half]) + self.split(messages[half:])
+        return [(messages, body)]
+
+    def send_request(self, part: tuple[list[Message], bytes]) -> list[DeliveryResult]:
+        """POST one /email/batch body; map the answer onto its messages."""
+        messages, body = part
         response = self.request(
             "POST", "/email/batch", content=body, headers={"Content-Type": "application/json"}
         )
         if response.status_code == 200:
-            return self.read_batch_answer(messages, response.json())
+            # One entry per message, in order: anything else cannot say which went out.
+            answer = self.answer(response, lambda a: isinstance(a, list) and len(a) == len(
+                messages) and all(isinstance(e, dict) and "ErrorCode" in e for e in a))
+            return self.read_batch_answer(messages, answer)
         try:
             answer = response.json()
         except ValueError:
@@ -112,12 +124,6 @@ class PostmarkProvider(HTTPProvider):
 
     def read_batch_answer(self, messages: Sequence[Message], answer: Any) -> list[DeliveryResult]:
         """Map the batch answer (one entry per message, same order) to results."""
-        if not isinstance(answer, list) or len(answer) != len(messages):
-            # Cannot tell which went out: the campaign will report these as uncertain.
-            raise ProviderError(
-                "postmark answered the batch with an unexpected body: the messages of this "
-                "batch may or may not have been sent; check Postmark's activity log"
-            )
         codes = [entry.get("ErrorCode") for entry in answer]
         if all(code in ACCOUNT_CODES for code in codes) and codes:
             code = codes[0]

@@ -13,6 +13,14 @@ batch with another key and go out twice. So the adapter does not claim to be
 only with `--retry-uncertain`. (One request per message would make every
 delivery idempotent, at 2 messages a second.)
 
+A request that may have gone out (no answer in time, the connection dropped
+after sending, a 200 that is not Resend's answer) is not retried at once
+under its key either: Resend answers a repeat of a request still in progress
+with 409, and a slow API would turn each retry into another wait. Its rows
+become uncertain and the send stops. `--retry-uncertain` re-queues them in
+their order, so the stopped batch usually regroups as it was and carries the
+same key: Resend then replays its first answer instead of sending again.
+
 Resend validates a batch as a whole: one bad address refuses all of it. A
 refused batch is split in halves to find the messages at fault (each half
 under its own key); when the first half fails for the same reason as the
@@ -30,7 +38,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
+from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.bisect import Refused, bisect_batch
 from newsletter.delivery.providers.http import (
     HTTPProvider,
     b64,
@@ -39,7 +48,6 @@ from newsletter.delivery.providers.http import (
     send_in_parts,
     unfold,
 )
-from newsletter.errors import ProviderError
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -95,7 +103,7 @@ class ResendProvider(HTTPProvider):
         plain = [m for m in messages if not m.attachments]
         parts: list[Any] = [plain] if plain else []
         parts += [m for m in messages if m.attachments]
-        return send_in_parts(messages, parts, self.send_part)
+        return send_in_parts(messages, parts, self.send_part, self.name)
 
     def send_part(self, part: list[Message] | Message) -> list[DeliveryResult]:
         if isinstance(part, list):
@@ -106,58 +114,31 @@ class ResendProvider(HTTPProvider):
         """POST /emails for one message (with attachments)."""
         response = self.post_json("/emails", self.payload(message), idempotency_key([message]))
         if response.status_code == 200:
-            return [DeliveryResult(message.key, Outcome.SENT,
-                                   provider_id=str(response.json().get("id") or ""))]
+            body = self.answer(response, lambda b: isinstance(b, dict) and "id" in b)
+            return [DeliveryResult(message.key, Outcome.SENT, provider_id=str(body["id"] or ""))]
         return [self.refused(message, response)]
 
     def send_batch(self, messages: list[Message]) -> list[DeliveryResult]:
-        """POST /emails/batch; a refused batch is split to find the messages at fault.
+        """POST /emails/batch; a refused batch is split to find the messages at fault."""
+        return bisect_batch(messages, self.post_batch)
 
-        When a later request of the search is throttled or refused as a whole,
-        the search stops: what was settled stays settled, the rest is RETRY
-        (raised as usual when nothing was settled yet).
-        """
-        settled: dict[str, DeliveryResult] = {}
-        try:
-            self._search(messages, settled)
-        except (TransientBatchError, ProviderError) as exc:
-            if not settled:
-                raise
-            wait = exc.retry_after if isinstance(exc, TransientBatchError) else None
-            reason = exc.reason if isinstance(exc, TransientBatchError) else str(exc)
-            for m in messages:
-                settled.setdefault(m.key, DeliveryResult(m.key, Outcome.RETRY, error=reason,
-                                                         retry_after=wait))
-        return [settled[m.key] for m in messages]
-
-    def _search(self, messages: list[Message], settled: dict[str, DeliveryResult]) -> None:
+    def post_batch(self, messages: list[Message]) -> list[DeliveryResult]:
+        """One /emails/batch request; Refused when it is refused as a whole (to split)."""
         body = [self.payload(m) for m in messages]
         response = self.post_json("/emails/batch", body, idempotency_key(messages))
         if response.status_code == 200:
-            data = response.json().get("data") or []
-            ids = [str(item.get("id") or "") for item in data]
+            # Resend documents {"data": [{"id": …}, …]}, one entry per email, in order.
+            data = self.answer(response, lambda b: isinstance(b, dict)
+                               and isinstance(b.get("data"), list))["data"]
+            ids = [str(item.get("id") or "") if isinstance(item, dict) else "" for item in data]
             if len(ids) != len(messages):
                 ids = [""] * len(messages)
-            for m, i in zip(messages, ids, strict=True):
-                settled[m.key] = DeliveryResult(m.key, Outcome.SENT, provider_id=i)
-            return
-        if len(messages) == 1 or response.status_code not in (400, 422):
-            for m in messages:
-                settled[m.key] = self.refused(m, response)
-            return
-        whole = self.refused(messages[0], response).error
-        half = len(messages) // 2
-        self._search(messages[:half], settled)
-        blames_nobody = not any(m.recipient.lower() in (whole or "").lower() for m in messages)
-        if half > 1 and blames_nobody and all(
-            settled[m.key].outcome is Outcome.FAILED and settled[m.key].error == whole
-            for m in messages[:half]
-        ):
-            # The request itself is wrong (sender, fields): no reader is to blame.
-            for m in messages[half:]:
-                settled[m.key] = DeliveryResult(m.key, Outcome.FAILED, error=whole)
-            return
-        self._search(messages[half:], settled)
+            return [DeliveryResult(m.key, Outcome.SENT, provider_id=i)
+                    for m, i in zip(messages, ids, strict=True)]
+        results = [self.refused(m, response) for m in messages]
+        if response.status_code in (400, 422) and len(messages) > 1:
+            raise Refused(results)
+        return results
 
     def post_json(self, path: str, body: Any, key: str) -> Any:
         return self.request(

@@ -130,13 +130,17 @@ class SendGridProvider(HTTPProvider):
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
         """Send the batch in as few requests as its contents allow; one result per message."""
         parts = self.build_requests(messages)
-        return send_in_parts(messages, parts, lambda part: self.send_request(*part))
+        return send_in_parts(messages, parts, lambda part: self.send_request(*part), self.name)
 
     def send_request(self, group: list[Message], body: bytes) -> list[DeliveryResult]:
         """POST one body; map the answer onto each message it carried."""
         response = self.request("POST", "/v3/mail/send", content=body,
                                 headers={"Content-Type": "application/json"})
         if response.status_code in (200, 202):
+            # SendGrid answers 202 (200 in sandbox mode) with an empty body; anything
+            # else there is a proxy's page, not SendGrid's word that it took the mail.
+            if response.content.strip():
+                self.answer(response, lambda body: False)
             message_id = response.headers.get("x-message-id")
             return [DeliveryResult(m.key, Outcome.SENT, provider_id=message_id) for m in group]
         reason = self.reason(response)

@@ -5,8 +5,8 @@ so every header (List-Unsubscribe, Reply-To, …) arrives exactly as built.
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and, for
 temporary credentials, AWS_SESSION_TOKEN (the variable names can be changed
 with access_key_env / secret_key_env / session_token_env). `region` picks the
-endpoint (`https://email.{region}.amazonaws.com`). The request signer is
-written here, by the book, and checked against botocore's in the tests.
+endpoint (`https://email.{region}.amazonaws.com`). Requests are signed by
+`newsletter.sigv4` (shared with the SES suppression-list pull).
 
 Errors: throttling and quota (`TooManyRequestsException`, `LimitExceededException`,
 "Maximum sending rate exceeded") are transient; `MessageRejected` and other
@@ -16,18 +16,17 @@ paused sending stop the send.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import hmac
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import quote, urlsplit
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
 from newsletter.delivery.providers.http import HTTPProvider, b64, send_in_parts
 from newsletter.errors import ConfigError, ProviderError
+from newsletter.sigv4 import sigv4_headers
+
+__all__ = ["SESProvider", "error_type", "sigv4_headers"]
 
 if TYPE_CHECKING:
     import httpx
@@ -44,74 +43,6 @@ STOP_TYPES = ("AccountSuspendedException", "SendingPausedException",
               "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
               "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
               "IncompleteSignature", "MissingAuthenticationToken")
-
-
-def sigv4_headers(
-    method: str,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    access_key: str,
-    secret_key: str,
-    region: str,
-    service: str = "ses",
-    session_token: str | None = None,
-    now: dt.datetime | None = None,
-) -> dict[str, str]:
-    """The headers that sign a request with AWS Signature Version 4.
-
-    `headers` are the request's own headers (all are signed, with `host`);
-    returns `X-Amz-Date`, `Authorization` and, with temporary credentials,
-    `X-Amz-Security-Token`, to add to them.
-    """
-    now = now or dt.datetime.now(dt.UTC)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    parts = urlsplit(url)
-    signed: dict[str, str] = {k.lower(): v for k, v in headers.items()}
-    signed.setdefault("host", parts.netloc)
-    signed["x-amz-date"] = amz_date
-    if session_token:
-        signed["x-amz-security-token"] = session_token
-    for name in ("user-agent", "expect", "x-amzn-trace-id", "authorization"):
-        signed.pop(name, None)  # not signed, as AWS's own SDK leaves them out
-    names = sorted(signed)
-    canonical_headers = "".join(f"{n}:{' '.join(signed[n].split())}\n" for n in names)
-    signed_headers = ";".join(names)
-    query = "&".join(
-        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
-        for k, v in sorted(
-            (pair.split("=", 1) + [""])[:2] for pair in parts.query.split("&") if pair
-        )
-    )
-    canonical_request = "\n".join([
-        method.upper(),
-        quote(parts.path or "/", safe="/-_.~"),
-        query,
-        canonical_headers,
-        signed_headers,
-        hashlib.sha256(body).hexdigest(),
-    ])
-    scope = f"{day}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join([
-        "AWS4-HMAC-SHA256", amz_date, scope,
-        hashlib.sha256(canonical_request.encode()).hexdigest(),
-    ])
-    key = f"AWS4{secret_key}".encode()
-    for part in (day, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    result = {
-        "X-Amz-Date": amz_date,
-        "Authorization": (
-            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-            f"SignedHeaders={signed_headers}, Signature={signature}"
-        ),
-    }
-    if session_token:
-        result["X-Amz-Security-Token"] = session_token
-    return result
 
 
 class SESProvider(HTTPProvider):
@@ -187,13 +118,14 @@ class SESProvider(HTTPProvider):
 
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
         """One request per message; a stop after the first leaves the rest to retry."""
-        return send_in_parts(messages, list(messages), self.send_one)
+        return send_in_parts(messages, list(messages), self.send_one, self.name)
 
     def send_one(self, message: Message) -> list[DeliveryResult]:
         data, headers = self.build_request(message)
         response = self.request("POST", SEND_PATH, content=data, headers=headers)
         if response.status_code == 200:
-            message_id = str(response.json().get("MessageId") or "")
+            body = self.answer(response, lambda b: isinstance(b, dict) and "MessageId" in b)
+            message_id = str(body["MessageId"] or "")
             return [DeliveryResult(message.key, Outcome.SENT, provider_id=message_id)]
         kind = error_type(response)
         reason = f"ses {kind or 'HTTP ' + str(response.status_code)}: {self.reason(response)}"
