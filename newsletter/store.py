@@ -110,9 +110,26 @@ def _m002_events(db: sqlite_utils.Database) -> None:
 
 
 # Append new migrations at the end; never reorder or edit a released one.
+def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
+    # Signed-request nonces (Mailgun tokens, Svix message ids) already accepted: a request
+    # replayed inside its freshness window is refused (feedback/webhooks/replay.py).
+    _run(
+        db,
+        """
+        CREATE TABLE webhook_tokens (
+            provider TEXT NOT NULL,
+            token TEXT NOT NULL,
+            seen_at REAL NOT NULL,         -- unix time; rows older than the window are pruned
+            PRIMARY KEY (provider, token)
+        )
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("005_webhook_tokens", _m005_webhook_tokens),
 ]
 
 
