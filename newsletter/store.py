@@ -119,7 +119,7 @@ def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
         CREATE TABLE webhook_tokens (
             provider TEXT NOT NULL,
             token TEXT NOT NULL,
-            seen_at REAL NOT NULL,         -- unix time; rows older than the window are pruned
+            seen_at REAL NOT NULL,         -- unix time (rows older than the window are pruned)
             PRIMARY KEY (provider, token)
         )
         """
