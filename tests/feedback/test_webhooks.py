@@ -290,14 +290,18 @@ def test_ses_complaint_transient_and_certificate_cached(post, db, sns_host) -> N
 
 def test_ses_tampered_foreign_cert_host_stale_refused(post, db, sns_host) -> None:
     good = sns_host.notification(sign.ses_bounce(READER))
+    # The right certificate, but served from a host that is not SNS's (nor the test host).
+    elsewhere = sns_host.cert_url.replace("127.0.0.1", "localhost")
     tampered = {**good, "Message": json.dumps(sign.ses_bounce(OTHER))}
     foreign = sns_host.message("Notification", {"Message": json.dumps(sign.ses_bounce(READER))},
-                               cert_url="https://evil.example/SimpleNotificationService-x.pem")
+                               cert_url=elsewhere)
     old = sns_host.message("Notification", {"Message": json.dumps(sign.ses_bounce(READER)),
                                             "Timestamp": "2026-01-01T00:00:00.000Z"})
     unsigned = {k: v for k, v in good.items() if k != "Signature"}
+    gets = sns_host.cert_gets
     answers = [post(sign.ses_request(m)) for m in (tampered, foreign, old, unsigned)]
     assert [a.status for a in answers] == [403, 403, 403, 401]
+    assert sns_host.cert_gets == gets  # nothing fetched from the foreign host
     assert_untouched(db)
 
 
@@ -332,8 +336,10 @@ def test_ses_subscription_logged_when_auto_confirm_is_off(
 
 def test_ses_subscribe_url_on_a_foreign_host_is_refused(post, sns_host) -> None:
     message = sns_host.message("SubscriptionConfirmation", {
-        "Message": "subscribe?", "Token": "t", "SubscribeURL": "https://evil.example/confirm"})
+        "Message": "subscribe?", "Token": "t",
+        "SubscribeURL": f"http://localhost:{sns_host.netloc.split(':')[1]}/?Token=t3"})
     assert post(sign.ses_request(message)).status == 403
+    assert not any("t3" in path for path in sns_host.confirmations)
 
 
 @pytest.mark.parametrize("url, ok", [
