@@ -157,7 +157,8 @@ def sg(event: str, email: str, ident: str, **extra: Any) -> dict[str, Any]:
 def test_sendgrid_batch_applies_each_event(post, db) -> None:
     batch = [sg("bounce", READER, "e1", type="bounce", reason="550 5.1.1 no such user"),
              sg("spamreport", OTHER, "e2"), sg("group_unsubscribe", THIRD, "e3"),
-             sg("processed", READER, "e4")]
+             sg("processed", READER, "e4"),
+             {"event": "dropped", "reason": "Invalid", "email": "not an address"}]
     response = post(sign.sendgrid(batch))
     assert response.status == 200
     assert (status(db, READER), status(db, OTHER), status(db, THIRD)) == (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -22,6 +23,7 @@ from newsletter.feedback.policy import Feedback
 from .common import BadPayload, Refused, Verified, check_fresh, iso_from_unix, load_json
 from .config import WebhookSettings
 
+log = logging.getLogger(__name__)
 SOURCE = "webhook:sendgrid"
 SIGNATURE = "x-twilio-email-event-webhook-signature"
 TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
@@ -88,7 +90,9 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
             continue
         email, event_id = event.get("email"), event.get("sg_event_id")
         if not isinstance(email, str) or not isinstance(event_id, str):
-            raise BadPayload("a SendGrid event has no email or sg_event_id")
+            # Skipped, not refused: a 400 would make SendGrid retry the whole batch forever.
+            log.warning("SendGrid %s event without email or sg_event_id skipped", kind)
+            continue
         detail = str(event.get("reason") or event.get("response") or event.get("event"))
         out.append(Feedback(kind, email, SOURCE, f"sendgrid:{event_id}", detail[:500],
                             iso_from_unix(event.get("timestamp"))))
