@@ -19,8 +19,10 @@ from .config import WebhookSettings
 
 SOURCE = "webhook:postmark"
 # Bounce types (https://postmarkapp.com/developer/api/bounce-api#bounce-types).
-HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "SpamNotification"}
-SOFT = {"SoftBounce", "Transient", "DnsError", "Blocked", "SMTPApiError"}
+# Others (AutoResponder, DMARCPolicy, SMTPApiError, …) are about the message or the sender,
+# not the reader's address, and are ignored.
+HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
+SOFT = {"SoftBounce", "Transient", "DnsError", "Blocked", "SpamNotification"}
 
 
 def verify(request: Any, cfg: WebhookSettings) -> Verified:
