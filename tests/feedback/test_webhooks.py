@@ -359,6 +359,22 @@ def test_sns_url_rule(url: str, ok: bool) -> None:
 
 # --- What every provider shares -------------------------------------------------------------
 
+def test_event_times_are_the_providers_in_utc(post, db) -> None:
+    post(sign.postmark(pm_bounce(at="2026-11-30T23:30:00.1234567-05:00")))
+    row = db.execute("SELECT created_at FROM events WHERE source = 'webhook:postmark'").fetchone()
+    assert row[0] == "2026-12-01T04:30:00Z"
+
+
+def test_refusals_log_no_secret(post, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        post(sign.postmark(pm_bounce(), password="guess"))
+        post(sign.mailgun(mg("failed"), key="key-wrong"))
+        post(sign.resend(rs("email.bounced"), timestamp=1))
+    assert caplog.text  # refusals are logged …
+    for secret in (sign.POSTMARK_PASSWORD, "guess", sign.MAILGUN_KEY, sign.RESEND_SECRET):
+        assert secret not in caplog.text  # … without what was sent or expected
+
+
 def test_body_over_the_cap_is_refused(make_settings, db) -> None:
     settings = make_settings(max_body_bytes=2048)
     big = sign.sendgrid([sg("bounce", READER, f"e{i}", type="bounce") for i in range(40)])

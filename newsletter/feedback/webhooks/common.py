@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -73,12 +74,8 @@ def iso(value: Any) -> str | None:
     """A provider's ISO 8601 time normalized to UTC `…Z` (None when it is not one)."""
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip().replace("Z", "+00:00")
-    # Postmark writes seven fractional digits, which fromisoformat refuses before 3.11.
-    if "." in text:
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        text = head + "." + digits[:6] + tail[len(digits):]
+    # Postmark writes seven fractional digits (and may give an offset): keep microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip().replace("Z", "+00:00"))
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
