@@ -145,3 +145,30 @@ def test_signed_bounce_over_http_stops_the_reader(
     source = db.execute("SELECT source FROM events WHERE kind = 'hard_bounce'").fetchone()[0]
     db.conn.close()
     assert source == f"webhook:{provider}"
+
+
+def test_one_mailgun_request_posted_at_once_from_many_clients_counts_once(
+    server: tuple[str, Path],
+) -> None:
+    base, db_path = server
+    request = sign.mailgun({"event": "failed", "severity": "temporary", "id": "mgx",
+                            "recipient": READER, "timestamp": time.time()})
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        status = httpx.post(f"{base}/webhooks/mailgun", content=request.body, timeout=30
+                            ).status_code
+        with lock:
+            answers.append(status)
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(answers) == [200] + [403] * 5  # the token is accepted once, then a replay
+    db = store.connect(db_path)
+    soft = db.execute("SELECT count(*) FROM events WHERE kind = 'soft_bounce'").fetchone()[0]
+    db.conn.close()
+    assert soft == 1
