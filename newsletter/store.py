@@ -184,9 +184,26 @@ def _m010_schedules(db: sqlite_utils.Database) -> None:
 
 
 # Append new migrations at the end; never reorder or edit a released one.
+def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
+    # Signed-request nonces (Mailgun tokens, Svix message ids) already accepted: a request
+    # replayed inside its freshness window is refused (feedback/webhooks/replay.py).
+    _run(
+        db,
+        """
+        CREATE TABLE webhook_tokens (
+            provider TEXT NOT NULL,
+            token TEXT NOT NULL,
+            seen_at REAL NOT NULL,         -- unix time (rows older than the window are pruned)
+            PRIMARY KEY (provider, token)
+        )
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("005_webhook_tokens", _m005_webhook_tokens),
     ("007_suppressions", _m007_suppressions),
     ("008_imported_posts", _m008_imported_posts),
     ("009_sync_cursors", _m009_sync_cursors),

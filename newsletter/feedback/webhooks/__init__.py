@@ -2,17 +2,34 @@
 
 `newsletter serve` mounts `POST /webhooks/{provider}` and hands every request to
 `handle()`; this package knows the providers, the web app knows only this function.
-(The verifiers for each provider live in modules named after it.)
+The verifiers for each provider live in modules named after it; each has
+`verify(request, cfg) -> Verified` (raises Refused) and `feedback(verified, cfg)`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 
+import httpx
 import sqlite_utils
 
+from newsletter.audience import events
+from newsletter.errors import ConfigError
+from newsletter.feedback.policy import BouncePolicy, apply
 from newsletter.settings import Settings
+
+from . import mailgun, postmark, resend, sendgrid, ses
+from .common import BadPayload, Refused, remember_token
+from .config import MissingSecret, WebhookSettings
+
+log = logging.getLogger(__name__)
+PROVIDERS: dict[str, ModuleType] = {
+    "postmark": postmark, "sendgrid": sendgrid, "mailgun": mailgun, "resend": resend, "ses": ses,
+}
+REFUSED = "refused\n"  # the same short answer for every refusal: it tells a forger nothing
 
 
 @dataclass(frozen=True)
@@ -30,8 +47,67 @@ class WebhookResponse:
     text: str  # a short plain-text answer; never echoes secrets or addresses
 
 
+def check_settings(settings: Settings) -> WebhookSettings:
+    """The [webhooks] table, checked (ConfigError listing every problem): call at start-up."""
+    cfg = WebhookSettings.from_table(settings.table("webhooks"))
+    BouncePolicy.from_table(settings.table("bounces"))
+    return cfg
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """The largest body handle() accepts: the server may stop reading past it (answer 413)."""
+    return WebhookSettings.from_table(settings.table("webhooks")).max_body_bytes
+
+
 def handle(
     request: WebhookRequest, settings: Settings, db: sqlite_utils.Database
 ) -> WebhookResponse:
-    """Verify and apply one webhook request. (Placeholder until the verifiers land.)"""
-    return WebhookResponse(404, f"no webhook for {request.provider!r}\n")
+    """Verify and apply one webhook request; the answer tells the provider whether to retry.
+
+    200: applied (or acknowledged and ignored: unknown event types, duplicates);
+    401/403: unsigned, badly signed, stale or replayed — nothing changed; 400: signed but
+    unreadable; 404: provider unknown or not turned on; 413: body too large;
+    500/503: the server's own settings are wrong (the provider retries later).
+    """
+    module = PROVIDERS.get(request.provider)
+    try:
+        cfg = check_settings(settings)
+        policy = BouncePolicy.from_table(settings.table("bounces"))
+    except ConfigError as exc:
+        log.error("webhook %s: %s", request.provider, exc)
+        return WebhookResponse(500, "webhooks are not configured correctly on this server\n")
+    if module is None or not cfg.enabled(request.provider):
+        return WebhookResponse(404, "no such webhook\n")
+    if len(request.body) > cfg.max_body_bytes:
+        return WebhookResponse(413, "body too large\n")
+    try:
+        verified = module.verify(request, cfg)
+        with events.transaction(db):
+            if verified.nonce is not None:
+                remember_token(db, request.provider, verified.nonce, cfg.tolerance_seconds)
+            outcomes = [apply(db, fb, policy).outcome for fb in module.feedback(verified, cfg)]
+    except Refused as exc:
+        log.warning("webhook %s refused from %s: %s", request.provider, request.client_ip, exc)
+        return WebhookResponse(exc.status, REFUSED)
+    except BadPayload as exc:
+        log.warning("webhook %s: unreadable body: %s", request.provider, exc)
+        return WebhookResponse(400, "unreadable body\n")
+    except (MissingSecret, ConfigError) as exc:
+        log.error("webhook %s cannot verify requests: %s", request.provider, exc)
+        return WebhookResponse(503, "webhook not configured on this server\n")
+    if verified.confirm_url:
+        return _confirm(verified.confirm_url, cfg)
+    return WebhookResponse(200, f"ok: {len(outcomes)} event(s)\n")
+
+
+def _confirm(url: str, cfg: WebhookSettings) -> WebhookResponse:
+    if not cfg.ses_confirm_subscriptions:
+        log.warning("SNS subscription to confirm: open %s", url)
+        return WebhookResponse(200, "subscription confirmation logged\n")
+    try:
+        ses.confirm_subscription(url)
+    except httpx.HTTPError as exc:
+        log.warning("SNS subscription not confirmed (%s): open %s", exc, url)
+        return WebhookResponse(502, "subscription not confirmed\n")
+    log.info("SNS subscription confirmed")
+    return WebhookResponse(200, "subscription confirmed\n")

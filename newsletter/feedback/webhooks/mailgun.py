@@ -1,0 +1,57 @@
+"""Mailgun: webhooks (failed permanent/temporary, complained, unsubscribed, delivered).
+
+The body's `signature` object holds timestamp, token and signature: the hex HMAC-SHA256 of
+timestamp + token under the webhook signing key. Stale timestamps and reused tokens are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from newsletter.feedback.policy import Feedback
+
+from .common import BadPayload, Refused, Verified, check_fresh, iso_from_unix, load_json
+from .config import WebhookSettings
+
+SOURCE = "webhook:mailgun"
+
+
+def verify(request: Any, cfg: WebhookSettings) -> Verified:
+    payload = load_json(request.body)
+    sig = payload.get("signature") if isinstance(payload, dict) else None
+    if not isinstance(sig, dict) or not all(
+        isinstance(sig.get(k), str) and sig.get(k) for k in ("timestamp", "token", "signature")
+    ):
+        raise Refused("unsigned Mailgun request", 401)
+    key = cfg.secret("mailgun_signing_key_env").encode()
+    expected = hmac.new(key, (sig["timestamp"] + sig["token"]).encode(), hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), sig["signature"].lower()):
+        raise Refused("bad Mailgun signature")
+    check_fresh(sig["timestamp"], cfg.tolerance_seconds)
+    return Verified(payload, nonce=sig["token"])
+
+
+def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
+    payload = verified.payload
+    data = payload.get("event-data")
+    if not isinstance(data, dict):
+        raise BadPayload("a Mailgun webhook body has an event-data object")
+    name = data.get("event")
+    if name == "failed":
+        kind = "soft_bounce" if data.get("severity") == "temporary" else "hard_bounce"
+    else:
+        kind = {"complained": "complaint", "unsubscribed": "unsubscribe",
+                "delivered": "delivered"}.get(str(name))
+    if kind is None:
+        return []
+    email, event_id = data.get("recipient"), data.get("id")
+    if not isinstance(email, str) or not isinstance(event_id, str):
+        raise BadPayload("a Mailgun event has no recipient or id")
+    status = data.get("delivery-status") or {}
+    detail = str(data.get("reason") or "")
+    if isinstance(status, dict) and (status.get("description") or status.get("message")):
+        detail = f"{status.get('code', '')} {status.get('description') or status.get('message')}"
+    return [Feedback(kind, email, SOURCE, f"mailgun:{event_id}", detail.strip()[:500],
+                     iso_from_unix(data.get("timestamp")))]

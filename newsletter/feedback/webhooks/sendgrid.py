@@ -1,0 +1,99 @@
+"""SendGrid: the signed Event Webhook (a JSON array of events, ECDSA P-256 signature).
+
+SendGrid signs `timestamp + body` with ECDSA over SHA-256 and sends the base64 DER signature
+in X-Twilio-Email-Event-Webhook-Signature, the timestamp in -Timestamp; the verification key
+is shown (base64 DER) on the webhook's settings page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from newsletter.errors import ConfigError
+from newsletter.feedback.policy import Feedback
+
+from .common import BadPayload, Refused, Verified, check_fresh, iso_from_unix, load_json
+from .config import WebhookSettings
+
+log = logging.getLogger(__name__)
+SOURCE = "webhook:sendgrid"
+SIGNATURE = "x-twilio-email-event-webhook-signature"
+TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
+
+
+def public_key(text: str) -> ec.EllipticCurvePublicKey:
+    """The verification key as SendGrid shows it (base64 DER), or a ConfigError."""
+    try:
+        key = load_der_public_key(base64.b64decode(text.strip()))
+    except (ValueError, binascii.Error):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigError(
+            "the SendGrid verification key is not a base64 ECDSA public key: copy it from "
+            "Settings → Mail Settings → Event Webhook → Signature verification"
+        )
+    return key
+
+
+def verify(request: Any, cfg: WebhookSettings) -> Verified:
+    signature = request.headers.get(SIGNATURE, "")
+    timestamp = request.headers.get(TIMESTAMP, "")
+    if not signature or not timestamp:
+        raise Refused("unsigned SendGrid request", 401)
+    key = public_key(cfg.secret("sendgrid_public_key_env"))
+    try:
+        key.verify(
+            base64.b64decode(signature), timestamp.encode() + request.body,
+            ec.ECDSA(hashes.SHA256()),
+        )
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise Refused("bad SendGrid signature") from None
+    check_fresh(timestamp, cfg.tolerance_seconds)
+    return Verified(load_json(request.body))
+
+
+def _kind(event: dict[str, Any]) -> str | None:
+    name = event.get("event")
+    if name == "bounce":  # type "blocked" is a refusal that may pass; "bounce" is permanent
+        return "soft_bounce" if event.get("type") == "blocked" else "hard_bounce"
+    if name == "dropped":  # not sent because SendGrid suppressed the address
+        reason = str(event.get("reason", "")).lower()
+        if "bounce" in reason or "invalid" in reason:
+            return "hard_bounce"
+        if "spam" in reason:
+            return "complaint"
+        if "unsubscribe" in reason:
+            return "unsubscribe"
+        return None
+    return {"deferred": "soft_bounce", "spamreport": "complaint", "unsubscribe": "unsubscribe",
+            "group_unsubscribe": "unsubscribe", "delivered": "delivered"}.get(str(name))
+
+
+def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
+    payload = verified.payload
+    if not isinstance(payload, list):
+        raise BadPayload("a SendGrid event webhook body is a JSON array")
+    out = []
+    for event in payload:
+        if not isinstance(event, dict):
+            raise BadPayload("each SendGrid event is a JSON object")
+        kind = _kind(event)
+        if kind is None:  # processed, open, click, … : acknowledged, ignored
+            continue
+        email, event_id = event.get("email"), event.get("sg_event_id")
+        if not isinstance(email, str) or not isinstance(event_id, str):
+            # Skipped, not refused: a 400 would make SendGrid retry the whole batch forever.
+            log.warning("SendGrid %s event without email or sg_event_id skipped", kind)
+            continue
+        detail = str(event.get("reason") or event.get("response") or event.get("event"))
+        out.append(Feedback(kind, email, SOURCE, f"sendgrid:{event_id}", detail[:500],
+                            iso_from_unix(event.get("timestamp"))))
+    return out
