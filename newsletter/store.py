@@ -109,10 +109,27 @@ def _m002_events(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m004_web_limits(db: sqlite_utils.Database) -> None:
+    # Counters for `newsletter serve`'s abuse limits (sign-ups per IP, confirmation emails
+    # per address per day), kept here so they hold across --workers processes.
+    _run(
+        db,
+        """
+        CREATE TABLE web_limits (
+            scope TEXT NOT NULL,           -- e.g. 'confirm:<hashed address>', 'ip:<hashed ip>'
+            window_start INTEGER NOT NULL, -- unix time the counting window began
+            count INTEGER NOT NULL,
+            PRIMARY KEY (scope, window_start)
+        )
+        """
+    )
+
+
 # Append new migrations at the end; never reorder or edit a released one.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("004_web_limits", _m004_web_limits),
 ]
 
 

@@ -10,5 +10,6 @@ from newsletter.cli import compose_cmds as _compose_cmds  # noqa: F401
 from newsletter.cli import preview as _preview  # noqa: F401
 from newsletter.cli import subscribers as _subscribers  # noqa: F401
 from newsletter.cli import send as _send  # noqa: F401
+from newsletter.cli import serve as _serve  # noqa: F401
 
 __all__ = ["app", "main"]

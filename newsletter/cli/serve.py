@@ -1,0 +1,45 @@
+"""Command `serve`: map options, call the web library, print."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from newsletter.cli.app import app, settings
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on. Keep loopback behind a reverse proxy.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes (they share newsletter.db).")
+    ] = 1,
+    embed: Annotated[
+        bool, typer.Option("--embed", help="Print the sign-up form's HTML for another page "
+                           "and exit.")
+    ] = False,
+) -> None:
+    """Serve the reader pages: subscribe, confirm, unsubscribe, manage, provider webhooks.
+
+    Pages: /subscribe (double opt-in: one confirmation email), /confirm,
+    /unsubscribe (RFC 8058 one-click), /manage (name, topics), /healthz and
+    POST /webhooks/PROVIDER. GET never changes anything. The same newsletter.db
+    as the CLI: a send can run meanwhile. See docs/deploy.md for HTTPS and systemd.
+
+    Example: newsletter serve --embed
+    """
+    current = settings(ctx)
+    if embed:
+        from newsletter.web.app import embed_snippet
+
+        typer.echo(embed_snippet(current), nl=False)
+        return
+    from newsletter.web.server import serve as run
+
+    typer.echo(f"Serving {current.name} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    run(current, host=host, port=port, workers=workers)
