@@ -1,0 +1,90 @@
+"""Bots, link scanners and proxies: what a flood of requests can and cannot do."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from newsletter.errors import ConfigError
+from newsletter.settings import load_settings
+from newsletter.web.readers import client_ip, web_config
+from tests.web.conftest import Site, start_site, stop_site, subscribe, write_site
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path):  # noqa: ANN201
+    s = start_site(tmp_path / "site", workers=2)
+    try:
+        yield s
+    finally:
+        stop_site(s)
+
+
+def test_a_bot_posting_1000_forms_sends_at_most_the_capped_emails(two_workers: Site) -> None:
+    """Same address: 3 emails a day. Many addresses from one IP: 20 sign-ups an hour.
+
+    Two worker processes: the counters live in SQLite, so the caps hold across them.
+    """
+    site = two_workers
+    with httpx.Client(base_url=site.url, timeout=30) as c:
+
+        def post(i: int) -> int:
+            address = "victim@example.com" if i % 2 else f"bot{i}@example.com"
+            return subscribe(site, c, address).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(post, range(1000)))
+    assert set(codes) <= {200, 429} and codes.count(500) == 0
+    sent = site.outbox()
+    to_victim = [p for p in sent if p.name.endswith("-victim@example.com.eml")]
+    assert 1 <= len(to_victim) <= 3
+    assert len(sent) <= 20  # the per-IP cap: the rest were refused with 429
+    assert codes.count(429) >= 1000 - 20
+
+
+def test_fifty_gets_of_every_link_in_a_message_change_nothing(site: Site) -> None:
+    with site.client() as c:
+        subscribe(site, c, "scan@example.com")
+    msg = email.message_from_bytes(site.outbox()[0].read_bytes(), policy=email.policy.default)
+    html = msg.get_body(("html",)).get_content()
+    links = set(re.findall(r'href="([^"]+)"', html))
+    links |= set(re.findall(r"<(https?://[^>]+)>", str(msg["List-Unsubscribe"])))
+    links = {link.replace("&amp;", "&") for link in links if link.startswith(site.url)}
+    assert any("/confirm?" in link for link in links)
+    assert any("/unsubscribe?" in link for link in links)
+    before = site.reader("scan@example.com")
+    with httpx.Client(timeout=30, follow_redirects=True) as c:
+        for link in sorted(links):
+            for _ in range(50):
+                assert c.get(link).status_code == 200
+                c.head(link)
+    after = site.reader("scan@example.com")
+    assert after == before and after.status == "pending"
+
+
+def test_client_ip_comes_from_x_forwarded_for_only_through_a_trusted_proxy(
+        tmp_path: Path) -> None:
+    write_site(tmp_path, 1, '[server]\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n')
+    config = web_config(load_settings(tmp_path))
+    assert client_ip("10.1.2.3", "203.0.113.9", config) == "203.0.113.9"
+    # A client cannot choose its IP: the entry left of our proxy's is the client's own lie.
+    assert client_ip("10.1.2.3", "198.51.100.1, 203.0.113.9", config) == "203.0.113.9"
+    assert client_ip("10.1.2.3", "203.0.113.9, 10.9.9.9", config) == "203.0.113.9"
+    assert client_ip("192.0.2.7", "203.0.113.9", config) == "192.0.2.7"  # not via the proxy
+    assert client_ip("10.1.2.3", None, config) == "10.1.2.3"
+
+
+def test_bad_server_settings_are_one_message_listing_every_problem(tmp_path: Path) -> None:
+    write_site(tmp_path, 1, '[server]\ntrusted_proxies = ["not-an-ip"]\nmax_body = 0\n'
+                            'colour = "red"\n')
+    with pytest.raises(ConfigError) as info:
+        web_config(load_settings(tmp_path))
+    text = str(info.value)
+    assert "'not-an-ip' is not an IP address" in text and "max_body = 0" in text
+    assert "[server] colour is not a setting" in text
