@@ -41,5 +41,5 @@ def serve(
         return
     from newsletter.web.server import serve as run
 
-    typer.echo(f"Serving {current.name} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    run(current, host=host, port=port, workers=workers)
+    run(current, host=host, port=port, workers=workers,
+        announce=lambda line: typer.echo(line, err=True))

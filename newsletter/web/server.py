@@ -7,6 +7,7 @@ so it is off; app.AccessLog writes method, path, status and duration instead.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from newsletter.errors import ConfigError
@@ -45,8 +46,12 @@ def app_from_env() -> Any:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
-          quiet: bool = False) -> None:
-    """Serve until SIGINT/SIGTERM; requests in flight get 10 seconds to finish."""
+          quiet: bool = False, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; requests in flight get 10 seconds to finish.
+
+    The settings are checked (ConfigError) before anything listens; `announce` then gets
+    the one line to print.
+    """
     import uvicorn
 
     from newsletter.web.app import create_app
@@ -59,9 +64,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, workers
         "server_header": False, "timeout_graceful_shutdown": 10,
         "log_level": "warning" if quiet else "info",
     }
+    app = create_app(settings)  # checks the settings and migrates, before forking workers
+    if announce is not None:
+        announce(f"Serving {settings.name} on http://{host}:{port}/ (Ctrl-C stops)")
     if workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(app, **common)
         return
-    create_app(settings)  # check the settings and migrate once, before forking workers
     os.environ[ROOT_ENV] = str(settings.root)
     uvicorn.run("newsletter.web.server:app_from_env", factory=True, workers=workers, **common)
