@@ -153,7 +153,7 @@ def test_ctrl_c_at_the_send_question_exits_130_and_sends_nothing(
 EXAMPLE_TOUR = [
     "", "init", "draft", "drafts", "build", "preview", "check",
     "subscribers", "subscribers import", "subscribers add", "subscribers list",
-    "subscribers count", "subscribers export", "send", "campaigns", "providers",
+    "subscribers count", "subscribers export", "send", "campaigns", "providers", "serve",
     "subscribers unsubscribe", "subscribers remove",
 ]
 
