@@ -13,12 +13,19 @@ from newsletter.cli.app import app, settings
 def serve(
     ctx: typer.Context,
     host: Annotated[
-        str, typer.Option(help="Address to listen on. Keep loopback behind a reverse proxy.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+        str | None, typer.Option(help="Address to listen on (default [server] host, else "
+                                 "127.0.0.1). Keep loopback behind a reverse proxy.",
+                                 show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, show_default=False,
+                                 help="Port to listen on (default [server] port, else 8080).")
+    ] = None,
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Worker processes (they share newsletter.db).")
-    ] = 1,
+        int | None, typer.Option(min=1, max=64, show_default=False,
+                                 help="Worker processes sharing newsletter.db (default "
+                                 "[server] workers, else 1).")
+    ] = None,
     embed: Annotated[
         bool, typer.Option("--embed", help="Print the sign-up form's HTML for another page "
                            "and exit.")

@@ -13,11 +13,10 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
-import logging
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.settings import Settings
 from newsletter.web import tokens
 
-log = logging.getLogger("newsletter.web")
-
 _SELECT = (
     "SELECT id, email, name, status, tags, attributes, source, created_at, updated_at, "
     "confirmed_at, unsubscribed_at, optin_ip FROM subscribers"
@@ -55,7 +52,9 @@ class WebConfig:
     max_body: int = 64 * 1024
     trusted_proxies: tuple[Any, ...] = ()  # ip_network objects
     webhook_max_body: int = 1024 * 1024
-    extra: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
 
     def consent_text(self, settings: Settings) -> str:
         return self.consent or (
@@ -70,6 +69,14 @@ def _int(table: dict[str, Any], key: str, default: int, where: str, problems: li
         problems.append(f"{where} {key} = {value!r} must be a whole number of at least 1")
         return default
     return value
+
+
+def _host(table: dict[str, Any], problems: list[str]) -> str:
+    host = table.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host.strip():
+        problems.append('[server] host must be an address to listen on, e.g. "127.0.0.1"')
+        return "127.0.0.1"
+    return host.strip()
 
 
 def web_config(settings: Settings) -> WebConfig:
@@ -108,6 +115,9 @@ def web_config(settings: Settings) -> WebConfig:
         max_body=_int(server, "max_body", 64 * 1024, "[server]", problems),
         trusted_proxies=tuple(networks),
         webhook_max_body=_int(server, "webhook_max_body", 1024 * 1024, "[server]", problems),
+        host=_host(server, problems),
+        port=_int(server, "port", 8080, "[server]", problems),
+        workers=_int(server, "workers", 1, "[server]", problems),
     )
     if problems:
         raise ConfigError(f"{settings.config_path}: " + "; ".join(problems))

@@ -45,13 +45,21 @@ def app_from_env() -> Any:
     return create_app(load_settings())
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
-          quiet: bool = False, announce: Callable[[str], None] | None = None) -> None:
+def serve(settings: Settings, host: str | None = None, port: int | None = None,
+          workers: int | None = None, quiet: bool = False,
+          announce: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; requests in flight get 10 seconds to finish.
 
+    host, port and workers default to [server] in newsletter.toml (127.0.0.1:8080, 1).
     The settings are checked (ConfigError) before anything listens; `announce` then gets
     the one line to print.
     """
+    from newsletter.web.readers import web_config
+
+    config = web_config(settings)
+    host = host or config.host
+    port = config.port if port is None else port
+    workers = workers or config.workers
     import uvicorn
 
     from newsletter.web.app import create_app

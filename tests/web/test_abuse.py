@@ -88,3 +88,13 @@ def test_bad_server_settings_are_one_message_listing_every_problem(tmp_path: Pat
     text = str(info.value)
     assert "'not-an-ip' is not an IP address" in text and "max_body = 0" in text
     assert "[server] colour is not a setting" in text
+
+
+def test_sigterm_stops_both_workers_cleanly_after_answering(two_workers: Site) -> None:
+    site = two_workers
+    with site.client() as c:
+        assert all(c.get("/healthz").status_code == 200 for _ in range(20))
+    site.process.terminate()
+    assert site.process.wait(20) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(site.url + "/healthz", timeout=2)
