@@ -125,6 +125,10 @@ class Web:
         self.env = make_environment(settings.layouts_dir)
         self.env.undefined = jinja2.ChainableUndefined  # pages: a missing value prints nothing
         self._local = threading.local()
+        # One writer per process at a time: threads queue here, not in SQLite's busy loop
+        # (which polls with growing sleeps, so under a running send many threads polling
+        # at once starve each other: seconds at p99 instead of milliseconds).
+        self.writing = threading.Lock()
         self.db()  # open and migrate once, before serving
 
     def db(self) -> sqlite_utils.Database:
@@ -204,12 +208,13 @@ def create_app(settings: Settings) -> Starlette:
                                 error="That does not look like an email address: check it "
                                       "and try again.")
             db = web.db()
-            if not readers.ip_allowed(db, web.config, origin.ip):
-                return web.page("error.html", 429, title="Too many sign-ups",
-                                text="Too many sign-ups came from your network in the last "
-                                     "hour. Please try again later.")
-            reader = readers.subscribe(db, web.config, email, name, form.get("topics", []),
-                                       origin)
+            with web.writing:
+                if not readers.ip_allowed(db, web.config, origin.ip):
+                    return web.page("error.html", 429, title="Too many sign-ups",
+                                    text="Too many sign-ups came from your network in the "
+                                         "last hour. Please try again later.")
+                reader = readers.subscribe(db, web.config, email, name,
+                                           form.get("topics", []), origin)
             if reader is not None:
                 url = readers.confirm_url(settings, web.public_base(request), reader)
                 try:
@@ -236,8 +241,11 @@ def create_app(settings: Settings) -> Starlette:
         form = await _form(request)
         token = _one(form, "token") or request.query_params.get("token", "")
         origin = web.origin(request)
-        reader = await run_in_threadpool(
-            lambda: readers.confirm(web.db(), settings, token, origin))
+        def run() -> Any:
+            with web.writing:
+                return readers.confirm(web.db(), settings, token, origin)
+
+        reader = await run_in_threadpool(run)
         if reader is None:
             return invalid()
         if reader.status != "active":
@@ -267,7 +275,8 @@ def create_app(settings: Settings) -> Starlette:
             reader = readers.reader_for_unsubscribe(db, settings, token)
             if reader is None:
                 return invalid()
-            reader = readers.unsubscribe(db, reader, origin)
+            with web.writing:
+                reader = readers.unsubscribe(db, reader, origin)
             return web.page("unsubscribe.html", token=token, masked=readers.mask(reader.email),
                             done=True)
 
@@ -285,12 +294,14 @@ def create_app(settings: Settings) -> Starlette:
                 return invalid()
             saved = False
             if request.method == "POST":
-                if _one(form, "action") == "unsubscribe":
-                    reader = readers.unsubscribe(db, reader, origin)
-                    return web.page("unsubscribe.html", token=token,
-                                    masked=readers.mask(reader.email), done=True)
-                reader = readers.update_preferences(db, web.config, reader, _one(form, "name"),
-                                                    form.get("topics", []), origin)
+                with web.writing:
+                    if _one(form, "action") == "unsubscribe":
+                        reader = readers.unsubscribe(db, reader, origin)
+                        return web.page("unsubscribe.html", token=token,
+                                        masked=readers.mask(reader.email), done=True)
+                    reader = readers.update_preferences(db, web.config, reader,
+                                                        _one(form, "name"),
+                                                        form.get("topics", []), origin)
                 saved = True
             return web.page("manage.html", token=token, masked=readers.mask(reader.email),
                             reader_name=reader.name, chosen=list(reader.tags),
