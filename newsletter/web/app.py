@@ -9,6 +9,7 @@ reader data is always escaped. No page needs JavaScript.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -37,6 +38,8 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
                    Awaitable[None]]
 
 # Token pages must not leak their URL (the token) to another site, nor be cached.
+_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
+
 _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -220,7 +223,9 @@ def create_app(settings: Settings) -> Starlette:
                 try:
                     readers.send_confirmation(settings, reader, url)
                 except NewsletterError as exc:
-                    log.error("confirmation email failed: %s", exc)
+                    # The provider's reason, without the reader's address: the log keeps none.
+                    log.error("confirmation email failed: %s",
+                              _ADDRESS.sub("<address>", str(exc)))
                     return web.page("error.html", 503, title="Could not send the email",
                                     text="We could not send the confirmation email just now. "
                                          "Please try again in a few minutes.")

@@ -80,7 +80,8 @@ class Site:
                               capture_output=True, timeout=timeout)
 
 
-def write_site(root: Path, port: int, extra_toml: str = "") -> None:
+def write_site(root: Path, port: int, extra_toml: str = "",
+               provider: str = 'name = "outbox"') -> None:
     (root / "drafts").mkdir(parents=True, exist_ok=True)
     (root / "newsletter.toml").write_text(f"""\
 [newsletter]
@@ -90,7 +91,7 @@ base_url = "http://127.0.0.1:{port}"
 address = "1 Test Street, Testville"
 
 [provider]
-name = "outbox"
+{provider}
 
 [subscribe]
 topics = ["essays", "links"]
@@ -98,9 +99,10 @@ topics = ["essays", "links"]
 """)
 
 
-def start_site(root: Path, extra_toml: str = "", workers: int = 1) -> Site:
+def start_site(root: Path, extra_toml: str = "", workers: int = 1,
+               provider: str = 'name = "outbox"') -> Site:
     port = free_port()
-    write_site(root, port, extra_toml)
+    write_site(root, port, extra_toml, provider)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env["NEWSLETTER_SECRET"] = SECRET
     log = root / "serve.log"

@@ -98,3 +98,20 @@ def test_sigterm_stops_both_workers_cleanly_after_answering(two_workers: Site) -
     assert site.process.wait(20) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(site.url + "/healthz", timeout=2)
+
+
+def test_a_provider_that_is_down_gets_a_retry_page_and_the_log_names_no_one(
+        tmp_path: Path) -> None:
+    from tests.web.conftest import free_port
+
+    dead = f'name = "smtp"\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"'
+    site = start_site(tmp_path / "site", provider=dead)
+    try:
+        with site.client() as c:
+            r = subscribe(site, c, "waiting@example.com")
+        assert r.status_code == 503 and "try again in a few minutes" in r.text
+        assert site.reader("waiting@example.com").status == "pending"
+    finally:
+        stop_site(site)
+    log = site.log.read_text()
+    assert "confirmation email failed" in log and "waiting@example.com" not in log
