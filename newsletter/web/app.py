@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -340,7 +341,17 @@ def create_app(settings: Settings) -> Starlette:
         Route("/manage", manage, methods=["GET", "POST"]),
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    async def busy(request: Request, exc: Exception) -> Response:
+        # Only after the 30 s busy timeout (e.g. a million-row import holding the lock):
+        # say so and when to retry, rather than a bare 500.
+        log.error("database busy: %s", exc)
+        response = web.page("error.html", 503, title="Busy",
+                            text="The newsletter is busy for a moment. Please try again in a "
+                                 "minute.")
+        response.headers["Retry-After"] = "60"
+        return response
+
+    app = Starlette(routes=routes, exception_handlers={sqlite3.OperationalError: busy})
     app.state.web = web
     wrapped: Any = AccessLog(BodyLimit(app, web.config.max_body, web.config.webhook_max_body))
     return wrapped
