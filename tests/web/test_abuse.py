@@ -115,3 +115,24 @@ def test_a_provider_that_is_down_gets_a_retry_page_and_the_log_names_no_one(
         stop_site(site)
     log = site.log.read_text()
     assert "confirmation email failed" in log and "waiting@example.com" not in log
+
+
+def test_the_recorded_ip_is_the_proxys_client_only_when_the_proxy_is_trusted(
+        tmp_path: Path) -> None:
+    from newsletter.audience.events import history
+
+    spoof = {"X-Forwarded-For": "203.0.113.5"}
+    plain = start_site(tmp_path / "plain")
+    proxied = start_site(tmp_path / "proxied", '[server]\ntrusted_proxies = ["127.0.0.1"]\n')
+    try:
+        for s in (plain, proxied):
+            with s.client(headers=spoof) as c:
+                assert subscribe(s, c, "ip@example.com").status_code == 200
+    finally:
+        stop_site(plain)
+        stop_site(proxied)
+    ips = []
+    for s in (plain, proxied):
+        reader = s.reader("ip@example.com")
+        ips.append((reader.optin_ip, history(s.db(), reader.id)[0].ip))
+    assert ips == [("127.0.0.1", "127.0.0.1"), ("203.0.113.5", "203.0.113.5")]
