@@ -315,13 +315,22 @@ def create_app(settings: Settings) -> Starlette:
 
         return await run_in_threadpool(run)
 
+    def public_url(request: Request) -> str:
+        # The URL as the provider called it (signatures cover it): behind the proxy that is
+        # base_url + path, not the loopback address uvicorn sees.
+        if not settings.base_url:
+            return str(request.url)
+        query = request.url.query
+        return f"{settings.base_url.rstrip('/')}{request.url.path}" + (f"?{query}" if query
+                                                                        else "")
+
     async def webhook(request: Request) -> Response:
         from newsletter.feedback.webhooks import WebhookRequest, handle
 
         body = await request.body()
         peer = request.client.host if request.client else None
         hook = WebhookRequest(
-            provider=request.path_params["provider"], url=str(request.url),
+            provider=request.path_params["provider"], url=public_url(request),
             headers={k.lower(): v for k, v in request.headers.items()}, body=body,
             client_ip=readers.client_ip(peer, request.headers.get("x-forwarded-for"),
                                         web.config),
