@@ -184,6 +184,22 @@ def _m010_schedules(db: sqlite_utils.Database) -> None:
 
 
 # Append new migrations at the end; never reorder or edit a released one.
+def _m004_web_limits(db: sqlite_utils.Database) -> None:
+    # Counters for `newsletter serve`'s abuse limits (sign-ups per IP, confirmation emails
+    # per address per day), kept here so they hold across --workers processes.
+    _run(
+        db,
+        """
+        CREATE TABLE web_limits (
+            scope TEXT NOT NULL,           -- e.g. 'confirm:<hashed address>', 'ip:<hashed ip>'
+            window_start INTEGER NOT NULL, -- unix time the counting window began
+            count INTEGER NOT NULL,
+            PRIMARY KEY (scope, window_start)
+        )
+        """
+    )
+
+
 def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
     # Signed-request nonces (Mailgun tokens, Svix message ids) already accepted: a request
     # replayed inside its freshness window is refused (feedback/webhooks/replay.py).
@@ -203,6 +219,7 @@ def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("004_web_limits", _m004_web_limits),
     ("005_webhook_tokens", _m005_webhook_tokens),
     ("007_suppressions", _m007_suppressions),
     ("008_imported_posts", _m008_imported_posts),

@@ -165,7 +165,7 @@ EXAMPLE_TOUR = [
     "", "init", "draft", "drafts", "build", "preview", "check",
     "subscribers", "subscribers import", "subscribers add", "subscribers list",
     "subscribers count", "subscribers export", "send", "campaigns", "import-posts", "publish",
-    "sync", "run", "providers",
+    "sync", "run", "providers", "serve",
     "subscribers show", "subscribers unsubscribe", "subscribers remove",
 ]
 

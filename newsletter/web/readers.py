@@ -1,0 +1,377 @@
+"""What the reader pages do, without HTTP: subscribe, confirm, unsubscribe, manage.
+
+Every status change goes through audience.events (change_status or, for a new pending
+row, record() in the same transaction) with an Origin carrying source "web", the IP, the
+user agent and the consent text the reader was shown. Transactions are short (one
+BEGIN IMMEDIATE each, nothing slow inside), so a running send or import never makes a
+request fail: SQLite's busy timeout waits for the other writer's few milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from newsletter.audience import events
+from newsletter.audience.events import STOPPED, Origin, now_iso
+from newsletter.audience.subscribers import (
+    Subscriber,
+    clean_name,
+    email_key,
+    normalize_email,
+)
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.settings import Settings
+from newsletter.web import tokens
+
+_SELECT = (
+    "SELECT id, email, name, status, tags, attributes, source, created_at, updated_at, "
+    "confirmed_at, unsubscribed_at, optin_ip FROM subscribers"
+)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """[subscribe] and [server] from newsletter.toml, checked."""
+
+    topics: tuple[str, ...] = ()
+    consent: str = ""
+    confirmations_per_day: int = 3
+    signups_per_ip_per_hour: int = 20
+    max_body: int = 64 * 1024
+    trusted_proxies: tuple[Any, ...] = ()  # ip_network objects
+    webhook_max_body: int = 1024 * 1024
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+
+    def consent_text(self, settings: Settings) -> str:
+        return self.consent or (
+            f"Send me {settings.name} by email. I can unsubscribe at any time with the link "
+            "in every email."
+        )
+
+
+def _int(table: dict[str, Any], key: str, default: int, where: str, problems: list[str]) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.append(f"{where} {key} = {value!r} must be a whole number of at least 1")
+        return default
+    return value
+
+
+def _host(table: dict[str, Any], problems: list[str]) -> str:
+    host = table.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host.strip():
+        problems.append('[server] host must be an address to listen on, e.g. "127.0.0.1"')
+        return "127.0.0.1"
+    return host.strip()
+
+
+def web_config(settings: Settings) -> WebConfig:
+    """Read [subscribe] and [server]; ConfigError listing every problem and how to fix it."""
+    sub, server = settings.table("subscribe"), settings.table("server")
+    problems: list[str] = []
+    known_sub = {"topics", "consent", "confirmations_per_day", "signups_per_ip_per_hour"}
+    known_server = {"trusted_proxies", "max_body", "webhook_max_body", "host", "port", "workers"}
+    for table, known, name in ((sub, known_sub, "[subscribe]"), (server, known_server, "[server]")):
+        for key in sorted(set(table) - known):
+            problems.append(f"{name} {key} is not a setting (known: {', '.join(sorted(known))})")
+    topics = sub.get("topics", [])
+    if not isinstance(topics, list) or not all(isinstance(t, str) and t.strip() for t in topics):
+        problems.append('[subscribe] topics must be a list of names, e.g. ["essays", "links"]')
+        topics = []
+    consent = sub.get("consent", "")
+    if not isinstance(consent, str):
+        problems.append("[subscribe] consent must be text (shown beside the form's button)")
+        consent = ""
+    proxies = server.get("trusted_proxies", [])
+    networks = []
+    if not isinstance(proxies, list):
+        problems.append('[server] trusted_proxies must be a list, e.g. ["127.0.0.1"]')
+        proxies = []
+    for item in proxies:
+        try:
+            networks.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            problems.append(f"[server] trusted_proxies: {item!r} is not an IP address or network")
+    config = WebConfig(
+        topics=tuple(dict.fromkeys(t.strip() for t in topics)),
+        consent=consent.strip(),
+        confirmations_per_day=_int(sub, "confirmations_per_day", 3, "[subscribe]", problems),
+        signups_per_ip_per_hour=_int(sub, "signups_per_ip_per_hour", 20, "[subscribe]",
+                                     problems),
+        max_body=_int(server, "max_body", 64 * 1024, "[server]", problems),
+        trusted_proxies=tuple(networks),
+        webhook_max_body=_int(server, "webhook_max_body", 1024 * 1024, "[server]", problems),
+        host=_host(server, problems),
+        port=_int(server, "port", 8080, "[server]", problems),
+        workers=_int(server, "workers", 1, "[server]", problems),
+    )
+    if problems:
+        raise ConfigError(f"{settings.config_path}: " + "; ".join(problems))
+    return config
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, config: WebConfig) -> str | None:
+    """The reader's IP: X-Forwarded-For only when the request came from a trusted proxy.
+
+    Walks the header from the right (the entry our proxy added) past trusted proxies, so
+    a client cannot choose its IP by sending the header itself.
+    """
+    if peer is None or not config.trusted_proxies or not forwarded_for:
+        return peer
+
+    def trusted(text: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(address in net for net in config.trusted_proxies)
+
+    if not trusted(peer):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return hops[0] if hops else peer
+
+
+# --- rate limits, in SQLite so they hold across worker processes ----------------------
+
+
+def _scope(kind: str, value: str) -> str:
+    # Hashed: the limits table holds no readable address or IP.
+    return f"{kind}:{hashlib.sha256(value.encode('utf-8')).hexdigest()[:24]}"
+
+
+def hit(db: sqlite_utils.Database, scope: str, window: int, limit: int) -> bool:
+    """Count one event in `scope`'s current window; True while the count is within `limit`."""
+    start = int(time.time()) // window * window
+    with events.transaction(db):
+        db.execute(
+            "INSERT INTO web_limits (scope, window_start, count) VALUES (?, ?, 1) "
+            "ON CONFLICT (scope, window_start) DO UPDATE SET count = count + 1",
+            [scope, start],
+        )
+        (count,) = db.execute(
+            "SELECT count FROM web_limits WHERE scope = ? AND window_start = ?", [scope, start]
+        ).fetchone()
+        if count == 1:  # a new window: forget windows older than a day
+            db.execute("DELETE FROM web_limits WHERE window_start < ?", [start - 2 * 86400])
+    return count <= limit
+
+
+def ip_allowed(db: sqlite_utils.Database, config: WebConfig, ip: str | None) -> bool:
+    """False once this IP posted more sign-ups this hour than [subscribe] allows."""
+    return hit(db, _scope("ip", ip or "unknown"), 3600, config.signups_per_ip_per_hour)
+
+
+# --- subscribe and confirm ----------------------------------------------------------------
+
+
+def _row(db: sqlite_utils.Database, where: str, args: list[Any]) -> Subscriber | None:
+    row = db.execute(f"{_SELECT} WHERE {where}", args).fetchone()
+    return Subscriber.from_row(row) if row else None
+
+
+def _with_topics(tags: Iterable[str], chosen: Iterable[str], config: WebConfig) -> list[str]:
+    """The reader's tags with the writer's topics set to exactly `chosen` (others kept)."""
+    chosen_set = {t for t in chosen if t in config.topics}
+    kept = [t for t in tags if t not in config.topics]
+    return kept + [t for t in config.topics if t in chosen_set]
+
+
+def subscribe(
+    db: sqlite_utils.Database,
+    config: WebConfig,
+    email: str,
+    name: str,
+    topics: Iterable[str],
+    origin: Origin,
+) -> Subscriber | None:
+    """Record a sign-up; the pending reader to send a confirmation to, or None.
+
+    New address: a pending row. Pending: name and topics updated. Stopped (unsubscribed,
+    bounced, complained): pending again, never active without confirming. Active: nothing
+    changes (a stranger cannot edit them) and no email is sent. None also when this
+    address had its confirmation emails for today. Raises SubscriberError for an address
+    that is not one.
+    """
+    address = normalize_email(email)
+    key = email_key(address)
+    name = clean_name(name)[:200]
+    topics = list(topics)
+    now = now_iso()
+    with events.transaction(db):
+        found = _row(db, "email_key = ?", [key])
+        if found is None:
+            tags = _with_topics([], topics, config)
+            cursor = db.execute(
+                "INSERT INTO subscribers (email, email_key, name, status, tags, attributes, "
+                "source, created_at, updated_at, optin_ip) "
+                "VALUES (?, ?, ?, 'pending', ?, '{}', 'web', ?, ?, ?)",
+                [address, key, name, json.dumps(tags), now, now, origin.ip],
+            )
+            events.record(db, subscriber_id=cursor.lastrowid, email=address, kind="subscribed",
+                          origin=origin, after="pending", detail="subscribe form")
+        elif found.status == "active":
+            return None
+        else:
+            tags = _with_topics(found.tags, topics, config)
+            db.execute(
+                "UPDATE subscribers SET name = ?, tags = ?, optin_ip = ?, updated_at = ? "
+                "WHERE id = ?",
+                [name or found.name, json.dumps(tags), origin.ip, now, found.id],
+            )
+            if found.status in STOPPED:
+                events.change_status(db, found.id, "pending", origin, kind="subscribed",
+                                     detail="subscribed again on the form")
+        reader = _row(db, "email_key = ?", [key])
+    assert reader is not None
+    if not hit(db, _scope("confirm", key), 86400, config.confirmations_per_day):
+        return None
+    return reader
+
+
+def confirm_url(settings: Settings, public_base: str, reader: Subscriber) -> str:
+    token = tokens.make_token(settings, tokens.CONFIRM, reader.id, reader.key)
+    return f"{public_base.rstrip('/')}/confirm?token={token}"
+
+
+def reader_for_confirm(
+    db: sqlite_utils.Database, settings: Settings, token: str
+) -> Subscriber | None:
+    """The reader a confirmation token is for (None: forged, expired or foreign)."""
+    value = tokens.read_token(settings, tokens.CONFIRM, token)
+    if value is None:
+        return None
+    reader = _row(db, "id = ?", [value[0]])
+    if reader is None or tokens.address_hash(reader.key) != value[1]:
+        return None
+    return reader
+
+
+def confirm(
+    db: sqlite_utils.Database, settings: Settings, token: str, origin: Origin
+) -> Subscriber | None:
+    """Make the token's pending reader active (idempotent); None for a bad token.
+
+    Only a pending reader is activated: an old confirmation link does not undo a later
+    unsubscribe.
+    """
+    reader = reader_for_confirm(db, settings, token)
+    if reader is None:
+        return None
+    if reader.status == "pending":
+        with events.transaction(db):
+            db.execute("UPDATE subscribers SET optin_ip = ? WHERE id = ?", [origin.ip, reader.id])
+            events.change_status(db, reader.id, "active", origin, kind="confirmed",
+                                 detail="confirmation link")
+            # A reader who joins through the form is owed the welcome email, if there is
+            # one (`trigger: welcome`; `newsletter run` sends it).
+            events.record(db, subscriber_id=reader.id, email=reader.email,
+                          kind="welcome_requested", origin=origin, detail="confirmed")
+        reader = _row(db, "id = ?", [reader.id])
+    return reader
+
+
+def send_confirmation(settings: Settings, reader: Subscriber, url: str) -> None:
+    """Build the confirmation email (layouts/confirm.html + .txt) and send it, once."""
+    from newsletter.compose.inline import inline_css
+    from newsletter.compose.issue import Issue
+    from newsletter.compose.layout import load_layout, make_environment, render_template
+    from newsletter.compose.message import personalize
+    from newsletter.delivery.providers.base import Outcome
+    from newsletter.delivery.providers.registry import provider_class
+
+    env = make_environment(settings.layouts_dir)
+    context = {"newsletter": {"name": settings.name, "base_url": settings.base_url,
+                              "address": settings.address},
+               "subscriber": {"name": reader.name, "email": reader.email},
+               "confirm_url": url, "days": tokens.CONFIRM_MAX_AGE // 86400}
+    html = render_template(load_layout(env, "confirm.html"), context, where="layouts/confirm.html")
+    text = render_template(load_layout(env, "confirm.txt"), context, where="layouts/confirm.txt")
+    subject = f"Confirm your subscription to {settings.name}"
+    issue = Issue(source=Path("layouts/confirm.html"), slug="confirm", title=subject,
+                  subject=subject, preheader="", date=datetime.now(UTC).date(),
+                  html=inline_css(html, where="layouts/confirm.html"), text=text)
+    message = personalize(issue, reader.recipient(),
+                          key=f"{reader.id}-{secrets.token_hex(4)}", settings=settings)
+    ps = dataclasses.replace(settings.provider,
+                             options={**settings.provider.options, "campaign": "confirm"})
+    provider = provider_class(ps.name)(settings, ps)
+    try:
+        provider.open()
+        results = provider.send([message])
+    finally:
+        provider.close()
+    if not results or results[0].outcome != Outcome.SENT:
+        reason = getattr(results[0], "error", "") if results else "no result"
+        raise NewsletterError(f"the confirmation email was not accepted: {reason}")
+
+
+# --- unsubscribe and manage (the unsubscribe token from every issue) --------------------
+
+
+def reader_for_unsubscribe(
+    db: sqlite_utils.Database, settings: Settings, token: str
+) -> Subscriber | None:
+    """The reader an issue's unsubscribe token names; None when forged, altered or foreign."""
+    from newsletter.compose.tokens import verify_unsubscribe_token
+
+    key = verify_unsubscribe_token(settings.secret_key(), token or "")
+    if key is None:
+        return None
+    return _row(db, "email_key = ?", [key.lower()])
+
+
+def unsubscribe(db: sqlite_utils.Database, reader: Subscriber, origin: Origin) -> Subscriber:
+    """Stop sending to `reader` at once; a second time changes nothing (idempotent)."""
+    if reader.status not in STOPPED:
+        events.change_status(db, reader.id, "unsubscribed", origin, detail="unsubscribe link")
+    found = _row(db, "id = ?", [reader.id])
+    assert found is not None
+    return found
+
+
+def update_preferences(
+    db: sqlite_utils.Database, config: WebConfig, reader: Subscriber, name: str,
+    topics: Iterable[str], origin: Origin,
+) -> Subscriber:
+    """Change a reader's name and chosen topics (not a status: recorded as 'updated')."""
+    name = clean_name(name)[:200]
+    with events.transaction(db):
+        current = _row(db, "id = ?", [reader.id])
+        assert current is not None
+        tags = _with_topics(current.tags, topics, config)
+        if name != current.name or tags != current.tags:
+            db.execute("UPDATE subscribers SET name = ?, tags = ?, updated_at = ? WHERE id = ?",
+                       [name, json.dumps(tags), now_iso(), reader.id])
+            events.record(db, subscriber_id=reader.id, email=current.email, kind="updated",
+                          origin=origin, before=current.status, after=current.status,
+                          detail=f"topics: {', '.join(t for t in tags if t in config.topics)}")
+        found = _row(db, "id = ?", [reader.id])
+    assert found is not None
+    return found
+
+
+def mask(email: str) -> str:
+    """l***@example.com: enough for a reader to recognise, not enough to harvest."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
