@@ -32,7 +32,7 @@ from markupsafe import Markup
 from newsletter.compose import layout as layouts
 from newsletter.compose.inline import inline_css
 from newsletter.compose.markdown import render_markdown
-from newsletter.compose.message import InlineImage
+from newsletter.compose.message import InlineImage, unsubscribe_mailto
 from newsletter.compose.plaintext import html_to_text
 from newsletter.compose.source import Draft, parse_draft, read_text
 from newsletter.errors import ContentError
@@ -173,16 +173,6 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
         slots=dict(slots.by_marker),
         assets=tuple(assets),
     )
-
-
-def unsubscribe_mailto(settings: Settings) -> str | None:
-    """settings.unsubscribe_mailto as a `mailto:` URL (a bare address gets a subject)."""
-    value = settings.unsubscribe_mailto
-    if not value:
-        return None
-    if value.lower().startswith("mailto:"):
-        return value
-    return f"mailto:{value}?subject=unsubscribe"
 
 
 def _layout_where(template: Any) -> str:
