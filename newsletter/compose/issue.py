@@ -34,7 +34,7 @@ from newsletter.compose.inline import inline_css
 from newsletter.compose.markdown import render_markdown
 from newsletter.compose.message import InlineImage, unsubscribe_mailto
 from newsletter.compose.plaintext import html_to_text
-from newsletter.compose.source import Draft, parse_draft, read_text
+from newsletter.compose.source import Draft, lines_to_paragraphs, parse_draft, read_text
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 
@@ -121,6 +121,9 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
         where=str(draft),
         line_offset=parsed.body_line - 1,
     )
+    if parsed.paragraphs == "lines":
+        # After Jinja, so template errors keep the draft's line numbers.
+        body_md = lines_to_paragraphs(body_md)
     fragment = render_markdown(body_md)
     fragment, attachments, assets = resolve_urls(settings, parsed, fragment, slots.prefix)
 

@@ -34,8 +34,7 @@ GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past this
 STYLE_BLOCK_BYTES = 16 * 1024  # Gmail drops a <style> block larger than this
 SUBJECT_MAX_CHARS = 80  # inboxes show 40–70 characters; past this it is cut off everywhere
 
-SAMPLE_READER = Recipient(email="reader@example.com", name="Sample Reader",
-                          key="reader@example.com")
+SAMPLE_READER = compose_message.SAMPLE_RECIPIENT  # the one sample reader, kept by this name
 
 
 @dataclass(frozen=True)

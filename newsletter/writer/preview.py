@@ -46,8 +46,7 @@ from newsletter.compose.message import Message, Recipient
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, load_settings
 
-SAMPLE_READER = Recipient(email="reader@example.com", name="Sample Reader",
-                          key="reader@example.com")
+SAMPLE_READER = compose_message.SAMPLE_RECIPIENT  # the one sample reader, kept by this name
 POLL_SECONDS = 0.25  # how often the watcher looks at mtimes: well inside the 1 s promise
 LONG_POLL_SECONDS = 25.0
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".avif", ".bmp", ".ico"}
