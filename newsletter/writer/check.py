@@ -22,7 +22,7 @@ from typing import Literal
 
 from newsletter.compose import message as compose_message
 from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
-from newsletter.compose.message import Message, Recipient
+from newsletter.compose.message import Message
 from newsletter.compose.source import split_front_matter
 from newsletter.errors import ContentError
 from newsletter.settings import Settings

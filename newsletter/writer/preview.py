@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsletter.compose import issue as compose_issue
 from newsletter.compose import message as compose_message
 from newsletter.compose.issue import Issue
-from newsletter.compose.message import Message, Recipient
+from newsletter.compose.message import Message
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, load_settings
 
