@@ -143,6 +143,7 @@ def build_issue(settings: Settings, draft: Path) -> Issue:
         where=_layout_where(text_layout),
     )
     inlined = inline_css(full_html, where=_layout_where(html_layout))
+    inlined = layouts.percent_encode_urls(inlined, slots)
 
     warnings = []
     if not settings.base_url:
