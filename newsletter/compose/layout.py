@@ -33,6 +33,7 @@ import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -82,9 +83,15 @@ class Slot:
         text = "" if v is None else str(v)
         if not text:
             text = self.default
-        for t in self.transforms:
-            text = _TRANSFORMS[t](text)
-        return text
+        return _transform(self.transforms, text) if self.transforms else text
+
+
+@lru_cache(maxsize=4096)
+def _transform(transforms: tuple[str, ...], text: str) -> str:
+    # Cached per distinct value: many readers share a city, a plan, a first name.
+    for t in transforms:
+        text = _TRANSFORMS[t](text)
+    return text
 
 
 class Personal(str):
