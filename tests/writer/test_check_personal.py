@@ -84,3 +84,23 @@ def test_a_long_paragraph_of_single_lines_is_a_warning(write_draft: Callable[...
     report = check_draft(load_settings(newsletter_dir),
                          write_draft("post.md", fixed + "# Hello\n\n" + lines + "\n"))
     assert not findings(report, "long-paragraph")
+
+
+def test_check_cli_names_file_line_and_exits_1_for_a_misspelt_attribute(cli, write_draft,
+                                                                      newsletter_dir: Path):
+    assert cli("subscribers", "add", "liu@example.com", "--name", "Liu").exit_code == 0
+    write_draft("post.md", HEAD + "# Hello\n\nHello {{ subscriber.naem }}!\n")
+    run = cli("check", "drafts/post.md")
+    assert run.exit_code == 1
+    assert ("drafts/post.md:7: error: subscriber.naem is empty for every reader (1): no "
+            "subscriber has it (attributes readers have: none)") in run.stdout
+
+
+def test_the_pasted_post_gets_no_long_paragraph_warning(write_draft, newsletter_dir: Path):
+    from tests.compose.test_pasted import pasted_post
+
+    report = check_draft(load_settings(newsletter_dir), write_draft("post.md", pasted_post()))
+    assert not findings(report, "long-paragraph")
+    joined = "---\nparagraphs: markdown\n---\n" + pasted_post()
+    report = check_draft(load_settings(newsletter_dir), write_draft("post.md", joined))
+    assert findings(report, "long-paragraph")[0].line == 4  # the body's first line
