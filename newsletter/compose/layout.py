@@ -258,6 +258,16 @@ def _default_filter(value: Any, default_value: Any = "", boolean: bool = False) 
     return jinja_filters.do_default(value, default_value, boolean)
 
 
+class _Environment(jinja2.Environment):
+    """Refuses str methods on reader values: `subscriber.name.upper()` would act on the
+    marker, as filters did (issue 13)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Personal) and hasattr(str, attribute):
+            raise obj._refuse(f"the method `{attribute}()`")
+        return super().getattr(obj, attribute)
+
+
 def make_environment(
     layouts_dir: Path | None, *, autoescape: bool | None = None, markdown: bool = False
 ) -> jinja2.Environment:
@@ -270,7 +280,7 @@ def make_environment(
     if layouts_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(layouts_dir)))
     loaders.append(jinja2.FileSystemLoader(str(BUILTIN_LAYOUTS)))
-    env = jinja2.Environment(
+    env = _Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=(lambda name: bool(name and name.endswith((".html", ".htm"))))
         if autoescape is None

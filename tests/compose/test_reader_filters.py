@@ -62,3 +62,11 @@ def test_filters_on_plain_values_still_work(write_draft):
     m = message_for(write_draft, '{{ "abcdef" | truncate(5, True, "…", 0) }} '
                     "{{ [1, 2, 3] | length }} {{ subscriber.name | default('x') | upper }}\n")
     assert "abcd… 3 ANA" in m.text
+
+
+def test_str_methods_on_a_reader_value_are_refused(write_draft):
+    body = "---\ntitle: T\n---\n{{ subscriber.city.replace('a', 'b') }}\n"
+    path = write_draft("2026-05-06-f.md", body)
+    refused = r"f\.md:4: the method `replace\(\)` on subscriber\.city"
+    with pytest.raises(ContentError, match=refused):
+        build_issue(load_settings(), path)
