@@ -1,9 +1,11 @@
 """`newsletter check`: a pre-send linter over the issue exactly as it would be sent.
 
-`check_draft()` builds the issue with the same `build_issue()` send uses,
-personalizes it for a sample reader, and inspects the result and the draft
-text. Findings name the draft line where the offending text can be found.
-`send` calls it first and refuses on errors unless `--force`.
+`check_draft()` builds the issue with the same `build_issue()` send uses and
+hands it to `check_issue()`, which personalizes it for the sample reader and
+inspects the result and the draft text; with a database it also checks the
+`subscriber.*` values against the audience (personalization_problems). Findings
+name the draft line where the offending text can be found. `send` builds once,
+calls `check_issue()` with its audience and refuses on errors unless `--force`.
 
 A check that cannot run at all (no such draft, broken settings) raises
 NewsletterError; a draft that fails to build is a finding, not a crash.

@@ -101,3 +101,10 @@ def test_a_pasted_post_keeps_neighbouring_list_items_in_one_list(write_draft):
     text = f"Title here\n{long}\n- apples\n- pears\n{long}\n"
     issue = build_issue(load_settings(), write_draft("list.md", text))
     assert re.search(r"<li[^>]*>apples</li>\s*<li[^>]*>pears</li>", issue.html)
+
+
+def test_a_pasted_post_keeps_an_html_block_whole(write_draft):
+    long = "A line long enough to be a pasted paragraph and not hard-wrapped Markdown, " * 2
+    text = f"Title here\n{long}\n<div class=\"note\">\n<b>Note</b>\n</div>\n{long}\n"
+    issue = build_issue(load_settings(), write_draft("html.md", text))
+    assert re.search(r"<div[^>]*>\s*<b>Note</b>\s*</div>", issue.html)
