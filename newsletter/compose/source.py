@@ -11,7 +11,7 @@ lines, which Markdown would join into one huge paragraph. A body with no blank
 line between its lines, at least 3 lines, no code fence and some line over 100
 characters (hard-wrapped Markdown keeps lines short) is read one paragraph per
 line; `paragraphs: lines` or `paragraphs: markdown` in the front matter decides
-instead. List items, table rows and HTML lines next to each other stay together.
+instead. List items and table rows next to each other stay together.
 """
 
 from __future__ import annotations
@@ -252,8 +252,7 @@ def lines_to_paragraphs(text: str) -> str:
             continue
         if stripped.startswith(("```", "~~~")):
             fence = stripped[:3]
-        together = (_LIST_OR_TABLE.match(line) and _LIST_OR_TABLE.match(prev)) or (
-            stripped.startswith("<") and prev.lstrip().startswith("<"))  # one HTML block
+        together = _LIST_OR_TABLE.match(line) and _LIST_OR_TABLE.match(prev)
         if line.strip() and prev.strip() and not together:
             out.append("")
         out.append(line)
