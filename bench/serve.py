@@ -111,7 +111,8 @@ def main() -> int:
         # The end of the list first: those are readers the send has not reached yet.
         chosen = [f"reader{i}@example.org" for i in range(0, args.readers, step)][:args.posts]
         chosen.reverse()
-        tokens = TokenMaker(SECRET.encode())
+        # Bound to the letter's base_url, as the links in a sent issue are.
+        tokens = TokenMaker(SECRET.encode(), context="https://example.com/news")
         paths = [f"/unsubscribe?token={tokens.make(a)}" for a in chosen]
 
         send_start = time.perf_counter()

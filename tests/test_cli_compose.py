@@ -70,8 +70,11 @@ def test_draft_writes_a_dated_file_with_front_matter(cli, newsletter_dir):
     text = (newsletter_dir / run.stdout.strip()).read_text()
     assert text.startswith(
         f"---\ntitle: Leaving Facebook/Meta\nsubject: Leaving Facebook/Meta\ndate: {today}\n"
-        "preheader: ''\n---\n"
+        "# preheader: the line inboxes show after the subject (remove the #)\n---\n"
     )
+    assert "preheader: ''" not in text  # an empty preheader is what check warns about
+    check = cli("check", run.stdout.strip())
+    assert "write it on the `# preheader:` line and remove the #" in check.stdout + check.stderr
     again = cli("draft", "Leaving Facebook/Meta")
     one_line_error(again, "already exists")
     assert (newsletter_dir / run.stdout.strip()).read_text() == text

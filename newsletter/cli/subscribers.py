@@ -168,7 +168,8 @@ def unsubscribe(
     """
     token = tokens.token_from(email)
     if token is not None:
-        key = tokens.verify_unsubscribe_token(settings(ctx).secret_key(), token)
+        conf = settings(ctx)
+        key = tokens.verify_unsubscribe_token(conf.secret_key(), token, conf.base_url)
         if key is None:
             raise SubscriberError(
                 "that unsubscribe link was not made by this newsletter (or was altered): "

@@ -32,9 +32,9 @@ from markupsafe import Markup
 from newsletter.compose import layout as layouts
 from newsletter.compose.inline import inline_css
 from newsletter.compose.markdown import render_markdown
-from newsletter.compose.message import InlineImage
+from newsletter.compose.message import InlineImage, unsubscribe_mailto
 from newsletter.compose.plaintext import html_to_text
-from newsletter.compose.source import Draft, parse_draft, read_text
+from newsletter.compose.source import Draft, lines_to_paragraphs, parse_draft, read_text
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 
@@ -129,6 +129,9 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
         where=str(draft),
         line_offset=parsed.body_line - 1,
     )
+    if parsed.paragraphs == "lines":
+        # After Jinja, so template errors keep the draft's line numbers.
+        body_md = lines_to_paragraphs(body_md)
     fragment = render_markdown(body_md)
     fragment, attachments, assets = resolve_urls(settings, parsed, fragment, slots.prefix)
 
@@ -148,6 +151,7 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
         where=_layout_where(text_layout),
     )
     inlined = inline_css(full_html, where=_layout_where(html_layout)) if inline else full_html
+    inlined = layouts.percent_encode_urls(inlined, slots)
 
     warnings = []
     if not settings.base_url:
@@ -182,16 +186,6 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
         assets=tuple(assets),
         content=fragment,
     )
-
-
-def unsubscribe_mailto(settings: Settings) -> str | None:
-    """settings.unsubscribe_mailto as a `mailto:` URL (a bare address gets a subject)."""
-    value = settings.unsubscribe_mailto
-    if not value:
-        return None
-    if value.lower().startswith("mailto:"):
-        return value
-    return f"mailto:{value}?subject=unsubscribe"
 
 
 def _layout_where(template: Any) -> str:

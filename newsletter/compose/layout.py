@@ -9,10 +9,15 @@ Rendering happens once per issue, so per-recipient values cannot be known
 yet. `subscriber.<anything>` and `unsubscribe_url` render as markers (short
 ASCII words no Markdown, Jinja or premailer step changes); `Slots` remembers
 what each marker stands for, and personalize() splices the real, escaped
-value in per recipient. `{{ subscriber.name | default("friend") }}` and the
-case filters (upper, lower, title, capitalize, trim) work on markers;
-`{% if subscriber.name %}` or `subscriber.name or …` cannot (the answer differs
-per recipient) and are refused with a hint.
+value in per recipient. `{{ subscriber.name | default("friend") }}`, the
+case filters (upper, lower, title, capitalize, trim) and urlencode are applied
+to each reader's value (cached per distinct value); any other filter on a
+reader value (truncate, replace, length, first, …) would act on the marker, so
+it is refused naming file, line and filter, as are `{% if subscriber.name %}`,
+`subscriber.name or …` and indexing (the answer differs per recipient).
+A reader value inside an href or src attribute is always percent-encoded
+(`percent_encode_urls`), so reader data cannot add query parameters or
+change where a link goes.
 
 Trust: drafts and layouts are the writer's own files, as trusted as a
 program they run, so Jinja2 is not sandboxed (a sandbox would only get in the
@@ -28,8 +33,10 @@ import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from jinja2 import filters as jinja_filters
@@ -45,7 +52,13 @@ _TRANSFORMS: dict[str, Callable[[str], str]] = {
     "title": str.title,
     "capitalize": str.capitalize,
     "trim": str.strip,
+    # Every character but letters, digits and -._~ (Jinja's keeps "/"; a reader's
+    # value must not add path segments either).
+    "urlencode": lambda text: quote(text, safe=""),
 }
+# Filters that leave a reader's value as it is: it is HTML-escaped when spliced in anyway.
+_PASS_THROUGH = {"e", "escape", "string", "forceescape"}
+SUPPORTED_FILTERS = ("default", *_TRANSFORMS)
 
 
 @dataclass(frozen=True)
@@ -70,9 +83,15 @@ class Slot:
         text = "" if v is None else str(v)
         if not text:
             text = self.default
-        for t in self.transforms:
-            text = _TRANSFORMS[t](text)
-        return text
+        return _transform(self.transforms, text) if self.transforms else text
+
+
+@lru_cache(maxsize=4096)
+def _transform(transforms: tuple[str, ...], text: str) -> str:
+    # Cached per distinct value: many readers share a city, a plan, a first name.
+    for t in transforms:
+        text = _TRANSFORMS[t](text)
+    return text
 
 
 class Personal(str):
@@ -89,6 +108,23 @@ class Personal(str):
 
     def __html__(self) -> str:
         return str.__str__(self)  # escaped when spliced in, per recipient
+
+    def _refuse(self, what: str) -> _PersonalTestError:
+        name = self.slot.field.replace("attr:", "")
+        return _PersonalTestError(
+            f"{what} on subscriber.{name} is not supported (reader values are filled in per "
+            f"reader after the issue renders once): use only the filters "
+            f"{', '.join(SUPPORTED_FILTERS)}"
+        )
+
+    def __getitem__(self, key: Any) -> Any:
+        raise self._refuse("indexing")
+
+    def __len__(self) -> int:
+        raise self._refuse("length")
+
+    def __iter__(self) -> Any:
+        raise self._refuse("a loop")
 
     def __bool__(self) -> bool:
         if self.slot.field == "unsubscribe_url":
@@ -178,10 +214,58 @@ def _marker_filter(name: str) -> Callable[..., Any]:
     return apply
 
 
+def _guard_filter(name: str, builtin: Callable[..., Any]) -> Callable[..., Any]:
+    """A built-in filter that refuses a reader value instead of acting on its marker."""
+    pass_arg = getattr(builtin, "jinja_pass_arg", None)
+    at = 1 if pass_arg is not None else 0  # context/environment comes first
+
+    def apply(*args: Any, **kwargs: Any) -> Any:
+        values = [*args[at:], *kwargs.values()]
+        personal = next((v for v in values if isinstance(v, Personal)), None)
+        if personal is not None:
+            if name in _PASS_THROUGH and args[at:][:1] == (personal,):
+                return personal
+            raise personal._refuse(f"the filter `{name}`")
+        return builtin(*args, **kwargs)
+
+    if pass_arg is not None:
+        apply.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return apply
+
+
+def percent_encode_urls(html: str, slots: Slots) -> str:
+    """Reader values inside href/src attributes, percent-encoded for every reader."""
+    markers = [m for m, s in slots.by_marker.items()
+               if s.field != "unsubscribe_url" and s.transforms[-1:] != ("urlencode",)]
+    if not markers:
+        return html
+    find = re.compile("|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True)))
+
+    def encode(m: re.Match[str]) -> str:
+        slot = slots.by_marker[m.group(0)]
+        return str.__str__(slots.get(replace(slot, transforms=(*slot.transforms, "urlencode"))))
+
+    def attribute(m: re.Match[str]) -> str:
+        return m.group(1) + find.sub(encode, m.group(2))
+
+    return re.sub(r"""(\s(?:href|src)\s*=\s*)("[^"]*"|'[^']*'|[^\s>]+)""", attribute, html,
+                  flags=re.IGNORECASE)
+
+
 def _default_filter(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     if isinstance(value, Personal):
         return value.slots.get(replace(value.slot, default=str(default_value)))
     return jinja_filters.do_default(value, default_value, boolean)
+
+
+class _Environment(jinja2.Environment):
+    """Refuses str methods on reader values: `subscriber.name.upper()` would act on the
+    marker, as filters did (issue 13)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Personal) and hasattr(str, attribute):
+            raise obj._refuse(f"the method `{attribute}()`")
+        return super().getattr(obj, attribute)
 
 
 def make_environment(
@@ -196,7 +280,7 @@ def make_environment(
     if layouts_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(layouts_dir)))
     loaders.append(jinja2.FileSystemLoader(str(BUILTIN_LAYOUTS)))
-    env = jinja2.Environment(
+    env = _Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=(lambda name: bool(name and name.endswith((".html", ".htm"))))
         if autoescape is None
@@ -206,6 +290,8 @@ def make_environment(
         auto_reload=False,
         **({"comment_start_string": "{##", "comment_end_string": "##}"} if markdown else {}),
     )
+    for name, builtin in list(env.filters.items()):
+        env.filters[name] = _guard_filter(name, builtin)
     for name in _TRANSFORMS:
         env.filters[name] = _marker_filter(name)
     env.filters["default"] = env.filters["d"] = _default_filter

@@ -98,8 +98,19 @@ class Message:
         return self.raw
 
 
-# A stand-in reader for build and preview.
-SAMPLE_RECIPIENT = Recipient(email="reader@example.com", name="Sample Reader")
+# The one stand-in reader for build, preview, check and `draft`'s sample message.
+SAMPLE_RECIPIENT = Recipient(email="reader@example.com", name="Sample Reader",
+                             key="reader@example.com")
+
+
+def unsubscribe_mailto(settings: Settings) -> str | None:
+    """settings.unsubscribe_mailto as a `mailto:` URL (a bare address gets a subject)."""
+    value = settings.unsubscribe_mailto
+    if not value:
+        return None
+    if value.lower().startswith("mailto:"):
+        return value
+    return f"mailto:{value}?subject=unsubscribe"
 
 _SOFT = b"=\r\n"
 _BAD_ADDRESS = re.compile(r"[\x00-\x20\x7f<>\"(),;:\\\[\]]")
@@ -119,9 +130,16 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
             f"{email!r} is not a usable email address: fix or remove this subscriber"
         )
     name = " ".join(_CONTROL.sub(" ", recipient.name).split()) if recipient.name else ""
+    name = name[:NAME_MAX_CHARS]
     unsub = None
+    mailto = prep.mailto
     if prep.tokens is not None:
-        unsub = f"{prep.base_url}/unsubscribe?token={prep.tokens.make(recipient.key or email)}"
+        token = prep.tokens.make(recipient.key or email)
+        unsub = f"{prep.base_url}/unsubscribe?token={token}"
+        if mailto and mailto.endswith("?subject=unsubscribe"):
+            # The reader's token in the subject: `newsletter sync` reads the mailbox and
+            # knows whom a reply is from, whatever address it was sent from.
+            mailto = f"{mailto}%20{token}"
 
     # Each distinct slot is computed, escaped and encoded once, then put at its positions.
     plain = []
@@ -138,8 +156,8 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     date = _now()
     headers = [("Date", date), ("Message-ID", msg_id)]
     headers.extend(prep.static_headers)
-    if unsub or prep.mailto:
-        parts = [f"<{u}>" for u in (unsub, prep.mailto) if u]
+    if unsub or mailto:
+        parts = [f"<{u}>" for u in (unsub, mailto) if u]
         headers.append(("List-Unsubscribe", ", ".join(parts)))
         if unsub:
             headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
@@ -157,7 +175,7 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
             msg_id.encode("ascii"),
             b"\r\n",
             prep.static_lines,
-            _list_unsubscribe_lines(unsub, prep.mailto),
+            _list_unsubscribe_lines(unsub, mailto),
             prep.head_tail,
             prep.text_qp.fill([_qp_value(v) for v in plain]),
             prep.between,
@@ -188,12 +206,15 @@ class _Prepared:
     """Everything about an issue's messages that does not depend on the recipient."""
 
     def __init__(self, issue: Issue, settings: Settings):
-        from newsletter.compose.issue import unsubscribe_mailto
         from newsletter.compose.tokens import TokenMaker
 
         self.settings = settings
         self.base_url = settings.base_url
-        self.tokens = TokenMaker(settings.secret_key()) if settings.base_url else None
+        # Tokens are bound to this newsletter's base_url (see tokens.py).
+        self.tokens = (
+            TokenMaker(settings.secret_key(), context=settings.base_url)
+            if settings.base_url else None
+        )
         self.mailto = unsubscribe_mailto(settings)
         if self.mailto and _CONTROL.search(self.mailto):
             raise ContentError("newsletter.unsubscribe_mailto must be one line")
@@ -391,25 +412,48 @@ def _encode_address(name: str, addr: str) -> bytes:
         addr = f"{local}@{domain}"
     if not name:
         return addr.encode("utf-8")
-    return _encode_phrase(name, "To") + b"<" + addr.encode("utf-8") + b">"
+    phrase = _encode_phrase(name, "To")
+    angle = b"<" + addr.encode("utf-8") + b">"
+    if len(phrase.rsplit(b"\n", 1)[-1]) + len(angle) > 74:
+        return phrase.rstrip(b" ") + b"\r\n " + angle  # fold before the address too
+    return phrase + angle
+
+
+# Past this many characters a display name is cut: no mailbox shows more, and a
+# pasted essay in a name field should not make a megabyte of headers.
+NAME_MAX_CHARS = 200
 
 
 def _encode_phrase(name: str, header: str) -> bytes:
-    """A display name, quoted or RFC 2047-encoded, followed by a space ('' → b'')."""
+    """A display name, quoted or RFC 2047-encoded, followed by a space ('' → b'').
+
+    Long names are folded into encoded-words on lines of at most 78 characters, so
+    no header line nears the 998-character limit servers enforce (RFC 5322 2.1.1).
+    """
     if not name:
         return b""
-    if name.isascii():
+    name = name[:NAME_MAX_CHARS]
+    if name.isascii() and len(name) + len(header) + 4 <= 60:
         return _quote_name(name).encode("ascii") + b" "
-    encoded = Header(name, "utf-8", header_name=header).encode(linesep="\r\n")
-    return encoded.encode("ascii") + b" "
+    # Specials (",", "<", '"', …) in a phrase must not reach the header bare: as
+    # encoded-words they are q-encoded and cannot split the address list.
+    return _fold(header, name, phrase=True).encode("ascii") + b" "
+
+
+def _fold(header: str, value: str, phrase: bool = False) -> str:
+    """`value` folded at 78: at spaces when it is plain ASCII with short words, else as
+    RFC 2047 encoded-words (a long word without spaces can only be split that way)."""
+    words_fit = value.isascii() and all(len(w) < 60 for w in value.split())
+    if phrase and _NEEDS_QUOTES.search(value):
+        words_fit = False
+    charset = "us-ascii" if words_fit else "utf-8"
+    return Header(value, charset, header_name=header).encode(linesep="\r\n", maxlinelen=78)
 
 
 def _header_line(header: str, value: str) -> bytes:
     if value.isascii() and len(value) + len(header) + 2 <= 78:
         return f"{header}: {value}\r\n".encode("ascii")
-    charset = "us-ascii" if value.isascii() else "utf-8"
-    encoded = Header(value, charset, header_name=header).encode(linesep="\r\n")
-    return f"{header}: {encoded}\r\n".encode("ascii")
+    return f"{header}: {_fold(header, value)}\r\n".encode("ascii")
 
 
 def _list_id(settings: Settings, domain: str) -> tuple[str, str]:

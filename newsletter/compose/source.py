@@ -3,7 +3,15 @@
 Drafts come from Substack, Hugo, Jekyll, Obsidian or GitHub, so front matter is
 optional: YAML between `---` lines (Jekyll, Hugo, Obsidian) or TOML between
 `+++` lines (Hugo). Without a title, the first `# heading` is the title (and is
-taken out of the body so the layout does not show it twice), else the first line.
+taken out of the body so the layout does not show it twice), else the first line
+(taken out too when it stands alone: followed by a blank line, or in a pasted draft).
+
+Pasted drafts: Substack and web editors copy one paragraph per line with no blank
+lines, which Markdown would join into one huge paragraph. A body with no blank
+line between its lines, at least 3 lines, no code fence and some line over 100
+characters (hard-wrapped Markdown keeps lines short) is read one paragraph per
+line; `paragraphs: lines` or `paragraphs: markdown` in the front matter decides
+instead. List items and table rows next to each other stay together.
 """
 
 from __future__ import annotations
@@ -19,7 +27,11 @@ import yaml
 
 from newsletter.errors import ContentError
 
-KNOWN_KEYS = {"title", "subject", "date", "preheader", "layout", "slug"}
+KNOWN_KEYS = {"title", "subject", "date", "preheader", "layout", "slug", "paragraphs"}
+PARAGRAPH_MODES = ("lines", "markdown")
+_PASTED_MIN_LINES = 3
+_PASTED_LONG_LINE = 100  # a line this long is not hard-wrapped Markdown
+_LIST_OR_TABLE = re.compile(r"^\s*([-*+]\s|\d{1,9}[.)]\s|\|)")
 _DATE_PREFIX = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:-|$)")
 _H1 = re.compile(r"^#\s+(.+?)\s*#*\s*$")
 _SETEXT_H1 = re.compile(r"^=+\s*$")
@@ -39,6 +51,7 @@ class Draft:
     date: date
     slug: str
     layout: str | None = None
+    paragraphs: str = "markdown"  # "lines": one paragraph per line (a pasted draft)
     extra: dict[str, Any] = field(default_factory=dict)  # front matter keys we do not know
 
     def where(self, body_lineno: int | None = None) -> str:
@@ -205,6 +218,48 @@ def _title_from_body(body: str) -> tuple[str | None, str]:
     return None, body
 
 
+def _content_lines(body: str) -> list[str]:
+    lines = body.split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def looks_pasted(body: str) -> bool:
+    """True when a body reads as one paragraph per line (see the module docstring)."""
+    lines = _content_lines(body)
+    if len(lines) < _PASTED_MIN_LINES or any(not line.strip() for line in lines):
+        return False
+    if any(line.lstrip().startswith(("```", "~~~")) for line in lines):
+        return False
+    return any(len(line) > _PASTED_LONG_LINE for line in lines)
+
+
+def lines_to_paragraphs(text: str) -> str:
+    """Put a blank line between lines so each is its own paragraph (fences kept whole;
+    neighbouring list items and table rows kept together)."""
+    out: list[str] = []
+    fence: str | None = None
+    prev = ""
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        if fence is not None:
+            out.append(line)
+            if stripped.startswith(fence):
+                fence, prev = None, line
+            continue
+        if stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        together = _LIST_OR_TABLE.match(line) and _LIST_OR_TABLE.match(prev)
+        if line.strip() and prev.strip() and not together:
+            out.append("")
+        out.append(line)
+        prev = line
+    return "\n".join(out)
+
+
 def _first_line(body: str) -> str:
     for line in body.split("\n"):
         s = line.strip().lstrip("#").strip()
@@ -213,6 +268,27 @@ def _first_line(body: str) -> str:
             s = re.sub(r"[*_`]+", "", s)
             return s[:150]
     return ""
+
+
+def _drop_title_line(body: str, pasted: bool) -> str:
+    """Blank the first line when it became the title and stands alone, so the issue
+    does not open with its title twice; a hard-wrapped paragraph's first line stays."""
+    lines = body.split("\n")
+    i = next((n for n, line in enumerate(lines) if line.strip()), None)
+    if i is None:
+        return body
+    first = lines[i].strip()
+    if len(first) > 150 or first.startswith(("#", "```", "~~~", "{", "<", ">", "|", "!", "[")):
+        return body  # a cut-off piece is the title; a heading, code or markup is content
+    if _LIST_OR_TABLE.match(first):
+        return body
+    if not any(line.strip() for line in lines[i + 1 :]):
+        return body  # a one-line draft: that line is the issue, not only its title
+    alone = not lines[i + 1].strip()
+    if not (alone or pasted):
+        return body
+    lines[i] = ""  # blanked, not deleted, so line numbers stay right
+    return "\n".join(lines)
 
 
 def slug_from_path(path: Path) -> str:
@@ -236,6 +312,13 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
     if text is None:
         text = read_text(path)
     meta, body, body_line = split_front_matter(path, text)
+    mode = _as_text(path, text, meta, "paragraphs")
+    if mode is not None and mode.strip().lower() not in PARAGRAPH_MODES:
+        raise ContentError(
+            f"{path}:{_line_of_key(path, text, 'paragraphs')}: paragraphs {mode!r} is not "
+            "one of: lines (one paragraph per line, as pasted drafts are), markdown"
+        )
+    pasted = mode.strip().lower() == "lines" if mode is not None else looks_pasted(body)
 
     title = _as_text(path, text, meta, "title")
     if title is not None:
@@ -246,6 +329,8 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
     else:
         heading, body = _title_from_body(body)
         title = heading if heading is not None else _first_line(body)
+        if heading is None and title:
+            body = _drop_title_line(body, pasted)
         # A heading pasted from a word processor may hold \v or U+2028: one line, spaces.
         title = _BREAK_OR_CONTROL.sub(" ", title).strip()
     title = title or path.stem
@@ -292,5 +377,6 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
         date=when,
         slug=slug,
         layout=layout.strip() if layout else None,
+        paragraphs="lines" if pasted else "markdown",
         extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
     )

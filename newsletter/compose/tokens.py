@@ -15,6 +15,15 @@ Construction (deterministic authenticated encryption, SIV style, stdlib only):
 K_mac and K_enc are derived from the secret with HMAC and distinct labels.
 The same subscriber always gets the same token, so links in old issues keep
 working until the secret changes.
+
+Binding to one newsletter: version "2" tokens (what personalize makes) derive
+both keys from the secret *and* the newsletter's base_url (the `context`), so
+two newsletters sharing a NEWSLETTER_SECRET refuse each other's links.
+Version "1" tokens (unbound, in issues sent before) are still accepted when
+`accept_legacy=True`, the default, so old links keep working; a newsletter
+that never shared its secret loses nothing by that, and one that did can pass
+`accept_legacy=False` (or rotate the secret). Changing base_url invalidates
+v2 links, like changing the secret does.
 """
 
 from __future__ import annotations
@@ -24,14 +33,32 @@ import binascii
 import hashlib
 import hmac
 
-VERSION = "1"
+LEGACY_VERSION = "1"
+BOUND_VERSION = "2"
+VERSION = BOUND_VERSION
 _TAG = 16
 
 
-def _keys(secret: bytes) -> tuple[bytes, bytes]:
-    mac_key = hmac.new(secret, b"newsletter/unsubscribe/mac", hashlib.sha256).digest()
-    enc_key = hmac.new(secret, b"newsletter/unsubscribe/enc", hashlib.sha256).digest()
+def _keys(secret: bytes, context: str | None = None) -> tuple[bytes, bytes]:
+    if context is None:
+        label = b"newsletter/unsubscribe/"
+    else:
+        # Length-prefixed so no context can be confused with another's label.
+        ctx = _normalize_context(context).encode("utf-8")
+        label = b"newsletter/unsubscribe/v2/" + len(ctx).to_bytes(4, "big") + ctx + b"/"
+    mac_key = hmac.new(secret, label + b"mac", hashlib.sha256).digest()
+    enc_key = hmac.new(secret, label + b"enc", hashlib.sha256).digest()
     return mac_key, enc_key
+
+
+def _normalize_context(context: str) -> str:
+    # https://Example.com/ and https://example.com are the same newsletter.
+    context = context.strip().rstrip("/")
+    scheme, sep, rest = context.partition("://")
+    if not sep:
+        return context
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
 
 
 def _keystream(enc_key: bytes, iv: bytes, length: int) -> bytes:
@@ -46,21 +73,34 @@ def _xor(data: bytes, stream: bytes) -> bytes:
 
 
 class TokenMaker:
-    """Makes tokens with keys derived once (personalize makes one per recipient)."""
+    """Makes tokens with keys derived once (personalize makes one per recipient).
 
-    def __init__(self, secret: bytes):
-        self._mac_key, self._enc_key = _keys(secret)
+    With a `context` (the newsletter's base_url) tokens are v2, bound to it;
+    without, v1 as before.
+    """
+
+    def __init__(self, secret: bytes, context: str | None = None, *,
+                 accept_legacy: bool = True):
+        self._version = LEGACY_VERSION if context is None else BOUND_VERSION
+        self._keys = {self._version: _keys(secret, context)}
+        if context is not None and accept_legacy:
+            self._keys[LEGACY_VERSION] = _keys(secret, None)
 
     def make(self, key: str) -> str:
+        mac_key, enc_key = self._keys[self._version]
         plain = key.encode("utf-8")
-        iv = hmac.digest(self._mac_key, plain, "sha256")[:_TAG]
-        ct = _xor(plain, _keystream(self._enc_key, iv, len(plain))) if plain else b""
-        return VERSION + base64.urlsafe_b64encode(iv + ct).rstrip(b"=").decode("ascii")
+        iv = hmac.digest(mac_key, plain, "sha256")[:_TAG]
+        ct = _xor(plain, _keystream(enc_key, iv, len(plain))) if plain else b""
+        return self._version + base64.urlsafe_b64encode(iv + ct).rstrip(b"=").decode("ascii")
 
     def verify(self, token: str) -> str | None:
-        if not isinstance(token, str) or not token.startswith(VERSION) or len(token) > 2048:
+        if not isinstance(token, str) or not token or len(token) > 2048:
             return None
-        body = token[len(VERSION) :]
+        keys = self._keys.get(token[0])
+        if keys is None:
+            return None
+        mac_key, enc_key = keys
+        body = token[1:]
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except (binascii.Error, ValueError):
@@ -71,8 +111,8 @@ class TokenMaker:
         if len(raw) < _TAG:
             return None
         iv, ct = raw[:_TAG], raw[_TAG:]
-        plain = _xor(ct, _keystream(self._enc_key, iv, len(ct))) if ct else b""
-        expected = hmac.digest(self._mac_key, plain, "sha256")[:_TAG]
+        plain = _xor(ct, _keystream(enc_key, iv, len(ct))) if ct else b""
+        expected = hmac.digest(mac_key, plain, "sha256")[:_TAG]
         if not hmac.compare_digest(iv, expected):
             return None
         try:
@@ -81,14 +121,25 @@ class TokenMaker:
             return None
 
 
-def unsubscribe_token(secret: bytes, key: str) -> str:
-    """An opaque token for the subscriber identity `key` (URL-safe, no padding)."""
-    return TokenMaker(secret).make(key)
+def unsubscribe_token(secret: bytes, key: str, context: str | None = None) -> str:
+    """An opaque token for the subscriber identity `key` (URL-safe, no padding).
+
+    Pass the newsletter's base_url as `context` (as personalize does) to bind it
+    to this newsletter; without it the token is an unbound v1 token.
+    """
+    return TokenMaker(secret, context).make(key)
 
 
-def verify_unsubscribe_token(secret: bytes, token: str) -> str | None:
-    """The subscriber key a token was made for, or None when it is forged or altered."""
-    return TokenMaker(secret).verify(token)
+def verify_unsubscribe_token(
+    secret: bytes, token: str, context: str | None = None, *, accept_legacy: bool = True
+) -> str | None:
+    """The subscriber key a token was made for, or None when forged, altered or foreign.
+
+    With `context` (the newsletter's base_url), v2 tokens must have been made for
+    it; v1 tokens from issues sent before binding are accepted unless
+    `accept_legacy=False`. Without `context` only v1 tokens verify.
+    """
+    return TokenMaker(secret, context, accept_legacy=accept_legacy).verify(token)
 
 
 def unsubscribe_url(base_url: str, token: str) -> str:

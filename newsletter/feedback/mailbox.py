@@ -142,7 +142,8 @@ def classify(msg: Message, uid: bytes, settings: Settings, db: sqlite_utils.Data
         email_addr = None
         how = "mailto unsubscribe"
         if token is not None:
-            key = tokens.verify_unsubscribe_token(settings.secret_key(), token)
+            key = tokens.verify_unsubscribe_token(settings.secret_key(), token,
+                                                      settings.base_url)
             if key is not None:
                 row = db.execute("SELECT email FROM subscribers WHERE email_key = ?",
                                  [key]).fetchone()

@@ -335,7 +335,7 @@ def reader_for_unsubscribe(
     """The reader an issue's unsubscribe token names; None when forged, altered or foreign."""
     from newsletter.compose.tokens import verify_unsubscribe_token
 
-    key = verify_unsubscribe_token(settings.secret_key(), token or "")
+    key = verify_unsubscribe_token(settings.secret_key(), token or "", settings.base_url)
     if key is None:
         return None
     return _row(db, "email_key = ?", [key.lower()])

@@ -1,9 +1,11 @@
 """`newsletter check`: a pre-send linter over the issue exactly as it would be sent.
 
-`check_draft()` builds the issue with the same `build_issue()` send uses,
-personalizes it for a sample reader, and inspects the result and the draft
-text. Findings name the draft line where the offending text can be found.
-`send` calls it first and refuses on errors unless `--force`.
+`check_draft()` builds the issue with the same `build_issue()` send uses and
+hands it to `check_issue()`, which personalizes it for the sample reader and
+inspects the result and the draft text; with a database it also checks the
+`subscriber.*` values against the audience (personalization_problems). Findings
+name the draft line where the offending text can be found. `send` builds once,
+calls `check_issue()` with its audience and refuses on errors unless `--force`.
 
 A check that cannot run at all (no such draft, broken settings) raises
 NewsletterError; a draft that fails to build is a finding, not a crash.
@@ -13,20 +15,27 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from newsletter import store
 from newsletter.compose import message as compose_message
 from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
-from newsletter.compose.message import Message, Recipient
-from newsletter.compose.source import split_front_matter
+from newsletter.compose.message import Message
+from newsletter.compose.personal import personalization_problems
+from newsletter.compose.source import parse_draft, split_front_matter
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 from newsletter.writer import css_support
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 Severity = Literal["error", "warning"]
 
@@ -34,8 +43,7 @@ GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past this
 STYLE_BLOCK_BYTES = 16 * 1024  # Gmail drops a <style> block larger than this
 SUBJECT_MAX_CHARS = 80  # inboxes show 40–70 characters; past this it is cut off everywhere
 
-SAMPLE_READER = Recipient(email="reader@example.com", name="Sample Reader",
-                          key="reader@example.com")
+SAMPLE_READER = compose_message.SAMPLE_RECIPIENT  # the one sample reader, kept by this name
 
 
 @dataclass(frozen=True)
@@ -340,24 +348,65 @@ def _image_line(draft: _DraftText, src: str) -> int | None:
     return draft.line_of(src) or draft.line_of(src.rsplit("/", 1)[-1])
 
 
-def check_draft(settings: Settings, path: Path) -> Report:
-    """Lint one draft as it would be sent; see the module docstring for what is checked.
+LONG_PARAGRAPH_CHARS = 1500
 
-    Raises ContentError when the draft file cannot be read (exit 2 from the CLI).
-    """
-    path = Path(path)
+
+def _long_paragraphs(report: Report, path: Path, draft: _DraftText) -> None:
+    """A paragraph this long holding single line breaks is usually a pasted post read as
+    Markdown: its lines were meant as paragraphs."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ContentError(f"{path} does not exist: pass a draft path or slug") from None
-    except (UnicodeDecodeError, IsADirectoryError):
-        raise ContentError(f"{path} is not a UTF-8 text file: save it as UTF-8") from None
+        parsed = parse_draft(path, draft.text)
+    except ContentError:
+        return  # reported as a build error
+    if parsed.paragraphs == "lines":
+        return
+    block: list[tuple[int, str]] = []
+    fence: str | None = None
+    for number, line in [*enumerate(parsed.body.split("\n"), parsed.body_line), (0, "")]:
+        stripped = line.lstrip()
+        if fence is None and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence is not None:
+            if stripped.startswith(fence):
+                fence = None
+            continue
+        if fence is None and line.strip():
+            block.append((number, line))
+            continue
+        text = "\n".join(t for _, t in block)
+        if len(block) > 1 and len(text) > LONG_PARAGRAPH_CHARS:
+            report.add("warning", "long-paragraph",
+                       f"a {len(text):,}-character paragraph of {len(block)} lines: Markdown "
+                       "joins lines without a blank line between them; if each line is a "
+                       "paragraph (a pasted post), add `paragraphs: lines` to the front matter "
+                       "or blank lines between them", block[0][0])
+        block = []
+
+
+def check_issue(
+    issue: Issue,
+    settings: Settings,
+    *,
+    text: str | None = None,
+    db: sqlite_utils.Database | None = None,
+    where_sql: str = "status = 'active'",
+    params: Sequence[Any] | dict[str, Any] = (),
+) -> Report:
+    """Lint an issue already built with build_issue() (send builds once and calls this).
+
+    `text` is the draft's text (read from issue.source when None). With `db`,
+    the `subscriber.*` values the issue uses are checked against the readers
+    `where_sql` selects (send passes its audience); see personalization_problems.
+    """
+    path = Path(issue.source)
+    if text is None:
+        text = _read_draft(path)
     draft = _DraftText(text)
     report = Report(draft=path)
     _settings_rules(report, settings)
     _placeholders(report, draft)
+    _long_paragraphs(report, path, draft)
     try:
-        issue = build_issue(settings, path)
         message = compose_message.personalize(issue, SAMPLE_READER, key="check",
                                               settings=settings)
     except ContentError as exc:
@@ -365,10 +414,18 @@ def check_draft(settings: Settings, path: Path) -> Report:
         return _sorted(report)
     _subject_rules(report, issue, draft)
     if not issue.preheader.strip():
+        hint = draft.line_of("# preheader:")
+        how = ("write it on the `# preheader:` line and remove the #" if hint else
+               "add `preheader:` to the front matter")
         report.add("warning", "no-preheader",
-                   "no preheader (the preview line inboxes show after the subject): add "
-                   "`preheader:` to the front matter")
+                   f"no preheader (the preview line inboxes show after the subject): {how}",
+                   hint)
     _html_rules(report, settings, message, draft)
+    if db is not None:
+        for problem in personalization_problems(issue, db, where_sql, params):
+            message_text = re.sub(r"^\S+?:\d+: |^\S+ \(or its layout\): ", "",
+                                  problem.message)
+            report.add(problem.severity, problem.code, message_text, problem.line)
     _publish_rule(report, settings, issue)
     return _sorted(report)
 
@@ -382,6 +439,41 @@ def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
                    f"not on the published site yet: {', '.join(missing)}; the email links "
                    "there: run newsletter publish right after sending (or add `publish: true` "
                    "to the front matter and publish first)")
+
+
+def _read_draft(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ContentError(f"{path} does not exist: pass a draft path or slug") from None
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise ContentError(f"{path} is not a UTF-8 text file: save it as UTF-8") from None
+
+
+def check_draft(
+    settings: Settings, path: Path, db: sqlite_utils.Database | None = None
+) -> Report:
+    """Lint one draft as it would be sent; see the module docstring for what is checked.
+
+    Readers' attributes are checked against the active list in `db`, or in the
+    newsletter's database when it exists. Raises ContentError when the draft
+    file cannot be read (exit 2 from the CLI).
+    """
+    path = Path(path)
+    text = _read_draft(path)
+    try:
+        issue = build_issue(settings, path)
+    except ContentError as exc:
+        draft = _DraftText(text)
+        report = Report(draft=path)
+        _settings_rules(report, settings)
+        _placeholders(report, draft)
+        _build_error(report, exc, draft)
+        return _sorted(report)
+    if db is None and settings.database.exists():
+        with closing(store.connect(settings.database)) as opened:
+            return check_issue(issue, settings, text=text, db=opened)
+    return check_issue(issue, settings, text=text, db=db)
 
 
 def _sorted(report: Report) -> Report:

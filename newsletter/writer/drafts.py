@@ -63,10 +63,11 @@ def new_draft(
         raise ContentError(
             f"{path} already exists: edit it, or pick another title or --slug"
         )
-    meta = {"title": title, "subject": title, "date": when, "preheader": ""}
+    meta = {"title": title, "subject": title, "date": when}
     front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False, width=1000)
+    # A hint, not `preheader: ''`: an empty value is what `check` warns about.
     body = (
-        f"---\n{front}---\n\n"
+        f"---\n{front}{PREHEADER_HINT}\n---\n\n"
         "Write your issue here, in Markdown. Say hello with "
         '{{ subscriber.name | default("there") }}.\n'
     )
@@ -87,6 +88,9 @@ def new_draft(
         path.unlink(missing_ok=True)
         raise ContentError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+PREHEADER_HINT = "# preheader: the line inboxes show after the subject (remove the #)"
 
 
 def draft_files(settings: Settings) -> list[Path]:

@@ -44,12 +44,11 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsletter.compose import issue as compose_issue
 from newsletter.compose import message as compose_message
 from newsletter.compose.issue import Issue
-from newsletter.compose.message import Message, Recipient
+from newsletter.compose.message import Message
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, load_settings
 
-SAMPLE_READER = Recipient(email="reader@example.com", name="Sample Reader",
-                          key="reader@example.com")
+SAMPLE_READER = compose_message.SAMPLE_RECIPIENT  # the one sample reader, kept by this name
 POLL_SECONDS = 0.25  # how often the watcher looks at mtimes: well inside the 1 s promise
 LONG_POLL_SECONDS = 25.0
 # A connection that sends nothing for this long is closed: half-open sockets must

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 
 import pytest
@@ -64,7 +65,8 @@ def test_a_message_parses_cleanly_with_every_header(issue_and_settings, newslett
     assert msg["List-Unsubscribe"] == f"<{url}>"
     assert "ana" not in url  # no readable address in the URL
     token = url.split("token=")[1]
-    assert verify_unsubscribe_token(settings.secret_key(), token) == "ana@example.com"
+    key = verify_unsubscribe_token(settings.secret_key(), token, settings.base_url)
+    assert key == "ana@example.com"
     assert msg["Reply-To"] is None  # not configured
 
     text_part, html_part = msg.iter_parts()
@@ -100,7 +102,8 @@ def test_token_is_made_over_the_recipient_key_defaulting_to_email(issue_and_sett
     issue, settings = issue_and_settings
     m = personalize(issue, Recipient("X@Example.com"), key="1", settings=settings)
     token = m.unsubscribe_url.split("token=")[1]
-    assert verify_unsubscribe_token(settings.secret_key(), token) == "X@Example.com"
+    key = verify_unsubscribe_token(settings.secret_key(), token, settings.base_url)
+    assert key == "X@Example.com"
 
 
 def test_message_ids_are_unique(issue_and_settings):
@@ -235,3 +238,52 @@ def test_long_subjects_are_folded(write_draft, subject):
     subject_lines = head.split(b"Subject: ", 1)[1].split(b"\r\nDate:", 1)[0].split(b"\r\n")
     assert len(subject_lines) > 1 and all(len(line) <= 78 for line in subject_lines)
     assert parse(message.as_bytes())["Subject"] == subject
+
+
+@pytest.mark.parametrize("name", [
+    "A" * 2000,  # one 2,000-character word: cannot be folded at spaces
+    "Ana " * 500,
+    "Zoë " * 400,
+    'Dr. "Quoted", Esq. ' * 60,
+])
+def test_any_name_is_folded_and_accepted_by_a_real_smtp_server(issue_and_settings, name):
+    import smtplib
+
+    from tests.delivery.smtpserver import SMTPServer
+
+    issue, settings = issue_and_settings
+    message = personalize(issue, Recipient("ana@example.com", name=name), key="1",
+                          settings=settings)
+    raw = message.as_bytes()
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    to = re.search(r"^To: .*?(?=\r\n\S)", head, re.M | re.S).group(0)
+    assert max(len(line) for line in to.split("\r\n")) <= 78
+    assert max(len(line) for line in head.split("\r\n")) <= 998
+    with SMTPServer() as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+            refused = client.sendmail(message.sender, [message.recipient], raw)
+        assert refused == {}
+        assert len(server.received) == 1
+        got = parse(server.received[0].data)
+    from email.header import decode_header, make_header
+
+    # The name is capped at 200 characters; RFC 2047 decoding gives it back whole
+    # (whitespace between adjacent encoded-words is not part of the text).
+    shown = " ".join(name.split())[:200].strip()
+    raw_to = re.search(r"^To: (.*?)\r\n(?=\S)", server.received[0].data.decode("ascii"),
+                       re.M | re.S).group(1)
+    raw_to = raw_to.replace("\r\n", "")  # unfolding removes only the CRLF
+    decoded = str(make_header(decode_header(raw_to.rpartition("<")[0].strip())))
+    assert decoded.strip('"').replace('\\"', '"') == shown
+    assert got["To"].addresses[0].addr_spec == "ana@example.com"
+
+
+def test_a_long_subject_without_spaces_is_folded(write_draft):
+    path = write_draft("2026-05-07-long.md", "---\ntitle: " + "x" * 1500 + "\n---\nHi\n")
+    settings = load_settings()
+    message = personalize(build_issue(settings, path), Recipient("a@example.com"), key="1",
+                          settings=settings)
+    head = message.as_bytes().split(b"\r\n\r\n", 1)[0].decode("ascii")
+    subject = re.search(r"^Subject: .*?(?=\r\n\S)", head, re.M | re.S).group(0)
+    assert max(len(line) for line in subject.split("\r\n")) <= 78
+    assert parse(message.as_bytes())["Subject"] == "x" * 1500

@@ -65,7 +65,16 @@ def test_no_heading_title_from_first_line(write_draft):
     path = write_draft("plain.md", "Just a **first** line\n\nand more.\n")
     draft = parse_draft(path)
     assert draft.title == "Just a first line"
-    assert "first" in draft.body  # the first line stays: it is content
+    # A first line standing alone is the title: not shown again right under it.
+    assert "first" not in draft.body and "and more." in draft.body
+    assert draft.body.count("\n") == 3  # blanked, not deleted: line numbers stay right
+
+
+def test_a_hard_wrapped_first_paragraph_keeps_its_first_line(write_draft):
+    path = write_draft("wrapped.md", "It was a long week, and I\nspent most of it outside.\n")
+    draft = parse_draft(path)
+    assert draft.title == "It was a long week, and I"
+    assert draft.body.startswith("It was a long week")  # content, not lost
 
 
 def test_heading_later_in_the_body_is_the_title_but_stays(write_draft):

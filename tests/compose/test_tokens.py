@@ -53,3 +53,23 @@ def test_a_token_for_one_subscriber_cannot_be_turned_into_another():
     b = base64.urlsafe_b64decode(unsubscribe_token(SECRET, "bbbb@example.com")[1:] + "==")
     mixed = "1" + base64.urlsafe_b64encode(a[:16] + b[16:]).rstrip(b"=").decode()
     assert verify_unsubscribe_token(SECRET, mixed) is None
+
+
+def test_tokens_are_bound_to_one_newsletter():
+    # Two newsletters sharing a NEWSLETTER_SECRET used to accept each other's links.
+    ours, theirs = "https://ours.example/news", "https://theirs.example"
+    token = unsubscribe_token(SECRET, "reader@example.com", ours)
+    assert token.startswith("2")
+    assert verify_unsubscribe_token(SECRET, token, ours) == "reader@example.com"
+    assert verify_unsubscribe_token(SECRET, token, "https://OURS.example/news/") == (
+        "reader@example.com")
+    assert verify_unsubscribe_token(SECRET, token, theirs) is None
+    assert verify_unsubscribe_token(SECRET, token) is None  # unbound check refuses v2
+
+
+def test_links_sent_before_binding_still_work_unless_refused():
+    old = unsubscribe_token(SECRET, "reader@example.com")  # v1, as issues sent before carry
+    assert old.startswith("1")
+    ours = "https://ours.example/news"
+    assert verify_unsubscribe_token(SECRET, old, ours) == "reader@example.com"
+    assert verify_unsubscribe_token(SECRET, old, ours, accept_legacy=False) is None

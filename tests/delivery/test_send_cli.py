@@ -97,8 +97,9 @@ def test_list_send_reaches_every_active_subscriber_once_with_their_own_links(
         assert url.startswith("https://example.com/news/unsubscribe?token=")
         token = parse_qs(urlparse(url).query)["token"][0]
         # The link unsubscribes this reader and nobody else.
-        assert verify_unsubscribe_token(SECRET.encode(), token) == received.recipient
-        assert verify_unsubscribe_token(SECRET.encode(), token[:-2] + "AA") is None
+        news = "https://example.com/news"
+        assert verify_unsubscribe_token(SECRET.encode(), token, news) == received.recipient
+        assert verify_unsubscribe_token(SECRET.encode(), token[:-2] + "AA", news) is None
         body = msg.get_body(("plain",)).get_content()
         assert url in body and received.recipient.split("@")[0].title() in body
         seen_ids.add(msg["Message-ID"])

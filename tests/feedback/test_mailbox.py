@@ -176,7 +176,7 @@ def test_bounces_and_mailto_unsubscribes_are_applied_and_moved(newsletter_dir: P
     for address in ("hard@example.com", "soft@example.com", "gone@example.com",
                     "token@example.com", "plain@example.com", "stays@example.com"):
         subscribers.add_subscriber(db, address)
-    token = unsubscribe_token(settings.secret_key(), "token@example.com")
+    token = unsubscribe_token(settings.secret_key(), "token@example.com", settings.base_url)
     deliver(dovecot, POSTFIX_DSN, DELAYED_DSN, EXIM_BOUNCE, NOT_A_BOUNCE,
             # Sent from another address, but the token in the subject names the reader.
             mailto_request("Someone <forwarded@example.net>", f"unsubscribe {token}", "u1"),
@@ -232,3 +232,31 @@ def test_mailbox_settings_problems_are_listed_at_once(newsletter_dir, cli):
                  "mailbox.port must be"):
         assert part in line
     assert "hunter2" not in line
+
+
+def test_replying_to_an_issues_mailto_unsubscribe_link_unsubscribes_that_reader(
+    newsletter_dir: Path, dovecot, cli, monkeypatch, write_draft
+):
+    import email
+    import email.policy
+    import re
+    from urllib.parse import unquote
+
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username))
+    write_draft("2026-12-01-hello.md", "---\ntitle: Hello\npreheader: hi\n---\nHello.\n")
+    assert cli("subscribers", "add", "reader@example.com").exit_code == 0
+    assert cli("send", "hello", "--to", "subscribers", "--yes", "--no-sync").exit_code == 0
+    sent = next((newsletter_dir / "outbox").rglob("*.eml"))
+    header = email.message_from_bytes(sent.read_bytes(), policy=email.policy.default)[
+        "List-Unsubscribe"]
+    mailto = re.search(r"<mailto:([^?>]+)\?subject=([^>]+)>", str(header))
+    assert mailto is not None, header
+    # The reader's mail program sends it from another address (an alias, a forward).
+    deliver(dovecot, f"From: alias@elsewhere.example\nTo: {mailto.group(1)}\n"
+                     f"Subject: {unquote(mailto.group(2))}\nMessage-Id: <reply-1@x>\n\n\n")
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    db = store.connect(newsletter_dir / "newsletter.db")
+    assert subscribers.get(db, "reader@example.com").status == "unsubscribed"
