@@ -191,8 +191,9 @@ def test_reply_to_and_mailto_unsubscribe(newsletter_dir, write_draft):
     msg = parse(message.as_bytes())
     assert msg["Reply-To"] == "Replies <replies@example.com>"
     assert msg["List-Id"] == "Test Letter <news.example.com>"
+    token = message.unsubscribe_url.partition("token=")[2]
     assert msg["List-Unsubscribe"] == (
-        f"<{message.unsubscribe_url}>, <mailto:leave@example.com?subject=unsubscribe>"
+        f"<{message.unsubscribe_url}>, <mailto:leave@example.com?subject=unsubscribe%20{token}>"
     )
     assert message.header("reply-to") == "Replies <replies@example.com>"
 
