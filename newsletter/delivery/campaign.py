@@ -877,6 +877,39 @@ class CampaignRunner:
         self.counts.sending += len(claimed)
         return claimed
 
+    def _drop_stopped(self, part: list[_Item]) -> list[_Item]:
+        """Just before a batch goes to the provider: skip the rows of readers who stopped.
+
+        A chunk is claimed ahead of its batches, so a reader may unsubscribe (or be
+        removed) after the claim; one indexed query per batch sees that change.
+        """
+        if not self.check_subscribers or not part:
+            return part
+        ids = [row.id for row, _ in part]
+        marks = ",".join("?" * len(ids))
+        with self.cond:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                stopped = {r[0] for r in self.conn.execute(
+                    "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
+                    " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
+                    "deliveries.subscriber_id), 'removed') || ' before sending' "
+                    f"WHERE id IN ({marks}) AND state = 'sending' AND coalesce((SELECT status "
+                    "FROM subscribers s WHERE s.id = deliveries.subscriber_id), 'removed') "
+                    "!= 'active' RETURNING id",
+                    [now_iso(), *ids],
+                ).fetchall()}
+            if stopped:
+                n = len(stopped)
+                self.result.skipped += n
+                self.counts.sending -= n
+                self.counts.skipped += n
+                self.pending -= n
+                self.cond.notify_all()
+                if self.on_progress is not None:
+                    self.on_progress(Counts(**self.counts.as_dict()))
+        return [(row, m) for row, m in part if row.id not in stopped]
+
     def _record(self, outcome: _Outcome) -> None:
         """Within the open transaction: write one batch's results."""
         stamp = now_iso()
@@ -1071,6 +1104,9 @@ class CampaignRunner:
                     if self.stopping.is_set():
                         done.untouched += [row for row, _ in claimed[start:]]
                         break
+                    part = self._drop_stopped(part)
+                    if not part:
+                        continue
                     done.untouched += [row for row, _ in part]  # in case send blows up
                     outcome = self._send_batch(provider, part, journal)
                     del done.untouched[-len(part):]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -145,6 +146,39 @@ def test_list_send_needs_confirmation_or_yes(letter: Path, server: SMTPServer, c
     assert cli("campaigns").stdout.startswith("No campaigns yet")
 
 
+def _read_pty(fd: int, until: bytes | None = None, seconds: float = 30) -> bytes:
+    """What the child writes to its terminal until `until` shows or it closes; with a deadline."""
+    output = b""
+    deadline = time.monotonic() + seconds
+    while until is None or until not in output:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {until!r} from the terminal in {seconds}s; got {output!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the child closed its terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
+
+
+def _wait_child(pid: int, seconds: float = 30) -> int:
+    """The child's wait status; kills it and fails when it does not end in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child did not end within {seconds}s")
+
+
 def test_confirmation_prompt_on_a_terminal(letter: Path, server: SMTPServer) -> None:
     import pty
 
@@ -154,20 +188,13 @@ def test_confirmation_prompt_on_a_terminal(letter: Path, server: SMTPServer) -> 
         os.chdir(letter)
         os.execv(sys.executable, [sys.executable, "-m", "newsletter", "send", "hello",
                                   "--to", "subscribers"])
-    output = b""
-    deadline = time.monotonic() + 30
-    while b"Send to 2 recipients?" not in output and time.monotonic() < deadline:
-        output += os.read(fd, 1024)
-    os.write(fd, b"n\n")
-    while True:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    _, status = os.waitpid(pid, 0)
+    try:
+        output = _read_pty(fd, until=b"Send to 2 recipients?")
+        os.write(fd, b"n\n")
+        output += _read_pty(fd)
+        status = _wait_child(pid)
+    finally:
+        os.close(fd)
     text = output.decode()
     assert "Subject:    Issue #1 — hello" in text
     assert "To:         subscribers (2 recipients)" in text
@@ -360,7 +387,7 @@ def test_list_changes_during_a_send_are_safe(letter: Path, server: SMTPServer, c
     """Other commands write subscribers while a send runs; a late unsubscribe is honoured."""
     n = 40
     add(letter, *readers(n))
-    server.delay = 0.03
+    server.hold_after = 2  # the send is under way, its rows claimed, and waits for us
     env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
     child = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "send", "hello", "--to", "subscribers", "--yes"],
@@ -370,10 +397,10 @@ def test_list_changes_during_a_send_are_safe(letter: Path, server: SMTPServer, c
     while len(server.received) < 2:
         assert child.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
-    # The last reader is far from being reached (rows are claimed a few dozen at a time).
     assert cli("subscribers", "unsubscribe", readers(n)[-1]).exit_code == 0
     assert cli("subscribers", "add", "newcomer@example.org").exit_code == 0
     assert cli("subscribers", "count").exit_code == 0
+    server.release.set()
     _, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     got = server.recipients()
