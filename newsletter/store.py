@@ -116,10 +116,15 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 ]
 
 
-def connect(path: Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the database at `path`, migrated to the latest schema."""
+def connect(path: Path, *, threads: bool = False) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at `path`, migrated to the latest schema.
+
+    `threads=True` lets several threads share the connection (the caller serializes them).
+    """
     try:
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        conn = sqlite3.connect(
+            str(path), timeout=30, isolation_level=None, check_same_thread=not threads
+        )
     except sqlite3.Error as exc:
         raise ConfigError(
             f"cannot open the database {path}: {exc}: check that its folder exists and can be "

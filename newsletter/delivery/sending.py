@@ -4,8 +4,9 @@
 or creates the campaign (refusing a second list send unless `resend`), asks
 for confirmation, and hands over to `run_campaign()`, which takes the
 campaign's lock, settles rows left behind by a dead process and runs the
-engine in `campaign.py`. `run_campaign()` knows nothing of drafts: tests and
-the contract suite call it with their own message factory.
+engine (`runner.py`; `campaign.py` names the modules). `run_campaign()` knows
+nothing of drafts: tests and the contract suite call it with their own message
+factory.
 """
 
 from __future__ import annotations
@@ -20,30 +21,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter import store
-from newsletter.delivery.campaign import (
+from newsletter.delivery.audience import (
     Audience,
-    Campaign,
-    CampaignLock,
-    CampaignRunner,
-    Counts,
     DeliveryRow,
-    ProgressCallback,
-    RunResult,
     count_audience,
+    iter_audience_rows,
+    parse_audience,
+)
+from newsletter.delivery.lock import CampaignLock
+from newsletter.delivery.log import (
+    Campaign,
+    Counts,
     find_or_create_campaign,
     finish_campaign,
     get_campaign,
-    iter_audience_rows,
-    journal_paths,
     latest_campaign,
     nobody_to_send_to,
-    parse_audience,
-    recover_interrupted,
     refuse_resend,
     requeue,
 )
 from newsletter.delivery.providers.options import number_option
 from newsletter.delivery.providers.registry import provider_class
+from newsletter.delivery.recovery import journal_paths, recover_interrupted
+from newsletter.delivery.runner import CampaignRunner, ProgressCallback, RunResult
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
 
@@ -317,7 +317,7 @@ def send_draft(
     message goes out.
     """
     from newsletter.compose.issue import build_issue
-    from newsletter.writer.drafts import resolve_draft
+    from newsletter.compose.source import resolve_draft
 
     audience = parse_audience(to)
     ps = provider_settings_for(settings, provider, concurrency, rate)
@@ -436,7 +436,7 @@ def dry_run(
     Streams recipients from the database, so memory stays flat for any list size.
     """
     from newsletter.compose.issue import build_issue
-    from newsletter.writer.drafts import resolve_draft
+    from newsletter.compose.source import resolve_draft
 
     started = time.monotonic()
     audience = parse_audience(to)
