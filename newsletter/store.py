@@ -110,9 +110,19 @@ def _m002_events(db: sqlite_utils.Database) -> None:
 
 
 # Append new migrations at the end; never reorder or edit a released one.
+def _m003_campaign_body_hash(db: sqlite_utils.Database) -> None:
+    # A hash of the issue's text part, so the same post saved under another file name
+    # is recognised as a repeat of an earlier list send (delivery/log.py refuse_resend).
+    db.executescript("""
+        ALTER TABLE campaigns ADD COLUMN body_hash TEXT;
+        CREATE INDEX campaigns_body_hash ON campaigns (kind, body_hash);
+    """)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("003_campaign_body_hash", _m003_campaign_body_hash),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,11 +151,37 @@ def latest_campaign(
     return campaign
 
 
+def body_hash(text: str) -> str:
+    """What identifies an issue's content across file names: a hash of its text part."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def _same_content(
+    db: sqlite_utils.Database, slug: str, subject: str | None, hashed: str | None
+) -> Campaign | None:
+    """The newest list campaign of another draft with this subject or this body."""
+    if subject is None and hashed is None:
+        return None
+    row = db.execute(
+        f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE kind = 'list' AND slug != ? "
+        "AND (subject = ? OR body_hash = ?) ORDER BY id DESC LIMIT 1",
+        [slug, subject, hashed],
+    ).fetchone()
+    if row is None:
+        return None
+    campaign = Campaign(*row)
+    campaign.counts = count_states(db, campaign.id)
+    return campaign
+
+
 def refuse_resend(
-    db: sqlite_utils.Database, slug: str, audience: Audience, resend: bool
+    db: sqlite_utils.Database, slug: str, audience: Audience, resend: bool,
+    *, subject: str | None = None, body: str | None = None,
 ) -> None:
     """DeliveryError when a list send of `slug` would repeat an earlier one (unless `resend`).
 
+    A repeat is an earlier list send of the same draft, or of another draft with
+    the same `subject` or the same `body` hash (the post saved under another name).
     An unfinished campaign of the same audience is not a repeat: it is resumed.
     """
     if audience.kind != "list" or resend:
@@ -164,6 +191,14 @@ def refuse_resend(
         return
     earlier = latest_campaign(db, slug, "list")
     if earlier is None:
+        twin = _same_content(db, slug, subject, body)
+        if twin is not None:
+            what = "subject" if twin.subject == subject else "text"
+            raise DeliveryError(
+                f"{slug} has the same {what} as {twin.slug}, sent to the list already "
+                f"(campaign {twin.id} on {twin.created_at[:10]}, {twin.counts.sent} sent): "
+                "pass --resend to send it anyway"
+            )
         return
     c = earlier.counts
     retry = (
@@ -201,6 +236,7 @@ def find_or_create_campaign(
     audience: Audience,
     provider: str,
     resend: bool = False,
+    body: str | None = None,
 ) -> tuple[Campaign, bool]:
     """Resume the unfinished campaign of this draft and audience, or create a new one.
 
@@ -213,12 +249,12 @@ def find_or_create_campaign(
         same = latest_campaign(db, slug, audience.kind, audience.spec)
         if same is not None and same.status != "done":
             return same, False
-        refuse_resend(db, slug, audience, resend)
+        refuse_resend(db, slug, audience, resend, subject=subject, body=body)
         created = now_iso()
         cursor = db.execute(
             "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "
-            "created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending')",
-            [slug, draft_path, subject, audience.spec, audience.kind, provider, created],
+            "created_at, status, body_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
+            [slug, draft_path, subject, audience.spec, audience.kind, provider, created, body],
         )
         campaign_id = cursor.lastrowid
         if audience.kind == "test":

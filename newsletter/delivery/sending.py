@@ -32,6 +32,7 @@ from newsletter.delivery.lock import CampaignLock
 from newsletter.delivery.log import (
     Campaign,
     Counts,
+    body_hash,
     find_or_create_campaign,
     finish_campaign,
     get_campaign,
@@ -201,6 +202,12 @@ def _draft_label(settings: Settings, path: Path) -> str:
         return str(path)
 
 
+def _issue_hash(issue: Issue) -> str:
+    """The body hash of an issue; its web link (which names the slug) left out."""
+    text = issue.text.replace(issue.web_url, "") if issue.web_url else issue.text
+    return body_hash(text)
+
+
 def _message_factory(
     settings: Settings, issue: Issue
 ) -> Callable[[DeliveryRow], Message]:
@@ -345,7 +352,9 @@ def send_draft(
             resuming=unfinished,
             warnings=[*issue.warnings, *warnings, *changed],
         )
-        refuse_resend(db, issue.slug, audience, resend)  # before asking, not after
+        hashed = _issue_hash(issue)
+        refuse_resend(db, issue.slug, audience, resend,  # before asking, not after
+                      subject=issue.subject, body=hashed)
         if unfinished is None and plan.recipients == 0:  # not "Send to 0 recipients?"
             raise nobody_to_send_to(audience)
         if audience.kind == "test":
@@ -362,6 +371,7 @@ def send_draft(
             audience=audience,
             provider=ps.name,
             resend=resend,
+            body=hashed,
         )
     finally:
         db.conn.close()
