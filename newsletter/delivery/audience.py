@@ -5,43 +5,64 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from newsletter.errors import SubscriberError
 
+if TYPE_CHECKING:
+    from newsletter.audience.subscribers import TagFilter
+
 
 @dataclass(frozen=True)
 class Audience:
-    """Who a send goes to: the list, a tag of it, or explicit addresses (a test send)."""
+    """Who a send goes to: the list, some of it by tags, or explicit addresses (a test send)."""
 
-    spec: str  # as stored in campaigns.audience: 'subscribers', 'tag:NAME' or 'a@x.org,b@y.org'
+    spec: str  # as stored in campaigns.audience: 'subscribers', 'tag:a,-tag:b' or 'a@x.org,b@y.org'
     kind: str  # 'list' or 'test'
-    tag: str | None = None
+    tag: str | None = None  # the tag expression after `tag:` (lower case), for messages
     addresses: tuple[str, ...] = ()
+    tags: TagFilter | None = None
+
+    def describe(self) -> str:
+        """For people: "everyone", "tag founders but not press", "2 addresses"."""
+        if self.kind == "test":
+            n = len(self.addresses)
+            return self.addresses[0] if n == 1 else f"{n} addresses"
+        return self.tags.describe() if self.tags else "everyone"
 
 
 _LIST_WORDS = ("subscribers", "list", "all")
-_TO_FORMS = "--to takes `subscribers`, `tag:NAME`, or email addresses separated by commas"
+_TO_FORMS = (
+    "--to takes `subscribers`, `tag:NAME` (`tag:a+tag:b`: both; `tag:a,-tag:b`: a but not b), "
+    "or email addresses separated by commas"
+)
 
 
 def parse_audience(text: str) -> Audience:
-    """`subscribers`, `tag:NAME` or `a@x.org,b@y.org` → Audience (SubscriberError if bad)."""
-    from newsletter.audience.subscribers import normalize_email
+    """`subscribers`, `tag:NAME` (`tag:a+tag:b`, `tag:a,-tag:b`) or `a@x.org,b@y.org` → Audience.
+
+    SubscriberError when the text is none of these.
+    """
+    from newsletter.audience.subscribers import normalize_email, parse_tags
 
     text = text.strip()
     if text.lower() in _LIST_WORDS:
         return Audience("subscribers", "list")
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if text.lower().startswith("tag:"):
-        tag = text[4:].strip()
-        if not tag:
+        if not text[4:].strip():
             raise SubscriberError("--to tag: needs a tag name, like --to tag:friends")
-        if len(parts) > 1 and any(p.lower().startswith("tag:") for p in parts[1:]):
-            raise SubscriberError(f"{_TO_FORMS}: one tag per send, not {text!r}")
-        return Audience(f"tag:{tag}", "list", tag=tag)
-    if any(p.lower() in _LIST_WORDS or p.lower().startswith("tag:") for p in parts):
+        if any(not p.lstrip("-").lower().startswith("tag:") for p in parts):
+            raise SubscriberError(f"{_TO_FORMS}, not a mix of them ({text!r})")
+        try:
+            tags = parse_tags(text, option="--to")
+        except SubscriberError as exc:
+            raise SubscriberError(f"{_TO_FORMS}: {exc}") from None
+        spec = tags.spec
+        return Audience(spec, "list", tag=spec.removeprefix("tag:"), tags=tags)
+    if any(p.lower() in _LIST_WORDS or p.lstrip("-").lower().startswith("tag:") for p in parts):
         raise SubscriberError(f"{_TO_FORMS}, not a mix of them ({text!r})")
     addresses: list[str] = []
     for part in parts:
@@ -53,13 +74,21 @@ def parse_audience(text: str) -> Audience:
     return Audience(",".join(addresses), "test", addresses=tuple(addresses))
 
 
-def _audience_where(audience: Audience) -> tuple[str, list[Any]]:
-    if audience.tag is not None:
-        return (
-            "status = 'active' AND EXISTS (SELECT 1 FROM json_each(subscribers.tags) "
-            "WHERE json_each.value = ?)",
-            [audience.tag],
-        )
+def describe_audience(spec: str) -> str:
+    """A stored campaigns.audience, for people ("everyone", "tag a but not b", "2 addresses")."""
+    try:
+        return parse_audience(spec).describe()
+    except SubscriberError:  # written by another version: show it as it is
+        return spec
+
+
+def _audience_where(db: sqlite_utils.Database, audience: Audience) -> tuple[str, list[Any]]:
+    """SQL on `subscribers` for a list audience (SubscriberError naming an unknown tag)."""
+    from newsletter.audience.subscribers import tag_where
+
+    if audience.tags is not None:
+        sql, params = tag_where(db, audience.tags)
+        return f"status = 'active' AND {sql}", params
     return "status = 'active'", []
 
 
@@ -67,7 +96,7 @@ def count_audience(db: sqlite_utils.Database, audience: Audience) -> int:
     """How many recipients a send to `audience` would have right now."""
     if audience.kind == "test":
         return len(audience.addresses)
-    where, params = _audience_where(audience)
+    where, params = _audience_where(db, audience)
     return db.execute(f"SELECT count(*) FROM subscribers WHERE {where}", params).fetchone()[0]
 
 
@@ -119,7 +148,7 @@ def iter_audience_rows(db: sqlite_utils.Database, audience: Audience) -> Iterato
             name, attributes, key = found or ("", "{}", None)
             yield _row((n, address, name, attributes, key, 0, None))
         return
-    where, params = _audience_where(audience)
+    where, params = _audience_where(db, audience)
     cursor = db.execute(
         f"SELECT id, email, name, attributes, email_key, 0, status FROM subscribers "
         f"WHERE {where} ORDER BY id",

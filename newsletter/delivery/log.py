@@ -266,7 +266,7 @@ def find_or_create_campaign(
                     [campaign_id, address.lower(), address, created],
                 )
         else:
-            where, params = _audience_where(audience)
+            where, params = _audience_where(db, audience)
             db.execute(
                 "INSERT OR IGNORE INTO deliveries (campaign_id, subscriber_id, email, updated_at) "
                 f"SELECT ?, id, email, ? FROM subscribers WHERE {where} ORDER BY id",
@@ -283,7 +283,7 @@ def find_or_create_campaign(
 
 def nobody_to_send_to(audience: Audience) -> DeliveryError:
     """The error for a list send that would reach nobody."""
-    where_text = f"tagged {audience.tag}" if audience.tag else ""
+    where_text = f"with {audience.describe()}" if audience.tags else ""
     return DeliveryError(
         f"there are no active subscribers {where_text} to send to: add some with "
         "`newsletter subscribers add EMAIL` or import a list".replace("  ", " ")

@@ -473,10 +473,7 @@ def dry_run(
     finally:
         db.conn.close()
     if report.messages == 0:
-        raise DeliveryError(
-            "there are no active subscribers to send to: add some with "
-            "`newsletter subscribers add EMAIL` or import a list"
-        )
+        raise nobody_to_send_to(audience)
     report.seconds = time.monotonic() - started
     return report
 

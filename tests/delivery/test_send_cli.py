@@ -305,6 +305,66 @@ def test_tag_send(letter: Path, server: SMTPServer, cli) -> None:
     assert sorted(server.recipients()) == readers(2)
 
 
+def _tagged(letter: Path) -> None:
+    add(letter, "ann@example.org", tags=("Founders",))
+    add(letter, "bob@example.org", tags=("founders", "Press"))
+    add(letter, "cat@example.org", tags=("press",))
+    add(letter, "dan@example.org")
+
+
+def test_tag_expressions_in_send_dry_run_and_the_subscriber_commands(
+    letter: Path, server: SMTPServer, cli
+) -> None:
+    _tagged(letter)
+    listed = cli("subscribers", "list", "--tag", "tag:founders,-tag:press")
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["ann@example.org"]
+    both = cli("subscribers", "list", "--tag", "Founders+PRESS")
+    assert [line.split()[0] for line in both.stdout.splitlines()] == ["bob@example.org"]
+    counted = cli("subscribers", "count", "--tag", "founders", "--json")
+    assert json.loads(counted.stdout)["active"] == 2
+
+    dry = cli("send", "hello", "--to", "tag:Founders,-tag:press", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "Dry run: 1 messages built for “Issue #1 — hello” → tag:founders,-tag:press" in (
+        dry.stdout)
+    run = cli("send", "hello", "--to", "tag:FOUNDERS+tag:press", "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert server.recipients() == ["bob@example.org"]
+
+    listing = cli("campaigns").stdout
+    assert "tags founders and press" in listing
+    assert "tag:founders+tag:press" in cli("campaigns", "1").stdout
+
+
+def test_an_unknown_tag_names_the_tags_there_are(letter: Path, server: SMTPServer, cli) -> None:
+    _tagged(letter)
+    for args in (["send", "hello", "--to", "tag:founder", "--yes"],
+                 ["send", "hello", "--to", "tag:founders,-tag:pres", "--dry-run"],
+                 ["subscribers", "count", "--tag", "founder"],
+                 ["subscribers", "list", "--tag", "founder"]):
+        run = cli(*args)
+        assert run.exit_code != 0, args
+        assert run.stderr.count("\n") == 1, run.stderr
+        assert "no subscriber has the tag" in run.stderr, run.stderr
+        assert "tags in use: founders, press (" in run.stderr
+    assert server.received == []
+    bad = cli("subscribers", "list", "--tag", "a,b")
+    assert bad.exit_code != 0 and "tag:a+tag:b" in bad.stderr
+
+
+def test_campaigns_shows_whole_slugs_and_readable_audiences(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    slug = "a-rather-long-title-for-a-spring-issue-about-gardens"
+    write_draft(f"{slug}.md", DRAFT)
+    add(newsletter_dir, "ann@example.org", "bob@example.org")
+    assert cli("send", slug, "--to", "subscribers", "--yes").exit_code == 0
+    assert cli("send", slug, "--to", "ann@example.org,bob@example.org").exit_code == 0
+    lines = cli("campaigns").stdout.splitlines()
+    assert slug in lines[1] and "test: 2 addresses" in lines[1]
+    assert slug in lines[2] and " everyone " in lines[2]
+
+
 def test_parallel_connections_and_rate(letter: Path, server: SMTPServer, cli) -> None:
     add(letter, *readers(30))
     run = cli("send", "hello", "--to", "subscribers", "--yes", "--concurrency", "3",
