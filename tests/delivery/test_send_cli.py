@@ -365,6 +365,51 @@ def test_campaigns_shows_whole_slugs_and_readable_audiences(
     assert slug in lines[2] and " everyone " in lines[2]
 
 
+def _register_shaky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install tests/delivery/plugins/shaky_provider.py as a plug-in, as pip would."""
+    site = tmp_path / "site"
+    dist = site / "shaky_provider-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shaky-provider\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[newsletter.providers]\nshaky = shaky_provider:ShakyProvider\n")
+    (site / "shaky_provider.py").write_text(
+        (Path(__file__).parent / "plugins" / "shaky_provider.py").read_text())
+    monkeypatch.syspath_prepend(str(site))
+
+
+def test_a_batch_answered_uncertain_is_never_counted_as_sent(
+    newsletter_dir: Path, write_draft, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register_shaky(tmp_path, monkeypatch)
+    log = tmp_path / "shaky.log"
+    write_draft("hello.md", DRAFT)
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().split("[provider]")[0]
+                    + f'[provider]\nname = "shaky"\nlog = "{log}"\n')
+    add(newsletter_dir, *readers(3))
+
+    run = cli("send", "hello", "--to", "subscribers", "--yes")
+    assert "Campaign 1 (hello → subscribers, shaky): 0 sent, 0 failed, 3 uncertain." in (
+        run.stdout), run.stdout
+    assert "--retry-uncertain" in run.stdout + run.stderr
+    assert {r["state"] for r in deliveries(newsletter_dir)} == {"uncertain"}
+    row = cli("campaigns").stdout.splitlines()[1].split()
+    assert [int(n) for n in row[-5:]] == [0, 0, 3, 0, 0]  # sent failed uncertain skip queued
+    assert json.loads(cli("campaigns", "--json").stdout)[0]["counts"]["sent"] == 0
+
+    again = cli("send", "hello", "--to", "subscribers", "--yes")  # a plain re-run
+    assert "0 sent, 0 failed, 3 uncertain" in again.stdout
+    assert len(log.read_text().splitlines()) == 3  # nothing more was handed over
+
+    settled = cli("send", "hello", "--to", "subscribers", "--yes", "--retry-uncertain")
+    assert settled.exit_code == 0, settled.stderr
+    assert "3 sent, 0 failed in" in settled.stdout
+    handed = collections.Counter(line.split("\t")[1] for line in log.read_text().splitlines())
+    assert handed == collections.Counter({r: 2 for r in readers(3)})  # once uncertain, once sent
+    assert cli("send", "hello", "--to", "subscribers", "--yes").exit_code != 0  # done: a resend
+
+
 def test_parallel_connections_and_rate(letter: Path, server: SMTPServer, cli) -> None:
     add(letter, *readers(30))
     run = cli("send", "hello", "--to", "subscribers", "--yes", "--concurrency", "3",
