@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import queue
+import re
 import signal
 import sqlite3
 import threading
@@ -26,6 +27,8 @@ from newsletter.delivery.providers.base import (
 from newsletter.delivery.rate import RateLimiter
 from newsletter.delivery.recovery import _Journal
 from newsletter.errors import ProviderError
+from newsletter.feedback.policy import BouncePolicy, Feedback
+from newsletter.feedback.policy import apply as apply_feedback
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -81,6 +84,7 @@ class CampaignRunner:
         retry_delay: float = 1.0,
         max_attempts: int = 5,
         check_subscribers: bool = True,
+        bounce_policy: BouncePolicy | None = None,
         on_progress: ProgressCallback | None = None,
     ):
         self.database = database
@@ -92,6 +96,8 @@ class CampaignRunner:
         self.retry_delay = retry_delay
         self.max_attempts = max(1, max_attempts)
         self.check_subscribers = check_subscribers
+        # A permanent "no such address" is a hard bounce, applied under this policy.
+        self.bounce_policy = bounce_policy or BouncePolicy()
         self.on_progress = on_progress
 
         self.cond = threading.Condition()
@@ -109,7 +115,8 @@ class CampaignRunner:
 
     def _connect(self) -> sqlite3.Connection:
         # One connection shared by the feeder and the workers, under self.cond.
-        return store.connect(self.database, threads=True).conn
+        self.db = store.connect(self.database, threads=True)
+        return self.db.conn
 
     def _read_rows(self) -> list[DeliveryRow] | None:
         """For the feeder: due retries first, then the next queued rows; None when all is done."""
@@ -235,12 +242,15 @@ class CampaignRunner:
         """Within the open transaction: write one batch's results."""
         stamp = now_iso()
         sent, failed, uncertain, queued = [], [], [], []
+        unknown: list[tuple[DeliveryRow, str]] = []  # permanent "no such address": hard bounces
         for row, result in outcome.results:
             match result.outcome:
                 case Outcome.SENT:
                     sent.append((result.provider_id, stamp, stamp, row.id))
                 case Outcome.FAILED:
                     failed.append((_reason(result.error), stamp, row.id))
+                    if means_no_such_address(result.error):
+                        unknown.append((row, _reason(result.error)))
                 case Outcome.UNCERTAIN:
                     uncertain.append((_reason(result.error), stamp, row.id))
                 case Outcome.RETRY if row.attempts + 1 >= self.max_attempts:
@@ -268,6 +278,9 @@ class CampaignRunner:
                 self.conn.execute(sql, params[0])
             elif params:
                 self.conn.executemany(sql, params)
+        for row, reason in unknown:  # after the row: the bounce names this campaign
+            apply_feedback(self.db, Feedback("hard_bounce", row.email, "send", detail=reason,
+                                             campaign_id=self.campaign_id), self.bounce_policy)
         n = len(outcome.results) + len(outcome.untouched)
         self.counts.sending -= n
         self.counts.sent += len(sent)
@@ -585,6 +598,27 @@ def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, 
         r.key: r for r in early
         if isinstance(r, DeliveryResult) and r.key in by_key and r.outcome != Outcome.RETRY
     }
+
+
+# Permanent refusals that mean the address does not exist (RFC 3463 5.1.x: bad
+# mailbox 5.1.1, bad domain 5.1.2, null MX 5.1.10), or providers' words for it.
+_NO_SUCH_ADDRESS = re.compile(
+    r"\b5\.1\.(?:1|2|10)\b|user unknown|unknown user|no such (?:user|mailbox|recipient|address)"
+    r"|unknown (?:recipient|mailbox)|mailbox (?:does not|doesn't) exist|not a valid mailbox"
+    r"|(?:address|recipient|user|mailbox|account) (?:does not|doesn't) exist"
+    r"|invalid (?:recipient|mailbox)\b|mailbox not found|no mailbox here|nonexistent",
+    re.IGNORECASE,
+)
+
+
+def means_no_such_address(reason: str | None) -> bool:
+    """True when a permanent failure's reason says the address does not exist (hard bounce)."""
+    if not reason:
+        return False
+    code = re.match(r"\s*(\d{3})\b", reason)
+    if code and not code.group(1).startswith("5"):
+        return False  # a 4xx reply is temporary, whatever its words
+    return _NO_SUCH_ADDRESS.search(reason) is not None
 
 
 def _describe(exc: BaseException) -> str:

@@ -46,6 +46,7 @@ from newsletter.delivery.providers.registry import provider_class
 from newsletter.delivery.recovery import journal_paths, recover_interrupted
 from newsletter.delivery.runner import CampaignRunner, ProgressCallback, RunResult
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
+from newsletter.feedback.policy import BouncePolicy
 from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def run_campaign(
     """
     ps = provider_settings or settings.provider
     cls = provider_class(ps.name)
+    policy = BouncePolicy.from_table(settings.table("bounces"))  # a bad table: before anything
     with CampaignLock(settings.database, campaign_id):
         db = store.connect(settings.database)
         try:
@@ -156,6 +158,7 @@ def run_campaign(
                 retry_delay=number_option(ps, "retry_delay", 1.0, float),
                 max_attempts=int(number_option(ps, "max_attempts", 5, int)),
                 check_subscribers=campaign.kind == "list",
+                bounce_policy=policy,
                 on_progress=on_progress,
             )
             report.run = runner.run()

@@ -217,7 +217,7 @@ def test_permanent_failure_shown_in_campaigns_then_retried(
     letter: Path, server: SMTPServer, cli
 ) -> None:
     add(letter, *readers(3))
-    server.fail(readers(3)[1], "550 5.1.1 mailbox unavailable")
+    server.fail(readers(3)[1], "554 5.7.1 message refused by local policy")
     server.fail(readers(3)[2], "451 4.7.1 greylisted, come back later", times=1)
 
     run = cli("send", "hello", "--to", "subscribers", "--yes")
@@ -228,18 +228,51 @@ def test_permanent_failure_shown_in_campaigns_then_retried(
 
     shown = cli("campaigns", "1")
     assert "3 recipients: 2 sent, 1 failed" in shown.stdout
-    assert f"  {readers(3)[1]}  (1 attempt(s)) 550 5.1.1 mailbox unavailable" in shown.stdout
+    assert (f"  {readers(3)[1]}  (1 attempt(s)) 554 5.7.1 message refused by local policy"
+            in shown.stdout)
     listing = cli("campaigns")
     assert "hello" in listing.stdout and "done" in listing.stdout
     data = json.loads(cli("campaigns", "--json").stdout)
     assert data[0]["counts"] == {"queued": 0, "sending": 0, "sent": 2, "failed": 1,
                                  "uncertain": 0, "skipped": 0}
 
-    server.failures.clear()  # the mailbox is back
+    server.failures.clear()  # the policy is fixed
     retry = cli("send", "--retry-failed", "1")
     assert retry.exit_code == 0, retry.stderr
     assert "3 sent, 0 failed" in retry.stdout
     assert sorted(server.recipients()) == readers(3)
+
+
+def test_a_user_unknown_refusal_is_a_hard_bounce(letter: Path, server: SMTPServer, cli) -> None:
+    r = readers(5)
+    add(letter, *r)
+    server.fail(r[1], "550 5.1.1 <reader001@example.org>: Recipient address rejected: "
+                      "User unknown in virtual mailbox table")
+    server.fail(r[2], "550 no such user here")
+    server.fail(r[3], "554 5.7.1 message refused by local policy")  # permanent, not the address
+    server.fail(r[4], "450 4.1.1 user unknown, try later", times=1)  # temporary: retried
+
+    run = cli("send", "hello", "--to", "subscribers", "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert "2 sent, 3 failed" in run.stdout
+    status = {line.split()[0]: line.split()[1]
+              for line in cli("subscribers", "list").stdout.splitlines()}
+    assert status == {r[0]: "active", r[1]: "bounced", r[2]: "bounced", r[3]: "active",
+                      r[4]: "active"}
+    conn = sqlite3.connect(letter / "newsletter.db")
+    events = conn.execute(
+        "SELECT email, kind, status_after, source, campaign_id, detail FROM events "
+        "WHERE source = 'send' ORDER BY id").fetchall()
+    conn.close()
+    assert [e[:5] for e in events] == [(r[1], "hard_bounce", "bounced", "send", 1),
+                                       (r[2], "hard_bounce", "bounced", "send", 1)]
+    assert "User unknown" in events[0][5]
+
+    server.failures.clear()
+    retry = cli("send", "--retry-failed", "1")  # the bounced are not mailed again
+    assert retry.exit_code == 0, retry.stderr
+    assert collections.Counter(server.recipients())[r[1]] == 0
+    assert collections.Counter(server.recipients())[r[3]] == 1
 
 
 def test_server_down_is_one_clear_error_and_the_send_resumes_later(
