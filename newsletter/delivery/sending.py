@@ -305,6 +305,31 @@ def _resume_changes(
     return changes
 
 
+def _plan(
+    db: sqlite_utils.Database, issue: Issue, path: Path, audience: Audience, provider: str,
+    warnings: list[str], retry_uncertain: bool,
+) -> tuple[SendPlan, bool]:
+    """What a send would do (for the confirmation), and whether a resume changed since."""
+    unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
+    if unfinished is not None and unfinished.status == "done":
+        unfinished = None
+    changed = (
+        _resume_changes(unfinished, issue.subject, path, provider, retry_uncertain)
+        if unfinished else []
+    )
+    plan = SendPlan(
+        subject=issue.subject,
+        audience=audience,
+        recipients=unfinished.counts.total if unfinished else count_audience(db, audience),
+        provider=provider,
+        resuming=unfinished,
+        warnings=[*issue.warnings, *warnings, *changed],
+    )
+    if audience.kind == "test":
+        plan.warnings.extend(_not_on_the_list(db, audience))
+    return plan, bool(changed)
+
+
 def send_draft(
     settings: Settings,
     draft: str,
@@ -338,32 +363,16 @@ def send_draft(
     local = not provider_class(ps.name).remote
     warnings = _pre_send_check(settings, path, force or local, dry_run=False)
     issue = build_issue(settings, path)
+    hashed = _issue_hash(issue)
     db = store.connect(settings.database)
     try:
-        unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
-        if unfinished is not None and unfinished.status == "done":
-            unfinished = None
-        changed = (
-            _resume_changes(unfinished, issue.subject, path, ps.name, retry_uncertain)
-            if unfinished else []
-        )
-        plan = SendPlan(
-            subject=issue.subject,
-            audience=audience,
-            recipients=unfinished.counts.total if unfinished else count_audience(db, audience),
-            provider=ps.name,
-            resuming=unfinished,
-            warnings=[*issue.warnings, *warnings, *changed],
-        )
-        hashed = _issue_hash(issue)
+        plan, changed = _plan(db, issue, path, audience, ps.name, warnings, retry_uncertain)
         refuse_resend(db, issue.slug, audience, resend,  # before asking, not after
                       subject=issue.subject, body=hashed)
-        if unfinished is None and plan.recipients == 0:  # not "Send to 0 recipients?"
+        if plan.resuming is None and plan.recipients == 0:  # not "Send to 0 recipients?"
             raise nobody_to_send_to(audience)
-        if audience.kind == "test":
-            plan.warnings.extend(_not_on_the_list(db, audience))
         # A resume is not asked again, unless what goes out differs from what was confirmed.
-        if audience.kind == "list" and (unfinished is None or changed) and confirm is not None:
+        if audience.kind == "list" and (plan.resuming is None or changed) and confirm is not None:
             if not confirm(plan):
                 raise DeliveryError("send cancelled: nothing was sent")
         campaign, created = find_or_create_campaign(
