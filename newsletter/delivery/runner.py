@@ -216,6 +216,13 @@ class CampaignRunner:
         ids = [row.id for row, _ in part]
         marks = ",".join("?" * len(ids))
         with self.cond:
+            # A plain read first (the usual answer is "all still active"): no write lock.
+            if not self.conn.execute(
+                f"SELECT 1 FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
+                f"WHERE d.id IN ({marks}) AND coalesce(s.status, 'removed') != 'active' LIMIT 1",
+                ids,
+            ).fetchone():
+                return part
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
                 stopped = {r[0] for r in self.conn.execute(
@@ -227,15 +234,14 @@ class CampaignRunner:
                     "!= 'active' RETURNING id",
                     [now_iso(), *ids],
                 ).fetchall()}
-            if stopped:
-                n = len(stopped)
-                self.result.skipped += n
-                self.counts.sending -= n
-                self.counts.skipped += n
-                self.pending -= n
-                self.cond.notify_all()
-                if self.on_progress is not None:
-                    self.on_progress(Counts(**self.counts.as_dict()))
+            n = len(stopped)
+            self.result.skipped += n
+            self.counts.sending -= n
+            self.counts.skipped += n
+            self.pending -= n
+            self.cond.notify_all()
+            if self.on_progress is not None:
+                self.on_progress(Counts(**self.counts.as_dict()))
         return [(row, m) for row, m in part if row.id not in stopped]
 
     def _record(self, outcome: _Outcome) -> None:
