@@ -141,7 +141,7 @@ def latest_campaign(
     sql = f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE slug = ? AND kind = ?"
     params: list[Any] = [slug, kind]
     if audience is not None:
-        sql += " AND audience = ?"
+        sql += " AND lower(audience) = lower(?)"  # tag:Friends from before tags ignored case
         params.append(audience)
     row = db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
     if row is None:

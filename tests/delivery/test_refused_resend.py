@@ -93,3 +93,20 @@ def test_the_same_post_under_another_file_name_is_refused(
     # A different post goes out without --resend.
     write_draft("summer.md", "---\nsubject: Summer notes\n---\nSomething else entirely.\n")
     assert cli("send", "summer", "--to", "subscribers", "--yes").exit_code == 0
+
+
+def test_a_tag_send_begun_before_tags_ignored_case_is_resumed(
+    cli: Callable, newsletter_dir: Path, write_draft: Callable
+) -> None:
+    write_draft("spring.md", DRAFT)
+    for address in ("a@example.com", "b@example.com"):
+        assert cli("subscribers", "add", address, "--tag", "Friends").exit_code == 0
+    assert cli("send", "spring", "--to", "tag:Friends", "--yes").exit_code == 0
+    _interrupt(newsletter_dir, "queued")
+    db = connect(newsletter_dir / "newsletter.db")
+    with db.conn:  # what an earlier version stored: the tag as typed
+        db.execute("UPDATE campaigns SET audience = 'tag:Friends' WHERE id = 1")
+    db.conn.close()
+    run = cli("send", "spring", "--to", "tag:friends", "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert "Campaign 1 " in run.stdout and "2 sent" in run.stdout
