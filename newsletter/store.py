@@ -184,6 +184,16 @@ def _m010_schedules(db: sqlite_utils.Database) -> None:
 
 
 # Append new migrations at the end; never reorder or edit a released one.
+def _m003_campaign_body_hash(db: sqlite_utils.Database) -> None:
+    # A hash of the issue's text part, so the same post saved under another file name
+    # is recognised as a repeat of an earlier list send (delivery/log.py refuse_resend).
+    # (_run, not executescript: that would commit in the middle of the migration.)
+    _run(db, """
+        ALTER TABLE campaigns ADD COLUMN body_hash TEXT;
+        CREATE INDEX campaigns_body_hash ON campaigns (kind, body_hash)
+    """)
+
+
 def _m004_web_limits(db: sqlite_utils.Database) -> None:
     # Counters for `newsletter serve`'s abuse limits (sign-ups per IP, confirmation emails
     # per address per day), kept here so they hold across --workers processes.
@@ -219,6 +229,7 @@ def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
+    ("003_campaign_body_hash", _m003_campaign_body_hash),
     ("004_web_limits", _m004_web_limits),
     ("005_webhook_tokens", _m005_webhook_tokens),
     ("007_suppressions", _m007_suppressions),
@@ -228,10 +239,15 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 ]
 
 
-def connect(path: Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the database at `path`, migrated to the latest schema."""
+def connect(path: Path, *, threads: bool = False) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at `path`, migrated to the latest schema.
+
+    `threads=True` lets several threads share the connection (the caller serializes them).
+    """
     try:
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        conn = sqlite3.connect(
+            str(path), timeout=30, isolation_level=None, check_same_thread=not threads
+        )
     except sqlite3.Error as exc:
         raise ConfigError(
             f"cannot open the database {path}: {exc}: check that its folder exists and can be "

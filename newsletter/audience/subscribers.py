@@ -486,10 +486,15 @@ def show(db: sqlite_utils.Database, email: str) -> Profile:
     return Profile(found, events.history(db, found.id))
 
 
-def count_by_status(db: sqlite_utils.Database) -> dict[str, int]:
+def count_by_status(
+    db: sqlite_utils.Database, tag: str | TagFilter | None = None
+) -> dict[str, int]:
     """How many subscribers have each status (every status listed, zeros included)."""
     counts = dict.fromkeys(STATUSES, 0)
-    for status, n in db.execute("SELECT status, count(*) FROM subscribers GROUP BY status"):
+    where, params = _filters(db, None, tag, None)
+    for status, n in db.execute(
+        f"SELECT status, count(*) FROM subscribers{where} GROUP BY status", params
+    ):
         counts[status] = n
     return counts
 
@@ -498,8 +503,98 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+@dataclass(frozen=True)
+class TagFilter:
+    """Readers with every tag in `all_of` and none in `none_of` (tags compared ignoring case)."""
+
+    all_of: tuple[str, ...]
+    none_of: tuple[str, ...] = ()
+
+    @property
+    def spec(self) -> str:
+        """The canonical text: `tag:a+tag:b,-tag:c` (lower case)."""
+        text = "+".join(f"tag:{t}" for t in self.all_of)
+        return ",".join([text, *(f"-tag:{t}" for t in self.none_of)])
+
+    def describe(self) -> str:
+        """For people: "tag founders", "tags a and b but not press"."""
+        word = "tag" if len(self.all_of) == 1 else "tags"
+        text = f"{word} {' and '.join(self.all_of)}"
+        if self.none_of:
+            text += f" but not {' or '.join(self.none_of)}"
+        return text
+
+
+TAG_FORMS = "`NAME`, `a+b` (both), `a,-b` (a but not b); `tag:` before a name is optional"
+
+
+def parse_tags(text: str, option: str = "--tag") -> TagFilter:
+    """`founders`, `tag:a+tag:b` or `tag:a,-tag:b` → TagFilter (SubscriberError if bad)."""
+    def name(term: str) -> str:
+        term = term.strip()
+        if term.lower().startswith("tag:"):
+            term = term[4:].strip()
+        term = _CONTROLS.sub(" ", term).strip()
+        if not term:
+            raise SubscriberError(f"{option} {text!r} has an empty tag name: it takes {TAG_FORMS}")
+        return term.casefold()
+
+    all_of: list[str] = []
+    none_of: list[str] = []
+    for n, term in enumerate(text.split(",")):
+        term = term.strip()
+        if term.startswith("-"):
+            none_of += [name(t) for t in term[1:].split("+")]
+        elif n == 0:
+            all_of += [name(t) for t in term.split("+")]
+        else:
+            raise SubscriberError(
+                f"{option} {text!r}: after a comma comes a tag to leave out (`-tag:NAME`); "
+                f"for readers with both tags write `tag:a+tag:b`. It takes {TAG_FORMS}"
+            )
+    if not all_of:
+        raise SubscriberError(f"{option} {text!r} names no tag to include: it takes {TAG_FORMS}")
+    return TagFilter(tuple(dict.fromkeys(all_of)), tuple(dict.fromkeys(none_of)))
+
+
+def known_tags(db: sqlite_utils.Database) -> list[str]:
+    """Every tag in use, as spelled, sorted ignoring case."""
+    rows = db.execute(
+        "SELECT DISTINCT json_each.value FROM subscribers, json_each(subscribers.tags)"
+    ).fetchall()
+    return sorted({r[0] for r in rows if isinstance(r[0], str)}, key=str.casefold)
+
+
+def tag_where(db: sqlite_utils.Database, tags: TagFilter) -> tuple[str, list[Any]]:
+    """SQL (on `subscribers`) and parameters for `tags`; SubscriberError naming an unknown tag.
+
+    Tags are stored as written ("Founders"); a filter matches every spelling of a
+    name, so it is resolved against the tags in use first (Unicode-aware casefold).
+    """
+    spellings: dict[str, list[str]] = {}
+    for tag in known_tags(db):
+        spellings.setdefault(tag.casefold(), []).append(tag)
+    unknown = [t for t in (*tags.all_of, *tags.none_of) if t not in spellings]
+    if unknown:
+        have = ", ".join(sorted(spellings)[:30]) or "none yet"
+        raise SubscriberError(
+            f"no subscriber has the tag {unknown[0]!r}; tags in use: {have} "
+            "(`newsletter subscribers add EMAIL --tag NAME` tags a reader)"
+        )
+    where: list[str] = []
+    params: list[Any] = []
+    for test, names in [("EXISTS", spellings[t]) for t in tags.all_of] + [
+        ("NOT EXISTS", spellings[t]) for t in tags.none_of
+    ]:
+        where.append(f"{test} (SELECT 1 FROM json_each(subscribers.tags) "
+                     f"WHERE json_each.value IN ({','.join('?' * len(names))}))")
+        params += names
+    return " AND ".join(where), params
+
+
 def _filters(
-    status: str | None, tag: str | None, search: str | None
+    db: sqlite_utils.Database, status: str | None, tag: str | TagFilter | None,
+    search: str | None,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (or '') and its parameters for the list filters."""
     where: list[str] = []
@@ -508,8 +603,9 @@ def _filters(
         where.append("status = ?")
         params.append(check_status(status))
     if tag:
-        where.append("EXISTS (SELECT 1 FROM json_each(subscribers.tags) WHERE value = ?)")
-        params.append(tag.strip())
+        sql, tag_params = tag_where(db, parse_tags(tag) if isinstance(tag, str) else tag)
+        where.append(sql)
+        params += tag_params
     if search:
         where.append("(email_key LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
         params += [_like(search.strip().lower()), _like(search.strip())]
@@ -517,11 +613,11 @@ def _filters(
 
 
 def _rows(
-    db: sqlite_utils.Database, status: str | None = None, tag: str | None = None,
+    db: sqlite_utils.Database, status: str | None = None, tag: str | TagFilter | None = None,
     search: str | None = None, limit: int | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """Raw rows (as COLUMNS) in id order, streamed from the cursor a thousand at a time."""
-    where, params = _filters(status, tag, search)
+    where, params = _filters(db, status, tag, search)
     sql = _SELECT + where + " ORDER BY id"
     if limit is not None:
         if limit < 0:
@@ -537,24 +633,25 @@ def _rows(
 
 
 def count(
-    db: sqlite_utils.Database, status: str | None = None, tag: str | None = None,
+    db: sqlite_utils.Database, status: str | None = None, tag: str | TagFilter | None = None,
     search: str | None = None,
 ) -> int:
     """How many subscribers match the list filters."""
-    where, params = _filters(status, tag, search)
+    where, params = _filters(db, status, tag, search)
     return db.execute("SELECT count(*) FROM subscribers" + where, params).fetchone()[0]
 
 
 def iter_subscribers(
     db: sqlite_utils.Database,
     status: str | None = None,
-    tag: str | None = None,
+    tag: str | TagFilter | None = None,
     search: str | None = None,
     limit: int | None = None,
 ) -> Iterator[Subscriber]:
     """Subscribers in the order they were added, streamed (memory does not grow with the list).
 
-    `search` matches part of the address or the name, ignoring case.
+    `search` matches part of the address or the name, ignoring case; `tag` is a tag
+    expression (`founders`, `a+b`, `a,-b`, see `parse_tags`).
     """
     for row in _rows(db, status, tag, search, limit):
         yield Subscriber.from_row(row)

@@ -361,7 +361,8 @@ def campaigns(
     Example: newsletter campaigns 1
     """
     from newsletter import store
-    from newsletter.delivery.campaign import campaign_problems, get_campaign, list_campaigns
+    from newsletter.delivery.audience import describe_audience
+    from newsletter.delivery.log import campaign_problems, get_campaign, list_campaigns
 
     s = settings(ctx)
     db = store.connect(s.database)
@@ -387,16 +388,20 @@ def campaigns(
                     typer.echo("No campaigns yet: `newsletter send DRAFT --to subscribers` "
                                "starts one.")
                 return
+            # Whole slugs and readable audiences: the columns are as wide as what they hold.
+            tos = [describe_audience(c.audience) if c.kind == "list"
+                   else f"test: {describe_audience(c.audience)}" for c in found]
+            dw = max(5, *(len(c.slug) for c in found))
+            tw = max(2, *(len(t) for t in tos))
             typer.echo(
-                f"{'ID':>4}  {'CREATED':<19}  {'DRAFT':<28}  {'TO':<18}  {'PROVIDER':<9} "
+                f"{'ID':>4}  {'CREATED':<19}  {'DRAFT':<{dw}}  {'TO':<{tw}}  {'PROVIDER':<9} "
                 f"{'STATUS':<11} {'SENT':>7} {'FAILED':>6} {'UNCERT':>6} {'SKIP':>5} {'QUEUED':>6}"
             )
-            for c in found:
+            for c, to in zip(found, tos, strict=True):
                 n = c.counts
-                to = c.audience if c.kind == "list" else f"test:{c.audience}"
                 typer.echo(
-                    f"{c.id:>4}  {c.created_at[:19].replace('T', ' '):<19}  {c.slug[:28]:<28}  "
-                    f"{to[:18]:<18}  {c.provider[:9]:<9} {_status(c, s.database):<11} "
+                    f"{c.id:>4}  {c.created_at[:19].replace('T', ' '):<19}  {c.slug:<{dw}}  "
+                    f"{to:<{tw}}  {c.provider[:9]:<9} {_status(c, s.database):<11} "
                     f"{n.sent:>7,} {n.failed:>6,} {n.uncertain:>6,} {n.skipped:>5,} "
                     f"{n.queued + n.sending:>6,}"  # claimed, unanswered: not sent yet either
                 )
@@ -413,7 +418,8 @@ def campaigns(
     n = c.counts
     typer.echo(f"Campaign {c.id}: {c.subject}")
     typer.echo(f"  draft     {c.draft_path} ({c.slug})")
-    typer.echo(f"  to        {c.audience} ({'the list' if c.kind == 'list' else 'a test send'})")
+    kind = "the list" if c.kind == "list" else "a test send"
+    typer.echo(f"  to        {describe_audience(c.audience)} ({c.audience}, {kind})")
     typer.echo(f"  provider  {c.provider}")
     typer.echo(f"  created   {c.created_at}")
     typer.echo(f"  finished  {c.finished_at or '-'}")

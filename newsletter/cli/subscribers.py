@@ -32,6 +32,10 @@ StatusOpt = Annotated[
     typer.Option("--status", help=f"Only this status: {', '.join(subs.STATUSES)}."),
 ]
 TagOpt = Annotated[str | None, typer.Option("--tag", help="Only subscribers with this tag.")]
+TagExprOpt = Annotated[str | None, typer.Option(
+    "--tag", metavar="EXPR",
+    help="Only subscribers with this tag (any letter case); `a+b`: both; `a,-b`: a but not b.",
+)]
 
 
 def _db(ctx: typer.Context):
@@ -183,13 +187,14 @@ def unsubscribe(
 @subscribers_app.command("count")
 def count(
     ctx: typer.Context,
+    tag: TagExprOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """How many subscribers have each status (only active ones are sent to).
 
     Example: newsletter subscribers count
     """
-    counts = subs.count_by_status(_db(ctx))
+    counts = subs.count_by_status(_db(ctx), tag=tag)
     if as_json:
         typer.echo(json.dumps({**counts, "total": sum(counts.values())}))
         return
@@ -203,7 +208,7 @@ def count(
 def list_(
     ctx: typer.Context,
     status: StatusOpt = None,
-    tag: TagOpt = None,
+    tag: TagExprOpt = None,
     search: Annotated[
         str | None, typer.Option("--search", help="Part of the address or name.")
     ] = None,

@@ -21,11 +21,14 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from newsletter.errors import ContentError
+from newsletter.errors import ContentError, NewsletterError
+
+if TYPE_CHECKING:
+    from newsletter.settings import Settings
 
 KNOWN_KEYS = {"title", "subject", "date", "preheader", "layout", "slug", "paragraphs"}
 PARAGRAPH_MODES = ("lines", "markdown")
@@ -379,4 +382,58 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
         layout=layout.strip() if layout else None,
         paragraphs="lines" if pasted else "markdown",
         extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+    )
+
+
+# --- finding a draft by path or slug (send, preview and build share it) ---------------
+
+DRAFT_SUFFIXES = (".md", ".markdown")
+
+
+def draft_files(settings: Settings) -> list[Path]:
+    """The draft files, oldest name first (names start with their date)."""
+    if not settings.drafts_dir.is_dir():
+        return []
+    return sorted(
+        p for p in settings.drafts_dir.iterdir()
+        if p.suffix.lower() in DRAFT_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+
+
+def resolve_draft(settings: Settings, ref: str | Path) -> Path:
+    """A draft from a path or a slug ('2026-11-21-hello', 'hello' or the front matter slug)."""
+    ref_text = str(ref).strip()
+    if not ref_text:
+        raise ContentError("name a draft: a path like drafts/2026-11-21-hello.md or its slug")
+    candidate = Path(ref_text).expanduser()
+    for path in (candidate, settings.root / candidate):
+        if path.is_file():
+            return path.resolve()
+    files = draft_files(settings)
+    name = candidate.name
+    for suffix in DRAFT_SUFFIXES:
+        name = name.removesuffix(suffix)
+    exact = [p for p in files if p.stem == name]
+    if exact:
+        return exact[0].resolve()
+    # The slug without its date prefix, e.g. "hello" for 2026-11-21-hello.md.
+    undated = [p for p in files if re.sub(r"^\d{4}-\d{2}-\d{2}-", "", p.stem) == name]
+    if len(undated) == 1:
+        return undated[0].resolve()
+    if len(undated) > 1:
+        names = ", ".join(p.stem for p in undated)
+        raise ContentError(f"{ref_text!r} matches several drafts ({names}): name one in full")
+    by_meta = []
+    for p in files:
+        try:
+            if parse_draft(p).slug == name:
+                by_meta.append(p)
+        except NewsletterError:
+            continue
+    if len(by_meta) == 1:
+        return by_meta[0].resolve()
+    hint = f"; drafts: {', '.join(p.stem for p in files[-5:])}" if files else ""
+    raise ContentError(
+        f"no draft {ref_text!r} in {settings.drafts_dir}: pass a path or a slug "
+        f"(see `newsletter drafts`){hint}"
     )

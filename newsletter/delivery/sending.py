@@ -4,8 +4,9 @@
 or creates the campaign (refusing a second list send unless `resend`), asks
 for confirmation, and hands over to `run_campaign()`, which takes the
 campaign's lock, settles rows left behind by a dead process and runs the
-engine in `campaign.py`. `run_campaign()` knows nothing of drafts: tests and
-the contract suite call it with their own message factory.
+engine (`runner.py`; `campaign.py` names the modules). `run_campaign()` knows
+nothing of drafts: tests and the contract suite call it with their own message
+factory.
 """
 
 from __future__ import annotations
@@ -20,31 +21,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter import store
-from newsletter.delivery.campaign import (
+from newsletter.delivery.audience import (
     Audience,
-    Campaign,
-    CampaignLock,
-    CampaignRunner,
-    Counts,
     DeliveryRow,
-    ProgressCallback,
-    RunResult,
     count_audience,
+    iter_audience_rows,
+    parse_audience,
+)
+from newsletter.delivery.lock import CampaignLock
+from newsletter.delivery.log import (
+    Campaign,
+    Counts,
+    body_hash,
     find_or_create_campaign,
     finish_campaign,
     get_campaign,
-    iter_audience_rows,
-    journal_paths,
     latest_campaign,
     nobody_to_send_to,
-    parse_audience,
-    recover_interrupted,
     refuse_resend,
     requeue,
 )
 from newsletter.delivery.providers.options import number_option
 from newsletter.delivery.providers.registry import provider_class
+from newsletter.delivery.recovery import journal_paths, recover_interrupted
+from newsletter.delivery.runner import CampaignRunner, ProgressCallback, RunResult
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
+from newsletter.feedback.policy import BouncePolicy
 from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
 
 if TYPE_CHECKING:
@@ -116,6 +118,7 @@ def run_campaign(
     """
     ps = provider_settings or settings.provider
     cls = provider_class(ps.name)
+    policy = BouncePolicy.from_table(settings.table("bounces"))  # a bad table: before anything
     with CampaignLock(settings.database, campaign_id):
         db = store.connect(settings.database)
         try:
@@ -155,6 +158,7 @@ def run_campaign(
                 retry_delay=number_option(ps, "retry_delay", 1.0, float),
                 max_attempts=int(number_option(ps, "max_attempts", 5, int)),
                 check_subscribers=campaign.kind == "list",
+                bounce_policy=policy,
                 on_progress=on_progress,
             )
             report.run = runner.run()
@@ -201,6 +205,12 @@ def _draft_label(settings: Settings, path: Path) -> str:
         return str(path)
 
 
+def _issue_hash(issue: Issue) -> str:
+    """The body hash of an issue; its web link (which names the slug) left out."""
+    text = issue.text.replace(issue.web_url, "") if issue.web_url else issue.text
+    return body_hash(text)
+
+
 def _message_factory(
     settings: Settings, issue: Issue
 ) -> Callable[[DeliveryRow], Message]:
@@ -227,24 +237,50 @@ def _check_ready(settings: Settings, ps: ProviderSettings) -> None:
         )
 
 
-def _pre_send_check(settings: Settings, draft: Path, force: bool, dry_run: bool) -> list[str]:
-    """Run `newsletter check` on the draft; refuse on errors unless forced (or a dry run).
+def _pre_send_check(
+    settings: Settings, issue: Issue, audience: Audience, force: bool, dry_run: bool
+) -> list[str]:
+    """Run `newsletter check` on the built issue; refuse on errors unless forced (or dry).
 
-    Returns the findings as warnings when they do not stop the send.
+    The `subscriber.*` values it uses are checked against this send's audience (an
+    attribute nobody in it has is an error). Returns the findings as warnings when they
+    do not stop the send.
     """
+    from newsletter.delivery.audience import _audience_where
+    from newsletter.writer.check import check_issue
+
+    db = store.connect(settings.database)
     try:
-        from newsletter.writer.check import check_draft
-    except ImportError:
-        return []
-    report = check_draft(settings, draft)
+        where, params = (_audience_where(db, audience) if audience.kind == "list"
+                         else ("status = 'active'", []))
+        report = check_issue(issue, settings, db=db, where_sql=where, params=params)
+    finally:
+        db.conn.close()
     errors = [f.message for f in report.errors]
     if errors and not (force or dry_run):
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise DeliveryError(
-            f"the draft has errors: {errors[0]}{more}; run `newsletter check {draft.name}`, "
-            "fix them, or pass --force to send anyway"
+            f"the draft has errors: {errors[0]}{more}; run `newsletter check "
+            f"{issue.source.name}`, fix them, or pass --force to send anyway"
         )
     return [f"check: {m}" for m in errors]
+
+
+def _refuse_sent_elsewhere(path: Path, audience: Audience, resend: bool) -> None:
+    """A post emailed from another platform (`sent:` in its front matter, as import-posts
+    writes it) is refused for the list like one sent from here, unless --resend."""
+    from newsletter.compose.source import parse_draft
+
+    if audience.kind != "list" or resend:
+        return
+    sent = parse_draft(path).extra.get("sent")
+    if sent:
+        origin = parse_draft(path).extra.get("imported_from")
+        where = f" from {str(origin).split(':', 1)[0].capitalize()}" if origin else ""
+        raise DeliveryError(
+            f"{path.stem} was already emailed to the list{where} on {str(sent)[:10]} (its "
+            "front matter says `sent:`): pass --resend to send it again"
+        )
 
 
 def _not_on_the_list(db: sqlite_utils.Database, audience: Audience) -> list[str]:
@@ -295,6 +331,31 @@ def _resume_changes(
     return changes
 
 
+def _plan(
+    db: sqlite_utils.Database, issue: Issue, path: Path, audience: Audience, provider: str,
+    warnings: list[str], retry_uncertain: bool,
+) -> tuple[SendPlan, bool]:
+    """What a send would do (for the confirmation), and whether a resume changed since."""
+    unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
+    if unfinished is not None and unfinished.status == "done":
+        unfinished = None
+    changed = (
+        _resume_changes(unfinished, issue.subject, path, provider, retry_uncertain)
+        if unfinished else []
+    )
+    plan = SendPlan(
+        subject=issue.subject,
+        audience=audience,
+        recipients=unfinished.counts.total if unfinished else count_audience(db, audience),
+        provider=provider,
+        resuming=unfinished,
+        warnings=[*issue.warnings, *warnings, *changed],
+    )
+    if audience.kind == "test":
+        plan.warnings.extend(_not_on_the_list(db, audience))
+    return plan, bool(changed)
+
+
 def send_draft(
     settings: Settings,
     draft: str,
@@ -317,7 +378,7 @@ def send_draft(
     message goes out.
     """
     from newsletter.compose.issue import build_issue
-    from newsletter.writer.drafts import resolve_draft
+    from newsletter.compose.source import resolve_draft
 
     audience = parse_audience(to)
     ps = provider_settings_for(settings, provider, concurrency, rate)
@@ -326,32 +387,19 @@ def send_draft(
     # The outbox sends nothing anywhere: on a fresh machine it works before the
     # draft passes every check (the findings are shown as warnings instead).
     local = not provider_class(ps.name).remote
-    warnings = _pre_send_check(settings, path, force or local, dry_run=False)
-    issue = build_issue(settings, path)
+    issue = build_issue(settings, path)  # once: checked and sent as built
+    warnings = _pre_send_check(settings, issue, audience, force or local, dry_run=False)
+    hashed = _issue_hash(issue)
     db = store.connect(settings.database)
     try:
-        unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
-        if unfinished is not None and unfinished.status == "done":
-            unfinished = None
-        changed = (
-            _resume_changes(unfinished, issue.subject, path, ps.name, retry_uncertain)
-            if unfinished else []
-        )
-        plan = SendPlan(
-            subject=issue.subject,
-            audience=audience,
-            recipients=unfinished.counts.total if unfinished else count_audience(db, audience),
-            provider=ps.name,
-            resuming=unfinished,
-            warnings=[*issue.warnings, *warnings, *changed],
-        )
-        refuse_resend(db, issue.slug, audience, resend)  # before asking, not after
-        if unfinished is None and plan.recipients == 0:  # not "Send to 0 recipients?"
+        plan, changed = _plan(db, issue, path, audience, ps.name, warnings, retry_uncertain)
+        refuse_resend(db, issue.slug, audience, resend,  # before asking, not after
+                      subject=issue.subject, body=hashed)
+        _refuse_sent_elsewhere(path, audience, resend)
+        if plan.resuming is None and plan.recipients == 0:  # not "Send to 0 recipients?"
             raise nobody_to_send_to(audience)
-        if audience.kind == "test":
-            plan.warnings.extend(_not_on_the_list(db, audience))
         # A resume is not asked again, unless what goes out differs from what was confirmed.
-        if audience.kind == "list" and (unfinished is None or changed) and confirm is not None:
+        if audience.kind == "list" and (plan.resuming is None or changed) and confirm is not None:
             if not confirm(plan):
                 raise DeliveryError("send cancelled: nothing was sent")
         campaign, created = find_or_create_campaign(
@@ -362,6 +410,7 @@ def send_draft(
             audience=audience,
             provider=ps.name,
             resend=resend,
+            body=hashed,
         )
     finally:
         db.conn.close()
@@ -436,15 +485,15 @@ def dry_run(
     Streams recipients from the database, so memory stays flat for any list size.
     """
     from newsletter.compose.issue import build_issue
-    from newsletter.writer.drafts import resolve_draft
+    from newsletter.compose.source import resolve_draft
 
     started = time.monotonic()
     audience = parse_audience(to)
     ps = provider_settings_for(settings, provider)
     provider_class(ps.name)  # an unknown provider is an error even in a dry run
     path = resolve_draft(settings, draft)
-    warnings = _pre_send_check(settings, path, force=True, dry_run=True)
     issue = build_issue(settings, path)
+    warnings = _pre_send_check(settings, issue, audience, force=True, dry_run=True)
     report = DryRunReport(issue.subject, audience, ps.name, warnings=[*issue.warnings, *warnings])
     make = _message_factory(settings, issue)
     db = store.connect(settings.database)
@@ -463,10 +512,7 @@ def dry_run(
     finally:
         db.conn.close()
     if report.messages == 0:
-        raise DeliveryError(
-            "there are no active subscribers to send to: add some with "
-            "`newsletter subscribers add EMAIL` or import a list"
-        )
+        raise nobody_to_send_to(audience)
     report.seconds = time.monotonic() - started
     return report
 

@@ -15,11 +15,17 @@ import yaml
 from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.layout import BUILTIN_DIR, BUILTIN_LAYOUTS
 from newsletter.compose.message import SAMPLE_RECIPIENT, personalize
-from newsletter.compose.source import date_from_path, parse_draft, read_text
+from newsletter.compose.source import (  # noqa: F401 — draft_files, resolve_draft: old home
+    DRAFT_SUFFIXES,
+    date_from_path,
+    draft_files,
+    parse_draft,
+    read_text,
+    resolve_draft,
+)
 from newsletter.errors import ContentError, NewsletterError
 from newsletter.settings import CONFIG_NAME, SECRET_FILE, Settings, write_secret_file
 
-DRAFT_SUFFIXES = (".md", ".markdown")
 # Letters that Unicode does not decompose into ASCII but every reader can spell.
 _TRANSLITERATE = str.maketrans({
     "ß": "ss", "æ": "ae", "Æ": "ae", "ø": "o", "Ø": "o", "đ": "d", "Đ": "d", "ł": "l",
@@ -91,55 +97,6 @@ def new_draft(
 
 
 PREHEADER_HINT = "# preheader: the line inboxes show after the subject (remove the #)"
-
-
-def draft_files(settings: Settings) -> list[Path]:
-    """The draft files, oldest name first (names start with their date)."""
-    if not settings.drafts_dir.is_dir():
-        return []
-    return sorted(
-        p for p in settings.drafts_dir.iterdir()
-        if p.suffix.lower() in DRAFT_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
-
-
-def resolve_draft(settings: Settings, ref: str | Path) -> Path:
-    """A draft from a path or a slug ('2026-11-21-hello', 'hello' or the front matter slug)."""
-    ref_text = str(ref).strip()
-    if not ref_text:
-        raise ContentError("name a draft: a path like drafts/2026-11-21-hello.md or its slug")
-    candidate = Path(ref_text).expanduser()
-    for path in (candidate, settings.root / candidate):
-        if path.is_file():
-            return path.resolve()
-    files = draft_files(settings)
-    name = candidate.name
-    for suffix in DRAFT_SUFFIXES:
-        name = name.removesuffix(suffix)
-    exact = [p for p in files if p.stem == name]
-    if exact:
-        return exact[0].resolve()
-    # The slug without its date prefix, e.g. "hello" for 2026-11-21-hello.md.
-    undated = [p for p in files if re.sub(r"^\d{4}-\d{2}-\d{2}-", "", p.stem) == name]
-    if len(undated) == 1:
-        return undated[0].resolve()
-    if len(undated) > 1:
-        names = ", ".join(p.stem for p in undated)
-        raise ContentError(f"{ref_text!r} matches several drafts ({names}): name one in full")
-    by_meta = []
-    for p in files:
-        try:
-            if parse_draft(p).slug == name:
-                by_meta.append(p)
-        except NewsletterError:
-            continue
-    if len(by_meta) == 1:
-        return by_meta[0].resolve()
-    hint = f"; drafts: {', '.join(p.stem for p in files[-5:])}" if files else ""
-    raise ContentError(
-        f"no draft {ref_text!r} in {settings.drafts_dir}: pass a path or a slug "
-        f"(see `newsletter drafts`){hint}"
-    )
 
 
 @dataclass

@@ -5,6 +5,8 @@
         server.fail("eve@example.com", "550 5.1.1 no such user")          # permanent
         server.drop_every = 3        # close the connection at every 3rd MAIL FROM
         server.delay = 0.05          # seconds per message, for kill tests
+        server.hold_after = 2        # accept 2 messages, then hold the rest until ...
+        server.release.set()         # ... the test lets them through
         server.drop_after_data.add("carl@example.com")  # accept, then vanish before replying
         ...
         server.received              # [Received(sender, recipient, data)]
@@ -16,6 +18,7 @@ import asyncio
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -75,6 +78,10 @@ class _Handler:
         s = self.server
         if s.delay:
             await asyncio.sleep(s.delay)
+        deadline = time.monotonic() + 60
+        while (s.hold_after is not None and len(s.received) >= s.hold_after
+               and not s.release.is_set() and time.monotonic() < deadline):
+            await asyncio.sleep(0.005)
         with s.lock:
             n = len(s.received)
             for rcpt in envelope.rcpt_tos:
@@ -101,6 +108,8 @@ class SMTPServer:
         self.mail_count = 0
         self.drop_every = 0
         self.delay = 0.0
+        self.hold_after: int | None = None
+        self.release = threading.Event()
         self.port = free_port()
         extra: dict = {}
         if password is not None:

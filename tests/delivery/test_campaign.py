@@ -286,7 +286,9 @@ def test_missing_result_is_uncertain_and_bad_recipient_data_fails_one_row(
     assert "city" in got[2]["error"]
 
 
-def test_subscriber_who_unsubscribes_mid_send_is_skipped(letter: Settings) -> None:
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_subscriber_who_unsubscribes_mid_send_is_skipped(letter: Settings, max_batch: int) -> None:
+    """The leaver's row is already claimed (same chunk) when the first batch goes out."""
     add_subscribers(letter, emails(5))
     campaign_id = new_campaign(letter)
     leaver = emails(5)[3]
@@ -300,9 +302,9 @@ def test_subscriber_who_unsubscribes_mid_send_is_skipped(letter: Settings) -> No
             other.conn.close()
         return sent(m, attempt)
 
-    provider = Scripted(script)
+    provider = Scripted(script, max_batch=max_batch)
     result = runner(letter, campaign_id, provider).run()
-    assert result.skipped == 1
+    assert result.skipped == 1 and result.sent == 4
     assert leaver not in provider.attempts
     assert states(letter, campaign_id)[leaver] == "skipped"
 
@@ -404,3 +406,19 @@ def test_rate_limiter_spaces_reservations_across_callers() -> None:
     assert [free.reserve(100) for _ in range(3)] == [0, 0, 0]
     free.pause(5)
     assert free.reserve(1) == pytest.approx(5, abs=0.05)
+
+
+@pytest.mark.parametrize(("reason", "hard"), [
+    ("550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", True),
+    ("550 5.1.10 recipient address has null MX", True),
+    ("The address does not exist (Postmark: ErrorCode 406 inactive recipient)", True),
+    ("Mailbox does not exist", True),
+    ("550 5.7.1 relaying denied", False),
+    ("552 5.2.2 mailbox full", False),
+    ("450 4.1.1 user unknown, try later", False),  # temporary, whatever the words
+    (None, False),
+])
+def test_which_refusals_mean_the_address_does_not_exist(reason: str | None, hard: bool) -> None:
+    from newsletter.delivery.runner import means_no_such_address
+
+    assert means_no_such_address(reason) is hard

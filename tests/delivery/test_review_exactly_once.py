@@ -299,9 +299,14 @@ def test_a_tag_nobody_has_says_so_instead_of_asking_to_send_to_0(
     """Before: "a send to the list (0 recipients) needs confirmation … pass --yes"."""
     write_draft("hello.md", DRAFT)
     add(newsletter_dir, "ann@example.org", tags=("friends",))
+    add(newsletter_dir, "bob@example.org", tags=("former",), status="unsubscribed")
     run = cli("send", "hello", "--to", "tag:nobody")
+    assert run.exit_code != 0
+    assert "no subscriber has the tag 'nobody'; tags in use: former, friends" in run.stderr
+    assert "confirmation" not in run.stderr and "0 recipients" not in run.stderr
+    run = cli("send", "hello", "--to", "tag:former")  # a tag only a leaver has
     assert run.exit_code == 5
-    assert "no active subscribers tagged nobody" in run.stderr
+    assert "no active subscribers with tag former to send to" in run.stderr
     assert "confirmation" not in run.stderr and "0 recipients" not in run.stderr
 
 

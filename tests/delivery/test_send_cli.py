@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -146,6 +147,39 @@ def test_list_send_needs_confirmation_or_yes(letter: Path, server: SMTPServer, c
     assert cli("campaigns").stdout.startswith("No campaigns yet")
 
 
+def _read_pty(fd: int, until: bytes | None = None, seconds: float = 30) -> bytes:
+    """What the child writes to its terminal until `until` shows or it closes; with a deadline."""
+    output = b""
+    deadline = time.monotonic() + seconds
+    while until is None or until not in output:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {until!r} from the terminal in {seconds}s; got {output!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the child closed its terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
+
+
+def _wait_child(pid: int, seconds: float = 30) -> int:
+    """The child's wait status; kills it and fails when it does not end in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child did not end within {seconds}s")
+
+
 def test_confirmation_prompt_on_a_terminal(letter: Path, server: SMTPServer) -> None:
     import pty
 
@@ -155,20 +189,13 @@ def test_confirmation_prompt_on_a_terminal(letter: Path, server: SMTPServer) -> 
         os.chdir(letter)
         os.execv(sys.executable, [sys.executable, "-m", "newsletter", "send", "hello",
                                   "--to", "subscribers"])
-    output = b""
-    deadline = time.monotonic() + 30
-    while b"Send to 2 recipients?" not in output and time.monotonic() < deadline:
-        output += os.read(fd, 1024)
-    os.write(fd, b"n\n")
-    while True:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    _, status = os.waitpid(pid, 0)
+    try:
+        output = _read_pty(fd, until=b"Send to 2 recipients?")
+        os.write(fd, b"n\n")
+        output += _read_pty(fd)
+        status = _wait_child(pid)
+    finally:
+        os.close(fd)
     text = output.decode()
     assert "Subject:    Issue #1 — hello" in text
     assert "To:         subscribers (2 recipients)" in text
@@ -191,7 +218,7 @@ def test_permanent_failure_shown_in_campaigns_then_retried(
     letter: Path, server: SMTPServer, cli
 ) -> None:
     add(letter, *readers(3))
-    server.fail(readers(3)[1], "550 5.1.1 mailbox unavailable")
+    server.fail(readers(3)[1], "554 5.7.1 message refused by local policy")
     server.fail(readers(3)[2], "451 4.7.1 greylisted, come back later", times=1)
 
     run = cli("send", "hello", "--to", "subscribers", "--yes")
@@ -202,18 +229,51 @@ def test_permanent_failure_shown_in_campaigns_then_retried(
 
     shown = cli("campaigns", "1")
     assert "3 recipients: 2 sent, 1 failed" in shown.stdout
-    assert f"  {readers(3)[1]}  (1 attempt(s)) 550 5.1.1 mailbox unavailable" in shown.stdout
+    assert (f"  {readers(3)[1]}  (1 attempt(s)) 554 5.7.1 message refused by local policy"
+            in shown.stdout)
     listing = cli("campaigns")
     assert "hello" in listing.stdout and "done" in listing.stdout
     data = json.loads(cli("campaigns", "--json").stdout)
     assert data[0]["counts"] == {"queued": 0, "sending": 0, "sent": 2, "failed": 1,
                                  "uncertain": 0, "skipped": 0}
 
-    server.failures.clear()  # the mailbox is back
+    server.failures.clear()  # the policy is fixed
     retry = cli("send", "--retry-failed", "1")
     assert retry.exit_code == 0, retry.stderr
     assert "3 sent, 0 failed" in retry.stdout
     assert sorted(server.recipients()) == readers(3)
+
+
+def test_a_user_unknown_refusal_is_a_hard_bounce(letter: Path, server: SMTPServer, cli) -> None:
+    r = readers(5)
+    add(letter, *r)
+    server.fail(r[1], "550 5.1.1 <reader001@example.org>: Recipient address rejected: "
+                      "User unknown in virtual mailbox table")
+    server.fail(r[2], "550 no such user here")
+    server.fail(r[3], "554 5.7.1 message refused by local policy")  # permanent, not the address
+    server.fail(r[4], "450 4.1.1 user unknown, try later", times=1)  # temporary: retried
+
+    run = cli("send", "hello", "--to", "subscribers", "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert "2 sent, 3 failed" in run.stdout
+    status = {line.split()[0]: line.split()[1]
+              for line in cli("subscribers", "list").stdout.splitlines()}
+    assert status == {r[0]: "active", r[1]: "bounced", r[2]: "bounced", r[3]: "active",
+                      r[4]: "active"}
+    conn = sqlite3.connect(letter / "newsletter.db")
+    events = conn.execute(
+        "SELECT email, kind, status_after, source, campaign_id, detail FROM events "
+        "WHERE source = 'send' ORDER BY id").fetchall()
+    conn.close()
+    assert [e[:5] for e in events] == [(r[1], "hard_bounce", "bounced", "send", 1),
+                                       (r[2], "hard_bounce", "bounced", "send", 1)]
+    assert "User unknown" in events[0][5]
+
+    server.failures.clear()
+    retry = cli("send", "--retry-failed", "1")  # the bounced are not mailed again
+    assert retry.exit_code == 0, retry.stderr
+    assert collections.Counter(server.recipients())[r[1]] == 0
+    assert collections.Counter(server.recipients())[r[3]] == 1
 
 
 def test_server_down_is_one_clear_error_and_the_send_resumes_later(
@@ -277,6 +337,111 @@ def test_tag_send(letter: Path, server: SMTPServer, cli) -> None:
     add(letter, "stranger@example.org")
     assert cli("send", "hello", "--to", "tag:friends", "--yes").exit_code == 0
     assert sorted(server.recipients()) == readers(2)
+
+
+def _tagged(letter: Path) -> None:
+    add(letter, "ann@example.org", tags=("Founders",))
+    add(letter, "bob@example.org", tags=("founders", "Press"))
+    add(letter, "cat@example.org", tags=("press",))
+    add(letter, "dan@example.org")
+
+
+def test_tag_expressions_in_send_dry_run_and_the_subscriber_commands(
+    letter: Path, server: SMTPServer, cli
+) -> None:
+    _tagged(letter)
+    listed = cli("subscribers", "list", "--tag", "tag:founders,-tag:press")
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["ann@example.org"]
+    both = cli("subscribers", "list", "--tag", "Founders+PRESS")
+    assert [line.split()[0] for line in both.stdout.splitlines()] == ["bob@example.org"]
+    counted = cli("subscribers", "count", "--tag", "founders", "--json")
+    assert json.loads(counted.stdout)["active"] == 2
+
+    dry = cli("send", "hello", "--to", "tag:Founders,-tag:press", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "Dry run: 1 messages built for “Issue #1 — hello” → tag:founders,-tag:press" in (
+        dry.stdout)
+    run = cli("send", "hello", "--to", "tag:FOUNDERS+tag:press", "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert server.recipients() == ["bob@example.org"]
+
+    listing = cli("campaigns").stdout
+    assert "tags founders and press" in listing
+    assert "tag:founders+tag:press" in cli("campaigns", "1").stdout
+
+
+def test_an_unknown_tag_names_the_tags_there_are(letter: Path, server: SMTPServer, cli) -> None:
+    _tagged(letter)
+    for args in (["send", "hello", "--to", "tag:founder", "--yes"],
+                 ["send", "hello", "--to", "tag:founders,-tag:pres", "--dry-run"],
+                 ["subscribers", "count", "--tag", "founder"],
+                 ["subscribers", "list", "--tag", "founder"]):
+        run = cli(*args)
+        assert run.exit_code != 0, args
+        assert run.stderr.count("\n") == 1, run.stderr
+        assert "no subscriber has the tag" in run.stderr, run.stderr
+        assert "tags in use: founders, press (" in run.stderr
+    assert server.received == []
+    bad = cli("subscribers", "list", "--tag", "a,b")
+    assert bad.exit_code != 0 and "tag:a+tag:b" in bad.stderr
+
+
+def test_campaigns_shows_whole_slugs_and_readable_audiences(
+    newsletter_dir: Path, write_draft, cli
+) -> None:
+    slug = "a-rather-long-title-for-a-spring-issue-about-gardens"
+    write_draft(f"{slug}.md", DRAFT)
+    add(newsletter_dir, "ann@example.org", "bob@example.org")
+    assert cli("send", slug, "--to", "subscribers", "--yes").exit_code == 0
+    assert cli("send", slug, "--to", "ann@example.org,bob@example.org").exit_code == 0
+    lines = cli("campaigns").stdout.splitlines()
+    assert slug in lines[1] and "test: 2 addresses" in lines[1]
+    assert slug in lines[2] and " everyone " in lines[2]
+
+
+def _register_shaky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install tests/delivery/plugins/shaky_provider.py as a plug-in, as pip would."""
+    site = tmp_path / "site"
+    dist = site / "shaky_provider-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shaky-provider\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[newsletter.providers]\nshaky = shaky_provider:ShakyProvider\n")
+    (site / "shaky_provider.py").write_text(
+        (Path(__file__).parent / "plugins" / "shaky_provider.py").read_text())
+    monkeypatch.syspath_prepend(str(site))
+
+
+def test_a_batch_answered_uncertain_is_never_counted_as_sent(
+    newsletter_dir: Path, write_draft, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register_shaky(tmp_path, monkeypatch)
+    log = tmp_path / "shaky.log"
+    write_draft("hello.md", DRAFT)
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().split("[provider]")[0]
+                    + f'[provider]\nname = "shaky"\nlog = "{log}"\n')
+    add(newsletter_dir, *readers(3))
+
+    run = cli("send", "hello", "--to", "subscribers", "--yes")
+    assert "Campaign 1 (hello → subscribers, shaky): 0 sent, 0 failed, 3 uncertain." in (
+        run.stdout), run.stdout
+    assert "--retry-uncertain" in run.stdout + run.stderr
+    assert {r["state"] for r in deliveries(newsletter_dir)} == {"uncertain"}
+    row = cli("campaigns").stdout.splitlines()[1].split()
+    assert [int(n) for n in row[-5:]] == [0, 0, 3, 0, 0]  # sent failed uncertain skip queued
+    assert json.loads(cli("campaigns", "--json").stdout)[0]["counts"]["sent"] == 0
+
+    again = cli("send", "hello", "--to", "subscribers", "--yes")  # a plain re-run
+    assert "0 sent, 0 failed, 3 uncertain" in again.stdout
+    assert len(log.read_text().splitlines()) == 3  # nothing more was handed over
+
+    settled = cli("send", "hello", "--to", "subscribers", "--yes", "--retry-uncertain")
+    assert settled.exit_code == 0, settled.stderr
+    assert "3 sent, 0 failed in" in settled.stdout
+    handed = collections.Counter(line.split("\t")[1] for line in log.read_text().splitlines())
+    assert handed == collections.Counter({r: 2 for r in readers(3)})  # once uncertain, once sent
+    assert cli("send", "hello", "--to", "subscribers", "--yes").exit_code != 0  # done: a resend
 
 
 def test_parallel_connections_and_rate(letter: Path, server: SMTPServer, cli) -> None:
@@ -361,7 +526,7 @@ def test_list_changes_during_a_send_are_safe(letter: Path, server: SMTPServer, c
     """Other commands write subscribers while a send runs; a late unsubscribe is honoured."""
     n = 40
     add(letter, *readers(n))
-    server.delay = 0.03
+    server.hold_after = 2  # the send is under way, its rows claimed, and waits for us
     env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
     child = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "send", "hello", "--to", "subscribers", "--yes"],
@@ -371,10 +536,10 @@ def test_list_changes_during_a_send_are_safe(letter: Path, server: SMTPServer, c
     while len(server.received) < 2:
         assert child.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
-    # The last reader is far from being reached (rows are claimed a few dozen at a time).
     assert cli("subscribers", "unsubscribe", readers(n)[-1]).exit_code == 0
     assert cli("subscribers", "add", "newcomer@example.org").exit_code == 0
     assert cli("subscribers", "count").exit_code == 0
+    server.release.set()
     _, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     got = server.recipients()

@@ -332,3 +332,16 @@ def test_import_then_publish_makes_the_archive(newsletter_dir, cli):
     assert pages == ["episode-1", "leaving-meta"]
     feed = (site / "feed.xml").read_text()
     assert "Leaving Meta" in feed and "For paying readers" not in feed
+
+
+def test_an_emailed_imported_post_is_not_sent_to_the_list_again(newsletter_dir, cli):
+    cli("import-posts", str(substack_zip(newsletter_dir / "export.zip")))
+    assert cli("subscribers", "add", "reader@example.com").exit_code == 0
+    refused = cli("send", "leaving-meta", "--to", "subscribers", "--yes", "--force")
+    assert refused.exit_code == 5
+    assert "already emailed to the list from Substack on 2026-11-21" in refused.stderr
+    assert not (newsletter_dir / "outbox").exists()
+    # A test send, or one the writer insists on, still goes.
+    assert cli("send", "leaving-meta", "--to", "me@example.org", "--force").exit_code == 0
+    again = cli("send", "leaving-meta", "--to", "subscribers", "--yes", "--force", "--resend")
+    assert again.exit_code == 0, again.stderr

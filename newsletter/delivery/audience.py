@@ -1,0 +1,161 @@
+"""Who a send goes to: parse `--to`, the matching subscribers, their count and rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+from newsletter.errors import SubscriberError
+
+if TYPE_CHECKING:
+    from newsletter.audience.subscribers import TagFilter
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who a send goes to: the list, some of it by tags, or explicit addresses (a test send)."""
+
+    spec: str  # as stored in campaigns.audience: 'subscribers', 'tag:a,-tag:b' or 'a@x.org,b@y.org'
+    kind: str  # 'list' or 'test'
+    tag: str | None = None  # the tag expression after `tag:` (lower case), for messages
+    addresses: tuple[str, ...] = ()
+    tags: TagFilter | None = None
+
+    def describe(self) -> str:
+        """For people: "everyone", "tag founders but not press", "2 addresses"."""
+        if self.kind == "test":
+            n = len(self.addresses)
+            return self.addresses[0] if n == 1 else f"{n} addresses"
+        return self.tags.describe() if self.tags else "everyone"
+
+
+_LIST_WORDS = ("subscribers", "list", "all")
+_TO_FORMS = (
+    "--to takes `subscribers`, `tag:NAME` (`tag:a+tag:b`: both; `tag:a,-tag:b`: a but not b), "
+    "or email addresses separated by commas"
+)
+
+
+def parse_audience(text: str) -> Audience:
+    """`subscribers`, `tag:NAME` (`tag:a+tag:b`, `tag:a,-tag:b`) or `a@x.org,b@y.org` → Audience.
+
+    SubscriberError when the text is none of these.
+    """
+    from newsletter.audience.subscribers import normalize_email, parse_tags
+
+    text = text.strip()
+    if text.lower() in _LIST_WORDS:
+        return Audience("subscribers", "list")
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if text.lower().startswith("tag:"):
+        if not text[4:].strip():
+            raise SubscriberError("--to tag: needs a tag name, like --to tag:friends")
+        if any(not p.lstrip("-").lower().startswith("tag:") for p in parts):
+            raise SubscriberError(f"{_TO_FORMS}, not a mix of them ({text!r})")
+        try:
+            tags = parse_tags(text, option="--to")
+        except SubscriberError as exc:
+            raise SubscriberError(f"{_TO_FORMS}: {exc}") from None
+        spec = tags.spec
+        return Audience(spec, "list", tag=spec.removeprefix("tag:"), tags=tags)
+    if any(p.lower() in _LIST_WORDS or p.lstrip("-").lower().startswith("tag:") for p in parts):
+        raise SubscriberError(f"{_TO_FORMS}, not a mix of them ({text!r})")
+    addresses: list[str] = []
+    for part in parts:
+        address = normalize_email(part)
+        if address.lower() not in {a.lower() for a in addresses}:
+            addresses.append(address)
+    if not addresses:
+        raise SubscriberError(_TO_FORMS)
+    return Audience(",".join(addresses), "test", addresses=tuple(addresses))
+
+
+def describe_audience(spec: str) -> str:
+    """A stored campaigns.audience, for people ("everyone", "tag a but not b", "2 addresses")."""
+    try:
+        return parse_audience(spec).describe()
+    except SubscriberError:  # written by another version: show it as it is
+        return spec
+
+
+def _audience_where(db: sqlite_utils.Database, audience: Audience) -> tuple[str, list[Any]]:
+    """SQL on `subscribers` for a list audience (SubscriberError naming an unknown tag)."""
+    from newsletter.audience.subscribers import tag_where
+
+    if audience.tags is not None:
+        sql, params = tag_where(db, audience.tags)
+        return f"status = 'active' AND {sql}", params
+    return "status = 'active'", []
+
+
+def count_audience(db: sqlite_utils.Database, audience: Audience) -> int:
+    """How many recipients a send to `audience` would have right now."""
+    if audience.kind == "test":
+        return len(audience.addresses)
+    where, params = _audience_where(db, audience)
+    return db.execute(f"SELECT count(*) FROM subscribers WHERE {where}", params).fetchone()[0]
+
+
+# --- delivery rows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One claimed delivery, with what personalization needs about its subscriber."""
+
+    id: int
+    email: str
+    name: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    key: str = ""  # the subscriber's identity for unsubscribe tokens (email_key)
+    attempts: int = 0
+
+
+_ROW_SELECT = (
+    "SELECT d.id, d.email, s.name, s.attributes, s.email_key, d.attempts, s.status "
+    "FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
+)
+
+
+def _row(values: Sequence[Any]) -> DeliveryRow:
+    did, email, name, attributes, key, attempts, _status = values
+    try:
+        attrs = json.loads(attributes) if attributes else {}
+    except ValueError:
+        attrs = {}
+    return DeliveryRow(
+        id=did,
+        email=email,
+        name=name or "",
+        attributes=attrs if isinstance(attrs, dict) else {},
+        key=key or email.lower(),
+        attempts=attempts,
+    )
+
+
+def iter_audience_rows(db: sqlite_utils.Database, audience: Audience) -> Iterator[DeliveryRow]:
+    """Stream the recipients of `audience` as (unsaved) rows, for a dry run; ids count from 1."""
+    if audience.kind == "test":
+        for n, address in enumerate(audience.addresses, 1):
+            found = db.execute(
+                "SELECT name, attributes, email_key FROM subscribers WHERE email_key = ?",
+                [address.lower()],
+            ).fetchone()
+            name, attributes, key = found or ("", "{}", None)
+            yield _row((n, address, name, attributes, key, 0, None))
+        return
+    where, params = _audience_where(db, audience)
+    cursor = db.execute(
+        f"SELECT id, email, name, attributes, email_key, 0, status FROM subscribers "
+        f"WHERE {where} ORDER BY id",
+        params,
+    )
+    n = 0
+    while chunk := cursor.fetchmany(500):
+        for values in chunk:
+            n += 1
+            yield _row((n, *values[1:]))
