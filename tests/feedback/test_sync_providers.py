@@ -220,3 +220,54 @@ def test_a_list_send_syncs_first_so_a_suppressed_reader_is_not_sent_to(
     skipped = cli("send", "hello", "--to", "subscribers", "--yes", "--provider", "outbox",
                   "--resend", "--no-sync")
     assert skipped.exit_code == 0 and "Synced first" not in skipped.stderr
+
+
+@pytest.mark.parametrize("answer", [
+    ["not", "an", "object"],  # a list where Postmark documents an object
+    {"TotalCount": 1, "Bounces": [{"ID": 1, "Type": "HardBounce", "Email": "hard@example.com"}]},
+    {"TotalCount": 1, "Bounces": [{"ID": 1, "Type": "HardBounce", "Email": "hard@example.com",
+                                   "BouncedAt": "last tuesday"}]},
+    {"TotalCount": "many", "Bounces": []},
+    {"TotalCount": 1, "Bounces": ["hard@example.com"]},
+])
+def test_a_malformed_answer_is_one_error_and_changes_nothing(newsletter_dir, postmark, cli,
+                                                             answer):
+    postmark.bounces = [pm_bounce(1, "HardBounce", "spam@example.com", "2026-11-20T10:00:00Z")]
+    postmark.fail_next(200, answer)
+    run = cli("sync")
+    assert run.exit_code != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: postmark"), run.stderr
+    assert "not what Postmark documents" in lines[0] and "nothing was changed" in lines[0]
+    assert "Traceback" not in run.stderr
+    assert set(statuses(newsletter_dir).values()) == {"active"}
+    db = store.connect(newsletter_dir / "newsletter.db")
+    assert db.execute("SELECT count(*) FROM sync_cursors").fetchone()[0] == 0
+    db.conn.close()
+
+
+def test_an_api_that_pages_forever_is_stopped_with_an_error(newsletter_dir, cli, monkeypatch):
+    """SES answering the same NextToken again, SendGrid ignoring offset: no endless sync."""
+    with SESLists() as fake:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", fake.key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", fake.secret)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        setup(newsletter_dir, "ses", fake, monkeypatch, extra=f'region = "{fake.region}"\n')
+        loop = {"SuppressedDestinationSummaries": [
+            {"EmailAddress": "hard@example.com", "Reason": "BOUNCE",
+             "LastUpdateTime": "2026-11-21T10:00:00Z"}], "NextToken": "c2FtZQ=="}
+        fake.fail_next(200, loop, times=50)
+        run = cli("sync")
+        assert run.exit_code != 0
+        assert "page" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert len(fake.requests) <= 3
+        assert statuses(newsletter_dir)["hard@example.com"] == "active"
+    with SendGridLists() as fake:
+        monkeypatch.setenv("SENDGRID_API_KEY", fake.key)
+        setup(newsletter_dir, "sendgrid", fake, monkeypatch)
+        same = [{"created": 1_700_000_000, "email": f"n{i}@other.example"} for i in range(500)]
+        fake.fail_next(200, same, times=50)
+        run = cli("sync")
+        assert run.exit_code != 0
+        assert "page" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert len(fake.requests) <= 3

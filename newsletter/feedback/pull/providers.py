@@ -49,6 +49,7 @@ def _parse(value: Any) -> datetime:
 
 class PostmarkPuller(Puller):
     name = "postmark"
+    title = "Postmark"
     PAGE = 500
 
     def pull(self, db: sqlite_utils.Database) -> Iterator[Item]:
@@ -93,6 +94,7 @@ class PostmarkPuller(Puller):
 
 class SendGridPuller(Puller):
     name = "sendgrid"
+    title = "SendGrid"
     PAGE = 500
     LISTS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("bounces", "hard_bounce"), ("blocks", "soft_bounce"), ("spam_reports", "complaint"),
@@ -127,6 +129,7 @@ class SendGridPuller(Puller):
 
 class MailgunPuller(Puller):
     name = "mailgun"
+    title = "Mailgun"
     LISTS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("bounces", "hard_bounce"), ("complaints", "complaint"), ("unsubscribes", "unsubscribe"),
     )
@@ -166,6 +169,7 @@ class MailgunPuller(Puller):
 
 class SESPuller(Puller):
     name = "ses"
+    title = "Amazon SES"
     PAGE = 100
 
     def sign(self, request: httpx.Request) -> None:
