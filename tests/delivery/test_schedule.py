@@ -6,6 +6,7 @@ import email
 import email.policy
 import fcntl
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +51,29 @@ def test_parse_at_reads_local_offsets_and_zones_and_refuses_the_past():
         schedule.parse_at("tomorrow morning", now)
     with pytest.raises(DeliveryError, match="is not a time zone"):
         schedule.parse_at("2031-06-01 07:00 Mars/Olympus", now)
+
+
+def test_parse_at_refuses_a_time_the_clocks_skip_and_takes_the_first_of_a_repeated_one():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    # 2027-03-28 02:30 never happens in Paris (02:00 → 03:00): say so, do not guess.
+    with pytest.raises(DeliveryError, match="does not exist in Europe/Paris"):
+        schedule.parse_at("2027-03-28 02:30 Europe/Paris", now)
+    # 02:30 happens twice on 2027-10-31: the first (summer time, UTC+2), said in the docs.
+    assert schedule.parse_at("2027-10-31 02:30 Europe/Paris", now) == \
+        datetime(2027, 10, 31, 0, 30, tzinfo=UTC)
+    assert schedule.parse_at("2027-03-28 03:00 Europe/Paris", now) == \
+        datetime(2027, 3, 28, 1, 0, tzinfo=UTC)
+
+
+def test_parse_at_refuses_a_local_time_the_clocks_skip(monkeypatch):
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        with pytest.raises(DeliveryError, match="does not exist"):
+            schedule.parse_at("2027-03-28 02:30", datetime(2026, 1, 1, tzinfo=UTC))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_scheduled_send_goes_out_when_due_to_the_list_as_it_is_then(letter, cli):
