@@ -38,5 +38,6 @@ def run_cmd(
     if not report.sends and not report.welcomes:
         typer.echo("run: nothing was due", err=True)
     failed = [line for line in report.sends if line.outcome == "failed"]
+    failed += [line for line in report.welcomes if line.error is not None]
     if failed:
         raise typer.Exit(5)

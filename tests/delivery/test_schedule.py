@@ -224,3 +224,24 @@ def test_a_reader_who_leaves_before_the_run_is_not_welcomed(letter, cli, write_d
     cli("subscribers", "unsubscribe", "brief@example.com")
     run_once(settings, do_sync=False)
     assert welcome_files(letter) == []
+
+
+def test_a_welcome_draft_that_fails_to_build_does_not_stop_the_run(letter, cli, write_draft):
+    """A half-written welcome must not block the scheduled send, the other welcome, or sync."""
+    write_draft("welcome.md", WELCOME)
+    write_draft("welcome-broken.md", "---\ntitle: Broken\npreheader: hi\ntrigger: welcome\n"
+                "---\nWelcome {{ subscriber.email }\n")
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    settings = load_settings(letter)
+    db = store.connect(settings.database)
+    db.execute("UPDATE schedules SET send_at = '2026-01-01T00:00:00Z'")
+    db.conn.commit()
+    db.conn.close()
+    run_once(settings, do_sync=False)  # enables the good welcome
+    cli("subscribers", "add", "new@example.com", "--name", "Ana", "--welcome")
+    run = cli("run", "--no-sync")
+    output = run.stdout + run.stderr
+    assert run.exit_code == 5 and run.exception is None, output
+    assert "welcome welcome-broken: not sent:" in output
+    assert "template syntax error" in output
+    assert len(welcome_files(letter)) == 1  # the good welcome still went out
