@@ -332,3 +332,71 @@ def test_import_then_publish_makes_the_archive(newsletter_dir, cli):
     assert pages == ["episode-1", "leaving-meta"]
     feed = (site / "feed.xml").read_text()
     assert "Leaving Meta" in feed and "For paying readers" not in feed
+
+
+def _ghost_posts(path: Path, posts: list[dict]) -> Path:
+    path.write_text(json.dumps({"db": [{"data": {"posts": posts, "emails": []}}]}))
+    return path
+
+
+def _ghost_post(n: int, slug: str, title: str, html: str, day: str = "2024-01-03") -> dict:
+    return {"id": str(n), "slug": slug, "title": title, "status": "published",
+            "published_at": f"{day}T10:00:00.000Z", "html": html}
+
+
+def test_hostile_post_text_stays_text(newsletter_dir, drafts, cli):
+    """Jinja that closes the raw block, escaped tags, a YAML-breaking title, javascript:."""
+    export = _ghost_posts(newsletter_dir / "ghost.json", [_ghost_post(
+        1, "jinja", "Lesson: {{ x }}\n---\nslug: evil",
+        "<p>Close it: {% endraw %}{{ 7*7 }} then {{ subscriber.email }}.</p>"
+        "<p>Tags as text: &lt;script&gt;alert(1)&lt;/script&gt;</p>"
+        '<p><a href="javascript:alert(2)">click me</a> and <a href="https://ok.example/">ok</a></p>')])
+    run = cli("import-posts", str(export))
+    assert run.exit_code == 0, run.stderr
+    (draft,) = drafts.glob("*.md")
+    meta = front(draft)
+    assert meta["title"] == "Lesson: {{ x }} --- slug: evil" and meta["slug"] == "jinja"
+    issue = build_issue(load_settings(newsletter_dir), draft)
+    assert "{% endraw %}{{ 7*7 }} then {{ subscriber.email }}." in issue.text
+    assert "49" not in issue.text
+    assert "<script>" not in issue.html and "&lt;script&gt;alert(1)" in issue.html
+    assert "javascript:" not in issue.html and "click me" in issue.html
+    assert 'href="https://ok.example/"' in issue.html
+
+
+def test_posts_sharing_a_slug_get_distinct_slugs_that_stay_on_re_import(
+        newsletter_dir, drafts, cli):
+    """Two drafts with one slug would share a campaign's sent check and an archive page."""
+    (drafts / "2023-05-01-dup.md").write_text("---\ntitle: My own\n---\nMine.\n")
+    posts = [_ghost_post(1, "dup", "Dup A", "<p>A</p>", "2024-01-03"),
+             _ghost_post(2, "dup", "Dup B", "<p>B</p>", "2024-01-03"),
+             _ghost_post(3, "dup", "Dup C", "<p>C</p>", "2024-02-09"),
+             _ghost_post(4, "ünïcødé-ø", "Ünïcødé", "<p>u</p>")]
+    export = _ghost_posts(newsletter_dir / "ghost.json", posts)
+    assert cli("import-posts", str(export)).exit_code == 0
+    slugs = {front(p)["title"]: front(p)["slug"] for p in drafts.glob("2024-*.md")}
+    assert slugs == {"Dup A": "dup-2", "Dup B": "dup-3", "Dup C": "dup-4", "Ünïcødé": "unicode-o"}
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0 and "4 unchanged" in again.stderr, again.stderr
+    assert {front(p)["title"]: front(p)["slug"] for p in drafts.glob("2024-*.md")} == slugs
+
+
+def test_a_run_killed_before_it_recorded_its_drafts_is_adopted_not_duplicated(
+        newsletter_dir, drafts, cli):
+    from newsletter import store
+
+    export = substack_zip(newsletter_dir / "export.zip")
+    assert cli("import-posts", str(export)).exit_code == 0
+    names = sorted(p.name for p in drafts.glob("*.md"))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    with db.conn:  # the drafts were written, the kill came before the records
+        db.execute("DELETE FROM imported_posts")
+    db.conn.close()
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in drafts.glob("*.md")) == names
+    assert f"{len(names)} unchanged" in again.stderr and "kept" not in again.stdout
+    (drafts / names[0]).unlink()  # recorded again: a deleted one stays deleted
+    third = cli("import-posts", str(export))
+    assert "deleted since the last import" in third.stdout
+    assert not (drafts / names[0]).exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +54,30 @@ class ImportReport:
         return len(self.written) + len(self.updated) + len(self.unchanged) + len(self.kept)
 
 
+_DATED = re.compile(r"^\d{4}-\d{2}-\d{2}-")
+_RAW_END = re.compile(r"\{%-?\s*endraw\s*-?%\}")
+
+
+def _jinja_text(body: str) -> str:
+    """The body as Jinja that renders to exactly itself (braces are text, not template)."""
+    if "{{" not in body and "{%" not in body and "{#" not in body:
+        return body
+    # An "{% endraw %}" in the post would end the raw block early and let what follows
+    # run as template code: it is printed as a string instead.
+    body = _RAW_END.sub(lambda m: "{% endraw %}{{ " + repr(m.group(0)) + " }}{% raw %}", body)
+    return "{% raw %}\n" + body + "{% endraw %}\n"
+
+
+def _one_line(text: str) -> str:
+    # A subject and a preheader are one line: a newline in a title would break the front
+    # matter (and has no place in a Subject header).
+    return " ".join(text.split())
+
+
 def _draft_text(post: Post) -> str:
-    meta: dict[str, object] = {"title": post.title}
+    meta: dict[str, object] = {"title": _one_line(post.title)}
     if post.subtitle:
-        meta["preheader"] = post.subtitle
+        meta["preheader"] = _one_line(post.subtitle)
     if post.date:
         meta["date"] = post.date
     meta["slug"] = post.slug
@@ -73,10 +94,7 @@ def _draft_text(post: Post) -> str:
     meta["imported_from"] = f"{post.source}:{post.post_id}"
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     # Jinja runs over drafts: braces in an imported post are text, not template code.
-    body = post.markdown
-    if "{{" in body or "{%" in body or "{#" in body:
-        body = "{% raw %}\n" + body + "{% endraw %}\n"
-    return f"---\n{front}---\n\n{body}"
+    return f"---\n{front}---\n\n{_jinja_text(post.markdown)}"
 
 
 def _sha(text: str) -> str:
@@ -136,17 +154,34 @@ def import_posts(
     known = {(r[0], r[1]): (r[2], r[3]) for r in
              db.execute("SELECT source, post_id, path, sha256 FROM imported_posts")}
     taken: set[str] = set()
-    plans: list[tuple[Post, Path, str]] = []  # post, draft, written | updated
+    # Every slug a draft already has: two drafts sharing one would share the sent check
+    # and the archive page, so a post whose slug is taken gets "-2", "-3"….
+    slugs = _draft_slugs(settings)
+    plans: list[tuple[Post, Path, str]] = []  # post, draft, written | updated | adopted
     for post in posts:
         record = known.get((post.source, post.post_id))
         if record is not None:
             path = settings.root / record[0]
+            # A re-import keeps the slug the first import gave (it may have been sent).
+            post.slug = slugs.get(path, post.slug)
         else:
             stem = f"{post.date}-{post.slug}" if post.date else post.slug
-            path, n = drafts / f"{stem}.md", 2
-            while path.name in taken or (path.exists() and record is None and
-                                         _imported_as(db, settings, path)):
-                path, n = drafts / f"{stem}-{n}.md", n + 1
+            path = drafts / f"{stem}.md"
+            # A draft already at this post's own name, that no post's record claims, is
+            # the writer's (left alone, below) or this import's own from a run killed
+            # before it recorded its drafts (adopted, below): no "-2" twin either way.
+            if not (path.exists() and path.name not in taken
+                    and not _imported_as(db, settings, path)):
+                base, n = post.slug, 2
+                # `newsletter send dup` finds 2023-05-01-dup.md too: its dateless name counts.
+                used = set(slugs.values()) | {_DATED.sub("", p.stem) for p in slugs}
+                while post.slug in used:
+                    post.slug, n = f"{base}-{n}", n + 1
+                stem = f"{post.date}-{post.slug}" if post.date else post.slug
+                path, n = drafts / f"{stem}.md", 2
+                while path.name in taken or (path.exists() and _imported_as(db, settings, path)):
+                    path, n = drafts / f"{stem}-{n}.md", n + 1
+            slugs[drafts / f".planned-{post.source}-{post.post_id}"] = post.slug
         taken.add(path.name)
         if record is not None and not path.exists():
             report.kept.append((path, "deleted since the last import: not brought back"))
@@ -156,7 +191,10 @@ def import_posts(
             report.kept.append((path, "edited since the last import: left as you made it"))
             continue
         if record is None and path.exists():
-            report.kept.append((path, "a draft of that name exists: left alone"))
+            if path.read_text(encoding="utf-8", errors="replace") == _draft_text(post):
+                plans.append((post, path, "adopted"))  # ours, from a run that was killed
+            else:
+                report.kept.append((path, "a draft of that name exists: left alone"))
             continue
         plans.append((post, path, "updated" if record is not None else "written"))
 
@@ -173,10 +211,10 @@ def import_posts(
             if client is not None:
                 _download_images(post, drafts, report, client, dry_run)
             text = _draft_text(post)
-            if outcome == "updated" and path.read_text(encoding="utf-8") == text:
+            if outcome in ("updated", "adopted") and path.read_text(encoding="utf-8") == text:
                 report.unchanged.append(path)
             else:
-                (report.updated if outcome == "updated" else report.written).append(path)
+                (report.written if outcome == "written" else report.updated).append(path)
                 if not dry_run:
                     _write(path, text)
                     if outcome == "written":
@@ -207,6 +245,21 @@ def import_posts(
                 "imported_at = excluded.imported_at", rows)
     db.conn.close()
     return report
+
+
+def _draft_slugs(settings: Settings) -> dict[Path, str]:
+    """draft path → its slug, for every draft that parses (a broken one keeps its name's)."""
+    from newsletter.compose.source import parse_draft, slug_from_path
+    from newsletter.errors import NewsletterError
+    from newsletter.writer.drafts import draft_files
+
+    found = {}
+    for path in draft_files(settings):
+        try:
+            found[path] = parse_draft(path).slug
+        except (NewsletterError, OSError):
+            found[path] = slug_from_path(path)
+    return found
 
 
 def _imported_as(db, settings: Settings, path: Path) -> bool:

@@ -33,12 +33,25 @@ _WIDGETS = (
 )
 
 
+# Link schemes that run code in a browser: the link is dropped, its text kept.
+_UNSAFE_SCHEME = re.compile(r"^\s*(javascript|vbscript|data)\s*:", re.I)
+# Text that reads as an HTML tag once in Markdown ("&lt;script&gt;" in a post about HTML).
+_TAG_LIKE = re.compile(r"<(?=[A-Za-z/!?])")
+
+
 class _Converter(MarkdownConverter):
     """markdownify with footnote references kept as Markdown footnotes."""
+
+    def escape(self, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
+        # markdownify turns "&lt;b&gt;" back into "<b>", which Markdown then renders as a
+        # tag (a <script> the post only showed, as text, would run on the archive).
+        return _TAG_LIKE.sub("&lt;", super().escape(text, parent_tags))
 
     def convert_a(self, el: Tag, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
         if el.get("data-footnote") is not None:
             return f"[^{el['data-footnote']}]"
+        if _UNSAFE_SCHEME.match(str(el.get("href") or "")):
+            return text
         return super().convert_a(el, text, parent_tags)
 
     def convert_figure(self, el: Tag, text: str, parent_tags: Any = None) -> str:

@@ -70,8 +70,11 @@ def _day(iso: str | None) -> str | None:
 
 
 def _slugify(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:60].strip("-") or "post"
+    from newsletter.writer.drafts import slugify
+
+    # Accents folded like `newsletter draft` does ("ünïcødé" → "unicode", not "n-c-d").
+    slug = slugify(str(text))
+    return "post" if slug == "issue" else slug
 
 
 def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> str:
