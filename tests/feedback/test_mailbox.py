@@ -232,3 +232,41 @@ def test_mailbox_settings_problems_are_listed_at_once(newsletter_dir, cli):
                  "mailbox.port must be"):
         assert part in line
     assert "hunter2" not in line
+
+
+def test_weird_mail_8bit_headers_no_message_id_and_strangers(newsletter_dir: Path, dovecot,
+                                                             cli, monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username))
+    settings = load_settings(newsletter_dir)
+    db = store.connect(settings.database)
+    subscribers.add_subscriber(db, "hard@example.com")
+    subscribers.add_subscriber(db, "soft@example.com")
+    # Raw 8-bit (Latin-1) in the Subject, as some MTAs send; and no Message-ID at all.
+    latin = POSTFIX_DSN.replace("Undelivered Mail Returned to Sender",
+                                "Non remis : adresse inconnue \xe0 l'\xe9tranger")
+    latin = latin.replace("Message-Id: <20261201100000.AAA@mx.example.net>\n", "")
+    stranger = POSTFIX_DSN.replace("hard@example.com", "nobody@example.com").replace(
+        "AAA@", "CCC@")
+    delayed = DELAYED_DSN.replace("Message-Id: <20261201110000.BBB@mx.example.net>\n", "")
+    box = imaplib.IMAP4(dovecot.host, dovecot.port)
+    box.login(dovecot.username, dovecot.password)
+    for text in (latin, stranger, delayed, delayed):
+        box.append("INBOX", None, None, text.replace("\n", "\r\n").encode("latin-1"))
+    box.logout()
+
+    run = cli("sync")
+    assert run.exit_code == 0 and run.exception is None, (run.stderr, run.exception)
+    got = {r[0]: r[1] for r in db.execute("SELECT email, status FROM subscribers")}
+    assert got == {"hard@example.com": "bounced", "soft@example.com": "active"}
+    assert "1 not on the list" in run.stderr
+    soft = subscribers.get(db, "soft@example.com")
+    # Two delay notices without a Message-ID are two soft bounces, not one "duplicate".
+    assert [e.kind for e in events.history(db, soft.id)].count("soft_bounce") == 2
+    hard = subscribers.get(db, "hard@example.com")
+    assert "\ufffd" in events.history(db, hard.id)[-1].detail or \
+        "étranger" in events.history(db, hard.id)[-1].detail
+    assert folder(dovecot, "INBOX") == []
+    again = cli("sync")  # moved: nothing counted twice
+    assert again.exit_code == 0 and "0 soft bounce(s) counted" in again.stderr
