@@ -110,7 +110,8 @@ def test_postmark_bounces_page_and_apply_the_policy(newsletter_dir, postmark, cl
     again = cli("sync")
     assert again.exit_code == 0, again.stderr
     asked = [r.args for r in postmark.requests[before:] if r.path == "/bounces"]
-    assert asked and all(a.get("fromdate", "").startswith("2026-11-21T09:50") for a in asked)
+    # 10:00 UTC less the 10 minutes' overlap, in Postmark's time zone (US Eastern).
+    assert asked and all(a.get("fromdate", "").startswith("2026-11-21T04:50") for a in asked)
     # soft_limit = 2: a second soft bounce on another day stops the reader.
     assert statuses(newsletter_dir)["soft@example.com"] == "bounced"
     assert "already seen" in again.stderr
@@ -273,3 +274,14 @@ def test_an_api_that_pages_forever_is_stopped_with_an_error(newsletter_dir, cli,
         assert run.exit_code != 0
         assert "page" in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert len(fake.requests) <= 3
+
+
+def test_a_postmark_bounce_just_after_the_cursor_is_not_missed(newsletter_dir, postmark, cli):
+    """Postmark reads fromdate as US Eastern time: sent as UTC, hours of bounces were skipped."""
+    postmark.bounces = [pm_bounce(1, "HardBounce", "spam@example.com", "2026-11-21T10:00:00Z")]
+    assert cli("sync").exit_code == 0
+    postmark.bounces.append(pm_bounce(2, "HardBounce", "hard@example.com",
+                                      "2026-11-21T12:00:00Z"))
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    assert statuses(newsletter_dir)["hard@example.com"] == "bounced"

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo
 
 import httpx
 import sqlite_utils
@@ -34,6 +35,7 @@ _POSTMARK_KINDS = {
     "SpamComplaint": "complaint", "SpamNotification": "complaint",
     "Unsubscribe": "unsubscribe", "ManuallyDeactivated": "unsubscribe",
 }
+_POSTMARK_ZONE = ZoneInfo("America/New_York")
 _POSTMARK_SUPPRESSIONS = {"HardBounce": "hard_bounce", "SpamComplaint": "complaint",
                           "ManualSuppression": "unsubscribe"}
 
@@ -58,7 +60,9 @@ class PostmarkPuller(Puller):
         params: dict[str, Any] = {"count": self.PAGE, "messagestream": stream}
         start = since(cursor)
         if start is not None:
-            params["fromdate"] = start.strftime("%Y-%m-%dT%H:%M:%S")
+            # Postmark reads fromdate as its own (US Eastern) wall time; given as UTC it
+            # started 4–5 hours late and bounces in between were never read.
+            params["fromdate"] = start.astimezone(_POSTMARK_ZONE).strftime("%Y-%m-%dT%H:%M:%S")
         offset = 0
         while True:
             page = self.get("/bounces", {**params, "offset": offset}) or {}
