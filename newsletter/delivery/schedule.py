@@ -294,6 +294,12 @@ def run_due(
                 lateness = f", {_duration(late)} late" if late > LATE else ""
                 notes = []
                 if not path.exists():
+                    moved = _moved_draft(settings, item)
+                    if moved is not None:
+                        path = moved
+                        notes.append("the draft moved to "
+                                     f"{os.path.relpath(moved, settings.root)}: sent from there")
+                if not path.exists():
                     _finish(db, item, "failed", f"the draft {item.draft_path} is gone")
                     say(item, "failed", f"#{item.id} {item.slug}: the draft {item.draft_path} "
                                         "is gone: nothing was sent")
@@ -339,6 +345,24 @@ def run_due(
     finally:
         db.conn.close()
     return lines
+
+
+def _moved_draft(settings: Settings, item: Scheduled) -> Path | None:
+    """The scheduled draft under another name (same content, or same slug), if it is so."""
+    from newsletter.compose.source import parse_draft
+    from newsletter.writer.drafts import draft_files
+
+    files = draft_files(settings)
+    for path in files:  # renamed only: the very same file
+        if _sha(path) == item.draft_sha:
+            return path
+    for path in files:  # renamed and edited: its front matter names the same slug
+        try:
+            if parse_draft(path).slug == item.slug:
+                return path
+        except NewsletterError:
+            continue
+    return None
 
 
 def _duration(delta: timedelta) -> str:

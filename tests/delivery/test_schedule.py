@@ -245,3 +245,21 @@ def test_a_welcome_draft_that_fails_to_build_does_not_stop_the_run(letter, cli, 
     assert "welcome welcome-broken: not sent:" in output
     assert "template syntax error" in output
     assert len(welcome_files(letter)) == 1  # the good welcome still went out
+
+
+def test_a_draft_renamed_after_scheduling_is_found_and_sent(letter, cli):
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    old = letter / "drafts" / "2031-06-01-hello.md"
+    old.rename(letter / "drafts" / "2031-06-02-hello.md")  # the writer moved its date
+    report = run_once(load_settings(letter), now=DUE, do_sync=False)
+    assert [line.outcome for line in report.sends] == ["sent"], report.sends[0].text
+    assert "moved to drafts/2031-06-02-hello.md" in report.sends[0].text
+    assert len(outbox_files(letter)) == 3
+
+
+def test_a_draft_deleted_after_scheduling_fails_and_sends_nothing(letter, cli):
+    cli("send", "hello", "--to", "subscribers", "--at", AT)
+    (letter / "drafts" / "2031-06-01-hello.md").unlink()
+    report = run_once(load_settings(letter), now=DUE, do_sync=False)
+    assert [line.outcome for line in report.sends] == ["failed"]
+    assert "is gone" in report.sends[0].text and outbox_files(letter) == []
