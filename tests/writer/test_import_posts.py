@@ -400,3 +400,15 @@ def test_a_run_killed_before_it_recorded_its_drafts_is_adopted_not_duplicated(
     third = cli("import-posts", str(export))
     assert "deleted since the last import" in third.stdout
     assert not (drafts / names[0]).exists()
+
+
+def test_html_nested_too_deep_to_convert_is_kept_as_its_text(newsletter_dir, drafts, cli):
+    deep = "<div>" * 3000 + "<p>Still here.</p>" + "</div>" * 3000
+    export = _ghost_posts(newsletter_dir / "ghost.json", [
+        _ghost_post(1, "deep", "Deep", deep), _ghost_post(2, "fine", "Fine", "<p>ok</p>")])
+    run = cli("import-posts", str(export))
+    assert run.exit_code == 0 and run.exception is None, (run.stderr, run.exception)
+    assert "2 new" in run.stderr
+    (draft,) = drafts.glob("*-deep.md")
+    assert "Still here." in draft.read_text()
+    assert "Still here." in build_issue(load_settings(newsletter_dir), draft).text

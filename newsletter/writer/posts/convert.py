@@ -136,6 +136,20 @@ def _images(soup: BeautifulSoup) -> None:
 
 def html_to_markdown(html: str) -> str:
     """The Markdown of a post's HTML body, with platform widgets removed."""
+    try:
+        return _html_to_markdown(html)
+    except RecursionError:
+        # HTML nested thousands deep (broken editors, hostile exports) is past what the
+        # converter can walk: keep the post's words, one paragraph per block of text.
+        soup = BeautifulSoup(html, "html.parser")
+        for el in soup.find_all(["script", "style"]):
+            el.decompose()
+        lines = (line.strip() for line in soup.get_text("\n").splitlines())
+        text = "\n\n".join(line for line in lines if line)
+        return _TAG_LIKE.sub("&lt;", text) + "\n"
+
+
+def _html_to_markdown(html: str) -> str:
     soup = BeautifulSoup(html, "html.parser")
     for selector in _WIDGETS:
         for el in soup.select(selector):
