@@ -279,7 +279,21 @@ def test_a_buttondown_export(newsletter_dir, drafts, cli):
 
 
 class _Images(http.server.BaseHTTPRequestHandler):
+    endless_sent = 0  # bytes /endless.png managed to send before the client hung up
+
     def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/endless.png":  # a hostile host: an image that never ends
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            chunk = b"\0" * 65536
+            try:
+                for _ in range(200 * 16):  # 200 MB at most, then it stops by itself
+                    self.wfile.write(chunk)
+                    type(self).endless_sent += len(chunk)
+            except OSError:
+                pass
+            return
         if self.path == "/a.png":
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -412,3 +426,13 @@ def test_html_nested_too_deep_to_convert_is_kept_as_its_text(newsletter_dir, dra
     (draft,) = drafts.glob("*-deep.md")
     assert "Still here." in draft.read_text()
     assert "Still here." in build_issue(load_settings(newsletter_dir), draft).text
+
+
+def test_an_endless_image_is_cut_off_at_the_limit(newsletter_dir, drafts, cli, image_server):
+    _Images.endless_sent = 0
+    export = substack_zip(newsletter_dir / "export.zip", image_url=f"{image_server}/endless.png")
+    run = cli("import-posts", str(export), "--download-images")
+    assert run.exit_code == 0, run.stderr
+    assert "endless.png" in run.stderr and "over 20 MB" in run.stderr
+    assert _Images.endless_sent < 80 * 1024 * 1024  # it stopped reading, not after 200 MB
+    assert f"{image_server}/endless.png" in (drafts / "2026-11-21-leaving-meta.md").read_text()

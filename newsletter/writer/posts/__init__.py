@@ -107,19 +107,14 @@ def _download_images(
     """Fetch the post's remote images into drafts/images/<slug>/ and point the draft at them."""
     for url in image_urls(post.markdown):
         try:
-            response = client.get(url)
-            response.raise_for_status()
-            data = response.content
-            if len(data) > MAX_IMAGE:
-                raise ValueError(f"over {MAX_IMAGE // 1024 // 1024} MB")
+            data, kind = _fetch_image(client, url)
         except (httpx.HTTPError, ValueError) as exc:
-            report.image_failures.append(f"{url}: {exc.__class__.__name__}: kept the remote URL")
+            why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            if isinstance(exc, httpx.HTTPStatusError):
+                why = f"HTTP {exc.response.status_code}"
+            report.image_failures.append(f"{url}: {why}: kept the remote URL")
             continue
-        kind = response.headers.get("content-type", "").split(";")[0].strip()
         suffix = mimetypes.guess_extension(kind) or Path(httpx.URL(url).path).suffix or ".img"
-        if not kind.startswith("image/"):
-            report.image_failures.append(f"{url}: not an image ({kind}): kept the remote URL")
-            continue
         name = f"images/{post.slug}/{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
         if not dry_run:
             target = drafts_dir / name
@@ -127,6 +122,23 @@ def _download_images(
             target.write_bytes(data)
         post.markdown = post.markdown.replace(f"]({url}", f"]({name}")
         report.images += 1
+
+
+def _fetch_image(client: httpx.Client, url: str) -> tuple[bytes, str]:
+    """(bytes, content type) of an image, read no further than MAX_IMAGE (ValueError)."""
+    with client.stream("GET", url) as response:
+        response.raise_for_status()
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        if not kind.startswith("image/"):
+            raise ValueError(f"not an image ({kind or 'no type'})")
+        chunks, size = [], 0
+        # Streamed: a host that sends without end is cut off here, not read into memory.
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_IMAGE:
+                raise ValueError(f"over {MAX_IMAGE // 1024 // 1024} MB")
+            chunks.append(chunk)
+    return b"".join(chunks), kind
 
 
 def _write(path: Path, text: str) -> None:
