@@ -285,3 +285,12 @@ def test_a_postmark_bounce_just_after_the_cursor_is_not_missed(newsletter_dir, p
     run = cli("sync")
     assert run.exit_code == 0, run.stderr
     assert statuses(newsletter_dir)["hard@example.com"] == "bounced"
+
+
+def test_a_key_echoed_back_in_an_error_is_redacted(newsletter_dir, postmark, cli):
+    postmark.fail_next(422, {"ErrorCode": 10, "Message": f"token {postmark.key} is not "
+                             "allowed to read bounces", "Header": f"X-Postmark-Server-Token: "
+                             f"{postmark.key}"})
+    run = cli("sync")
+    assert run.exit_code != 0 and run.exception is None
+    assert postmark.key not in run.stderr and "[redacted]" in run.stderr.lower(), run.stderr
