@@ -285,5 +285,12 @@ def read(settings: Settings, db: sqlite_utils.Database, config: MailboxSettings,
             else:
                 found.append(classify(msg, uid, settings, db))
         if handle(found):
-            box.move([f.uid for f in found if f.feedback])
+            handled = [f for f in found if f.feedback]
+            try:
+                box.move([f.uid for f in handled])
+            except ProviderError as exc:
+                # What was read is applied already (and each message's id makes a re-read
+                # harmless): say the messages stayed, rather than hide what changed.
+                for item in handled:
+                    item.problem = f"applied, but not moved: {exc}"
     return found

@@ -270,3 +270,26 @@ def test_weird_mail_8bit_headers_no_message_id_and_strangers(newsletter_dir: Pat
     assert folder(dovecot, "INBOX") == []
     again = cli("sync")  # moved: nothing counted twice
     assert again.exit_code == 0 and "0 soft bounce(s) counted" in again.stderr
+
+
+LONG = "Processed" + "x" * 300  # past the file system's 255 bytes: Dovecot cannot make it
+
+
+def test_a_processed_folder_that_cannot_be_made_still_shows_what_changed(
+        newsletter_dir: Path, dovecot, cli, monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username)
+        .replace('"Newsletter/Processed"', f'"{LONG}"'))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    subscribers.add_subscriber(db, "hard@example.com")
+    deliver(dovecot, POSTFIX_DSN)
+    run = cli("sync")
+    assert run.exception is None, run.exception
+    assert run.exit_code != 0
+    assert "stopped hard@example.com (hard bounce, mailbox)" in run.stdout
+    assert LONG[:40] in run.stderr and "left in the mailbox" in run.stderr
+    assert subscribers.get(db, "hard@example.com").status == "bounced"
+    assert len(folder(dovecot, "INBOX")) == 1  # nothing deleted
+    again = cli("sync")  # read again: not applied twice
+    assert "0 reader(s) stopped" in again.stderr and "1 already seen" in again.stderr

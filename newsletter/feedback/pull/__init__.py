@@ -30,6 +30,7 @@ class SyncReport:
     counts: Counter[str] = field(default_factory=Counter)  # outcome → how many
     left_in_mailbox: list[str] = field(default_factory=list)  # "uid: why"
     dry_run: bool = False
+    move_failed: bool = False  # handled mail could not be moved to the processed folder
 
     @property
     def stopped(self) -> int:
@@ -72,7 +73,12 @@ def sync(
                                                           f"{item.problem}")
                 return not dry_run
 
-            mailbox.read(settings, db, box, handle)
+            found = mailbox.read(settings, db, box, handle)
+            for item in found:
+                if item.feedback and item.problem:  # handled, but the move failed
+                    report.left_in_mailbox.append(f"message {item.uid.decode()}: "
+                                                  f"{item.problem}")
+                    report.move_failed = True
             report.sources.append(f"mailbox {box.username}@{box.host}/{box.folder}")
     finally:
         db.conn.close()
