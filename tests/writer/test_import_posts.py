@@ -185,6 +185,13 @@ def test_dry_run_writes_nothing(newsletter_dir, drafts, cli):
         (lambda p: _zip(p, {"posts.csv": _csv([POSTS_CSV[0], ["1.a", "yesterday", "true", "",
                                                               "", "", "", "A", "", ""]]),
                             "posts/1.a.html": "<p>a</p>"}), "line 2"),
+        # Hostile or damaged JSON: right outline, wrong types inside.
+        (lambda p: p.write_text('{"db": [{"data": {"posts": ["not a post"]}}]}'),
+         "not shaped like a Ghost export"),
+        (lambda p: p.write_text('{"db": [{"data": {"posts": [{"id": "1", "slug": "a", '
+                                '"title": "A", "html": 5}]}}]}'), "not shaped like a Ghost"),
+        (lambda p: p.write_text('{"db": [{"data": {"posts": [{"id": "1", "slug": "a"}], '
+                                '"emails": {"x": 1}}}]}'), "not shaped like a Ghost export"),
     ],
 )
 def test_a_malformed_export_is_one_error_and_writes_nothing(

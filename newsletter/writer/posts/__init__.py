@@ -71,7 +71,7 @@ def _jinja_text(body: str) -> str:
 def _one_line(text: str) -> str:
     # A subject and a preheader are one line: a newline in a title would break the front
     # matter (and has no place in a Subject header).
-    return " ".join(text.split())
+    return " ".join(str(text).split())
 
 
 def _draft_text(post: Post) -> str:
