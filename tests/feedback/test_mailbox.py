@@ -293,3 +293,28 @@ def test_a_processed_folder_that_cannot_be_made_still_shows_what_changed(
     assert len(folder(dovecot, "INBOX")) == 1  # nothing deleted
     again = cli("sync")  # read again: not applied twice
     assert "0 reader(s) stopped" in again.stderr and "1 already seen" in again.stderr
+
+
+def test_a_scheduled_send_reads_the_mailbox_first(newsletter_dir: Path, dovecot, cli,
+                                                  monkeypatch, write_draft):
+    """`newsletter run` syncs before it sends, as `send` does: who asked to leave is not mailed."""
+    from newsletter.run import run_once
+
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    toml = TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username)
+    (newsletter_dir / "newsletter.toml").write_text(
+        toml + '\n[provider]\nname = "outbox"\n')
+    write_draft("2031-06-01-hello.md", "---\ntitle: Hello\npreheader: hi\n---\nHello.\n")
+    db = store.connect(newsletter_dir / "newsletter.db")
+    for address in ("stays@example.com", "plain@example.com"):
+        subscribers.add_subscriber(db, address)
+    assert cli("send", "hello", "--to", "subscribers", "--at",
+               "2031-06-01 07:00 UTC").exit_code == 0
+    with db.conn:
+        db.execute("UPDATE schedules SET send_at = '2026-01-01T00:00:00Z'")
+    deliver(dovecot, mailto_request("plain@example.com", "unsubscribe", "u9"))
+    report = run_once(load_settings(newsletter_dir))
+    assert [line.outcome for line in report.sends] == ["sent"], report.sends
+    sent_to = [p.read_text() for p in (newsletter_dir / "outbox").rglob("*.eml")]
+    assert len(sent_to) == 1 and "To: stays@example.com" in sent_to[0]
+    assert subscribers.get(db, "plain@example.com").status == "unsubscribed"
