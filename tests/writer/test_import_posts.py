@@ -443,3 +443,22 @@ def test_an_endless_image_is_cut_off_at_the_limit(newsletter_dir, drafts, cli, i
     assert "endless.png" in run.stderr and "over 20 MB" in run.stderr
     assert _Images.endless_sent < 80 * 1024 * 1024  # it stopped reading, not after 200 MB
     assert f"{image_server}/endless.png" in (drafts / "2026-11-21-leaving-meta.md").read_text()
+
+
+def test_a_draft_the_writer_renamed_is_followed_not_called_deleted(newsletter_dir, drafts, cli):
+    export = substack_zip(newsletter_dir / "export.zip")
+    assert cli("import-posts", str(export)).exit_code == 0
+    old = drafts / "2026-11-21-leaving-meta.md"
+    renamed = drafts / "leaving-meta-final.md"
+    old.rename(renamed)
+    edited = drafts / "2026-11-28-the-paid-one.md"
+    moved_edited = drafts / "paid.md"
+    edited.rename(moved_edited)
+    moved_edited.write_text(moved_edited.read_text() + "\nMine now.\n")
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0, again.stderr
+    assert "deleted since the last import" not in again.stdout
+    assert "kept        drafts/paid.md: edited since the last import" in again.stdout
+    assert not old.exists() and not edited.exists()  # nothing brought back beside them
+    assert moved_edited.read_text().endswith("Mine now.\n")
+    assert "0 new" in again.stderr and "3 unchanged" in again.stderr

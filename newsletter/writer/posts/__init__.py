@@ -9,7 +9,8 @@ public on the platform (paid-only posts, unpublished drafts) so they stay off th
 
 Re-running an import is safe: posts are recognised by their platform id (the
 `imported_posts` table), a draft the writer edited since is never overwritten, a draft
-they deleted is not brought back, and a draft of the same name that import-posts did not
+they renamed is followed (by its `imported_from`), a draft they deleted is not brought
+back, posts sharing a slug get "-2", "-3"…, and a draft of the same name that import-posts did not
 write is left alone.
 """
 
@@ -168,12 +169,14 @@ def import_posts(
     taken: set[str] = set()
     # Every slug a draft already has: two drafts sharing one would share the sent check
     # and the archive page, so a post whose slug is taken gets "-2", "-3"….
-    slugs = _draft_slugs(settings)
+    slugs, origins = _draft_slugs(settings)
     plans: list[tuple[Post, Path, str]] = []  # post, draft, written | updated | adopted
     for post in posts:
         record = known.get((post.source, post.post_id))
         if record is not None:
             path = settings.root / record[0]
+            if not path.exists():  # renamed by the writer? Its front matter says whose it is.
+                path = origins.get(f"{post.source}:{post.post_id}", path)
             # A re-import keeps the slug the first import gave (it may have been sent).
             post.slug = slugs.get(path, post.slug)
         else:
@@ -259,19 +262,28 @@ def import_posts(
     return report
 
 
-def _draft_slugs(settings: Settings) -> dict[Path, str]:
-    """draft path → its slug, for every draft that parses (a broken one keeps its name's)."""
+def _draft_slugs(settings: Settings) -> tuple[dict[Path, str], dict[str, Path]]:
+    """(draft path → its slug, `imported_from` → draft path), for every draft.
+
+    A draft that does not parse keeps the slug of its name.
+    """
     from newsletter.compose.source import parse_draft, slug_from_path
     from newsletter.errors import NewsletterError
     from newsletter.writer.drafts import draft_files
 
-    found = {}
+    slugs: dict[Path, str] = {}
+    origins: dict[str, Path] = {}
     for path in draft_files(settings):
         try:
-            found[path] = parse_draft(path).slug
+            draft = parse_draft(path)
         except (NewsletterError, OSError):
-            found[path] = slug_from_path(path)
-    return found
+            slugs[path] = slug_from_path(path)
+            continue
+        slugs[path] = draft.slug
+        origin = draft.extra.get("imported_from")
+        if origin:
+            origins.setdefault(str(origin), path)
+    return slugs, origins
 
 
 def _imported_as(db, settings: Settings, path: Path) -> bool:
