@@ -185,6 +185,7 @@ def test_dry_run_writes_nothing(newsletter_dir, drafts, cli):
         (lambda p: _zip(p, {"posts.csv": _csv([POSTS_CSV[0], ["1.a", "yesterday", "true", "",
                                                               "", "", "", "A", "", ""]]),
                             "posts/1.a.html": "<p>a</p>"}), "line 2"),
+        (lambda p: _zip(p, {"posts.csv/": "", "posts/1.a.html": "<p>a</p>"}), "neither posts.csv"),
         # Hostile or damaged JSON: right outline, wrong types inside.
         (lambda p: p.write_text('{"db": [{"data": {"posts": ["not a post"]}}]}'),
          "not shaped like a Ghost export"),

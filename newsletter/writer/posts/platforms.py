@@ -359,7 +359,8 @@ def read_export(path: Path) -> tuple[str, list[Post]]:
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
-                names = {Path(i.filename).name for i in zf.infolist()}
+                # Files only: a folder named posts.csv/ is not the list.
+                names = {Path(i.filename).name for i in zf.infolist() if not i.is_dir()}
                 if "posts.csv" in names:
                     return "substack", _all(_substack(zf, where), "Substack", where)
                 if "emails.csv" in names:
