@@ -288,7 +288,7 @@ def _recipients(letter: Path) -> list[str]:
 
 
 def _newsletter(letter: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([str(Path(sys.executable).with_name("newsletter")), *args],
+    return subprocess.Popen([sys.executable, "-m", "newsletter", *args],
                             cwd=letter, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
