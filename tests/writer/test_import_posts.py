@@ -463,3 +463,20 @@ def test_a_draft_the_writer_renamed_is_followed_not_called_deleted(newsletter_di
     assert not old.exists() and not edited.exists()  # nothing brought back beside them
     assert moved_edited.read_text().endswith("Mine now.\n")
     assert "0 new" in again.stderr and "3 unchanged" in again.stderr
+
+
+def test_a_killed_run_of_posts_sharing_a_slug_is_adopted_too(newsletter_dir, drafts, cli):
+    from newsletter import store
+
+    posts = [_ghost_post(n, "dup", f"Dup {n}", f"<p>{n}</p>") for n in (1, 2, 3)]
+    export = _ghost_posts(newsletter_dir / "ghost.json", posts)
+    assert cli("import-posts", str(export)).exit_code == 0
+    names = sorted(p.name for p in drafts.glob("*.md"))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    with db.conn:
+        db.execute("DELETE FROM imported_posts")
+    db.conn.close()
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in drafts.glob("*.md")) == names
+    assert "0 new" in again.stderr and "3 unchanged" in again.stderr, again.stderr

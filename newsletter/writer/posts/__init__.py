@@ -179,6 +179,12 @@ def import_posts(
                 path = origins.get(f"{post.source}:{post.post_id}", path)
             # A re-import keeps the slug the first import gave (it may have been sent).
             post.slug = slugs.get(path, post.slug)
+        elif (own := origins.get(f"{post.source}:{post.post_id}")) is not None \
+                and own.name not in taken:
+            # Unrecorded, yet its front matter says it is this post's: a run killed before
+            # it recorded its drafts wrote it (adopted below if untouched, else kept).
+            path = own
+            post.slug = slugs.get(own, post.slug)
         else:
             stem = f"{post.date}-{post.slug}" if post.date else post.slug
             path = drafts / f"{stem}.md"
