@@ -318,3 +318,19 @@ def test_a_scheduled_send_reads_the_mailbox_first(newsletter_dir: Path, dovecot,
     sent_to = [p.read_text() for p in (newsletter_dir / "outbox").rglob("*.eml")]
     assert len(sent_to) == 1 and "To: stays@example.com" in sent_to[0]
     assert subscribers.get(db, "plain@example.com").status == "unsubscribed"
+
+
+def test_a_huge_message_is_left_unread_and_the_rest_applied(newsletter_dir: Path, dovecot,
+                                                             cli, monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    subscribers.add_subscriber(db, "hard@example.com")
+    huge = NOT_A_BOUNCE + ("x" * 76 + "\n") * 80_000  # a 6 MB reply with an attachment
+    deliver(dovecot, huge, POSTFIX_DSN)
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    assert subscribers.get(db, "hard@example.com").status == "bounced"
+    assert "too big to be a bounce report (6 MB)" in run.stderr
+    assert folder(dovecot, "INBOX") == [b"Subject: Loved the last issue"]  # left, not lost
