@@ -288,8 +288,10 @@ def test_a_buttondown_export(newsletter_dir, drafts, cli):
 
 class _Images(http.server.BaseHTTPRequestHandler):
     endless_sent = 0  # bytes /endless.png managed to send before the client hung up
+    hits = 0
 
     def do_GET(self) -> None:  # noqa: N802
+        type(self).hits += 1
         if self.path == "/endless.png":  # a hostile host: an image that never ends
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -480,3 +482,13 @@ def test_a_killed_run_of_posts_sharing_a_slug_is_adopted_too(newsletter_dir, dra
     assert again.exit_code == 0, again.stderr
     assert sorted(p.name for p in drafts.glob("*.md")) == names
     assert "0 new" in again.stderr and "3 unchanged" in again.stderr, again.stderr
+
+
+def test_a_dry_run_with_download_images_fetches_nothing(newsletter_dir, drafts, cli,
+                                                        image_server):
+    _Images.hits = 0
+    export = substack_zip(newsletter_dir / "export.zip", image_url=f"{image_server}/a.png")
+    run = cli("import-posts", str(export), "--download-images", "--dry-run")
+    assert run.exit_code == 0, run.stderr
+    assert _Images.hits == 0 and "1 image(s) to download" in run.stderr
+    assert list(drafts.iterdir()) == []

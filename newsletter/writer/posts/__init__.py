@@ -229,7 +229,9 @@ def import_posts(
     rows = []
     try:
         for done, (post, path, outcome) in enumerate(plans, start=1):
-            if client is not None:
+            if client is not None and dry_run:
+                report.images += len(image_urls(post.markdown))  # a dry run fetches nothing
+            elif client is not None:
                 _download_images(post, drafts, report, client, dry_run)
             text = _draft_text(post)
             if outcome in ("updated", "adopted") and path.read_text(encoding="utf-8") == text:
