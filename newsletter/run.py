@@ -1,7 +1,8 @@
 """`newsletter run`: everything that is due, once — safe to start every minute from cron.
 
-In order: scheduled sends whose time has come (and any a dead run left half-sent), welcome
-emails owed to readers who joined, then `sync` when a provider or mailbox can be read.
+In order: `sync` when a provider or mailbox can be read (so nobody who left since the
+last run is mailed), scheduled sends whose time has come (and any a dead run left
+half-sent), then welcome emails owed to readers who joined.
 One run at a time: a second run started while one is still working (a long send) says
 so and exits 0, and the campaign and schedule locks below make even two runs on two
 machines sharing the folder send nothing twice. A run after downtime sends what it
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from newsletter.delivery import schedule, welcome
+from newsletter.errors import NewsletterError
 from newsletter.feedback import pull
 from newsletter.settings import Settings
 
@@ -27,6 +29,7 @@ class RunReport:
     sends: list[schedule.RunLine] = field(default_factory=list)
     welcomes: list[welcome.WelcomeLine] = field(default_factory=list)
     sync: pull.SyncReport | None = None
+    sync_error: str | None = None  # the sync before the sends failed (they went on)
 
 
 def run_once(
@@ -45,6 +48,14 @@ def run_once(
             return report
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
+        # Sync first, as `send` does: a reader who complained or unsubscribed at the
+        # provider or by mail since the last run is not sent the issue due now. A sync
+        # that fails stops nothing (the sends go on), and is reported.
+        if do_sync and pull.configured(settings):
+            try:
+                report.sync = pull.sync(settings)
+            except NewsletterError as exc:
+                report.sync_error = str(exc)
         report.sends = schedule.run_due(
             settings, now=now or datetime.now(UTC),
             on_line=(lambda line: on_line(line.text)) if on_line else None,
@@ -53,8 +64,6 @@ def run_once(
         if on_line:
             for line in report.welcomes:
                 on_line(line.text)
-        if do_sync and pull.configured(settings):
-            report.sync = pull.sync(settings)
     finally:
         os.close(fd)  # releases the lock
     return report

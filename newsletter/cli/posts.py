@@ -60,7 +60,8 @@ def import_posts(
         typer.echo(f"{'kept':<11} {shown(path)}: {why}")
     for failure in report.image_failures:
         typer.echo(f"warning: image {failure}", err=True)
-    images = f", {report.images} image(s) downloaded" if download_images else ""
+    fetched = "to download" if dry_run else "downloaded"
+    images = f", {report.images} image(s) {fetched}" if download_images else ""
     typer.echo(
         f"{report.platform}: {report.total} post(s): {len(report.written)} new, "
         f"{len(report.updated)} updated, {len(report.unchanged)} unchanged, "

@@ -1,4 +1,4 @@
-"""`newsletter run`: scheduled sends that are due, then sync — once, for cron or a timer."""
+"""`newsletter run`: sync, then the scheduled sends and welcomes that are due — once, for cron."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def run_cmd(
         bool, typer.Option("--no-sync", help="Do not pull bounces and unsubscribes this time.")
     ] = False,
 ) -> None:
-    """Do everything that is due, once: scheduled sends, welcome emails, then sync.
+    """Do everything that is due, once: sync, then scheduled sends and welcome emails.
 
     Safe to run every minute: an overlapping run exits at once, and nothing is ever sent
     twice. After downtime it sends what it missed, saying how late. Cron:
@@ -35,8 +35,11 @@ def run_cmd(
         c = report.sync.counts
         typer.echo(f"sync: {c['stopped']} reader(s) stopped, {c['counted']} soft bounce(s) "
                    f"counted", err=True)
+    if report.sync_error is not None:
+        typer.echo(f"sync failed (sends went on): {report.sync_error}", err=True)
     if not report.sends and not report.welcomes:
         typer.echo("run: nothing was due", err=True)
     failed = [line for line in report.sends if line.outcome == "failed"]
-    if failed:
+    failed += [line for line in report.welcomes if line.error is not None]
+    if failed or report.sync_error is not None:
         raise typer.Exit(5)

@@ -53,3 +53,5 @@ def sync_cmd(
         + (" (dry run: nothing changed)" if dry_run else ""),
         err=True,
     )
+    if report.move_failed:
+        raise typer.Exit(6)  # applied, but the mailbox needs a look: fail the cron job

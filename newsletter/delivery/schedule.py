@@ -68,7 +68,8 @@ def _row(values: tuple) -> Scheduled:
 def parse_at(text: str, now: datetime | None = None) -> datetime:
     """`--at`: "2026-12-08 07:00" (local time), with "+01:00"/"Z" or a zone name after it.
 
-    Returns an aware UTC time; a time in the past is refused.
+    Returns an aware UTC time; a time in the past, or one the clocks skip at a daylight
+    saving change, is refused; a time that happens twice is the first of the two.
     """
     raw = " ".join(text.split())
     zone = None
@@ -95,7 +96,18 @@ def parse_at(text: str, now: datetime | None = None) -> datetime:
                             '"2026-12-08 07:00" (local time), "2026-12-08 07:00 Europe/Paris" '
                             'or "2026-12-08T07:00+01:00"')
     if moment.tzinfo is None:
+        wall = moment
         moment = moment.replace(tzinfo=zone) if zone else moment.astimezone()  # local time
+        # A wall-clock time the clocks skip (02:30 the night summer time starts) comes
+        # back as another time: refuse it rather than send an hour early or late. A time
+        # that happens twice (the night it ends) is its first occurrence.
+        back = moment.astimezone(UTC).astimezone(zone) if zone else \
+            moment.astimezone(UTC).astimezone()
+        if back.replace(tzinfo=None) != wall:
+            place = zone.key if zone else "your local time zone"
+            raise DeliveryError(
+                f"--at {text!r}: {wall:%Y-%m-%d %H:%M} does not exist in {place} (the clocks "
+                f"jump past it): give a time after the change, or an offset like +01:00")
     moment = moment.astimezone(UTC)
     now = now or datetime.now(UTC)
     if moment <= now:
@@ -282,6 +294,12 @@ def run_due(
                 lateness = f", {_duration(late)} late" if late > LATE else ""
                 notes = []
                 if not path.exists():
+                    moved = _moved_draft(settings, item)
+                    if moved is not None:
+                        path = moved
+                        notes.append("the draft moved to "
+                                     f"{os.path.relpath(moved, settings.root)}: sent from there")
+                if not path.exists():
                     _finish(db, item, "failed", f"the draft {item.draft_path} is gone")
                     say(item, "failed", f"#{item.id} {item.slug}: the draft {item.draft_path} "
                                         "is gone: nothing was sent")
@@ -327,6 +345,24 @@ def run_due(
     finally:
         db.conn.close()
     return lines
+
+
+def _moved_draft(settings: Settings, item: Scheduled) -> Path | None:
+    """The scheduled draft under another name (same content, or same slug), if it is so."""
+    from newsletter.compose.source import parse_draft
+    from newsletter.writer.drafts import draft_files
+
+    files = draft_files(settings)
+    for path in files:  # renamed only: the very same file
+        if _sha(path) == item.draft_sha:
+            return path
+    for path in files:  # renamed and edited: its front matter names the same slug
+        try:
+            if parse_draft(path).slug == item.slug:
+                return path
+        except NewsletterError:
+            continue
+    return None
 
 
 def _duration(delta: timedelta) -> str:

@@ -64,6 +64,7 @@ class WelcomeLine:
     sent: int
     failed: int
     text: str
+    error: str | None = None  # the draft could not be built: nothing was sent
 
 
 def _campaign(db: sqlite_utils.Database, slug: str, draft_label: str, subject: str,
@@ -103,7 +104,14 @@ def send_welcomes(settings: Settings) -> list[WelcomeLine]:
 
     lines = []
     for path in welcome_drafts(settings):
-        issue = build_issue(settings, path)
+        try:
+            issue = build_issue(settings, path)
+        except NewsletterError as exc:
+            # One broken welcome (half-written, a template typo) must not stop the other
+            # welcomes, nor the sync after them, every minute until it is fixed.
+            lines.append(WelcomeLine(path.stem, 0, 0, 0, 0,
+                                     f"welcome {path.stem}: not sent: {exc}", error=str(exc)))
+            continue
         db = store.connect(settings.database)
         try:
             campaign_id, created = _campaign(db, issue.slug, os.path.relpath(path, settings.root),

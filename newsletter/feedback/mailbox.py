@@ -46,6 +46,8 @@ from newsletter.settings import Settings, is_env_name
 _KEYS = {"host", "port", "security", "username", "password_env", "folder",
          "processed_folder", "timeout"}
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,}")
+# Bounce reports quote the message they return: a few MB at most. Larger mail is left.
+MAX_MESSAGE = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -235,19 +237,28 @@ class Mailbox:
         delimiter = match.group(1).decode() if match else "/"
         return name.replace("/", delimiter)
 
-    def messages(self) -> list[tuple[bytes, Message | None]]:
-        """Every message in the folder, by UID; None for one that cannot be fetched."""
+    def messages(self) -> list[tuple[bytes, Message | None, str | None]]:
+        """Every message in the folder, by UID: (uid, message, None) or (uid, None, why)."""
         assert self.imap is not None
         status, data = self.imap.uid("SEARCH", None, "ALL")
         uids = data[0].split() if status == "OK" and data and data[0] else []
-        out: list[tuple[bytes, Message | None]] = []
+        out: list[tuple[bytes, Message | None, str | None]] = []
         for uid in uids:
+            # A big message left in the folder (a reply with attachments) would be fetched
+            # and parsed again on every run: ~14 s for 20 MB. Asked its size first.
+            status, parts = self.imap.uid("FETCH", uid, "(RFC822.SIZE)")
+            head = b" ".join(p if isinstance(p, bytes) else p[0] for p in parts or [] if p)
+            size = re.search(rb"RFC822\.SIZE (\d+)", head) if status == "OK" else None
+            if size is not None and int(size.group(1)) > MAX_MESSAGE:
+                out.append((uid, None, f"too big to be a bounce report "
+                                       f"({int(size.group(1)) / 1024 / 1024:.0f} MB)"))
+                continue
             status, parts = self.imap.uid("FETCH", uid, "(BODY.PEEK[])")
             raw = next((p[1] for p in parts or [] if isinstance(p, tuple)), None)
             if status != "OK" or raw is None:
-                out.append((uid, None))
+                out.append((uid, None, "it could not be fetched"))
                 continue
-            out.append((uid, email.message_from_bytes(raw, policy=email.policy.compat32)))
+            out.append((uid, email.message_from_bytes(raw, policy=email.policy.compat32), None))
         return out
 
     def move(self, uids: list[bytes]) -> None:
@@ -280,11 +291,18 @@ def read(settings: Settings, db: sqlite_utils.Database, config: MailboxSettings,
     """
     with Mailbox(config) as box:
         found = []
-        for uid, msg in box.messages():
+        for uid, msg, why in box.messages():
             if msg is None:
-                found.append(Found(uid, problem="it could not be fetched"))
+                found.append(Found(uid, problem=why))
             else:
                 found.append(classify(msg, uid, settings, db))
         if handle(found):
-            box.move([f.uid for f in found if f.feedback])
+            handled = [f for f in found if f.feedback]
+            try:
+                box.move([f.uid for f in handled])
+            except ProviderError as exc:
+                # What was read is applied already (and each message's id makes a re-read
+                # harmless): say the messages stayed, rather than hide what changed.
+                for item in handled:
+                    item.problem = f"applied, but not moved: {exc}"
     return found

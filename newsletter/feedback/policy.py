@@ -69,15 +69,21 @@ class Applied:
 
 
 def _soft_bounces_in_a_row(db: sqlite_utils.Database, subscriber_id: int) -> int:
+    # By when things happened (created_at is the provider's time when it gave one), not
+    # by when they were recorded: a first sync reads months of history at once, and a
+    # late "delivered" about an older send must not wipe newer soft bounces.
+    # Within one second, the order they were recorded in.
     reset = db.execute(
-        f"SELECT coalesce(max(id), 0) FROM events WHERE subscriber_id = ? "
-        f"AND kind IN ({','.join('?' * len(_RESETS))})",
+        f"SELECT created_at, id FROM events WHERE subscriber_id = ? "
+        f"AND kind IN ({','.join('?' * len(_RESETS))}) ORDER BY created_at DESC, id DESC "
+        f"LIMIT 1",
         [subscriber_id, *_RESETS],
-    ).fetchone()[0]
+    ).fetchone() or ("", 0)
     return db.execute(
         "SELECT count(DISTINCT coalesce('c' || campaign_id, substr(created_at, 1, 10))) "
-        "FROM events WHERE subscriber_id = ? AND kind = 'soft_bounce' AND id > ?",
-        [subscriber_id, reset],
+        "FROM events WHERE subscriber_id = ? AND kind = 'soft_bounce' "
+        "AND (created_at, id) > (?, ?)",
+        [subscriber_id, *reset],
     ).fetchone()[0]
 
 

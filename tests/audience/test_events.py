@@ -54,3 +54,22 @@ def test_removing_a_reader_erases_their_history(db):
     subscribers.remove(db, "c@example.com")
     left = db.execute("SELECT count(*) FROM events WHERE subscriber_id = ?", [sub.id]).fetchone()
     assert left == (0,)
+
+
+def test_change_status_inside_a_callers_transaction_commits_or_rolls_back_with_it(db):
+    sub = subscribers.add_subscriber(db, "inner@example.com")
+    origin = events.Origin("test")
+    try:
+        with events.transaction(db):
+            events.change_status(db, sub.id, "unsubscribed", origin)
+            assert db.conn.in_transaction  # the inner call did not commit the outer one
+            raise RuntimeError("the caller fails after it")
+    except RuntimeError:
+        pass
+    assert subscribers.get(db, "inner@example.com").status == "active"
+    assert [e.kind for e in events.history(db, sub.id)] == ["subscribed"]
+    with events.transaction(db):
+        events.change_status(db, sub.id, "unsubscribed", origin)
+        db.execute("UPDATE subscribers SET name = 'Ina' WHERE id = ?", [sub.id])
+    got = subscribers.get(db, "inner@example.com")
+    assert (got.status, got.name) == ("unsubscribed", "Ina")

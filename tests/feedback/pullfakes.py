@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
@@ -41,8 +42,9 @@ class PostmarkLists(FakeAPI):
             if count > 500 or offset + count > 10_000:
                 return json_response({"ErrorCode": 600, "Message": "count/offset too large"}, 422)
             items = [b for b in self.bounces if b["MessageStream"] == args.get("messagestream")]
-            if "fromdate" in args:  # Postmark reads it in its own time zone; tests use UTC
-                start = dt.datetime.fromisoformat(args["fromdate"]).replace(tzinfo=dt.UTC)
+            if "fromdate" in args:  # Postmark reads it in its own time zone, US Eastern
+                start = dt.datetime.fromisoformat(args["fromdate"]).replace(
+                    tzinfo=ZoneInfo("America/New_York"))
                 items = [b for b in items if _when(b["BouncedAt"]) >= start]
             items.sort(key=lambda b: b["BouncedAt"], reverse=True)  # newest first
             return json_response({"TotalCount": len(items),

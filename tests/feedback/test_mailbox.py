@@ -260,3 +260,103 @@ def test_replying_to_an_issues_mailto_unsubscribe_link_unsubscribes_that_reader(
     assert run.exit_code == 0, run.stderr
     db = store.connect(newsletter_dir / "newsletter.db")
     assert subscribers.get(db, "reader@example.com").status == "unsubscribed"
+def test_weird_mail_8bit_headers_no_message_id_and_strangers(newsletter_dir: Path, dovecot,
+                                                             cli, monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username))
+    settings = load_settings(newsletter_dir)
+    db = store.connect(settings.database)
+    subscribers.add_subscriber(db, "hard@example.com")
+    subscribers.add_subscriber(db, "soft@example.com")
+    # Raw 8-bit (Latin-1) in the Subject, as some MTAs send; and no Message-ID at all.
+    latin = POSTFIX_DSN.replace("Undelivered Mail Returned to Sender",
+                                "Non remis : adresse inconnue \xe0 l'\xe9tranger")
+    latin = latin.replace("Message-Id: <20261201100000.AAA@mx.example.net>\n", "")
+    stranger = POSTFIX_DSN.replace("hard@example.com", "nobody@example.com").replace(
+        "AAA@", "CCC@")
+    delayed = DELAYED_DSN.replace("Message-Id: <20261201110000.BBB@mx.example.net>\n", "")
+    box = imaplib.IMAP4(dovecot.host, dovecot.port)
+    box.login(dovecot.username, dovecot.password)
+    for text in (latin, stranger, delayed, delayed):
+        box.append("INBOX", None, None, text.replace("\n", "\r\n").encode("latin-1"))
+    box.logout()
+
+    run = cli("sync")
+    assert run.exit_code == 0 and run.exception is None, (run.stderr, run.exception)
+    got = {r[0]: r[1] for r in db.execute("SELECT email, status FROM subscribers")}
+    assert got == {"hard@example.com": "bounced", "soft@example.com": "active"}
+    assert "1 not on the list" in run.stderr
+    soft = subscribers.get(db, "soft@example.com")
+    # Two delay notices without a Message-ID are two soft bounces, not one "duplicate".
+    assert [e.kind for e in events.history(db, soft.id)].count("soft_bounce") == 2
+    hard = subscribers.get(db, "hard@example.com")
+    assert "\ufffd" in events.history(db, hard.id)[-1].detail or \
+        "étranger" in events.history(db, hard.id)[-1].detail
+    assert folder(dovecot, "INBOX") == []
+    again = cli("sync")  # moved: nothing counted twice
+    assert again.exit_code == 0 and "0 soft bounce(s) counted" in again.stderr
+
+
+LONG = "Processed" + "x" * 300  # past the file system's 255 bytes: Dovecot cannot make it
+
+
+def test_a_processed_folder_that_cannot_be_made_still_shows_what_changed(
+        newsletter_dir: Path, dovecot, cli, monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username)
+        .replace('"Newsletter/Processed"', f'"{LONG}"'))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    subscribers.add_subscriber(db, "hard@example.com")
+    deliver(dovecot, POSTFIX_DSN)
+    run = cli("sync")
+    assert run.exception is None, run.exception
+    assert run.exit_code != 0
+    assert "stopped hard@example.com (hard bounce, mailbox)" in run.stdout
+    assert LONG[:40] in run.stderr and "left in the mailbox" in run.stderr
+    assert subscribers.get(db, "hard@example.com").status == "bounced"
+    assert len(folder(dovecot, "INBOX")) == 1  # nothing deleted
+    again = cli("sync")  # read again: not applied twice
+    assert "0 reader(s) stopped" in again.stderr and "1 already seen" in again.stderr
+
+
+def test_a_scheduled_send_reads_the_mailbox_first(newsletter_dir: Path, dovecot, cli,
+                                                  monkeypatch, write_draft):
+    """`newsletter run` syncs before it sends, as `send` does: who asked to leave is not mailed."""
+    from newsletter.run import run_once
+
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    toml = TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username)
+    (newsletter_dir / "newsletter.toml").write_text(
+        toml + '\n[provider]\nname = "outbox"\n')
+    write_draft("2031-06-01-hello.md", "---\ntitle: Hello\npreheader: hi\n---\nHello.\n")
+    db = store.connect(newsletter_dir / "newsletter.db")
+    for address in ("stays@example.com", "plain@example.com"):
+        subscribers.add_subscriber(db, address)
+    assert cli("send", "hello", "--to", "subscribers", "--at",
+               "2031-06-01 07:00 UTC").exit_code == 0
+    with db.conn:
+        db.execute("UPDATE schedules SET send_at = '2026-01-01T00:00:00Z'")
+    deliver(dovecot, mailto_request("plain@example.com", "unsubscribe", "u9"))
+    report = run_once(load_settings(newsletter_dir))
+    assert [line.outcome for line in report.sends] == ["sent"], report.sends
+    sent_to = [p.read_text() for p in (newsletter_dir / "outbox").rglob("*.eml")]
+    assert len(sent_to) == 1 and "To: stays@example.com" in sent_to[0]
+    assert subscribers.get(db, "plain@example.com").status == "unsubscribed"
+
+
+def test_a_huge_message_is_left_unread_and_the_rest_applied(newsletter_dir: Path, dovecot,
+                                                             cli, monkeypatch):
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    (newsletter_dir / "newsletter.toml").write_text(
+        TOML.format(host=dovecot.host, port=dovecot.port, user=dovecot.username))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    subscribers.add_subscriber(db, "hard@example.com")
+    huge = NOT_A_BOUNCE + ("x" * 76 + "\n") * 80_000  # a 6 MB reply with an attachment
+    deliver(dovecot, huge, POSTFIX_DSN)
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    assert subscribers.get(db, "hard@example.com").status == "bounced"
+    assert "too big to be a bounce report (6 MB)" in run.stderr
+    assert folder(dovecot, "INBOX") == [b"Subject: Loved the last issue"]  # left, not lost

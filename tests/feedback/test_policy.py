@@ -60,3 +60,27 @@ def test_a_report_about_someone_not_on_the_list_changes_nothing(db):
 def test_bad_bounce_settings_say_what_to_write(table):
     with pytest.raises(ConfigError, match="bounces"):
         BouncePolicy.from_table(table)
+
+
+def test_soft_bounces_from_before_a_reader_came_back_do_not_count(db):
+    """A first sync reads months of a provider's history: only what came after counts."""
+    from newsletter.audience.events import now_iso
+
+    subscribers.add_subscriber(db, "back@example.com")  # joins now
+    policy = BouncePolicy(soft_limit=3)
+    for n, day in enumerate(["2025-01-10", "2025-02-10", "2025-03-10"]):
+        out = apply(db, Feedback("soft_bounce", "back@example.com", "sync:sendgrid", f"sg:{n}",
+                                 at=f"{day}T10:00:00Z"), policy)
+        assert out.outcome == "counted"
+    assert status(db, "back@example.com") == "active"
+    # A delivery reported late (about an older send) does not wipe newer soft bounces.
+    today = now_iso()[:10]
+    apply(db, Feedback("soft_bounce", "back@example.com", "w", "n1", at=f"{today}T23:59:58Z",
+                       campaign_id=7), policy)
+    apply(db, Feedback("delivered", "back@example.com", "w", "d1", at="2025-06-01T10:00:00Z",
+                       campaign_id=6), policy)
+    apply(db, Feedback("soft_bounce", "back@example.com", "w", "n2", at=f"{today}T23:59:59Z",
+                       campaign_id=8), policy)
+    out = apply(db, Feedback("soft_bounce", "back@example.com", "w", "n3",
+                             at=f"{today}T23:59:59Z", campaign_id=9), policy)
+    assert (out.outcome, status(db, "back@example.com")) == ("stopped", "bounced")

@@ -36,6 +36,8 @@ def setup(root: Path, name: str, fake, monkeypatch, extra: str = "") -> None:
     db = store.connect(root / "newsletter.db")
     for address in READERS:
         subscribers.add_subscriber(db, address)
+    with db.conn:  # they joined long before the bounces below (soft ones count after joining)
+        db.execute("UPDATE events SET created_at = '2026-01-01T00:00:00Z'")
     db.conn.close()
 
 
@@ -108,7 +110,8 @@ def test_postmark_bounces_page_and_apply_the_policy(newsletter_dir, postmark, cl
     again = cli("sync")
     assert again.exit_code == 0, again.stderr
     asked = [r.args for r in postmark.requests[before:] if r.path == "/bounces"]
-    assert asked and all(a.get("fromdate", "").startswith("2026-11-21T09:50") for a in asked)
+    # 10:00 UTC less the 10 minutes' overlap, in Postmark's time zone (US Eastern).
+    assert asked and all(a.get("fromdate", "").startswith("2026-11-21T04:50") for a in asked)
     # soft_limit = 2: a second soft bounce on another day stops the reader.
     assert statuses(newsletter_dir)["soft@example.com"] == "bounced"
     assert "already seen" in again.stderr
@@ -220,3 +223,74 @@ def test_a_list_send_syncs_first_so_a_suppressed_reader_is_not_sent_to(
     skipped = cli("send", "hello", "--to", "subscribers", "--yes", "--provider", "outbox",
                   "--resend", "--no-sync")
     assert skipped.exit_code == 0 and "Synced first" not in skipped.stderr
+
+
+@pytest.mark.parametrize("answer", [
+    ["not", "an", "object"],  # a list where Postmark documents an object
+    {"TotalCount": 1, "Bounces": [{"ID": 1, "Type": "HardBounce", "Email": "hard@example.com"}]},
+    {"TotalCount": 1, "Bounces": [{"ID": 1, "Type": "HardBounce", "Email": "hard@example.com",
+                                   "BouncedAt": "last tuesday"}]},
+    {"TotalCount": "many", "Bounces": []},
+    {"TotalCount": 1, "Bounces": ["hard@example.com"]},
+])
+def test_a_malformed_answer_is_one_error_and_changes_nothing(newsletter_dir, postmark, cli,
+                                                             answer):
+    postmark.bounces = [pm_bounce(1, "HardBounce", "spam@example.com", "2026-11-20T10:00:00Z")]
+    postmark.fail_next(200, answer)
+    run = cli("sync")
+    assert run.exit_code != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: postmark"), run.stderr
+    assert "not what Postmark documents" in lines[0] and "nothing was changed" in lines[0]
+    assert "Traceback" not in run.stderr
+    assert set(statuses(newsletter_dir).values()) == {"active"}
+    db = store.connect(newsletter_dir / "newsletter.db")
+    assert db.execute("SELECT count(*) FROM sync_cursors").fetchone()[0] == 0
+    db.conn.close()
+
+
+def test_an_api_that_pages_forever_is_stopped_with_an_error(newsletter_dir, cli, monkeypatch):
+    """SES answering the same NextToken again, SendGrid ignoring offset: no endless sync."""
+    with SESLists() as fake:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", fake.key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", fake.secret)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        setup(newsletter_dir, "ses", fake, monkeypatch, extra=f'region = "{fake.region}"\n')
+        loop = {"SuppressedDestinationSummaries": [
+            {"EmailAddress": "hard@example.com", "Reason": "BOUNCE",
+             "LastUpdateTime": "2026-11-21T10:00:00Z"}], "NextToken": "c2FtZQ=="}
+        fake.fail_next(200, loop, times=50)
+        run = cli("sync")
+        assert run.exit_code != 0
+        assert "page" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert len(fake.requests) <= 3
+        assert statuses(newsletter_dir)["hard@example.com"] == "active"
+    with SendGridLists() as fake:
+        monkeypatch.setenv("SENDGRID_API_KEY", fake.key)
+        setup(newsletter_dir, "sendgrid", fake, monkeypatch)
+        same = [{"created": 1_700_000_000, "email": f"n{i}@other.example"} for i in range(500)]
+        fake.fail_next(200, same, times=50)
+        run = cli("sync")
+        assert run.exit_code != 0
+        assert "page" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert len(fake.requests) <= 3
+
+
+def test_a_postmark_bounce_just_after_the_cursor_is_not_missed(newsletter_dir, postmark, cli):
+    """Postmark reads fromdate as US Eastern time: sent as UTC, hours of bounces were skipped."""
+    postmark.bounces = [pm_bounce(1, "HardBounce", "spam@example.com", "2026-11-21T10:00:00Z")]
+    assert cli("sync").exit_code == 0
+    postmark.bounces.append(pm_bounce(2, "HardBounce", "hard@example.com",
+                                      "2026-11-21T12:00:00Z"))
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    assert statuses(newsletter_dir)["hard@example.com"] == "bounced"
+
+
+def test_a_key_echoed_back_in_an_error_is_redacted(newsletter_dir, postmark, cli):
+    postmark.fail_next(422, {"ErrorCode": 10, "Message": f"token {postmark.key} is not "
+                             "allowed to read bounces", "Header": f"X-Postmark-Server-Token: "
+                             f"{postmark.key}"})
+    run = cli("sync")
+    assert run.exit_code != 0 and run.exception is None
+    assert postmark.key not in run.stderr and "[redacted]" in run.stderr.lower(), run.stderr

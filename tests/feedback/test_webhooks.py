@@ -3,6 +3,7 @@ stale and replayed ones, checked against reader status and events in a real SQLi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -116,10 +117,13 @@ def test_postmark_wrong_or_missing_credentials_change_nothing(post, db) -> None:
 
 def test_postmark_soft_bounces_count_toward_the_policy(make_settings, db) -> None:
     settings = make_settings(bounces={"soft_limit": 2})
-    first = sign.postmark(pm_bounce(kind="SoftBounce", ident=1, at="2026-11-01T10:00:00Z"))
+    # On two days after the reader joined (soft bounces from before they joined don't count).
+    day = [(dt.datetime.now(dt.UTC) + dt.timedelta(days=n)).strftime("%Y-%m-%dT10:00:00Z")
+           for n in (1, 2)]
+    first = sign.postmark(pm_bounce(kind="SoftBounce", ident=1, at=day[0]))
     assert handle(first, settings, db).status == 200
     assert status(db, READER) == "active"
-    second = sign.postmark(pm_bounce(kind="Transient", ident=2, at="2026-11-02T10:00:00Z"))
+    second = sign.postmark(pm_bounce(kind="Transient", ident=2, at=day[1]))
     assert handle(second, settings, db).status == 200
     assert status(db, READER) == "bounced"
 

@@ -185,6 +185,14 @@ def test_dry_run_writes_nothing(newsletter_dir, drafts, cli):
         (lambda p: _zip(p, {"posts.csv": _csv([POSTS_CSV[0], ["1.a", "yesterday", "true", "",
                                                               "", "", "", "A", "", ""]]),
                             "posts/1.a.html": "<p>a</p>"}), "line 2"),
+        (lambda p: _zip(p, {"posts.csv/": "", "posts/1.a.html": "<p>a</p>"}), "neither posts.csv"),
+        # Hostile or damaged JSON: right outline, wrong types inside.
+        (lambda p: p.write_text('{"db": [{"data": {"posts": ["not a post"]}}]}'),
+         "not shaped like a Ghost export"),
+        (lambda p: p.write_text('{"db": [{"data": {"posts": [{"id": "1", "slug": "a", '
+                                '"title": "A", "html": 5}]}}]}'), "not shaped like a Ghost"),
+        (lambda p: p.write_text('{"db": [{"data": {"posts": [{"id": "1", "slug": "a"}], '
+                                '"emails": {"x": 1}}}]}'), "not shaped like a Ghost export"),
     ],
 )
 def test_a_malformed_export_is_one_error_and_writes_nothing(
@@ -279,7 +287,23 @@ def test_a_buttondown_export(newsletter_dir, drafts, cli):
 
 
 class _Images(http.server.BaseHTTPRequestHandler):
+    endless_sent = 0  # bytes /endless.png managed to send before the client hung up
+    hits = 0
+
     def do_GET(self) -> None:  # noqa: N802
+        type(self).hits += 1
+        if self.path == "/endless.png":  # a hostile host: an image that never ends
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            chunk = b"\0" * 65536
+            try:
+                for _ in range(200 * 16):  # 200 MB at most, then it stops by itself
+                    self.wfile.write(chunk)
+                    type(self).endless_sent += len(chunk)
+            except OSError:
+                pass
+            return
         if self.path == "/a.png":
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -345,3 +369,137 @@ def test_an_emailed_imported_post_is_not_sent_to_the_list_again(newsletter_dir, 
     assert cli("send", "leaving-meta", "--to", "me@example.org", "--force").exit_code == 0
     again = cli("send", "leaving-meta", "--to", "subscribers", "--yes", "--force", "--resend")
     assert again.exit_code == 0, again.stderr
+def _ghost_posts(path: Path, posts: list[dict]) -> Path:
+    path.write_text(json.dumps({"db": [{"data": {"posts": posts, "emails": []}}]}))
+    return path
+
+
+def _ghost_post(n: int, slug: str, title: str, html: str, day: str = "2024-01-03") -> dict:
+    return {"id": str(n), "slug": slug, "title": title, "status": "published",
+            "published_at": f"{day}T10:00:00.000Z", "html": html}
+
+
+def test_hostile_post_text_stays_text(newsletter_dir, drafts, cli):
+    """Jinja that closes the raw block, escaped tags, a YAML-breaking title, javascript:."""
+    export = _ghost_posts(newsletter_dir / "ghost.json", [_ghost_post(
+        1, "jinja", "Lesson: {{ x }}\n---\nslug: evil",
+        "<p>Close it: {% endraw %}{{ 7*7 }} then {{ subscriber.email }}.</p>"
+        "<p>Tags as text: &lt;script&gt;alert(1)&lt;/script&gt;</p>"
+        '<p><a href="javascript:alert(2)">click me</a> and <a href="https://ok.example/">ok</a></p>')])
+    run = cli("import-posts", str(export))
+    assert run.exit_code == 0, run.stderr
+    (draft,) = drafts.glob("*.md")
+    meta = front(draft)
+    assert meta["title"] == "Lesson: {{ x }} --- slug: evil" and meta["slug"] == "jinja"
+    issue = build_issue(load_settings(newsletter_dir), draft)
+    assert "{% endraw %}{{ 7*7 }} then {{ subscriber.email }}." in issue.text
+    assert "49" not in issue.text
+    assert "<script>" not in issue.html and "&lt;script&gt;alert(1)" in issue.html
+    assert "javascript:" not in issue.html and "click me" in issue.html
+    assert 'href="https://ok.example/"' in issue.html
+
+
+def test_posts_sharing_a_slug_get_distinct_slugs_that_stay_on_re_import(
+        newsletter_dir, drafts, cli):
+    """Two drafts with one slug would share a campaign's sent check and an archive page."""
+    (drafts / "2023-05-01-dup.md").write_text("---\ntitle: My own\n---\nMine.\n")
+    posts = [_ghost_post(1, "dup", "Dup A", "<p>A</p>", "2024-01-03"),
+             _ghost_post(2, "dup", "Dup B", "<p>B</p>", "2024-01-03"),
+             _ghost_post(3, "dup", "Dup C", "<p>C</p>", "2024-02-09"),
+             _ghost_post(4, "ünïcødé-ø", "Ünïcødé", "<p>u</p>")]
+    export = _ghost_posts(newsletter_dir / "ghost.json", posts)
+    assert cli("import-posts", str(export)).exit_code == 0
+    slugs = {front(p)["title"]: front(p)["slug"] for p in drafts.glob("2024-*.md")}
+    assert slugs == {"Dup A": "dup-2", "Dup B": "dup-3", "Dup C": "dup-4", "Ünïcødé": "unicode-o"}
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0 and "4 unchanged" in again.stderr, again.stderr
+    assert {front(p)["title"]: front(p)["slug"] for p in drafts.glob("2024-*.md")} == slugs
+
+
+def test_a_run_killed_before_it_recorded_its_drafts_is_adopted_not_duplicated(
+        newsletter_dir, drafts, cli):
+    from newsletter import store
+
+    export = substack_zip(newsletter_dir / "export.zip")
+    assert cli("import-posts", str(export)).exit_code == 0
+    names = sorted(p.name for p in drafts.glob("*.md"))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    with db.conn:  # the drafts were written, the kill came before the records
+        db.execute("DELETE FROM imported_posts")
+    db.conn.close()
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in drafts.glob("*.md")) == names
+    assert f"{len(names)} unchanged" in again.stderr and "kept" not in again.stdout
+    (drafts / names[0]).unlink()  # recorded again: a deleted one stays deleted
+    third = cli("import-posts", str(export))
+    assert "deleted since the last import" in third.stdout
+    assert not (drafts / names[0]).exists()
+
+
+def test_html_nested_too_deep_to_convert_is_kept_as_its_text(newsletter_dir, drafts, cli):
+    deep = "<div>" * 3000 + "<p>Still here.</p>" + "</div>" * 3000
+    export = _ghost_posts(newsletter_dir / "ghost.json", [
+        _ghost_post(1, "deep", "Deep", deep), _ghost_post(2, "fine", "Fine", "<p>ok</p>")])
+    run = cli("import-posts", str(export))
+    assert run.exit_code == 0 and run.exception is None, (run.stderr, run.exception)
+    assert "2 new" in run.stderr
+    (draft,) = drafts.glob("*-deep.md")
+    assert "Still here." in draft.read_text()
+    assert "Still here." in build_issue(load_settings(newsletter_dir), draft).text
+
+
+def test_an_endless_image_is_cut_off_at_the_limit(newsletter_dir, drafts, cli, image_server):
+    _Images.endless_sent = 0
+    export = substack_zip(newsletter_dir / "export.zip", image_url=f"{image_server}/endless.png")
+    run = cli("import-posts", str(export), "--download-images")
+    assert run.exit_code == 0, run.stderr
+    assert "endless.png" in run.stderr and "over 20 MB" in run.stderr
+    assert _Images.endless_sent < 80 * 1024 * 1024  # it stopped reading, not after 200 MB
+    assert f"{image_server}/endless.png" in (drafts / "2026-11-21-leaving-meta.md").read_text()
+
+
+def test_a_draft_the_writer_renamed_is_followed_not_called_deleted(newsletter_dir, drafts, cli):
+    export = substack_zip(newsletter_dir / "export.zip")
+    assert cli("import-posts", str(export)).exit_code == 0
+    old = drafts / "2026-11-21-leaving-meta.md"
+    renamed = drafts / "leaving-meta-final.md"
+    old.rename(renamed)
+    edited = drafts / "2026-11-28-the-paid-one.md"
+    moved_edited = drafts / "paid.md"
+    edited.rename(moved_edited)
+    moved_edited.write_text(moved_edited.read_text() + "\nMine now.\n")
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0, again.stderr
+    assert "deleted since the last import" not in again.stdout
+    assert "kept        drafts/paid.md: edited since the last import" in again.stdout
+    assert not old.exists() and not edited.exists()  # nothing brought back beside them
+    assert moved_edited.read_text().endswith("Mine now.\n")
+    assert "0 new" in again.stderr and "3 unchanged" in again.stderr
+
+
+def test_a_killed_run_of_posts_sharing_a_slug_is_adopted_too(newsletter_dir, drafts, cli):
+    from newsletter import store
+
+    posts = [_ghost_post(n, "dup", f"Dup {n}", f"<p>{n}</p>") for n in (1, 2, 3)]
+    export = _ghost_posts(newsletter_dir / "ghost.json", posts)
+    assert cli("import-posts", str(export)).exit_code == 0
+    names = sorted(p.name for p in drafts.glob("*.md"))
+    db = store.connect(newsletter_dir / "newsletter.db")
+    with db.conn:
+        db.execute("DELETE FROM imported_posts")
+    db.conn.close()
+    again = cli("import-posts", str(export))
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in drafts.glob("*.md")) == names
+    assert "0 new" in again.stderr and "3 unchanged" in again.stderr, again.stderr
+
+
+def test_a_dry_run_with_download_images_fetches_nothing(newsletter_dir, drafts, cli,
+                                                        image_server):
+    _Images.hits = 0
+    export = substack_zip(newsletter_dir / "export.zip", image_url=f"{image_server}/a.png")
+    run = cli("import-posts", str(export), "--download-images", "--dry-run")
+    assert run.exit_code == 0, run.stderr
+    assert _Images.hits == 0 and "1 image(s) to download" in run.stderr
+    assert list(drafts.iterdir()) == []

@@ -17,7 +17,7 @@ from newsletter.delivery.providers.http import HTTPProvider
 from newsletter.delivery.providers.registry import provider_class
 from newsletter.feedback import mailbox
 from newsletter.feedback.policy import Applied, BouncePolicy, Feedback, apply
-from newsletter.feedback.pull.base import save_cursor
+from newsletter.feedback.pull.base import MalformedAnswer, save_cursor
 from newsletter.feedback.pull.providers import NOT_PULLABLE, PULLERS
 from newsletter.settings import Settings
 
@@ -30,6 +30,7 @@ class SyncReport:
     counts: Counter[str] = field(default_factory=Counter)  # outcome → how many
     left_in_mailbox: list[str] = field(default_factory=list)  # "uid: why"
     dry_run: bool = False
+    move_failed: bool = False  # handled mail could not be moved to the processed folder
 
     @property
     def stopped(self) -> int:
@@ -72,7 +73,12 @@ def sync(
                                                           f"{item.problem}")
                 return not dry_run
 
-            mailbox.read(settings, db, box, handle)
+            found = mailbox.read(settings, db, box, handle)
+            for item in found:
+                if item.feedback and item.problem:  # handled, but the move failed
+                    report.left_in_mailbox.append(f"message {item.uid.decode()}: "
+                                                  f"{item.problem}")
+                    report.move_failed = True
             report.sources.append(f"mailbox {box.username}@{box.host}/{box.folder}")
     finally:
         db.conn.close()
@@ -112,7 +118,17 @@ def _pull_provider(settings, db, policy, report, progress) -> None:
     puller.open()
     try:
         newest: dict[str, str] = {}
-        items = list(puller.pull(db))  # read everything before applying anything
+        try:
+            items = list(puller.pull(db))  # read everything before applying anything
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError,
+                OverflowError) as exc:
+            # A 200 whose JSON is not shaped as documented (a missing field, a date we
+            # cannot read, a list for an object): one line, and nothing applied.
+            raise MalformedAnswer(
+                f"{ps.name}: an answer is not what {puller.title} documents "
+                f"({type(exc).__name__}: {provider.redact(str(exc))[:120]}): nothing was "
+                "changed; run `newsletter sync` again later, and report it if it persists"
+            ) from None
     finally:
         puller.close()
     with _maybe_dry(db, report.dry_run):

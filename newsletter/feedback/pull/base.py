@@ -28,6 +28,12 @@ from newsletter.feedback.policy import Feedback
 ATTEMPTS = 4
 MAX_WAIT = 60.0  # a sync never sleeps longer than this for one Retry-After
 OVERLAP = timedelta(minutes=10)
+# No real list needs this many pages in one sync; an API that pages on past it is looping.
+MAX_PAGES = 2_000
+
+
+class MalformedAnswer(ProviderError):
+    """The API answered 200 with something its documentation does not describe."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,14 @@ class Puller:
     """Base class: one provider's lists → Feedback, newest cursor per list."""
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # as the provider writes its name, for messages
 
     def __init__(self, provider: HTTPProvider):
         self.provider = provider
         self._client: httpx.Client | None = None
         self.waits: list[float] = []  # the Retry-After pauses taken (shown in --verbose)
+        self._asked: set[tuple[str, tuple]] = set()  # every (path, query) asked this sync
+        self._last: tuple[str, bytes] | None = None  # the last (path, body) answered
 
     def open(self) -> None:
         key = self.provider.read_key()
@@ -94,6 +103,13 @@ class Puller:
         """GET JSON, retrying 429/5xx/timeouts; ProviderError (secrets redacted) otherwise."""
         assert self._client is not None, "open() first"
         what = f"{self.name} {path}"
+        # A paging loop (the same NextToken again, an offset the API ignores) would make
+        # sync run forever: stop it with an error before the same thing is asked twice.
+        asked = (path, tuple(sorted((params or {}).items())))
+        if asked in self._asked or len(self._asked) >= MAX_PAGES:
+            raise MalformedAnswer(f"{what}: the API kept answering with the same page: "
+                                  "nothing was changed; run `newsletter sync` again later")
+        self._asked.add(asked)
         for attempt in range(1, ATTEMPTS + 1):
             request = self._client.build_request("GET", path, params=params)
             self.sign(request)
@@ -126,6 +142,11 @@ class Puller:
             if response.status_code >= 400:
                 raise ProviderError(f"{what}: the API answered {response.status_code}: "
                                     f"{self.provider.redact(response.text)}")
+            if self._last == (path, response.content) and params:
+                raise MalformedAnswer(f"{what}: the API answered the next page with the same "
+                                      "page again: nothing was changed; run `newsletter sync` "
+                                      "again later")
+            self._last = (path, response.content)
             try:
                 return response.json()
             except ValueError:

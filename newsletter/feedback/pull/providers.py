@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo
 
 import httpx
 import sqlite_utils
@@ -34,6 +35,7 @@ _POSTMARK_KINDS = {
     "SpamComplaint": "complaint", "SpamNotification": "complaint",
     "Unsubscribe": "unsubscribe", "ManuallyDeactivated": "unsubscribe",
 }
+_POSTMARK_ZONE = ZoneInfo("America/New_York")
 _POSTMARK_SUPPRESSIONS = {"HardBounce": "hard_bounce", "SpamComplaint": "complaint",
                           "ManualSuppression": "unsubscribe"}
 
@@ -49,6 +51,7 @@ def _parse(value: Any) -> datetime:
 
 class PostmarkPuller(Puller):
     name = "postmark"
+    title = "Postmark"
     PAGE = 500
 
     def pull(self, db: sqlite_utils.Database) -> Iterator[Item]:
@@ -57,7 +60,9 @@ class PostmarkPuller(Puller):
         params: dict[str, Any] = {"count": self.PAGE, "messagestream": stream}
         start = since(cursor)
         if start is not None:
-            params["fromdate"] = start.strftime("%Y-%m-%dT%H:%M:%S")
+            # Postmark reads fromdate as its own (US Eastern) wall time; given as UTC it
+            # started 4–5 hours late and bounces in between were never read.
+            params["fromdate"] = start.astimezone(_POSTMARK_ZONE).strftime("%Y-%m-%dT%H:%M:%S")
         offset = 0
         while True:
             page = self.get("/bounces", {**params, "offset": offset}) or {}
@@ -93,6 +98,7 @@ class PostmarkPuller(Puller):
 
 class SendGridPuller(Puller):
     name = "sendgrid"
+    title = "SendGrid"
     PAGE = 500
     LISTS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("bounces", "hard_bounce"), ("blocks", "soft_bounce"), ("spam_reports", "complaint"),
@@ -127,6 +133,7 @@ class SendGridPuller(Puller):
 
 class MailgunPuller(Puller):
     name = "mailgun"
+    title = "Mailgun"
     LISTS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("bounces", "hard_bounce"), ("complaints", "complaint"), ("unsubscribes", "unsubscribe"),
     )
@@ -166,6 +173,7 @@ class MailgunPuller(Puller):
 
 class SESPuller(Puller):
     name = "ses"
+    title = "Amazon SES"
     PAGE = 100
 
     def sign(self, request: httpx.Request) -> None:

@@ -9,7 +9,8 @@ public on the platform (paid-only posts, unpublished drafts) so they stay off th
 
 Re-running an import is safe: posts are recognised by their platform id (the
 `imported_posts` table), a draft the writer edited since is never overwritten, a draft
-they deleted is not brought back, and a draft of the same name that import-posts did not
+they renamed is followed (by its `imported_from`), a draft they deleted is not brought
+back, posts sharing a slug get "-2", "-3"…, and a draft of the same name that import-posts did not
 write is left alone.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +55,30 @@ class ImportReport:
         return len(self.written) + len(self.updated) + len(self.unchanged) + len(self.kept)
 
 
+_DATED = re.compile(r"^\d{4}-\d{2}-\d{2}-")
+_RAW_END = re.compile(r"\{%-?\s*endraw\s*-?%\}")
+
+
+def _jinja_text(body: str) -> str:
+    """The body as Jinja that renders to exactly itself (braces are text, not template)."""
+    if "{{" not in body and "{%" not in body and "{#" not in body:
+        return body
+    # An "{% endraw %}" in the post would end the raw block early and let what follows
+    # run as template code: it is printed as a string instead.
+    body = _RAW_END.sub(lambda m: "{% endraw %}{{ " + repr(m.group(0)) + " }}{% raw %}", body)
+    return "{% raw %}\n" + body + "{% endraw %}\n"
+
+
+def _one_line(text: str) -> str:
+    # A subject and a preheader are one line: a newline in a title would break the front
+    # matter (and has no place in a Subject header).
+    return " ".join(str(text).split())
+
+
 def _draft_text(post: Post) -> str:
-    meta: dict[str, object] = {"title": post.title}
+    meta: dict[str, object] = {"title": _one_line(post.title)}
     if post.subtitle:
-        meta["preheader"] = post.subtitle
+        meta["preheader"] = _one_line(post.subtitle)
     if post.date:
         meta["date"] = post.date
     meta["slug"] = post.slug
@@ -73,10 +95,7 @@ def _draft_text(post: Post) -> str:
     meta["imported_from"] = f"{post.source}:{post.post_id}"
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     # Jinja runs over drafts: braces in an imported post are text, not template code.
-    body = post.markdown
-    if "{{" in body or "{%" in body or "{#" in body:
-        body = "{% raw %}\n" + body + "{% endraw %}\n"
-    return f"---\n{front}---\n\n{body}"
+    return f"---\n{front}---\n\n{_jinja_text(post.markdown)}"
 
 
 def _sha(text: str) -> str:
@@ -89,19 +108,14 @@ def _download_images(
     """Fetch the post's remote images into drafts/images/<slug>/ and point the draft at them."""
     for url in image_urls(post.markdown):
         try:
-            response = client.get(url)
-            response.raise_for_status()
-            data = response.content
-            if len(data) > MAX_IMAGE:
-                raise ValueError(f"over {MAX_IMAGE // 1024 // 1024} MB")
+            data, kind = _fetch_image(client, url)
         except (httpx.HTTPError, ValueError) as exc:
-            report.image_failures.append(f"{url}: {exc.__class__.__name__}: kept the remote URL")
+            why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            if isinstance(exc, httpx.HTTPStatusError):
+                why = f"HTTP {exc.response.status_code}"
+            report.image_failures.append(f"{url}: {why}: kept the remote URL")
             continue
-        kind = response.headers.get("content-type", "").split(";")[0].strip()
         suffix = mimetypes.guess_extension(kind) or Path(httpx.URL(url).path).suffix or ".img"
-        if not kind.startswith("image/"):
-            report.image_failures.append(f"{url}: not an image ({kind}): kept the remote URL")
-            continue
         name = f"images/{post.slug}/{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
         if not dry_run:
             target = drafts_dir / name
@@ -109,6 +123,23 @@ def _download_images(
             target.write_bytes(data)
         post.markdown = post.markdown.replace(f"]({url}", f"]({name}")
         report.images += 1
+
+
+def _fetch_image(client: httpx.Client, url: str) -> tuple[bytes, str]:
+    """(bytes, content type) of an image, read no further than MAX_IMAGE (ValueError)."""
+    with client.stream("GET", url) as response:
+        response.raise_for_status()
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        if not kind.startswith("image/"):
+            raise ValueError(f"not an image ({kind or 'no type'})")
+        chunks, size = [], 0
+        # Streamed: a host that sends without end is cut off here, not read into memory.
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_IMAGE:
+                raise ValueError(f"over {MAX_IMAGE // 1024 // 1024} MB")
+            chunks.append(chunk)
+    return b"".join(chunks), kind
 
 
 def _write(path: Path, text: str) -> None:
@@ -136,17 +167,42 @@ def import_posts(
     known = {(r[0], r[1]): (r[2], r[3]) for r in
              db.execute("SELECT source, post_id, path, sha256 FROM imported_posts")}
     taken: set[str] = set()
-    plans: list[tuple[Post, Path, str]] = []  # post, draft, written | updated
+    # Every slug a draft already has: two drafts sharing one would share the sent check
+    # and the archive page, so a post whose slug is taken gets "-2", "-3"….
+    slugs, origins = _draft_slugs(settings)
+    plans: list[tuple[Post, Path, str]] = []  # post, draft, written | updated | adopted
     for post in posts:
         record = known.get((post.source, post.post_id))
         if record is not None:
             path = settings.root / record[0]
+            if not path.exists():  # renamed by the writer? Its front matter says whose it is.
+                path = origins.get(f"{post.source}:{post.post_id}", path)
+            # A re-import keeps the slug the first import gave (it may have been sent).
+            post.slug = slugs.get(path, post.slug)
+        elif (own := origins.get(f"{post.source}:{post.post_id}")) is not None \
+                and own.name not in taken:
+            # Unrecorded, yet its front matter says it is this post's: a run killed before
+            # it recorded its drafts wrote it (adopted below if untouched, else kept).
+            path = own
+            post.slug = slugs.get(own, post.slug)
         else:
             stem = f"{post.date}-{post.slug}" if post.date else post.slug
-            path, n = drafts / f"{stem}.md", 2
-            while path.name in taken or (path.exists() and record is None and
-                                         _imported_as(db, settings, path)):
-                path, n = drafts / f"{stem}-{n}.md", n + 1
+            path = drafts / f"{stem}.md"
+            # A draft already at this post's own name, that no post's record claims, is
+            # the writer's (left alone, below) or this import's own from a run killed
+            # before it recorded its drafts (adopted, below): no "-2" twin either way.
+            if not (path.exists() and path.name not in taken
+                    and not _imported_as(db, settings, path)):
+                base, n = post.slug, 2
+                # `newsletter send dup` finds 2023-05-01-dup.md too: its dateless name counts.
+                used = set(slugs.values()) | {_DATED.sub("", p.stem) for p in slugs}
+                while post.slug in used:
+                    post.slug, n = f"{base}-{n}", n + 1
+                stem = f"{post.date}-{post.slug}" if post.date else post.slug
+                path, n = drafts / f"{stem}.md", 2
+                while path.name in taken or (path.exists() and _imported_as(db, settings, path)):
+                    path, n = drafts / f"{stem}-{n}.md", n + 1
+            slugs[drafts / f".planned-{post.source}-{post.post_id}"] = post.slug
         taken.add(path.name)
         if record is not None and not path.exists():
             report.kept.append((path, "deleted since the last import: not brought back"))
@@ -156,7 +212,10 @@ def import_posts(
             report.kept.append((path, "edited since the last import: left as you made it"))
             continue
         if record is None and path.exists():
-            report.kept.append((path, "a draft of that name exists: left alone"))
+            if path.read_text(encoding="utf-8", errors="replace") == _draft_text(post):
+                plans.append((post, path, "adopted"))  # ours, from a run that was killed
+            else:
+                report.kept.append((path, "a draft of that name exists: left alone"))
             continue
         plans.append((post, path, "updated" if record is not None else "written"))
 
@@ -170,13 +229,15 @@ def import_posts(
     rows = []
     try:
         for done, (post, path, outcome) in enumerate(plans, start=1):
-            if client is not None:
+            if client is not None and dry_run:
+                report.images += len(image_urls(post.markdown))  # a dry run fetches nothing
+            elif client is not None:
                 _download_images(post, drafts, report, client, dry_run)
             text = _draft_text(post)
-            if outcome == "updated" and path.read_text(encoding="utf-8") == text:
+            if outcome in ("updated", "adopted") and path.read_text(encoding="utf-8") == text:
                 report.unchanged.append(path)
             else:
-                (report.updated if outcome == "updated" else report.written).append(path)
+                (report.written if outcome == "written" else report.updated).append(path)
                 if not dry_run:
                     _write(path, text)
                     if outcome == "written":
@@ -207,6 +268,30 @@ def import_posts(
                 "imported_at = excluded.imported_at", rows)
     db.conn.close()
     return report
+
+
+def _draft_slugs(settings: Settings) -> tuple[dict[Path, str], dict[str, Path]]:
+    """(draft path → its slug, `imported_from` → draft path), for every draft.
+
+    A draft that does not parse keeps the slug of its name.
+    """
+    from newsletter.compose.source import parse_draft, slug_from_path
+    from newsletter.errors import NewsletterError
+    from newsletter.writer.drafts import draft_files
+
+    slugs: dict[Path, str] = {}
+    origins: dict[str, Path] = {}
+    for path in draft_files(settings):
+        try:
+            draft = parse_draft(path)
+        except (NewsletterError, OSError):
+            slugs[path] = slug_from_path(path)
+            continue
+        slugs[path] = draft.slug
+        origin = draft.extra.get("imported_from")
+        if origin:
+            origins.setdefault(str(origin), path)
+    return slugs, origins
 
 
 def _imported_as(db, settings: Settings, path: Path) -> bool:

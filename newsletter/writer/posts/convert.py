@@ -33,12 +33,25 @@ _WIDGETS = (
 )
 
 
+# Link schemes that run code in a browser: the link is dropped, its text kept.
+_UNSAFE_SCHEME = re.compile(r"^\s*(javascript|vbscript|data)\s*:", re.I)
+# Text that reads as an HTML tag once in Markdown ("&lt;script&gt;" in a post about HTML).
+_TAG_LIKE = re.compile(r"<(?=[A-Za-z/!?])")
+
+
 class _Converter(MarkdownConverter):
     """markdownify with footnote references kept as Markdown footnotes."""
+
+    def escape(self, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
+        # markdownify turns "&lt;b&gt;" back into "<b>", which Markdown then renders as a
+        # tag (a <script> the post only showed, as text, would run on the archive).
+        return _TAG_LIKE.sub("&lt;", super().escape(text, parent_tags))
 
     def convert_a(self, el: Tag, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
         if el.get("data-footnote") is not None:
             return f"[^{el['data-footnote']}]"
+        if _UNSAFE_SCHEME.match(str(el.get("href") or "")):
+            return text
         return super().convert_a(el, text, parent_tags)
 
     def convert_figure(self, el: Tag, text: str, parent_tags: Any = None) -> str:
@@ -123,6 +136,20 @@ def _images(soup: BeautifulSoup) -> None:
 
 def html_to_markdown(html: str) -> str:
     """The Markdown of a post's HTML body, with platform widgets removed."""
+    try:
+        return _html_to_markdown(html)
+    except RecursionError:
+        # HTML nested thousands deep (broken editors, hostile exports) is past what the
+        # converter can walk: keep the post's words, one paragraph per block of text.
+        soup = BeautifulSoup(html, "html.parser")
+        for el in soup.find_all(["script", "style"]):
+            el.decompose()
+        lines = (line.strip() for line in soup.get_text("\n").splitlines())
+        text = "\n\n".join(line for line in lines if line)
+        return _TAG_LIKE.sub("&lt;", text) + "\n"
+
+
+def _html_to_markdown(html: str) -> str:
     soup = BeautifulSoup(html, "html.parser")
     for selector in _WIDGETS:
         for el in soup.select(selector):

@@ -70,8 +70,11 @@ def _day(iso: str | None) -> str | None:
 
 
 def _slugify(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:60].strip("-") or "post"
+    from newsletter.writer.drafts import slugify
+
+    # Accents folded like `newsletter draft` does ("ünïcødé" → "unicode", not "n-c-d").
+    slug = slugify(str(text))
+    return "post" if slug == "issue" else slug
 
 
 def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> str:
@@ -356,11 +359,12 @@ def read_export(path: Path) -> tuple[str, list[Post]]:
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
-                names = {Path(i.filename).name for i in zf.infolist()}
+                # Files only: a folder named posts.csv/ is not the list.
+                names = {Path(i.filename).name for i in zf.infolist() if not i.is_dir()}
                 if "posts.csv" in names:
-                    return "substack", list(_substack(zf, where))
+                    return "substack", _all(_substack(zf, where), "Substack", where)
                 if "emails.csv" in names:
-                    return "buttondown", list(_buttondown(zf, where))
+                    return "buttondown", _all(_buttondown(zf, where), "Buttondown", where)
         except (zipfile.BadZipFile, OSError) as exc:
             raise PostImportError(f"{where} is a damaged ZIP ({exc}): download the export "
                                   "again") from None
@@ -377,4 +381,13 @@ def read_export(path: Path) -> tuple[str, list[Post]]:
     except ValueError as exc:
         raise PostImportError(f"{where} is not valid JSON ({exc}): pass Ghost's JSON export, "
                               "or a Substack or Buttondown ZIP") from None
-    return "ghost", list(_ghost(data, where))
+    return "ghost", _all(_ghost(data, where), "Ghost", where)
+
+
+def _all(posts: Iterator[Post], platform: str, where: str) -> list[Post]:
+    """Every post, or one PostImportError when a field has a type the platform never writes."""
+    try:
+        return list(posts)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        raise PostImportError(f"{where} is not shaped like a {platform} export "
+                              f"({type(exc).__name__}: {str(exc)[:80]}): export it again") from None
