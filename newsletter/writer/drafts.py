@@ -149,9 +149,12 @@ def list_drafts(settings: Settings) -> list[DraftInfo]:
         except NewsletterError as exc:
             infos.append(DraftInfo(path, path.stem, date_from_path(path), "", "", str(exc)))
             continue
-        infos.append(
-            DraftInfo(path, draft.slug, draft.date, draft.subject, states.get(draft.slug, ""))
-        )
+        state = states.get(draft.slug, "")
+        if not state and draft.extra.get("sent"):  # emailed from another platform
+            state = f"sent {str(draft.extra['sent'])[:10]} (imported)"
+        elif not state and str(draft.extra.get("trigger", "")).lower() == "welcome":
+            state = "welcome email"
+        infos.append(DraftInfo(path, draft.slug, draft.date, draft.subject, state))
     return infos
 
 

@@ -503,3 +503,12 @@ def test_a_dry_run_with_download_images_fetches_nothing(newsletter_dir, drafts, 
     assert run.exit_code == 0, run.stderr
     assert _Images.hits == 0 and "1 image(s) to download" in run.stderr
     assert list(drafts.iterdir()) == []
+
+
+def test_drafts_lists_an_imported_emailed_post_as_sent(newsletter_dir, cli):
+    cli("import-posts", str(substack_zip(newsletter_dir / "export.zip")))
+    listing = cli("drafts").stdout
+    line = next(row for row in listing.splitlines() if "leaving-meta" in row)
+    assert "sent 2026-11-21 (imported)" in line
+    paid = next(row for row in listing.splitlines() if "the-paid-one" in row)
+    assert "sent 2026-11-28 (imported)" in paid
