@@ -43,3 +43,7 @@ def run_cmd(
     failed += [line for line in report.welcomes if line.error is not None]
     if failed or report.sync_error is not None:
         raise typer.Exit(5)
+    # A provider that refused (a revoked key, a server down): the send waits for the next
+    # run, and a non-zero exit makes cron say so instead of retrying silently every minute.
+    if any(line.outcome == "retry" for line in report.sends):
+        raise typer.Exit(6)

@@ -334,3 +334,23 @@ def test_a_run_killed_mid_send_is_finished_by_the_next_without_duplicates(letter
     assert len(got) == len(set(got)), "a reader got it twice"
     # At most the one message in flight at the kill is uncertain; everyone else has it.
     assert len(got) >= 299, (len(got), out.decode())
+
+
+def test_a_send_the_provider_refuses_waits_and_run_says_so(letter, cli):
+    from tests.conftest import refusing_port
+
+    with refusing_port() as port:
+        toml = letter / "newsletter.toml"
+        toml.write_text(toml.read_text().replace(
+            '[provider]\nname = "outbox"',
+            f'[provider]\nname = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"'))
+        assert cli("send", "hello", "--to", "subscribers", "--at", AT).exit_code == 0
+        db = store.connect(letter / "newsletter.db")
+        db.execute("UPDATE schedules SET send_at = '2020-01-01T00:00:00Z'")  # due now
+        db.conn.close()
+        run = cli("run", "--no-sync")
+        assert run.exit_code == 6, run.stderr  # cron hears about it
+        assert "the next run resumes" in run.stdout
+        db = store.connect(letter / "newsletter.db")
+        assert db.execute("SELECT status FROM schedules").fetchone() == ("scheduled",)
+        db.conn.close()
