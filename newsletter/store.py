@@ -10,8 +10,9 @@ older database; migrations are append-only (never edit a released one).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -264,6 +265,26 @@ def connect(path: Path, *, threads: bool = False) -> sqlite_utils.Database:
         conn.close()
         raise database_error(exc, path) from None
     return db
+
+
+def read_only_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of `sql` from the database at `path` opened read-only; [] without one.
+
+    For commands that only look (drafts, publish): they never create or migrate the
+    database, and an empty or older one simply has nothing to show yet.
+    """
+    if not path.is_file():
+        return []
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return []
+    try:
+        return conn.execute(sql, list(params)).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
 
 
 def database_error(exc: sqlite3.Error, path: Path | None = None) -> ConfigError:

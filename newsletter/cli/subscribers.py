@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +17,7 @@ from newsletter.audience import subscribers as subs
 from newsletter.cli.app import app, settings
 from newsletter.compose import tokens
 from newsletter.errors import SubscriberError
+from newsletter.signals import stop_signals_as_ctrl_c
 
 subscribers_app = typer.Typer(
     help="The subscriber list: add, import, export, list, show, unsubscribe, remove.\n\n"
@@ -254,27 +254,6 @@ def export(
     typer.echo(f"Exported {n} subscribers to {output}", err=True)
 
 
-def _stop_signals_as_ctrl_c(stopped_by: list[int]):
-    """SIGTERM and SIGHUP stop an import as Ctrl-C does (rolled back, exit 128+signal);
-    returns what undoes it. Only where the signal would kill, as `send` does."""
-    def stop(signum: int, frame: object) -> None:
-        stopped_by.append(signum)
-        restore()  # a second kill is not caught: it ends the process
-        raise KeyboardInterrupt
-
-    replaced: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is signal.SIG_DFL:
-            replaced[sig] = signal.signal(sig, stop)
-
-    def restore() -> None:
-        while replaced:
-            sig, handler = replaced.popitem()
-            signal.signal(sig, handler)
-
-    return restore
-
-
 @contextmanager
 def _progress_bar(first: str = "Reading"):
     """A progress bar on stderr (stdout stays for data); silent when stderr is not a terminal."""
@@ -330,7 +309,7 @@ def import_(
     db = _db(ctx)
     secret = settings(ctx).secret_key()
     stopped_by: list[int] = []
-    restore = _stop_signals_as_ctrl_c(stopped_by)
+    restore = stop_signals_as_ctrl_c(stopped_by)
     try:
         with _progress_bar() as update:
             summary = importers.import_file(db, file, format=format, tags=tag or (),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import heapq
 import queue
 import re
-import signal
 import sqlite3
 import threading
 import time
@@ -29,6 +28,7 @@ from newsletter.delivery.recovery import _Journal
 from newsletter.errors import ProviderError
 from newsletter.feedback.policy import BouncePolicy, Feedback
 from newsletter.feedback.policy import apply as apply_feedback
+from newsletter.signals import stop_signals_as_ctrl_c
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -514,7 +514,7 @@ class CampaignRunner:
             ]
             for t in threads:
                 t.start()
-            restore_signals = _stop_signals_as_ctrl_c()
+            restore_signals = stop_signals_as_ctrl_c()
             try:
                 for t in threads:
                     while t.is_alive():
@@ -546,33 +546,6 @@ class CampaignRunner:
         if self.errors:
             self.result.error = self.errors[0]
         return self.result
-
-
-def _stop_signals_as_ctrl_c() -> Callable[[], None]:
-    """Make SIGTERM and SIGHUP stop a send as Ctrl-C does; returns what undoes it.
-
-    `kill`, systemd or docker stopping the process, or closing its terminal would
-    otherwise end it at once and leave the messages in flight `uncertain`; now they
-    get their answer and are recorded, and the rest stay queued. Only where the
-    signal would kill (nohup's ignored SIGHUP stays ignored), from the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    replaced: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is signal.SIG_DFL:
-            replaced[sig] = signal.signal(sig, stop)
-
-    def restore() -> None:
-        while replaced:
-            sig, handler = replaced.popitem()
-            signal.signal(sig, handler)
-
-    return restore
 
 
 _Item = tuple[DeliveryRow, "Message | Exception"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sqlite3
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from newsletter import store
 from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.layout import BUILTIN_DIR, BUILTIN_LAYOUTS
 from newsletter.compose.message import SAMPLE_RECIPIENT, personalize
@@ -114,22 +114,11 @@ def sent_states(settings: Settings) -> dict[str, str]:
 
     Opens the database read-only: listing drafts never creates or migrates it.
     """
-    path = settings.database
-    if not path.is_file():
-        return {}
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return {}
-    try:
-        rows = conn.execute(
-            "SELECT slug, status, created_at, finished_at FROM campaigns "
-            "WHERE kind = 'list' ORDER BY id"
-        ).fetchall()
-    except sqlite3.Error:
-        return {}  # an empty or older database: nothing sent yet
-    finally:
-        conn.close()
+    rows = store.read_only_rows(
+        settings.database,
+        "SELECT slug, status, created_at, finished_at FROM campaigns WHERE kind = 'list' "
+        "AND audience != 'welcome' ORDER BY id",
+    )
     states: dict[str, str] = {}
     for slug, status, created, finished in rows:
         if status == "done":

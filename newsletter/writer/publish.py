@@ -28,7 +28,6 @@ import html as html_lib
 import json
 import os
 import re
-import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from urllib.parse import quote, urlsplit
 
 from markupsafe import Markup
 
+from newsletter import store
 from newsletter.compose import layout as layouts
 from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
 from newsletter.compose.source import Draft, parse_draft, read_text
@@ -126,23 +126,12 @@ def sent_to_list(settings: Settings) -> dict[str, str]:
 
     Read-only: publishing never creates or migrates the database.
     """
-    path = settings.database
-    if not path.is_file():
-        return {}
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return {}
-    try:
-        rows = conn.execute(
-            "SELECT c.slug, MIN(COALESCE(d.sent_at, d.updated_at)) FROM campaigns c "
-            "JOIN deliveries d ON d.campaign_id = c.id "
-            "WHERE c.kind = 'list' AND c.audience != 'welcome' AND d.state = 'sent' GROUP BY c.slug"
-        ).fetchall()
-    except sqlite3.Error:
-        return {}  # an empty or older database: nothing sent yet
-    finally:
-        conn.close()
+    rows = store.read_only_rows(
+        settings.database,
+        "SELECT c.slug, MIN(COALESCE(d.sent_at, d.updated_at)) FROM campaigns c "
+        "JOIN deliveries d ON d.campaign_id = c.id "
+        "WHERE c.kind = 'list' AND c.audience != 'welcome' AND d.state = 'sent' GROUP BY c.slug",
+    )
     return {slug: _utc(when) for slug, when in rows if when}
 
 
