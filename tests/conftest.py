@@ -41,6 +41,21 @@ def refusing_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+_HELD: list[socket.socket] = []
+
+
+def dead_port() -> int:
+    """A port on 127.0.0.1 that refuses connections for the rest of this test process.
+
+    Like refusing_port(), for code that needs the number outside a `with` block: the
+    socket stays bound (not listening), so no other xdist worker's server can take it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return sock.getsockname()[1]
+
+
 DEFAULT_TOML = """\
 [newsletter]
 name = "Test Letter"

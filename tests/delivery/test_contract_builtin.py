@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import dead_port
+
 from .contract import Delivered, Harness, ProviderContract
-from .smtpserver import SMTPServer, free_port
+from .smtpserver import SMTPServer
 
 
 class TestSMTPContract(ProviderContract):
@@ -42,7 +44,7 @@ class TestSMTPContract(ProviderContract):
                 received=received,
                 fail=fail,
                 slow=slow,
-                down_options={"name": "smtp", "host": "127.0.0.1", "port": free_port(),
+                down_options={"name": "smtp", "host": "127.0.0.1", "port": dead_port(),
                               "security": "none", "timeout": 2},
                 permanent_reason="550 5.1.1 no such mailbox here",
             )

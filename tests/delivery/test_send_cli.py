@@ -19,8 +19,9 @@ import pytest
 from newsletter.audience.subscribers import add_subscriber, open_db, unsubscribe
 from newsletter.compose.tokens import verify_unsubscribe_token
 from newsletter.settings import load_settings
+from tests.conftest import dead_port
 
-from .smtpserver import SMTPServer, free_port
+from .smtpserver import SMTPServer
 
 SECRET = "test-secret-" + "x" * 40  # what the newsletter_dir fixture sets
 DRAFT = """\
@@ -280,7 +281,7 @@ def test_server_down_is_one_clear_error_and_the_send_resumes_later(
     letter: Path, server: SMTPServer, cli
 ) -> None:
     add(letter, *readers(3))
-    use_smtp(letter, free_port())
+    use_smtp(letter, dead_port())
     run = cli("send", "hello", "--to", "subscribers", "--yes")
     assert run.exit_code == 6
     error = run.stderr.strip().splitlines()[-1]

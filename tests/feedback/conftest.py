@@ -97,31 +97,46 @@ def _run_dovecot(root: Path) -> Iterator[IMAPServer]:
     uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else (65534, 65534)
     (root / "mail").mkdir()
     os.chown(root / "mail", uid, gid)
-    server = IMAPServer("127.0.0.1", _free_port(), "reader", "imap-secret-pw")
-    (root / "users").write_text(f"{server.username}:{{PLAIN}}{server.password}\n")
-    conf = root / "dovecot.conf"
-    conf.write_text(_CONF.format(root=root, uid=uid, gid=gid, port=server.port))
-    # In the foreground (-F), as our child: it cannot outlive the test run.
-    process = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The port is found free, then given to Dovecot: another test worker may take it in
+    # between, and then Dovecot exits at once; it is started again on another port.
+    for attempt in range(3):
+        server = IMAPServer("127.0.0.1", _free_port(), "reader", "imap-secret-pw")
+        (root / "users").write_text(f"{server.username}:{{PLAIN}}{server.password}\n")
+        conf = root / "dovecot.conf"
+        conf.write_text(_CONF.format(root=root, uid=uid, gid=gid, port=server.port))
+        # In the foreground (-F), as our child: it cannot outlive the test run.
+        process = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if _greets(server, process):
+            break
+        _stop(process)
+        if attempt == 2:
+            log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
+            pytest.fail(f"dovecot did not start: {log[-2000:]}")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection((server.host, server.port), timeout=1) as s:
-                    if s.recv(100).startswith(b"* OK"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
-                pytest.fail(f"dovecot did not start: {log[-2000:]}")
-            time.sleep(0.05)
         yield server
     finally:
-        process.terminate()
+        _stop(process)
+
+
+def _greets(server: IMAPServer, process: subprocess.Popen[bytes]) -> bool:
+    """True once Dovecot answers "* OK" on the port; False if it exits or 20 s pass."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            with socket.create_connection((server.host, server.port), timeout=1) as s:
+                if s.recv(100).startswith(b"* OK"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

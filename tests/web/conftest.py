@@ -101,26 +101,36 @@ topics = ["essays", "links"]
 
 def start_site(root: Path, extra_toml: str = "", workers: int = 1,
                provider: str = 'name = "outbox"') -> Site:
-    port = free_port()
-    write_site(root, port, extra_toml, provider)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env["NEWSLETTER_SECRET"] = SECRET
-    log = root / "serve.log"
-    process = subprocess.Popen(
-        [str(BIN), "serve", "--port", str(port), "--workers", str(workers)], cwd=root,
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    site = Site(root, f"http://127.0.0.1:{port}", process, log, extra_toml, env)
+    # The port is found free, then handed to the server: another test worker may take it
+    # in between. Then the server cannot bind, and it is started again on another port.
+    for attempt in range(3):
+        port = free_port()
+        write_site(root, port, extra_toml, provider)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+        env["NEWSLETTER_SECRET"] = SECRET
+        log = root / "serve.log"
+        process = subprocess.Popen(
+            [str(BIN), "serve", "--port", str(port), "--workers", str(workers)], cwd=root,
+            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        site = Site(root, f"http://127.0.0.1:{port}", process, log, extra_toml, env)
 
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited: {log.read_text()}")
+        def healthy(site: Site = site) -> bool:
+            if site.process.poll() is not None:
+                raise AssertionError(f"serve exited: {site.log.read_text()}")
+            try:
+                return httpx.get(f"{site.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
         try:
-            return httpx.get(f"{site.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, 20, "/healthz")
-    return site
+            wait_for(healthy, 20, "/healthz")
+        except AssertionError:
+            stop_site(site)
+            if attempt < 2 and "in use" in log.read_text(errors="replace").lower():
+                continue
+            raise
+        return site
+    raise AssertionError("unreachable")
 
 
 def stop_site(site: Site) -> None:

@@ -102,9 +102,9 @@ def test_sigterm_stops_both_workers_cleanly_after_answering(two_workers: Site) -
 
 def test_a_provider_that_is_down_gets_a_retry_page_and_the_log_names_no_one(
         tmp_path: Path) -> None:
-    from tests.web.conftest import free_port
+    from tests.conftest import dead_port
 
-    dead = f'name = "smtp"\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"'
+    dead = f'name = "smtp"\nhost = "127.0.0.1"\nport = {dead_port()}\nsecurity = "none"'
     site = start_site(tmp_path / "site", provider=dead)
     try:
         with site.client() as c:
