@@ -273,9 +273,10 @@ def _refuse_sent_elsewhere(path: Path, audience: Audience, resend: bool) -> None
 
     if audience.kind != "list" or resend:
         return
-    sent = parse_draft(path).extra.get("sent")
+    extra = parse_draft(path).extra
+    sent = extra.get("sent")
     if sent:
-        origin = parse_draft(path).extra.get("imported_from")
+        origin = extra.get("imported_from")
         where = f" from {str(origin).split(':', 1)[0].capitalize()}" if origin else ""
         raise DeliveryError(
             f"{path.stem} was already emailed to the list{where} on {str(sent)[:10]} (its "
