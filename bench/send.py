@@ -4,6 +4,7 @@
     python bench/send.py --subscribers 2000    # quicker
     python bench/send.py --dry-run-rows 100000 # memory of a 100k --dry-run (peak RSS)
     python bench/send.py --mode http           # the HTTP providers (bench/send_http.py)
+    python bench/send.py --rows 1000000        # one send of a million, concurrency 4, RSS
 
 The server is Postfix's `smtp-sink` on 127.0.0.1 (aiosmtpd's Sink in a
 subprocess when smtp-sink is absent). The baseline sends the same number of
@@ -165,6 +166,110 @@ def smtp_mode(args: argparse.Namespace) -> None:
         proc.wait(5)
 
 
+def rows_mode(args: argparse.Namespace) -> None:
+    """One send of `--rows` recipients (no best-of): time, msg/s, RSS along the way."""
+    n = args.rows
+    c = args.concurrency[-1]
+    proc, port, name = start_server()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "letter"
+            os.environ.setdefault("NEWSLETTER_SECRET", "bench-secret-" + "b" * 40)
+            made = time.perf_counter()
+            draft = make_letter(root, port, n)
+            settings = load_settings(root)
+            issue = build_issue(settings, draft)
+            # The baseline cycles through a pool of prebuilt messages (a million of them
+            # would not fit in memory), each sent to its own recipient address.
+            pool = [personalize(issue, Recipient(f"reader{i}@example.org", f"Reader {i}"),
+                                key=str(i), settings=settings) for i in range(1000)]
+            raws = [(m.sender, m.as_bytes()) for m in pool]
+            size = sum(len(raw) for _, raw in raws) // len(raws)
+            print(f"{n:,} recipients, messages of {size / 1024:.1f} KB, to {name} on 127.0.0.1 "
+                  f"over {c} connections, {os.cpu_count()} CPUs "
+                  f"(list made in {time.perf_counter() - made:.0f} s)", flush=True)
+
+            base_n = min(n, args.baseline_rows) if args.baseline_rows else n
+            messages = ((raws[i % len(raws)][0], f"reader{i}@example.org",
+                         raws[i % len(raws)][1]) for i in range(base_n))
+            base = baseline_stream(port, messages, c)
+            print(f"bare smtplib loop, {base_n:,} prebuilt messages: {base:7,.0f} msg/s "
+                  f"({n / base / 60:.1f} min for {n:,})", flush=True)
+
+            samples: list[tuple[int, int]] = []
+            marks = [n * k // 10 for k in range(1, 11)]
+
+            def progress(counts) -> None:
+                done = counts.sent + counts.failed + counts.skipped + counts.uncertain
+                while marks and done >= marks[0]:
+                    marks.pop(0)
+                    samples.append((done, tree_rss_kb()))
+                    print(f"  {done:>9,} sent, {time.perf_counter() - started:6.0f} s, "
+                          f"RSS {samples[-1][1] / 1024:.0f} MB", flush=True)
+
+            rss_before = tree_rss_kb()
+            started = time.perf_counter()
+            report = send_draft(settings, "bench", "subscribers", concurrency=c,
+                                on_progress=progress)
+            took = time.perf_counter() - started
+            assert report.error is None, report.error
+            assert report.campaign.counts.sent == n, report.campaign.counts
+            assert report.run is not None
+            mine = n / took
+            print(f"send, concurrency {c}: {n:,} in {took / 60:.1f} min, {mine:7,.0f} msg/s "
+                  f"(setup {took - report.run.seconds:.1f} s)   ratio {mine / base:.2f}× "
+                  f"the bare smtplib loop", flush=True)
+            rss = [kb for _, kb in samples]
+            print(f"RSS (this process and its children) before {rss_before / 1024:.0f} MB, "
+                  f"at 10% {rss[0] / 1024:.0f} MB, at 100% {rss[-1] / 1024:.0f} MB, "
+                  f"highest sample {max(rss) / 1024:.0f} MB")
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def baseline_stream(port: int, messages, connections: int) -> float:
+    """The bare smtplib loop over a stream of (sender, rcpt, raw), `connections` threads."""
+    lock = threading.Lock()
+    count = [0]
+
+    def work(_: object) -> None:
+        conn = smtplib.SMTP("127.0.0.1", port)
+        while True:
+            with lock:
+                item = next(messages, None)
+            if item is None:
+                break
+            conn.sendmail(item[0], [item[1]], item[2])
+            with lock:
+                count[0] += 1
+        conn.quit()
+
+    started = time.perf_counter()
+    _threads(work, [None] * connections)
+    return count[0] / (time.perf_counter() - started)
+
+
+def tree_rss_kb() -> int:
+    """RSS of this process plus its child processes (worker processes count too)."""
+    total = rss_kb()
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == me:
+                with open(f"/proc/{entry}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def rss_kb() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -214,13 +319,20 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 4], help="comma-separated, e.g. 1,4")
+    parser.add_argument("--rows", type=int, default=0,
+                        help="one send to this many recipients at the last --concurrency, "
+                             "with RSS along the way (e.g. 1000000)")
+    parser.add_argument("--baseline-rows", type=int, default=0,
+                        help="with --rows: messages for the smtplib baseline (default: --rows)")
     parser.add_argument("--dry-run-rows", type=int, default=0,
                         help="measure memory of a --dry-run over this many subscribers instead")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best one counts")
     parser.add_argument("--mode", choices=["smtp", "http"], default="smtp")
     args, rest = parser.parse_known_args()
     args.rest = rest  # passed on to the HTTP mode
-    if args.dry_run_rows:
+    if args.rows:
+        rows_mode(args)
+    elif args.dry_run_rows:
         dry_run_mode(args)
     elif args.mode == "http":
         http_mode(args)
