@@ -227,6 +227,12 @@ def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m011_delivery_message_ids(db: sqlite_utils.Database) -> None:
+    # A bounce or complaint reported by a webhook or a pull names the provider's message
+    # id; this finds the send it is about (feedback/policy.py: soft bounces count per send).
+    _run(db, "CREATE INDEX deliveries_provider_message_id ON deliveries (provider_message_id)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
@@ -237,6 +243,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("008_imported_posts", _m008_imported_posts),
     ("009_sync_cursors", _m009_sync_cursors),
     ("010_schedules", _m010_schedules),
+    ("011_delivery_message_ids", _m011_delivery_message_ids),
 ]
 
 

@@ -7,13 +7,14 @@ read into `Feedback` and calls `apply()`; the rules live only here:
 - a hard bounce or a complaint stops mail to the reader at once;
 - an unsubscribe reported by the provider (its own link, a suppression) stops it too;
 - soft bounces are counted, and `soft_limit` of them in a row (default 3) stop it.
-  "In a row" means on distinct sends (campaigns; for reports that name no campaign,
-  distinct days) since the reader last became active or a delivery was reported.
+  "In a row" means on distinct sends since the reader last became active or a delivery
+  was reported. A report names its send by campaign, or by the provider's message id
+  (looked up in the delivery log); one that names neither counts once per day.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlite_utils
@@ -40,6 +41,9 @@ class Feedback:
     detail: str = ""  # the provider's reason or diagnostic code
     at: str | None = None  # when the provider says it happened (ISO 8601 UTC)
     campaign_id: int | None = None
+    # The provider's id of the message the report is about, as its send answered it:
+    # it finds the campaign when the report does not name one.
+    message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,23 @@ def _soft_bounces_in_a_row(db: sqlite_utils.Database, subscriber_id: int) -> int
     ).fetchone()[0]
 
 
+def _campaign_of(db: sqlite_utils.Database, message_id: str, subscriber_id: int) -> int | None:
+    """The campaign whose delivery to this reader the provider gave `message_id` (or None).
+
+    Providers write the same id with or without angle brackets (Mailgun answers a send
+    with `<id@domain>` and names `id@domain` in its events): both forms are looked up.
+    """
+    bare = message_id.strip().strip("<>")
+    if not bare:
+        return None
+    row = db.execute(
+        "SELECT campaign_id FROM deliveries WHERE provider_message_id IN (?, ?) "
+        "AND subscriber_id = ? ORDER BY id DESC LIMIT 1",
+        [bare, f"<{bare}>", subscriber_id],
+    ).fetchone()
+    return row[0] if row else None
+
+
 def apply(
     db: sqlite_utils.Database, feedback: Feedback, policy: BouncePolicy = BouncePolicy()
 ) -> Applied:
@@ -102,6 +123,8 @@ def apply(
         sub_id, status = row
         if feedback.external_id is not None and events.seen(db, feedback.external_id):
             return Applied("duplicate", feedback.email, status)
+        if feedback.campaign_id is None and feedback.message_id:
+            feedback = replace(feedback, campaign_id=_campaign_of(db, feedback.message_id, sub_id))
         stop = _STOPS.get(feedback.kind)
         if stop is not None:
             change = events.change_status(

@@ -117,6 +117,27 @@ def test_postmark_bounces_page_and_apply_the_policy(newsletter_dir, postmark, cl
     assert "already seen" in again.stderr
 
 
+def test_postmark_bounces_naming_one_message_count_as_one_send(newsletter_dir, postmark, cli):
+    # Postmark's bounce names the MessageID the send recorded: two soft bounces about that
+    # one message (a retry reported the next day) are one send, so soft_limit 2 is not hit.
+    db = store.connect(newsletter_dir / "newsletter.db")
+    with db.conn:
+        db.execute("INSERT INTO campaigns (id, slug, draft_path, subject, audience, kind, "
+                   "provider, created_at) VALUES (7, 'issue', 'drafts/issue.md', 'Issue', "
+                   "'subscribers', 'list', 'postmark', '2026-11-19T09:00:00Z')")
+        db.execute("INSERT INTO deliveries (campaign_id, subscriber_id, email, state, "
+                   "provider_message_id, updated_at) SELECT 7, id, email, 'sent', 'pm-msg-1', "
+                   "'2026-11-19T09:00:00Z' FROM subscribers WHERE email = 'soft@example.com'")
+    db.conn.close()
+    postmark.bounces = [{**pm_bounce(n, "SoftBounce", "soft@example.com", at),
+                         "MessageID": "pm-msg-1"}
+                        for n, at in ((1, "2026-11-20T23:00:00Z"), (2, "2026-11-21T08:00:00Z"))]
+    run = cli("sync")
+    assert run.exit_code == 0, run.stderr
+    assert statuses(newsletter_dir)["soft@example.com"] == "active"
+    assert "2 soft bounce(s) counted" in run.stderr
+
+
 def test_a_refused_key_is_one_error_naming_the_variable(newsletter_dir, postmark, cli,
                                                         monkeypatch):
     monkeypatch.setenv("POSTMARK_SERVER_TOKEN", "wrong-token-123456")

@@ -432,3 +432,71 @@ def test_bad_settings_answer_500_without_detail(make_settings, db) -> None:
     response = handle(sign.postmark(pm_bounce()), settings, db)
     assert response.status == 500
     assert_untouched(db)
+
+
+# --- which send a report is about -----------------------------------------------------------
+
+# (the id the provider's send API answered, as the delivery log keeps it; the id its webhook
+# names for the same message)
+SENT_IDS = {
+    "postmark": ("b7bc2f4a-e38e-4336-af7d-e6c392c2f817", "b7bc2f4a-e38e-4336-af7d-e6c392c2f817"),
+    "sendgrid": ("W86EgYT6SQKk0lRflfLRsA",
+                 "W86EgYT6SQKk0lRflfLRsA.filterdrecv-5bf99c48d-2x4bq-1-5E3AAB52-31.0"),
+    "mailgun": ("<20261201100000.1.5A1B@mg.example.com>", "20261201100000.1.5A1B@mg.example.com"),
+    "resend": ("4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "4ef9a417-02e9-4d39-ad75-9611e0fcc33c"),
+    "ses": ("0100018c-5e1a-4f2b-a9e8-7d3c2b1a0f9e-000000", "0100018c-5e1a-4f2b-a9e8-7d3c2b1a0f9e-000000"),
+}
+
+
+def soft_bounce(provider: str, message_id: str, when: dt.datetime, n: int,
+                sns_host: sign.SnsHost) -> Any:
+    """A soft bounce of READER about `message_id` at `when`, signed as `provider` signs it."""
+    at = when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    if provider == "postmark":
+        return sign.postmark({**pm_bounce(kind="SoftBounce", ident=n, at=at),
+                              "MessageID": message_id})
+    if provider == "sendgrid":
+        return sign.sendgrid([sg("deferred", READER, f"d{n}", sg_message_id=message_id,
+                                 timestamp=int(when.timestamp()))])
+    if provider == "mailgun":
+        return sign.mailgun(mg("failed", ident=f"ev{n}", severity="temporary",
+                               timestamp=when.timestamp(),
+                               message={"headers": {"message-id": message_id}}))
+    if provider == "resend":
+        return sign.resend({"type": "email.bounced", "created_at": at, "data": {
+            "email_id": message_id, "to": [READER],
+            "bounce": {"type": "Transient", "message": "452 mailbox full"}}})
+    bounce = sign.ses_bounce(READER, "Transient")
+    bounce["mail"]["messageId"] = message_id
+    bounce["bounce"]["timestamp"] = at
+    return sign.ses_request(sns_host.notification(bounce))
+
+
+@pytest.mark.parametrize("provider", sorted(SENT_IDS))
+def test_soft_bounces_about_one_send_count_once_whatever_day_they_come(
+    provider: str, make_settings, db, sns_host
+) -> None:
+    # A provider reports each failed retry of one message, over a day or more: that is one
+    # send that did not arrive, not several; a soft bounce about the next send is the second.
+    settings = make_settings(bounces={"soft_limit": 2})
+    reader = db.execute("SELECT id FROM subscribers WHERE email = ?", [READER]).fetchone()[0]
+    stored, named = SENT_IDS[provider]
+    for campaign, provider_id in ((1, stored), (2, "another-message-id")):
+        db.execute("INSERT INTO campaigns (id, slug, draft_path, subject, audience, kind, "
+                   "provider, created_at) VALUES (?, ?, 'drafts/x.md', 'Issue', 'subscribers', "
+                   "'list', ?, '2026-12-01T09:00:00Z')", [campaign, f"issue-{campaign}", provider])
+        db.execute("INSERT INTO deliveries (campaign_id, subscriber_id, email, state, "
+                   "provider_message_id, updated_at, sent_at) VALUES (?, ?, ?, 'sent', ?, "
+                   "'2026-12-01T09:00:00Z', '2026-12-01T09:00:00Z')",
+                   [campaign, reader, READER, provider_id])
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for n, days in enumerate((1, 2), start=1):  # the first send, retried on the next day
+        assert handle(soft_bounce(provider, named, now + dt.timedelta(days=days), n, sns_host),
+                      settings, db).status == 200
+        assert status(db, READER) == "active"
+    assert db.execute("SELECT campaign_id FROM events WHERE kind = 'soft_bounce'").fetchall() == [
+        (1,), (1,)]
+    third = soft_bounce(provider, "another-message-id" if provider != "sendgrid"
+                        else "another-message-id.filter0", now + dt.timedelta(days=3), 3, sns_host)
+    assert handle(third, settings, db).status == 200
+    assert status(db, READER) == "bounced"

@@ -75,7 +75,7 @@ class PostmarkPuller(Puller):
                     feedback = Feedback(kind, str(bounce["Email"]), "sync:postmark",
                                         f"postmark:bounce:{bounce.get('ID')}",
                                         str(bounce.get("Description") or bounce.get("Type")),
-                                        when)
+                                        when, message_id=str(bounce.get("MessageID") or "") or None)
                 yield cursor.name, feedback, when
             offset += len(bounces)
             # Postmark answers at most 10,000 per query (offset + count): a first sync of a

@@ -33,6 +33,13 @@ def load_json(body: bytes) -> Any:
         raise BadPayload(f"the body is not JSON: {exc}") from None
 
 
+def text_or_none(value: Any) -> str | None:
+    """An id field of a provider's event as text; None when missing, empty or not text."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()[:500]
+    return None
+
+
 def check_fresh(timestamp: str | int | float, tolerance: int, now: float | None = None) -> None:
     """Refuse a signed unix timestamp further than `tolerance` seconds from now."""
     try:

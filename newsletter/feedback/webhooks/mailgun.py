@@ -12,7 +12,15 @@ from typing import Any
 
 from newsletter.feedback.policy import Feedback
 
-from .common import BadPayload, Refused, Verified, check_fresh, iso_from_unix, load_json
+from .common import (
+    BadPayload,
+    Refused,
+    Verified,
+    check_fresh,
+    iso_from_unix,
+    load_json,
+    text_or_none,
+)
 from .config import WebhookSettings
 
 SOURCE = "webhook:mailgun"
@@ -53,5 +61,8 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
     detail = str(data.get("reason") or "")
     if isinstance(status, dict) and (status.get("description") or status.get("message")):
         detail = f"{status.get('code', '')} {status.get('description') or status.get('message')}"
+    message = data.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    message_id = text_or_none(headers.get("message-id")) if isinstance(headers, dict) else None
     return [Feedback(kind, email, SOURCE, f"mailgun:{event_id}", detail.strip()[:500],
-                     iso_from_unix(data.get("timestamp")))]
+                     iso_from_unix(data.get("timestamp")), message_id=message_id)]

@@ -14,7 +14,7 @@ from typing import Any
 
 from newsletter.feedback.policy import Feedback
 
-from .common import BadPayload, Refused, Verified, iso, load_json
+from .common import BadPayload, Refused, Verified, iso, load_json, text_or_none
 from .config import WebhookSettings
 
 SOURCE = "webhook:postmark"
@@ -81,4 +81,5 @@ def _one(
 ) -> Feedback:
     if not isinstance(email, str) or "@" not in email:
         raise BadPayload(f"the Postmark {payload.get('RecordType')} event names no address")
-    return Feedback(kind, email, SOURCE, f"postmark:{event_id}", str(detail)[:500], iso(at))
+    return Feedback(kind, email, SOURCE, f"postmark:{event_id}", str(detail)[:500], iso(at),
+                    message_id=text_or_none(payload.get("MessageID")))

@@ -15,7 +15,16 @@ from typing import Any
 from newsletter.errors import ConfigError
 from newsletter.feedback.policy import Feedback
 
-from .common import BadPayload, Refused, Verified, check_fresh, iso, load_json, recipients_ids
+from .common import (
+    BadPayload,
+    Refused,
+    Verified,
+    check_fresh,
+    iso,
+    load_json,
+    recipients_ids,
+    text_or_none,
+)
 from .config import WebhookSettings
 
 SOURCE = "webhook:resend"
@@ -69,5 +78,6 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
         raise BadPayload("a Resend event names no recipient (data.to)")
     ident = verified.nonce or str(data.get("email_id", ""))
     at = iso(payload.get("created_at"))
-    return [Feedback(kind, email, SOURCE, ext, detail[:500], at)
+    return [Feedback(kind, email, SOURCE, ext, detail[:500], at,
+                     message_id=text_or_none(data.get("email_id")))
             for email, ext in recipients_ids("resend", f"{ident}:{name}", emails)]

@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from newsletter.errors import ConfigError
 from newsletter.feedback.policy import Feedback
 
-from .common import BadPayload, Refused, Verified, check_fresh, iso_from_unix, load_json
+from .common import (
+    BadPayload,
+    Refused,
+    Verified,
+    check_fresh,
+    iso_from_unix,
+    load_json,
+    text_or_none,
+)
 from .config import WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,8 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
             log.warning("SendGrid %s event without email or sg_event_id skipped", kind)
             continue
         detail = str(event.get("reason") or event.get("response") or event.get("event"))
+        sg_id = text_or_none(event.get("sg_message_id"))
         out.append(Feedback(kind, email, SOURCE, f"sendgrid:{event_id}", detail[:500],
-                            iso_from_unix(event.get("timestamp"))))
+                            iso_from_unix(event.get("timestamp")),
+                            message_id=sg_id.split(".", 1)[0] if sg_id else None))
     return out

@@ -26,7 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.feedback.policy import Feedback
 
-from .common import BadPayload, Refused, Verified, iso, load_json, recipients_ids
+from .common import (
+    BadPayload,
+    Refused,
+    Verified,
+    iso,
+    load_json,
+    recipients_ids,
+    text_or_none,
+)
 from .config import WebhookSettings
 
 SOURCE = "webhook:ses"
@@ -162,5 +170,8 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
     if not people or not all(isinstance(email, str) for email, _ in people):
         raise BadPayload(f"the SES {name} notification names no recipient")
     details = dict(people)
-    return [Feedback(kind, email, SOURCE, ext, str(details[email] or "")[:500], iso(at))
+    mail = body.get("mail")
+    message_id = text_or_none(mail.get("messageId")) if isinstance(mail, dict) else None
+    return [Feedback(kind, email, SOURCE, ext, str(details[email] or "")[:500], iso(at),
+                     message_id=message_id)
             for email, ext in recipients_ids("ses", msg_id, [e for e, _ in people])]
