@@ -444,7 +444,8 @@ SENT_IDS = {
                  "W86EgYT6SQKk0lRflfLRsA.filterdrecv-5bf99c48d-2x4bq-1-5E3AAB52-31.0"),
     "mailgun": ("<20261201100000.1.5A1B@mg.example.com>", "20261201100000.1.5A1B@mg.example.com"),
     "resend": ("4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "4ef9a417-02e9-4d39-ad75-9611e0fcc33c"),
-    "ses": ("0100018c-5e1a-4f2b-a9e8-7d3c2b1a0f9e-000000", "0100018c-5e1a-4f2b-a9e8-7d3c2b1a0f9e-000000"),
+    "ses": ("0100018c-5e1a-4f2b-a9e8-7d3c2b1a0f9e-000000",
+            "0100018c-5e1a-4f2b-a9e8-7d3c2b1a0f9e-000000"),
 }
 
 
