@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ssl
 import subprocess
 from pathlib import Path
@@ -53,6 +54,25 @@ def test_one_connection_carries_many_messages(
     assert [r.provider_id for r in results] == ["Q1", "Q2", "Q3", "Q4", "Q5"]
     assert server.mail_count == 5
     assert server.recipients() == [f"r{i}@example.org" for i in range(5)]
+
+
+def test_lines_starting_with_a_dot_and_unusual_addresses_arrive_intact(
+    server: SMTPServer, tmp_path: Path, pipelining: bool
+) -> None:
+    # A line that is only "." would end the message early, and ".NET" would lose its dot,
+    # without dot-stuffing (RFC 5321 4.5.2); a quoted local part must go as it is written.
+    plain = make_message("1", "r1@example.org")
+    dotted = dataclasses.replace(plain, raw=plain.raw.replace(
+        b"The body.", b"The body.\r\n.\r\n.NET and .. and ...\r\nafter the dots"))
+    quoted = make_message("2", '"first last"@example.org')
+    letter = smtp_letter(tmp_path, server.port, pipelining=pipelining)
+    with provider(letter) as smtp:
+        results = smtp.send([dotted, quoted, plain])
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert server.recipients() == ["r1@example.org", '"first last"@example.org',
+                                   "r1@example.org"]
+    assert [m.data for m in server.received] == [dotted.raw, quoted.raw, plain.raw]
+    assert b"\r\n.\r\n.NET and .. and ...\r\nafter the dots" in server.received[0].data
 
 
 def test_dropped_connections_are_reopened_and_nothing_is_lost(
