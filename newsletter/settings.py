@@ -10,6 +10,7 @@ provider opens.
 
 from __future__ import annotations
 
+import hmac
 import math
 import os
 import re
@@ -120,6 +121,7 @@ class Settings:
                     f"{SECRET_ENV} is shorter than 32 characters: set it to a long random "
                     "value (python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
                 )
+            _same_as_secret_file(self.root / SECRET_FILE, value)
             return value.encode()
         path = self.root / SECRET_FILE
         if not path.exists():
@@ -223,6 +225,25 @@ def _git_ignore(root: Path, name: str) -> None:
         return
     with gitignore.open("a", encoding="utf-8") as f:
         f.write(("" if text.endswith("\n") or not text else "\n") + name + "\n")
+
+
+def _same_as_secret_file(path: Path, value: str) -> None:
+    """Refuse a NEWSLETTER_SECRET that is not the secret file's key, when there is one.
+
+    That file signed every link already mailed and keys the suppression list's hashes:
+    a new key would quietly break those links and let forgotten readers back in.
+    """
+    try:
+        old = path.read_text().strip()
+    except OSError:
+        return
+    if old and not hmac.compare_digest(old.encode(), value.strip().encode()):
+        raise ConfigError(
+            f"{SECRET_ENV} is not the key in {path.name}, which signed the links already "
+            "mailed and the suppression list: set it to that file's content "
+            f"({SECRET_ENV}=\"$(cat {path.name})\"), or delete {path.name} if no issue "
+            "has gone out yet"
+        )
 
 
 def write_secret_file(path: Path) -> None:

@@ -221,3 +221,42 @@ def test_the_repository_is_an_example_newsletter(cli, tmp_path, monkeypatch):
     assert (REPO / "layouts" / "default.txt").read_text() == (
         REPO / "newsletter/templates/layouts/default.txt"
     ).read_text()
+
+
+def test_a_newsletter_secret_other_than_the_secret_file_is_refused(cli, tmp_path, monkeypatch):
+    # Started locally (the secret file signed the links mailed and keys the suppression
+    # list), then NEWSLETTER_SECRET set to something new, as deploy.md asks: the links
+    # already out would stop working and forgotten readers could be imported again.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEWSLETTER_SECRET", raising=False)
+    assert cli("init", "log").exit_code == 0
+    monkeypatch.chdir(tmp_path / "log")
+    assert cli("subscribers", "add", "gone@example.com").exit_code == 0
+    assert cli("subscribers", "remove", "gone@example.com", "--suppress").exit_code == 0
+    (tmp_path / "again.csv").write_text("email\ngone@example.com\n")
+
+    other = {"NEWSLETTER_SECRET": "a-new-secret-for-the-server-" + "n" * 20}
+    run = cli("subscribers", "import", str(tmp_path / "again.csv"), env=other)
+    assert run.exit_code != 0
+    assert run.stderr.strip().splitlines() == [
+        "Error: NEWSLETTER_SECRET is not the key in .newsletter-secret, which signed the links "
+        "already mailed and the suppression list: set it to that file's content "
+        '(NEWSLETTER_SECRET="$(cat .newsletter-secret)"), or delete .newsletter-secret if no '
+        "issue has gone out yet"]
+    assert other["NEWSLETTER_SECRET"] not in run.stdout + run.stderr
+
+    same = {"NEWSLETTER_SECRET": (tmp_path / "log" / ".newsletter-secret").read_text().strip()}
+    run = cli("subscribers", "import", str(tmp_path / "again.csv"), env=same)
+    assert run.exit_code == 0, run.stderr
+    assert "forgotten" in run.stdout + run.stderr  # still refused: the suppression holds
+    assert "total         0" in cli("subscribers", "count").stdout
+
+
+def test_init_with_newsletter_secret_set_writes_no_secret_file(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "the-server-secret-" + "s" * 30)
+    run = cli("init", "log")
+    assert run.exit_code == 0, run.stderr
+    assert not (tmp_path / "log" / ".newsletter-secret").exists()
+    monkeypatch.chdir(tmp_path / "log")
+    assert cli("subscribers", "add", "a@example.com").exit_code == 0

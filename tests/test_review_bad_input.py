@@ -103,6 +103,24 @@ def test_a_damaged_table_found_mid_command_is_one_error_line(
 # --- Ctrl-C at the send confirmation ------------------------------------------------------
 
 
+def _wait_until_reading_terminal(pid: int, deadline: float) -> None:
+    """Return once process `pid` is blocked in read() on its stdin (Linux /proc)."""
+    import platform
+    import time
+
+    number = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())  # read(2)'s number
+    path = Path(f"/proc/{pid}/syscall")
+    while time.monotonic() < deadline:
+        try:
+            fields = path.read_text().split()
+        except OSError:
+            return  # no /proc here, or the process is gone: nothing to wait for
+        if number is None or fields[:2] == [number, "0x0"]:
+            return
+        time.sleep(0.001)  # polling a condition, not racing it
+    raise AssertionError("the CLI never waited for an answer on its terminal")
+
+
 def _run_in_terminal(args: list[str], cwd: Path, answer: bytes, after: bytes) -> tuple[int, str]:
     """Run `python -m newsletter ARGS` on a pseudo-terminal; type `answer` once `after` shows."""
     import os
@@ -135,6 +153,11 @@ def _run_in_terminal(args: list[str], cwd: Path, answer: bytes, after: bytes) ->
             break
         seen += chunk
         if not typed and after in seen:
+            # ^C is a signal, not input: sent in the instant between the prompt and the
+            # read, it is taken before the read starts, which then waits forever (CPython
+            # looks at a signal only when the read is interrupted). A person is never that
+            # quick; the test waits until the CLI is blocked reading its terminal.
+            _wait_until_reading_terminal(pid, deadline)
             os.write(fd, answer)
             typed = True
     os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import unicodedata
@@ -24,7 +25,13 @@ from newsletter.compose.source import (  # noqa: F401 — draft_files, resolve_d
     resolve_draft,
 )
 from newsletter.errors import ContentError, NewsletterError
-from newsletter.settings import CONFIG_NAME, SECRET_FILE, Settings, write_secret_file
+from newsletter.settings import (
+    CONFIG_NAME,
+    SECRET_ENV,
+    SECRET_FILE,
+    Settings,
+    write_secret_file,
+)
 
 # Letters that Unicode does not decompose into ASCII but every reader can spell.
 _TRANSLITERATE = str.maketrans({
@@ -226,7 +233,7 @@ def _lay_out(root: Path) -> InitResult:
     secret = root / SECRET_FILE
     if secret.exists():
         result.kept.append(secret)
-    else:
+    elif not os.environ.get(SECRET_ENV):  # with NEWSLETTER_SECRET set, that is the key
         write_secret_file(secret)
         result.created.append(secret)
     return result
