@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import csv
+import html as html_lib
 import http.server
 import io
 import json
+import re
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -70,10 +72,10 @@ def _csv(rows: list[list[str]]) -> str:
 
 
 def substack_zip(path: Path, image_url: str = "https://substack-post-media.s3.amazonaws.com/a.jpeg",
-                 paid_html: str = "<p>Only for you.</p>") -> Path:
+                 paid_html: str = "<p>Only for you.</p>", post_html: str = POST_HTML) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("posts.csv", _csv(POSTS_CSV))
-        zf.writestr("posts/151234567.leaving-meta.html", POST_HTML.replace("IMGURL", image_url))
+        zf.writestr("posts/151234567.leaving-meta.html", post_html.replace("IMGURL", image_url))
         zf.writestr("posts/151234568.the-paid-one.html", paid_html)
         zf.writestr("posts/151234569.episode-1.html", "<p>Show notes.</p>")
         zf.writestr("posts/151234570.unfinished.html", "<p>TK</p>")
@@ -356,6 +358,32 @@ def test_import_then_publish_makes_the_archive(newsletter_dir, cli):
     assert pages == ["episode-1", "leaving-meta"]
     feed = (site / "feed.xml").read_text()
     assert "Leaving Meta" in feed and "For paying readers" not in feed
+
+
+def test_a_post_showing_template_code_builds_and_publishes(newsletter_dir, drafts, cli):
+    """Substack HTML with {{ }} in code: the import wraps the body in raw, build keeps it."""
+    post = POST_HTML.replace("<p>Welcome to Liu's Log.</p>", (
+        "<p>Write <code>{{ name }}</code>.</p>"
+        "<pre><code>{% for x in xs %}{{ x }}{% endfor %}</code></pre>"
+        "<p>Close it: <code>{% endraw %}</code>, {%+ endraw %}{{ 7*7 }} and {{ 8*8 }}.</p>"))
+    assert cli("import-posts", str(substack_zip(newsletter_dir / "export.zip",
+                                                post_html=post))).exit_code == 0
+    run = cli("build", "leaving-meta")
+    assert run.exit_code == 0, run.stderr
+    html = (newsletter_dir / "build" / "leaving-meta.html").read_text()
+    text = (newsletter_dir / "build" / "leaving-meta.txt").read_text()
+    assert re.search(r"<code[^>]*>\{\{ name \}\}</code>", html)
+    assert "{% for x in xs %}{{ x }}{% endfor %}" in html_lib.unescape(html)
+    assert re.search(r"<code[^>]*>\{% endraw %\}</code>", html)
+    assert "Write {{ name }}." in text and "{% for x in xs %}{{ x }}{% endfor %}" in text
+    assert "Close it: {% endraw %}, {%+ endraw %}{{ 7*7 }} and {{ 8*8 }}." in text
+    assert "{% raw %}" not in html and "{% raw %}" not in text  # the import's own wrapping
+
+    run = cli("publish")
+    assert run.exit_code == 0, run.stderr
+    page = (newsletter_dir / "site" / "leaving-meta" / "index.html").read_text()
+    assert re.search(r"<code[^>]*>\{\{ name \}\}</code>", page)
+    assert "{{ 7*7 }} and {{ 8*8 }}" in page and "{% raw %}" not in page
 
 
 def test_an_emailed_imported_post_is_not_sent_to_the_list_again(newsletter_dir, cli):
