@@ -118,9 +118,7 @@ def test_a_substack_export_becomes_drafts_that_build_like_the_post(newsletter_di
     issue = build_issue(load_settings(newsletter_dir), draft)
     assert 'class="footnote' in issue.html and "Meta, in November." in issue.html
     assert issue.subject == "Leaving Meta"
-    assert "<li>every week</li>" in issue.html.replace("<p>", "").replace("</p>", "") or \
-        "every week" in issue.html
-    assert "<ol" in issue.html
+    assert "<ol" in issue.html and "every week" in issue.html  # the list: see the next test
 
     paid = front(drafts / "2026-11-28-the-paid-one.md")
     assert paid["audience"] == "only_paid" and paid["publish"] is False
@@ -131,6 +129,32 @@ def test_a_substack_export_becomes_drafts_that_build_like_the_post(newsletter_di
         (drafts / "2026-11-30-episode-1.md").read_text()
     unfinished = front(drafts / "unfinished.md")
     assert unfinished["publish"] is False and "sent" not in unfinished
+
+
+def bare(html: str) -> str:
+    """The HTML's tags without attributes (inlined CSS) or whitespace between them."""
+    return re.sub(r">\s+<", "><", re.sub(r"<(\w+)\s[^>]*>", r"<\1>", html))
+
+
+def test_an_imported_posts_nested_lists_stay_nested(newsletter_dir, drafts, cli):
+    """markdownify nests the CommonMark way (3 spaces under "1. "), often after a blank line."""
+    post = POST_HTML.replace("<p>Welcome to Liu's Log.</p>", (
+        "<ul><li><p>a</p><ul><li><p>b</p><ul><li><p>c</p></li></ul></li><li><p>b2</p></li>"
+        "</ul></li><li><p>d</p></li></ul>"))
+    export = substack_zip(newsletter_dir / "export.zip", post_html=post)
+    assert cli("import-posts", str(export)).exit_code == 0
+    body = (drafts / "2026-11-21-leaving-meta.md").read_text()
+    assert "1. Ship small things\n\n   - every week\n2. Write it down" in body  # as converted
+    run = cli("build", "leaving-meta")
+    assert run.exit_code == 0, run.stderr
+    html = bare((newsletter_dir / "build" / "leaving-meta.html").read_text())
+    text = (newsletter_dir / "build" / "leaving-meta.txt").read_text()
+    assert ("<ol><li><p>Ship small things</p><ul><li>every week</li></ul></li>"
+            "<li><p>Write it down</p></li></ol>") in html
+    assert ("<ul><li><p>a</p><ul><li><p>b</p><ul><li>c</li></ul></li><li><p>b2</p></li></ul>"
+            "</li><li><p>d</p></li></ul>") in html
+    assert "1. Ship small things\n\n   - every week\n\n2. Write it down" in text
+    assert "- a\n\n  - b\n\n    - c\n\n  - b2\n\n- d" in text
 
 
 def test_an_emailed_post_is_refused_as_sent_when_listed(newsletter_dir, drafts, cli):
