@@ -2,9 +2,9 @@
 
 Python-Markdown with footnotes, tables, fenced code highlighted by Pygments in
 inline styles (email clients drop <style> classes), smart quotes and dashes,
-heading ids and attribute lists. Two quirks of Python-Markdown differ from
+heading ids and attribute lists. Some quirks of Python-Markdown differ from
 CommonMark, GitHub, Hugo and Obsidian, where our writers come from; the
-`ListNormalizer` preprocessor fixes both before Markdown sees the text:
+`ListNormalizer` preprocessor fixes those of lists before Markdown sees the text:
 
 - a list that starts on the line right after a paragraph (no blank line) is a
   list there, but a paragraph here: we insert the blank line;
@@ -14,6 +14,10 @@ CommonMark, GitHub, Hugo and Obsidian, where our writers come from; the
   item's later paragraph, nested list or code that began after a blank line
   (`1. a`, blank, `   - b`, `2. c`) is swallowed by that block, and a `1.`
   item right after a `-` one joins it: we insert the blank line there too.
+
+And a backslash at the end of a line is a line break (`BackslashLineBreaks`), as
+there: the other spelling, two trailing spaces, is trimmed by many editors (an
+imported post's <br> is written with the backslash for that reason).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 import markdown
 from markdown.extensions import Extension
+from markdown.inlinepatterns import SubstituteTagInlineProcessor
 from markdown.preprocessors import Preprocessor
 
 _LIST_ITEM = re.compile(r"^( *)([-*+]|(\d{1,9})[.)])( +|$)(.*)$")
@@ -235,6 +240,16 @@ class WriterFriendlyLists(Extension):
         md.preprocessors.register(ListNormalizer(md), "writer_friendly_lists", 27)
 
 
+class BackslashLineBreaks(Extension):
+    """`line one\\` + newline + `line two` is a <br>, as in CommonMark and GitHub."""
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 (Markdown's API)
+        # After code spans (190) and escapes (180): `\\` there is a backslash, not a break.
+        md.inlinePatterns.register(
+            SubstituteTagInlineProcessor(r"\\\n", "br"), "backslash_linebreak", 175
+        )
+
+
 EXTENSIONS: list[str | Extension] = [
     "footnotes",
     "tables",
@@ -256,7 +271,7 @@ EXTENSION_CONFIGS = {
 def make_renderer() -> markdown.Markdown:
     """A configured Markdown instance (reset it between documents)."""
     return markdown.Markdown(
-        extensions=[*EXTENSIONS, WriterFriendlyLists()],
+        extensions=[*EXTENSIONS, WriterFriendlyLists(), BackslashLineBreaks()],
         extension_configs=EXTENSION_CONFIGS,
         output_format="html",
     )

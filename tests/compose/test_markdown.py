@@ -124,6 +124,17 @@ def test_code_indented_by_four_spaces_outside_lists_stays_code():
     assert html.endswith("<ul><li>a list</li></ul>")
 
 
+def test_a_backslash_at_the_end_of_a_line_is_a_line_break():
+    html = md("Roses are red,\\\nviolets are blue.\n\n- Yours,\\\n  Liu\n")
+    assert html.startswith("<p>Roses are red,<br>\nviolets are blue.</p>")
+    assert "<li>Yours,<br>" in html
+    assert md("Two spaces  \nstill work.\n") == "<p>Two spaces<br>\nstill work.</p>"
+    # An escaped backslash is a backslash; in code, and at a paragraph's end, it stays.
+    assert md("C:\\\\\nD:\n") == "<p>C:\\\nD:</p>"
+    assert "<code>a\\</code>" in md("`a\\` b\n") and md("end\\\n") == "<p>end\\</p>"
+    assert "a\\\nb" in md("```\na\\\nb\n```\n")
+
+
 def test_footnotes_with_a_reference_in_brackets_and_a_list_inside():
     html = md("""
         A claim[[^1]] and another[^note].

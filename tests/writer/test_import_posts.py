@@ -157,6 +157,29 @@ def test_an_imported_posts_nested_lists_stay_nested(newsletter_dir, drafts, cli)
     assert "- a\n\n  - b\n\n    - c\n\n  - b2\n\n- d" in text
 
 
+def test_line_breaks_in_an_imported_post_stay_line_breaks(newsletter_dir, drafts, cli):
+    """<br> (poems, addresses, sign-offs) becomes a backslash break, which editors keep."""
+    post = POST_HTML.replace("<p>Welcome to Liu's Log.</p>", (
+        "<p>Line one<br>line two</p>"
+        "<blockquote><p>Roses are red,<br>violets are blue.</p></blockquote>"
+        "<p>Yours,<br>\n<strong>Liu</strong><br></p>"
+        "<pre><code>first<br>second</code></pre>"))
+    assert cli("import-posts", str(substack_zip(newsletter_dir / "export.zip",
+                                                post_html=post))).exit_code == 0
+    body = (drafts / "2026-11-21-leaving-meta.md").read_text()
+    assert "Line one\\\nline two" in body and "  \n" not in body
+    run = cli("build", "leaving-meta")
+    assert run.exit_code == 0, run.stderr
+    html = bare((newsletter_dir / "build" / "leaving-meta.html").read_text())
+    text = (newsletter_dir / "build" / "leaving-meta.txt").read_text()
+    assert "<p>Line one<br>line two</p>" in html.replace("<br>\n", "<br>")
+    assert "<p>Roses are red,<br>violets are blue.</p>" in html.replace("<br>\n", "<br>")
+    assert "<p>Yours,<br><strong>Liu</strong></p>" in html.replace("<br>\n", "<br>")
+    assert "\\" not in html  # no backslash shows, in the code block neither
+    assert "Line one\nline two" in text and "> Roses are red,\n> violets are blue." in text
+    assert "Yours,\nLiu" in text and "    first\n    second" in text
+
+
 def test_an_emailed_post_is_refused_as_sent_when_listed(newsletter_dir, drafts, cli):
     cli("import-posts", str(substack_zip(newsletter_dir / "export.zip")))
     draft = parse_draft(drafts / "2026-11-21-leaving-meta.md")
