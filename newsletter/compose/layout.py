@@ -355,19 +355,27 @@ def load_layout(env: jinja2.Environment, name: str) -> jinja2.Template:
 
 _FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-_TEMPLATE_SYNTAX = ("{{", "{%")
+_TEMPLATE_SYNTAX = ("{{", "{%", "{##")  # {## ##} is a comment in draft bodies
+# The raw tags as Jinja's lexer reads them, whitespace control (- and +) included.
+_RAW_BEGIN = re.compile(r"\{%[-+]?\s*raw\s*-?%\}")
+_RAW_END = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 
 
 def protect_code(markdown: str) -> str:
     """Wrap code blocks and code spans holding `{{`/`{%` in {% raw %}: code is never a template.
 
     A writer explaining Jinja, Go or Vue templates in a code block should not
-    get a template error; the raw tags vanish when the body renders.
+    get a template error; the raw tags vanish when the body renders. The
+    writer's own `{% raw %}…{% endraw %}` (around code, inside it as Jekyll
+    drafts have it, or around a paragraph) is left as Jinja reads it: code
+    inside one is literal already, and a second raw tag there would end the
+    writer's block early (its `{% endraw %}` then an unknown tag).
     """
     if not any(token in markdown for token in _TEMPLATE_SYNTAX):
         return markdown
     lines = markdown.split("\n")
     out: list[str] = []
+    in_raw = False  # inside the writer's {% raw %} block, in reading order
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -378,24 +386,60 @@ def protect_code(markdown: str) -> str:
                 (j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(fence)), None
             )
             if end is not None:
-                block = lines[i + 1 : end]
-                if any(t in "\n".join(block) for t in _TEMPLATE_SYNTAX):
-                    out.append(line + "{% raw %}")
-                    out.extend(block)
-                    out.append("{% endraw %}" + lines[end])
-                else:
-                    out.extend(lines[i : end + 1])
+                out.append(line)
+                in_raw = _follow_raw(line, in_raw)
+                if end > i + 1:
+                    block, in_raw = _protect("\n".join(lines[i + 1 : end]), in_raw)
+                    out.append(block)
+                out.append(lines[end])
+                in_raw = _follow_raw(lines[end], in_raw)
                 i = end + 1
                 continue
-        out.append(_CODE_SPAN.sub(_raw_span, line))
+        pieces: list[str] = []
+        pos = 0
+        for span in _CODE_SPAN.finditer(line):
+            in_raw = _follow_raw(line[pos : span.start()], in_raw)
+            code, in_raw = _protect(span.group(2), in_raw)
+            pieces += [line[pos : span.start()], span.group(1), code, span.group(1)]
+            pos = span.end()
+        in_raw = _follow_raw(line[pos:], in_raw)
+        out.append("".join(pieces) + line[pos:])
         i += 1
     return "\n".join(out)
 
 
-def _raw_span(m: re.Match[str]) -> str:
-    if not any(t in m.group(2) for t in _TEMPLATE_SYNTAX):
-        return m.group(0)
-    return f"{m.group(1)}{{% raw %}}{m.group(2)}{{% endraw %}}{m.group(1)}"
+def _follow_raw(text: str, in_raw: bool) -> bool:
+    """Whether the writer's raw block is open after `text` (template text, left as it is)."""
+    return _protect(text, in_raw, wrap=False)[1]
+
+
+def _protect(code: str, in_raw: bool, wrap: bool = True) -> tuple[str, bool]:
+    """`code` with its parts outside the writer's raw blocks wrapped in raw tags, and
+    whether a raw block is open after it."""
+    out: list[str] = []
+    pos = 0
+    while pos < len(code):
+        if in_raw:
+            m = _RAW_END.search(code, pos)
+            stop = m.end() if m else len(code)
+            out.append(code[pos:stop])
+            in_raw, pos = m is None, stop
+            continue
+        m = _RAW_BEGIN.search(code, pos)
+        stop = m.start() if m else len(code)
+        part = code[pos:stop]
+        if wrap and any(token in part for token in _TEMPLATE_SYNTAX):
+            # An endraw in the code would end our raw block: split it so Jinja reads text.
+            part = _RAW_END.sub(lambda t: t.group(0)[:2] + "{% endraw %}{% raw %}" +
+                                t.group(0)[2:], part)
+            part = "{% raw %}" + part + "{% endraw %}"
+        out.append(part)
+        if m:
+            out.append(m.group(0))
+            in_raw, pos = True, m.end()
+        else:
+            pos = stop
+    return "".join(out), in_raw
 
 
 def compile_string(

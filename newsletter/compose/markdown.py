@@ -2,14 +2,22 @@
 
 Python-Markdown with footnotes, tables, fenced code highlighted by Pygments in
 inline styles (email clients drop <style> classes), smart quotes and dashes,
-heading ids and attribute lists. Two quirks of Python-Markdown differ from
+heading ids and attribute lists. Some quirks of Python-Markdown differ from
 CommonMark, GitHub, Hugo and Obsidian, where our writers come from; the
-`ListNormalizer` preprocessor fixes both before Markdown sees the text:
+`ListNormalizer` preprocessor fixes those of lists before Markdown sees the text:
 
 - a list that starts on the line right after a paragraph (no blank line) is a
   list there, but a paragraph here: we insert the blank line;
 - nested lists indented by 2 spaces (or by a marker's width) need 4 spaces
-  here: we re-indent list content to multiples of 4, inside footnotes too.
+  here: we re-indent list content to multiples of 4, inside footnotes too;
+- Python-Markdown reads blocks between blank lines, so an item after an
+  item's later paragraph, nested list or code that began after a blank line
+  (`1. a`, blank, `   - b`, `2. c`) is swallowed by that block, and a `1.`
+  item right after a `-` one joins it: we insert the blank line there too.
+
+And a backslash at the end of a line is a line break (`BackslashLineBreaks`), as
+there: the other spelling, two trailing spaces, is trimmed by many editors (an
+imported post's <br> is written with the backslash for that reason).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 
 import markdown
 from markdown.extensions import Extension
+from markdown.inlinepatterns import SubstituteTagInlineProcessor
 from markdown.preprocessors import Preprocessor
 
 _LIST_ITEM = re.compile(r"^( *)([-*+]|(\d{1,9})[.)])( +|$)(.*)$")
@@ -33,6 +42,7 @@ _NOT_PARA = ("#", "|", "<", ">", "[^")
 class _Level:
     orig_col: int  # content column of the item in the author's text
     marker_new: int  # where we put its marker (relative to the base)
+    ordered: bool = False
 
 
 def _expand_indent(line: str) -> str:
@@ -83,6 +93,17 @@ def _normalize_plain(lines: list[str]) -> list[str]:
     prev = "blank"  # blank | para | list | code | other
     # An open fence: (its chars, shift applied to its lines, inside a list?).
     fence: tuple[str, int, bool] | None = None
+    # Python-Markdown cuts the text into blocks at blank lines and hands a block that
+    # starts indented (a list item's later paragraph or nested list) to the item above
+    # whole, with any shallower item of the block swallowed as text: that item needs a
+    # blank line before it. The column the current block starts at:
+    block_col = 0
+
+    def emit(line: str) -> None:
+        nonlocal block_col
+        if line.strip() and (not out or not out[-1].strip()):
+            block_col = len(line) - len(line.lstrip(" "))
+        out.append(line)
 
     for raw in lines:
         line = _expand_indent(raw)
@@ -92,13 +113,13 @@ def _normalize_plain(lines: list[str]) -> list[str]:
             if stripped.startswith(chars) and not stripped[len(chars) :].strip(chars[0] + " "):
                 fence = None
                 if in_list:
-                    out.append("")  # the indented code block ends here
+                    emit("")  # the indented code block ends here
                     prev = "blank"
                     continue
-            out.append(_shift(line, shift))
+            emit(_shift(line, shift))
             continue
         if not line.strip():
-            out.append(line)
+            emit(line)
             if prev != "code":
                 prev = "blank"
             continue
@@ -106,7 +127,7 @@ def _normalize_plain(lines: list[str]) -> list[str]:
 
         if _FOOTNOTE_DEF.match(line):
             stack, base, prev = [], 4, "para"
-            out.append(line)
+            emit(line)
             continue
         if base and indent < base and prev == "blank":
             base = 0  # an unindented line after a blank line ends the footnote
@@ -116,26 +137,40 @@ def _normalize_plain(lines: list[str]) -> list[str]:
         m = _LIST_ITEM.match(line[base:] if indent >= base else line)
         if m and not _HR.match(line):
             marker, number, spaces, rest = m.group(2), m.group(3), m.group(4), m.group(5)
+            in_list = bool(stack)
+            sibling: _Level | None = None  # the item before, at this item's level
             while stack and stack[-1].orig_col > rel:
-                stack.pop()
-            interrupts = prev == "para"
+                sibling = stack.pop()
+            # A list starting inside a paragraph; after an item's own paragraph (hard-wrapped
+            # or lazy), an item is the next one, even "2." ("2. Write it down").
+            interrupts = prev == "para" and not in_list
             if not stack:
                 if prev in ("blank", "code") and rel >= 4:
                     prev = "code"  # an indented code block, not a list
-                    out.append(line)
+                    emit(line)
                     continue
                 if interrupts and (not rest or (number is not None and int(number) != 1)):
                     # CommonMark: only a non-empty item, numbered 1 if ordered, starts a
                     # list inside a paragraph ("2024. What a year" stays text).
-                    out.append(line)
+                    emit(line)
                     continue
-            if interrupts:
-                out.append("")  # the blank line Python-Markdown needs before a list
             width = len(spaces) if 0 < len(spaces) <= 4 else 1
             depth = len(stack)
             new = 4 * depth
-            out.append(" " * (base + new) + marker + " " * width + rest)
-            stack.append(_Level(orig_col=rel + len(marker) + width, marker_new=new))
+            ordered = number is not None
+            if interrupts:
+                emit("")  # the blank line Python-Markdown needs before a list
+            elif out and out[-1].strip() and (
+                base + new < block_col  # back out of a block that started deeper
+                # "1." after "-" (or "-" after "1.") starts a new list, here only after
+                # a blank line.
+                or (sibling is not None and sibling.marker_new == new
+                    and sibling.ordered != ordered)
+            ):
+                emit("")
+            emit(" " * (base + new) + marker + " " * width + rest)
+            stack.append(_Level(orig_col=rel + len(marker) + width, marker_new=new,
+                                ordered=ordered))
             prev = "list"
             continue
 
@@ -145,7 +180,7 @@ def _normalize_plain(lines: list[str]) -> list[str]:
             elif prev in ("list", "para") and rel < stack[-1].orig_col:
                 # Lazy continuation of the item's paragraph.
                 line = " " * (base + 4 * len(stack)) + line.lstrip(" ")
-                out.append(line)
+                emit(line)
                 prev = "para"
                 continue
         if stack:
@@ -158,18 +193,18 @@ def _normalize_plain(lines: list[str]) -> list[str]:
                 # the fence into an indented code block (codehilite reads `:::lang`).
                 lang = line[fm.end() :].strip().split(" ")[0].strip("{}.")
                 if prev != "blank":
-                    out.append("")
+                    emit("")
                 if lang:
-                    out.append(" " * (new_indent + 4) + ":::" + lang)
+                    emit(" " * (new_indent + 4) + ":::" + lang)
                 fence = (fm.group(2), new_indent + 4 - indent, True)
                 continue
-            out.append(_shift(line, new_indent - indent))
+            emit(_shift(line, new_indent - indent))
             prev = "para"
             continue
 
         if prev in ("blank", "code") and rel >= 4 and not base:
             prev = "code"
-            out.append(line)
+            emit(line)
             continue
         fm = _FENCE.match(line)
         if fm:
@@ -177,7 +212,7 @@ def _normalize_plain(lines: list[str]) -> list[str]:
             prev = "other"
         else:
             prev = "other" if line.lstrip().startswith(_NOT_PARA) or _HR.match(line) else "para"
-        out.append(line)
+        emit(line)
     return out
 
 
@@ -205,6 +240,16 @@ class WriterFriendlyLists(Extension):
         md.preprocessors.register(ListNormalizer(md), "writer_friendly_lists", 27)
 
 
+class BackslashLineBreaks(Extension):
+    """`line one\\` + newline + `line two` is a <br>, as in CommonMark and GitHub."""
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 (Markdown's API)
+        # After code spans (190) and escapes (180): `\\` there is a backslash, not a break.
+        md.inlinePatterns.register(
+            SubstituteTagInlineProcessor(r"\\\n", "br"), "backslash_linebreak", 175
+        )
+
+
 EXTENSIONS: list[str | Extension] = [
     "footnotes",
     "tables",
@@ -226,7 +271,7 @@ EXTENSION_CONFIGS = {
 def make_renderer() -> markdown.Markdown:
     """A configured Markdown instance (reset it between documents)."""
     return markdown.Markdown(
-        extensions=[*EXTENSIONS, WriterFriendlyLists()],
+        extensions=[*EXTENSIONS, WriterFriendlyLists(), BackslashLineBreaks()],
         extension_configs=EXTENSION_CONFIGS,
         output_format="html",
     )

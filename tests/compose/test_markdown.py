@@ -62,6 +62,79 @@ def test_item_continuation_paragraph_with_two_spaces():
     assert "<li><p>a</p><p>more about a</p></li>" in html
 
 
+def test_a_nested_list_after_a_blank_line_lets_the_next_item_go():
+    # CommonMark nesting (under the item's text) with a blank line before the nested list:
+    # Python-Markdown hands the indented block to the item above whole, next item and all.
+    html = squash(md("""
+        1. Ship small things
+
+           - every week
+        2. Write it down
+        """))
+    assert html == ("<ol><li><p>Ship small things</p><ul><li>every week</li></ul></li>"
+                    "<li><p>Write it down</p></li></ol>")
+    html = squash(md("""
+        - one
+        - two
+
+          1. a
+          2. b
+        - three
+        """))
+    assert html == ("<ul><li>one</li><li><p>two</p><ol><li>a</li><li>b</li></ol></li>"
+                    "<li><p>three</p></li></ul>")
+
+
+def test_the_same_with_four_spaces_and_deeper():
+    html = squash(md("""
+        - one
+
+            - two
+
+                - three
+            - four
+        - five
+        """))
+    assert html == ("<ul><li><p>one</p><ul><li><p>two</p><ul><li>three</li></ul></li>"
+                    "<li><p>four</p></li></ul></li><li><p>five</p></li></ul>")
+
+
+def test_an_item_after_an_items_later_paragraph_or_code():
+    html = squash(md("1. a\n\n   more about a\n2. b\n"))
+    assert html == "<ol><li><p>a</p><p>more about a</p></li><li><p>b</p></li></ol>"
+    html = squash(md("- a\n\n      code in a\n- b\n"))
+    assert html.count("<li>") == 2 and html.endswith("<li><p>b</p></li></ul>")
+    assert "code in a" in html and "- b" not in html
+
+
+def test_hard_wrapped_items_stay_a_tight_list():
+    for text in ("- a\n  more a\n- b\n", "1. a\n   more a\n2. b\n", "- a\nlazy\n- b\n"):
+        html = squash(md(text))
+        assert html.count("<li>") == 2 and "<p>" not in html, text
+
+
+def test_an_ordered_item_right_after_a_bullet_starts_a_new_list():
+    html = squash(md("- a\n1. b\n2. c\n"))
+    assert html == "<ul><li>a</li></ul><ol><li>b</li><li>c</li></ol>"
+
+
+def test_code_indented_by_four_spaces_outside_lists_stays_code():
+    html = squash(md("Text.\n\n    - not a list\n    1. nor this\n\n- a list\n"))
+    assert "<pre" in html and "- not a list\n1. nor this" in html
+    assert html.endswith("<ul><li>a list</li></ul>")
+
+
+def test_a_backslash_at_the_end_of_a_line_is_a_line_break():
+    html = md("Roses are red,\\\nviolets are blue.\n\n- Yours,\\\n  Liu\n")
+    assert html.startswith("<p>Roses are red,<br>\nviolets are blue.</p>")
+    assert "<li>Yours,<br>" in html
+    assert md("Two spaces  \nstill work.\n") == "<p>Two spaces<br>\nstill work.</p>"
+    # An escaped backslash is a backslash; in code, and at a paragraph's end, it stays.
+    assert md("C:\\\\\nD:\n") == "<p>C:\\\nD:</p>"
+    assert "<code>a\\</code>" in md("`a\\` b\n") and md("end\\\n") == "<p>end\\</p>"
+    assert "a\\\nb" in md("```\na\\\nb\n```\n")
+
+
 def test_footnotes_with_a_reference_in_brackets_and_a_list_inside():
     html = md("""
         A claim[[^1]] and another[^note].

@@ -63,3 +63,14 @@ def test_long_paragraphs_wrap_but_urls_stay_whole():
     text = text_of("word " * 40 + f"[x]({url})\n")
     assert all(len(line) <= 72 for line in text.splitlines() if url not in line)
     assert url in text
+
+
+def test_line_breaks_stay_line_breaks():
+    text = text_of("""
+        Roses are red,\\
+        violets are blue.
+
+        Yours,\\
+        Liu
+        """)
+    assert text == "Roses are red,\nviolets are blue.\n\nYours,\nLiu\n"

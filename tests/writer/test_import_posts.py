@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import csv
+import html as html_lib
 import http.server
 import io
 import json
+import re
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -70,10 +72,10 @@ def _csv(rows: list[list[str]]) -> str:
 
 
 def substack_zip(path: Path, image_url: str = "https://substack-post-media.s3.amazonaws.com/a.jpeg",
-                 paid_html: str = "<p>Only for you.</p>") -> Path:
+                 paid_html: str = "<p>Only for you.</p>", post_html: str = POST_HTML) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("posts.csv", _csv(POSTS_CSV))
-        zf.writestr("posts/151234567.leaving-meta.html", POST_HTML.replace("IMGURL", image_url))
+        zf.writestr("posts/151234567.leaving-meta.html", post_html.replace("IMGURL", image_url))
         zf.writestr("posts/151234568.the-paid-one.html", paid_html)
         zf.writestr("posts/151234569.episode-1.html", "<p>Show notes.</p>")
         zf.writestr("posts/151234570.unfinished.html", "<p>TK</p>")
@@ -116,9 +118,7 @@ def test_a_substack_export_becomes_drafts_that_build_like_the_post(newsletter_di
     issue = build_issue(load_settings(newsletter_dir), draft)
     assert 'class="footnote' in issue.html and "Meta, in November." in issue.html
     assert issue.subject == "Leaving Meta"
-    assert "<li>every week</li>" in issue.html.replace("<p>", "").replace("</p>", "") or \
-        "every week" in issue.html
-    assert "<ol" in issue.html
+    assert "<ol" in issue.html and "every week" in issue.html  # the list: see the next test
 
     paid = front(drafts / "2026-11-28-the-paid-one.md")
     assert paid["audience"] == "only_paid" and paid["publish"] is False
@@ -129,6 +129,55 @@ def test_a_substack_export_becomes_drafts_that_build_like_the_post(newsletter_di
         (drafts / "2026-11-30-episode-1.md").read_text()
     unfinished = front(drafts / "unfinished.md")
     assert unfinished["publish"] is False and "sent" not in unfinished
+
+
+def bare(html: str) -> str:
+    """The HTML's tags without attributes (inlined CSS) or whitespace between them."""
+    return re.sub(r">\s+<", "><", re.sub(r"<(\w+)\s[^>]*>", r"<\1>", html))
+
+
+def test_an_imported_posts_nested_lists_stay_nested(newsletter_dir, drafts, cli):
+    """markdownify nests the CommonMark way (3 spaces under "1. "), often after a blank line."""
+    post = POST_HTML.replace("<p>Welcome to Liu's Log.</p>", (
+        "<ul><li><p>a</p><ul><li><p>b</p><ul><li><p>c</p></li></ul></li><li><p>b2</p></li>"
+        "</ul></li><li><p>d</p></li></ul>"))
+    export = substack_zip(newsletter_dir / "export.zip", post_html=post)
+    assert cli("import-posts", str(export)).exit_code == 0
+    body = (drafts / "2026-11-21-leaving-meta.md").read_text()
+    assert "1. Ship small things\n\n   - every week\n2. Write it down" in body  # as converted
+    run = cli("build", "leaving-meta")
+    assert run.exit_code == 0, run.stderr
+    html = bare((newsletter_dir / "build" / "leaving-meta.html").read_text())
+    text = (newsletter_dir / "build" / "leaving-meta.txt").read_text()
+    assert ("<ol><li><p>Ship small things</p><ul><li>every week</li></ul></li>"
+            "<li><p>Write it down</p></li></ol>") in html
+    assert ("<ul><li><p>a</p><ul><li><p>b</p><ul><li>c</li></ul></li><li><p>b2</p></li></ul>"
+            "</li><li><p>d</p></li></ul>") in html
+    assert "1. Ship small things\n\n   - every week\n\n2. Write it down" in text
+    assert "- a\n\n  - b\n\n    - c\n\n  - b2\n\n- d" in text
+
+
+def test_line_breaks_in_an_imported_post_stay_line_breaks(newsletter_dir, drafts, cli):
+    """<br> (poems, addresses, sign-offs) becomes a backslash break, which editors keep."""
+    post = POST_HTML.replace("<p>Welcome to Liu's Log.</p>", (
+        "<p>Line one<br>line two</p>"
+        "<blockquote><p>Roses are red,<br>violets are blue.</p></blockquote>"
+        "<p>Yours,<br>\n<strong>Liu</strong><br></p>"
+        "<pre><code>first<br>second</code></pre>"))
+    assert cli("import-posts", str(substack_zip(newsletter_dir / "export.zip",
+                                                post_html=post))).exit_code == 0
+    body = (drafts / "2026-11-21-leaving-meta.md").read_text()
+    assert "Line one\\\nline two" in body and "  \n" not in body
+    run = cli("build", "leaving-meta")
+    assert run.exit_code == 0, run.stderr
+    html = bare((newsletter_dir / "build" / "leaving-meta.html").read_text())
+    text = (newsletter_dir / "build" / "leaving-meta.txt").read_text()
+    assert "<p>Line one<br>line two</p>" in html.replace("<br>\n", "<br>")
+    assert "<p>Roses are red,<br>violets are blue.</p>" in html.replace("<br>\n", "<br>")
+    assert "<p>Yours,<br><strong>Liu</strong></p>" in html.replace("<br>\n", "<br>")
+    assert "\\" not in html  # no backslash shows, in the code block neither
+    assert "Line one\nline two" in text and "> Roses are red,\n> violets are blue." in text
+    assert "Yours,\nLiu" in text and "    first\n    second" in text
 
 
 def test_an_emailed_post_is_refused_as_sent_when_listed(newsletter_dir, drafts, cli):
@@ -356,6 +405,32 @@ def test_import_then_publish_makes_the_archive(newsletter_dir, cli):
     assert pages == ["episode-1", "leaving-meta"]
     feed = (site / "feed.xml").read_text()
     assert "Leaving Meta" in feed and "For paying readers" not in feed
+
+
+def test_a_post_showing_template_code_builds_and_publishes(newsletter_dir, drafts, cli):
+    """Substack HTML with {{ }} in code: the import wraps the body in raw, build keeps it."""
+    post = POST_HTML.replace("<p>Welcome to Liu's Log.</p>", (
+        "<p>Write <code>{{ name }}</code>.</p>"
+        "<pre><code>{% for x in xs %}{{ x }}{% endfor %}</code></pre>"
+        "<p>Close it: <code>{% endraw %}</code>, {%+ endraw %}{{ 7*7 }} and {{ 8*8 }}.</p>"))
+    assert cli("import-posts", str(substack_zip(newsletter_dir / "export.zip",
+                                                post_html=post))).exit_code == 0
+    run = cli("build", "leaving-meta")
+    assert run.exit_code == 0, run.stderr
+    html = (newsletter_dir / "build" / "leaving-meta.html").read_text()
+    text = (newsletter_dir / "build" / "leaving-meta.txt").read_text()
+    assert re.search(r"<code[^>]*>\{\{ name \}\}</code>", html)
+    assert "{% for x in xs %}{{ x }}{% endfor %}" in html_lib.unescape(html)
+    assert re.search(r"<code[^>]*>\{% endraw %\}</code>", html)
+    assert "Write {{ name }}." in text and "{% for x in xs %}{{ x }}{% endfor %}" in text
+    assert "Close it: {% endraw %}, {%+ endraw %}{{ 7*7 }} and {{ 8*8 }}." in text
+    assert "{% raw %}" not in html and "{% raw %}" not in text  # the import's own wrapping
+
+    run = cli("publish")
+    assert run.exit_code == 0, run.stderr
+    page = (newsletter_dir / "site" / "leaving-meta" / "index.html").read_text()
+    assert re.search(r"<code[^>]*>\{\{ name \}\}</code>", page)
+    assert "{{ 7*7 }} and {{ 8*8 }}" in page and "{% raw %}" not in page
 
 
 def test_an_emailed_imported_post_is_not_sent_to_the_list_again(newsletter_dir, cli):

@@ -56,7 +56,8 @@ class ImportReport:
 
 
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}-")
-_RAW_END = re.compile(r"\{%-?\s*endraw\s*-?%\}")
+# As Jinja reads it, with either whitespace control ("{%+ endraw %}" ends a raw block too).
+_RAW_END = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 
 
 def _jinja_text(body: str) -> str:
@@ -64,8 +65,12 @@ def _jinja_text(body: str) -> str:
     if "{{" not in body and "{%" not in body and "{#" not in body:
         return body
     # An "{% endraw %}" in the post would end the raw block early and let what follows
-    # run as template code: it is printed as a string instead.
-    body = _RAW_END.sub(lambda m: "{% endraw %}{{ " + repr(m.group(0)) + " }}{% raw %}", body)
+    # run as template code: its "{%" is cut off from the rest by closing the raw block
+    # and opening it again, so Jinja reads it as text. (Printing it as a {{ '…' }}
+    # string would be code in a code span, which the draft's own raw handling keeps.)
+    body = _RAW_END.sub(
+        lambda m: m.group(0)[:2] + "{% endraw %}{% raw %}" + m.group(0)[2:], body
+    )
     return "{% raw %}\n" + body + "{% endraw %}\n"
 
 

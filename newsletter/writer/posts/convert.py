@@ -54,12 +54,44 @@ class _Converter(MarkdownConverter):
             return text
         return super().convert_a(el, text, parent_tags)
 
+    def convert_br(self, el: Tag, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
+        if "_inline" in (parent_tags or ()):
+            return " "  # a heading or table cell is one line
+        if "pre" in (parent_tags or ()):
+            return "\n"
+        if _ends_block(el):
+            return ""  # a trailing <br> shows nothing; a trailing backslash would show
+        # A backslash, not markdownify's two trailing spaces: the draft's editor (and our
+        # own clean-up below) trims those, and the poem or address becomes one line.
+        return "\\\n"
+
     def convert_figure(self, el: Tag, text: str, parent_tags: Any = None) -> str:
         return f"\n\n{text.strip()}\n\n"
 
     def convert_figcaption(self, el: Tag, text: str, parent_tags: Any = None) -> str:
         caption = text.strip()
         return f"\n\n*{caption}*\n\n" if caption else ""
+
+
+# Elements inside a paragraph's line: a <br> at the end of one may still end the paragraph.
+_INLINE = {"a", "b", "strong", "i", "em", "u", "s", "del", "ins", "mark", "small", "span",
+           "sup", "sub", "code", "font"}
+
+
+def _ends_block(br: Tag) -> bool:
+    """True when nothing but whitespace and other <br>s follows `br` in its block."""
+    node: Tag = br
+    while True:
+        for sibling in node.next_siblings:
+            if isinstance(sibling, Tag):
+                if sibling.name != "br":
+                    return False
+            elif str(sibling).strip():
+                return False
+        parent = node.parent
+        if parent is None or parent.name not in _INLINE:
+            return True
+        node = parent
 
 
 def _attrs(el: Tag) -> dict[str, Any]:
