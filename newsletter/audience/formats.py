@@ -402,6 +402,7 @@ _EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "email_a
 _NAME_COLUMNS = ("name", "full name", "full_name")
 _FIRST_COLUMNS = ("first name", "first_name", "firstname")
 _LAST_COLUMNS = ("last name", "last_name", "lastname")
+_TAG_COLUMNS = ("tags", "tag")
 
 
 def _first_of(cols: Columns, names: Sequence[str]) -> int | None:
@@ -413,13 +414,15 @@ def _has_email_column(cols: Columns) -> bool:
 
 
 def _sheet(cols: Columns) -> Mapper:
-    """Any sheet with an email column (a mail-merge list): every other column an attribute."""
+    """Any sheet with an email column (a mail-merge list): a tags (or tag) column gives the
+    tags, split like the platforms' ("a, b" or a JSON list); every other column an attribute."""
     email_i = _first_of(cols, _EMAIL_COLUMNS)
     name_i, first_i, last_i = (
         _first_of(cols, _NAME_COLUMNS), _first_of(cols, _FIRST_COLUMNS),
         _first_of(cols, _LAST_COLUMNS),
     )
-    used = {email_i, name_i, first_i, last_i}
+    tags_i = _first_of(cols, _TAG_COLUMNS)
+    used = {email_i, name_i, first_i, last_i, tags_i}
     extra = [(i, h) for i, h in enumerate(cols.header) if h and i not in used]
 
     def cell(row: Sequence[str], i: int | None) -> str:
@@ -428,7 +431,8 @@ def _sheet(cols: Columns) -> Mapper:
     def read(row: Sequence[str]) -> Record:
         attributes = {h: value for i, h in extra if (value := cell(row, i))}
         name = cell(row, name_i) or join_name(cell(row, first_i), cell(row, last_i))
-        return Record(email=cell(row, email_i), name=name, attributes=attributes)
+        return Record(email=cell(row, email_i), name=name, tags=parse_tags(cell(row, tags_i)),
+                      attributes=attributes)
 
     return read
 
