@@ -461,17 +461,28 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 FORMAT_NAMES = ("auto", *FORMATS)
 
 
+def _detect(cols: Columns) -> Format | None:
+    return next((fmt for fmt in FORMATS.values() if fmt.detect(cols)), None)
+
+
+def _no_email_column(where: str, cols: Columns, other_formats: bool) -> SubscriberError:
+    """No format fits, as no column is named for the addresses (a sheet with one would be
+    read): say which name to give it."""
+    shown = ",".join(cols.header[:8]) + (",…" if len(cols.header) > 8 else "")
+    fix = f", or pass --format with one of {', '.join(FORMATS)}" if other_formats else ""
+    return SubscriberError(
+        f"{where}: no column holds the email addresses (header: {shown}): name the column "
+        f'that has them "email" and import again{fix}'
+    )
+
+
 def detect_format(header: Sequence[str], where: str) -> Format:
     """The format whose header this is; SubscriberError saying how to choose when none fits."""
     cols = Columns(header)
-    for fmt in FORMATS.values():
-        if fmt.detect(cols):
-            return fmt
-    shown = ",".join(cols.header[:8]) + (",…" if len(cols.header) > 8 else "")
-    raise SubscriberError(
-        f"{where}: cannot tell which platform this export comes from (header: {shown}): "
-        f"pass --format with one of {', '.join(FORMATS)}"
-    )
+    fmt = _detect(cols)
+    if fmt is None:
+        raise _no_email_column(where, cols, other_formats=True)
+    return fmt
 
 
 def get_format(name: str, header: Sequence[str], where: str) -> Format:
@@ -491,6 +502,8 @@ def get_format(name: str, header: Sequence[str], where: str) -> Format:
         raise SubscriberError(f"unknown format {name!r}: use one of {', '.join(FORMAT_NAMES)}")
     cols = Columns(header)
     missing = [] if fmt.name == "sheet" and _has_email_column(cols) else cols.missing(*fmt.required)
+    if missing and _detect(cols) is None:
+        raise _no_email_column(where, cols, other_formats=False)  # auto would not help either
     if missing:
         raise SubscriberError(
             f"{where} is not a {fmt.title} export: it has no {', '.join(missing)} column; "

@@ -301,7 +301,7 @@ def test_explicit_format_is_checked_against_the_header(db) -> None:
 
 
 @pytest.mark.parametrize("content,message", [
-    (b"id,when,what\n1,2,3\n", "cannot tell which platform"),
+    (b"id,when,what\n1,2,3\n", "no column holds the email addresses"),
     (b"", "is empty"),
     (b"\n\n", "is empty"),
     (b"email\nj\xe9r\xf4me@example.com\n", "not UTF-8"),
