@@ -402,6 +402,7 @@ _EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "email_a
 _NAME_COLUMNS = ("name", "full name", "full_name")
 _FIRST_COLUMNS = ("first name", "first_name", "firstname")
 _LAST_COLUMNS = ("last name", "last_name", "lastname")
+_TAG_COLUMNS = ("tags", "tag")
 
 
 def _first_of(cols: Columns, names: Sequence[str]) -> int | None:
@@ -413,13 +414,15 @@ def _has_email_column(cols: Columns) -> bool:
 
 
 def _sheet(cols: Columns) -> Mapper:
-    """Any sheet with an email column (a mail-merge list): every other column an attribute."""
+    """Any sheet with an email column (a mail-merge list): a tags (or tag) column gives the
+    tags, split like the platforms' ("a, b" or a JSON list); every other column an attribute."""
     email_i = _first_of(cols, _EMAIL_COLUMNS)
     name_i, first_i, last_i = (
         _first_of(cols, _NAME_COLUMNS), _first_of(cols, _FIRST_COLUMNS),
         _first_of(cols, _LAST_COLUMNS),
     )
-    used = {email_i, name_i, first_i, last_i}
+    tags_i = _first_of(cols, _TAG_COLUMNS)
+    used = {email_i, name_i, first_i, last_i, tags_i}
     extra = [(i, h) for i, h in enumerate(cols.header) if h and i not in used]
 
     def cell(row: Sequence[str], i: int | None) -> str:
@@ -428,7 +431,8 @@ def _sheet(cols: Columns) -> Mapper:
     def read(row: Sequence[str]) -> Record:
         attributes = {h: value for i, h in extra if (value := cell(row, i))}
         name = cell(row, name_i) or join_name(cell(row, first_i), cell(row, last_i))
-        return Record(email=cell(row, email_i), name=name, attributes=attributes)
+        return Record(email=cell(row, email_i), name=name, tags=parse_tags(cell(row, tags_i)),
+                      attributes=attributes)
 
     return read
 
@@ -457,17 +461,28 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 FORMAT_NAMES = ("auto", *FORMATS)
 
 
+def _detect(cols: Columns) -> Format | None:
+    return next((fmt for fmt in FORMATS.values() if fmt.detect(cols)), None)
+
+
+def _no_email_column(where: str, cols: Columns, other_formats: bool) -> SubscriberError:
+    """No format fits, as no column is named for the addresses (a sheet with one would be
+    read): say which name to give it."""
+    shown = ",".join(cols.header[:8]) + (",…" if len(cols.header) > 8 else "")
+    fix = f", or pass --format with one of {', '.join(FORMATS)}" if other_formats else ""
+    return SubscriberError(
+        f"{where}: no column holds the email addresses (header: {shown}): name the column "
+        f'that has them "email" and import again{fix}'
+    )
+
+
 def detect_format(header: Sequence[str], where: str) -> Format:
     """The format whose header this is; SubscriberError saying how to choose when none fits."""
     cols = Columns(header)
-    for fmt in FORMATS.values():
-        if fmt.detect(cols):
-            return fmt
-    shown = ",".join(cols.header[:8]) + (",…" if len(cols.header) > 8 else "")
-    raise SubscriberError(
-        f"{where}: cannot tell which platform this export comes from (header: {shown}): "
-        f"pass --format with one of {', '.join(FORMATS)}"
-    )
+    fmt = _detect(cols)
+    if fmt is None:
+        raise _no_email_column(where, cols, other_formats=True)
+    return fmt
 
 
 def get_format(name: str, header: Sequence[str], where: str) -> Format:
@@ -487,6 +502,8 @@ def get_format(name: str, header: Sequence[str], where: str) -> Format:
         raise SubscriberError(f"unknown format {name!r}: use one of {', '.join(FORMAT_NAMES)}")
     cols = Columns(header)
     missing = [] if fmt.name == "sheet" and _has_email_column(cols) else cols.missing(*fmt.required)
+    if missing and _detect(cols) is None:
+        raise _no_email_column(where, cols, other_formats=False)  # auto would not help either
     if missing:
         raise SubscriberError(
             f"{where} is not a {fmt.title} export: it has no {', '.join(missing)} column; "

@@ -31,6 +31,7 @@ from newsletter.audience.subscribers import (
     clean_name,
     clean_tags,
     email_key,
+    escape_cell,
     is_database_file,
     name_too_long,
     normalize_email,
@@ -103,7 +104,11 @@ def _dumps(value: Any) -> str:
 
 
 class _Rejects:
-    """Collects skipped rows: counts, the first few for the summary, all of them in a file."""
+    """Collects skipped rows: counts, the first few for the summary, all of them in a file.
+
+    The file is for a spreadsheet: every cell is escaped as `subscribers export` escapes
+    them (`escape_cell`), so a cell like =HYPERLINK(…) from the import is not run.
+    """
 
     def __init__(self, summary: ImportSummary, path: Path | None, source: Path) -> None:
         self.summary = summary
@@ -129,6 +134,16 @@ class _Rejects:
             raise SubscriberError(f"cannot write the rejects file {path}: {exc.strerror}") from None
         self.writer = csv.writer(self.file) if self.file else None
         self.header_for: str | None = None
+        self.headers: list[list[str]] = []  # each sheet's header, in the order read
+        # With a file: the rows of the batch being staged, by line, as (sheet, cells), so a
+        # repeat of an address is written as it was in the file (`cells_of`). One batch only.
+        self.batch: dict[str, tuple[int, Sequence[str]]] | None = {} if self.writer else None
+
+    def cells_of(self, where: str) -> str | None:
+        """The staged row at `where` as JSON [sheet, cells] (called by the duplicate trigger:
+        only repeats are encoded and kept)."""
+        held = self.batch.get(where) if self.batch is not None else None
+        return _encode(held) if held is not None else None
 
     def add(self, where: str, kind: str, message: str, row: Sequence[str] = (),
             header: Sequence[str] = ()) -> None:
@@ -138,8 +153,8 @@ class _Rejects:
         if self.writer is not None:
             if self.header_for is None:
                 self.header_for = where
-                self.writer.writerow(["where", "reason", *header])
-            self.writer.writerow([where, message, *row])
+                self.writer.writerow([escape_cell(c) for c in ("where", "reason", *header)])
+            self.writer.writerow([escape_cell(c) for c in (where, message, *row)])
 
     def close(self, keep: bool) -> None:
         if self.file and self.partial and self.path:
@@ -198,12 +213,17 @@ def import_file(
         )
         # Repeats of an address, one row each (appending to a string on the first row made
         # many repeats of one address quadratic). The trigger runs before the upsert folds.
+        # With --rejects it also keeps the repeat's cells, for the rejects file: asked of
+        # Python for that row only, so the other rows are neither encoded nor stored twice.
         db.execute("DROP TABLE IF EXISTS temp.import_dups")
-        db.execute("CREATE TEMP TABLE import_dups (email_key TEXT NOT NULL, line TEXT)")
+        db.execute("CREATE TEMP TABLE import_dups (email_key TEXT NOT NULL, line TEXT, "
+                   "cells TEXT)")
+        db.conn.create_function("nl_import_cells", 1, bad.cells_of)
         db.execute(
             "CREATE TEMP TRIGGER import_dup BEFORE INSERT ON import_rows "
             "WHEN EXISTS (SELECT 1 FROM import_rows WHERE email_key = NEW.email_key) "
-            "BEGIN INSERT INTO import_dups VALUES (NEW.email_key, NEW.line); END"
+            "BEGIN INSERT INTO import_dups VALUES (NEW.email_key, NEW.line, "
+            "nl_import_cells(NEW.line)); END"
         )
         # Stage 1: read and validate into the temporary table (the list is untouched).
         with db.conn:
@@ -251,6 +271,8 @@ def _stage(
     done_before = 0
     for size, (sheet, tell) in iter_sheets(path, sheets):
         fmt = get_format(format, sheet.header, sheet.name)
+        sheet_no = len(bad.headers)
+        bad.headers.append(sheet.header)
         if fmt.title not in summary.formats:
             summary.formats.append(fmt.title)
         read = fmt.mapper(Columns(sheet.header))
@@ -289,13 +311,19 @@ def _stage(
                 rec.unsubscribed_at, rec.optin_ip, rec.source or default_source,
                 rec.updated_at or now, where,
             ))
+            if bad.batch is not None:
+                bad.batch[where] = (sheet_no, row)
             if len(batch) >= BATCH:
                 db.conn.executemany(insert, batch)
                 batch.clear()
+                if bad.batch is not None:
+                    bad.batch.clear()
                 if progress:
                     progress("Reading", done_before + tell(), total)
         if batch:
             db.conn.executemany(insert, batch)
+            if bad.batch is not None:
+                bad.batch.clear()
         done_before += size
         if progress:
             progress("Reading", done_before, total)
@@ -303,11 +331,14 @@ def _stage(
 
 def _report_duplicates(db: sqlite_utils.Database, bad: _Rejects) -> None:
     rows = db.execute(
-        "SELECT r.email, r.line, d.line FROM temp.import_dups d "
+        "SELECT r.email, r.line, d.line, d.cells FROM temp.import_dups d "
         "JOIN temp.import_rows r ON r.email_key = d.email_key ORDER BY d.rowid"
     )
-    for email, first, where in rows:
-        bad.add(where, "duplicate", f"{email} again (first at {first})", [email])
+    for email, first, where, cells in rows:
+        # The row as it was in the file (with --rejects), so it can be fixed and imported.
+        sheet, row = json.loads(cells) if cells else (None, [email])
+        bad.add(where, "duplicate", f"{email} again (first at {first})", row,
+                bad.headers[sheet] if sheet is not None else ())
 
 
 def _drop_suppressed(db: sqlite_utils.Database, secret: bytes | None, bad: _Rejects) -> None:

@@ -144,6 +144,15 @@ csv.field_size_limit(MAX_LINE)  # big JSON attributes cells are fine; a runaway 
 
 
 
+def _looks_like_json(start: bytes) -> bool:
+    """Whether a file starting with these bytes is JSON (an object, or a list of objects,
+    strings or lists): no list export's header row starts so."""
+    text = start.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return text.startswith(b"{") or (
+        text.startswith(b"[") and text[1:].lstrip()[:1] in (b"{", b"[", b'"', b"]")
+    )
+
+
 @contextmanager
 def _open_export(path: Path) -> Iterator[tuple[BinaryIO, zipfile.ZipFile | None]]:
     """The export file opened for reading, and its archive when it is a ZIP (else None)."""
@@ -152,9 +161,16 @@ def _open_export(path: Path) -> Iterator[tuple[BinaryIO, zipfile.ZipFile | None]
     except OSError as exc:
         raise SubscriberError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        is_zip = handle.read(4) == b"PK\x03\x04"
+        start = handle.read(64)
         handle.seek(0)
-        if not is_zip:
+        if _looks_like_json(start):
+            # A Ghost posts export, or members as JSON: read as CSV, its "header" would be `{`.
+            raise SubscriberError(
+                f"{path} is JSON, not a subscriber list export: subscribers are imported from "
+                "the CSV (or ZIP) a platform exports; posts go in with "
+                f"`newsletter import-posts {path}`"
+            )
+        if not start.startswith(b"PK\x03\x04"):
             yield handle, None
             return
         try:

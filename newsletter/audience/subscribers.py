@@ -12,9 +12,11 @@ import csv
 import hashlib
 import hmac
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,7 +27,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from newsletter import store
 from newsletter.audience import events
 from newsletter.audience.events import STATUSES, STOPPED, Origin
-from newsletter.compose.message import Recipient
+from newsletter.compose.message import Recipient, header_address
 from newsletter.errors import SubscriberError
 from newsletter.settings import Settings
 
@@ -393,24 +395,71 @@ class Removal:
     subscriber: Subscriber
     deliveries: int  # delivery-log rows whose address became a hash
     events: int  # history rows deleted
-    outbox_files: list[Path]  # outbox messages to them (deleted when `deleted`)
+    outbox_files: list[Path]  # saved outbox messages to them (deleted when `deleted`)
     deleted: bool
     suppressed: bool
 
 
+def _saved_messages(folder: Path) -> Iterator[Path]:
+    """Every .eml file under `folder`, at any depth, streamed (a folder is never listed whole
+    in memory; symbolic links are not followed)."""
+    pending = [folder]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif entry.name.endswith(".eml") and entry.is_file(follow_symlinks=False):
+                        yield Path(entry.path)
+        except OSError:
+            continue  # a folder we may not read holds nothing we could delete either
+
+
+_RECIPIENT_FIELDS = (b"to", b"cc", b"bcc")
+_MAX_HEADER = 256 * 1024  # bytes: the outbox writes a few KB; past this it is not a message
+
+
+def _addressed_to(path: Path, wanted: frozenset[str]) -> bool:
+    """Whether the saved message is to one of `wanted` (lower-cased addresses) in its To
+    (or Cc, Bcc) header. Only the header block is read, never the body."""
+    fields: list[bytes] = []
+    size = 0
+    with open(path, "rb") as f:
+        while (line := f.readline(_MAX_HEADER)) and size < _MAX_HEADER:
+            size += len(line)
+            line = line.rstrip(b"\r\n")
+            if not line:
+                break  # the blank line before the body
+            if line[:1] in (b" ", b"\t") and fields:
+                fields[-1] += line  # a folded header goes on (RFC 5322 unfolding)
+            else:
+                fields.append(line)
+    for field_line in fields:
+        name, _, value = field_line.partition(b":")
+        if name.strip().lower() in _RECIPIENT_FIELDS:
+            # Exact addresses, not a substring: ana@example.com is not dana@example.com.
+            for _, addr in getaddresses([value.decode("utf-8", "replace")]):
+                if addr.lower() in wanted:
+                    return True
+    return False
+
+
 def _outbox_files_for(outbox: Path | None, address: str) -> list[Path]:
-    """The saved messages (outbox/*.eml) that hold this address anywhere, any letter case."""
+    """The saved messages to this address anywhere in the outbox (every campaign's folder,
+    outbox/confirm/…), matched in their To header in any letter case; sorted."""
     if outbox is None or not outbox.is_dir():
         return []
-    needle = email_key(address).encode()
+    # As stored (an IDN domain in Unicode) and as the outbox writes it (in Punycode).
+    wanted = frozenset({email_key(address), email_key(header_address(address))})
     found = []
-    for path in sorted(outbox.glob("*.eml")):
+    for path in _saved_messages(outbox):
         try:
-            if needle in path.read_bytes().lower():
+            if _addressed_to(path, wanted):
                 found.append(path)
         except OSError:
             continue
-    return found
+    return sorted(found)
 
 
 def remove(
@@ -424,9 +473,10 @@ def remove(
     """Forget a subscriber: their row, their history, their address in the delivery log.
 
     Delivery-log rows stay (a campaign's counts do not change) with the address replaced
-    by `address_hash` (needs `secret`); those not sent yet become `skipped`. Outbox
-    messages that hold the address are listed, or deleted with `delete_outbox`. With
-    `suppress`, only the hash is kept, so a later import or add of the address is refused.
+    by `address_hash` (needs `secret`); those not sent yet become `skipped`. The messages
+    to them saved anywhere under `outbox` (campaign folders, confirm/) are listed, or
+    deleted with `delete_outbox` (the folders stay). With `suppress`, only the hash is
+    kept, so a later import or add of the address is refused.
     Prefer `unsubscribe`: it keeps the consent record that proves they asked.
     """
     found = _require(db, email)

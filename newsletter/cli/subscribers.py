@@ -79,8 +79,9 @@ def remove(
     email: Annotated[str, typer.Argument(help="The address to forget.")],
     delete_outbox: Annotated[
         bool,
-        typer.Option("--delete-outbox", help="Also delete the saved outbox/*.eml messages "
-                     "that hold the address (without it they are listed)."),
+        typer.Option("--delete-outbox", help="Also delete the messages to them saved in "
+                     "outbox/ (every campaign's folder, outbox/confirm/); without it they "
+                     "are listed."),
     ] = False,
     suppress: Annotated[
         bool,

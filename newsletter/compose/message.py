@@ -399,9 +399,9 @@ def _display(name: str, addr: str) -> str:
     return f"{_quote_name(name)} <{addr}>" if name else addr
 
 
-def _encode_address(name: str, addr: str) -> bytes:
-    """An address for a raw header: RFC 2047 for non-ASCII names, IDNA for domains."""
-    name = " ".join(_CONTROL.sub(" ", name or "").split())
+def header_address(addr: str) -> str:
+    """The address as a raw header carries it: an IDN domain in Punycode (IDNA), the local
+    part as is (so `subscribers remove` finds the saved messages to a reader)."""
     addr = _CONTROL.sub("", addr)
     if not addr.isascii():
         local, _, domain = addr.rpartition("@")
@@ -410,6 +410,13 @@ def _encode_address(name: str, addr: str) -> bytes:
         except UnicodeError:
             pass
         addr = f"{local}@{domain}"
+    return addr
+
+
+def _encode_address(name: str, addr: str) -> bytes:
+    """An address for a raw header: RFC 2047 for non-ASCII names, IDNA for domains."""
+    name = " ".join(_CONTROL.sub(" ", name or "").split())
+    addr = header_address(addr)
     if not name:
         return addr.encode("utf-8")
     phrase = _encode_phrase(name, "To")

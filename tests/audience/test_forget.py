@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import email
+import email.policy
 import io
 from pathlib import Path
 
 from newsletter import store
 from newsletter.audience import importers
 from newsletter.audience import subscribers as subs
+from newsletter.settings import load_settings
+from newsletter.web.readers import send_confirmation
 
 
 def _campaign_with_deliveries(db_path: Path) -> None:
@@ -78,6 +82,66 @@ def test_remove_forgets_the_address_everywhere_but_keeps_the_counts(
     r = cli("subscribers", "import", str(sheet))
     assert r.stdout.splitlines()[0].endswith("0 added, 0 updated, 0 unchanged, 1 skipped "
                                              "(forgotten: 1)")
+
+
+def _recipients(outbox: Path) -> dict[Path, str]:
+    """Every saved message and the address in its To header (read the way a mail client does)."""
+    found = {}
+    for path in sorted(outbox.rglob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        found[path] = message["To"].addresses[0].addr_spec.lower()
+    return found
+
+
+def test_remove_finds_the_readers_messages_in_campaign_folders_and_confirmations(
+    cli, newsletter_dir: Path, write_draft
+) -> None:
+    # Before: only outbox/*.eml was searched, but sends write outbox/<campaign>/*.eml and
+    # confirmations outbox/confirm/*.eml: --delete-outbox deleted nothing and listed nothing.
+    write_draft("hello.md", "---\nsubject: Hello\n---\nHello {{ subscriber.name }}.\n")
+    write_draft("again.md", "---\nsubject: Again\n---\nAgain, {{ subscriber.name }}.\n")
+    long_name = "Lí Xiǎomíng, Keeper of the Rather Long Display Names Society"  # a folded To
+    for address, name in (("Dana@example.com", "Dana"), ("ana@example.com", "Ana"),
+                          ("li@bücher.de", long_name)):
+        assert cli("subscribers", "add", address, "--name", name).exit_code == 0
+    for draft in ("hello", "again"):
+        run = cli("send", draft, "--to", "subscribers", "--yes")
+        assert run.exit_code == 0, run.stderr
+    settings = load_settings(newsletter_dir)
+    db = subs.open_db(settings)
+    for address in ("dana@example.com", "ana@example.com"):
+        send_confirmation(settings, subs.get(db, address), "https://example.com/confirm?t=1")
+    db.conn.close()
+    outbox = newsletter_dir / "outbox"
+    sent = _recipients(outbox)
+    folders = sorted(p.name for p in outbox.iterdir())
+    assert folders == ["1-hello", "2-again", "confirm"] and len(sent) == 3 + 3 + 2
+    danas = [p for p, to in sent.items() if to == "dana@example.com"]
+    assert [p.parent.name for p in danas] == folders
+
+    # Any letter case; ana@example.com is inside dana@example.com but is not her address.
+    run = cli("subscribers", "remove", "DANA@example.com")
+    assert run.exit_code == 0, run.stderr
+    assert run.stdout.splitlines()[1:] == [
+        *(f"Still holds the address: {p}" for p in danas),
+        "Delete those with --delete-outbox (or by hand) to forget them entirely.",
+    ]
+    assert _recipients(outbox) == sent  # listed, not deleted
+
+    assert cli("subscribers", "add", "dana@example.com").exit_code == 0
+    run = cli("subscribers", "remove", "dana@example.com", "--delete-outbox")
+    assert run.stdout.splitlines()[1:] == [f"Deleted: {p}" for p in danas]
+    left = _recipients(outbox)
+    assert left == {p: to for p, to in sent.items() if to != "dana@example.com"}
+    assert not [p for p in outbox.rglob("*") if b"dana@example.com" in
+                (p.read_bytes().lower() if p.is_file() else b"")]
+    assert sorted(p.name for p in outbox.iterdir()) == folders  # the folders stay
+
+    # The outbox writes an IDN domain in Punycode (li@xn--bcher-kva.de): still found.
+    run = cli("subscribers", "remove", "li@bücher.de", "--delete-outbox")
+    lis = [p for p, to in sent.items() if to == "li@xn--bcher-kva.de"]
+    assert len(lis) == 2 and run.stdout.splitlines()[1:] == [f"Deleted: {p}" for p in lis]
+    assert set(_recipients(outbox).values()) == {"ana@example.com"}
 
 
 TRICKY = ["=HYPERLINK(\"http://evil\")", "+1 555", "-2", "@SUM(A1)", "\tTab", "'quoted",

@@ -3,6 +3,7 @@ and the limits that keep a bad file from hanging or misleading (issues 9 and 13)
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 import zipfile
@@ -28,6 +29,24 @@ def test_a_mail_merge_sheet_imports_its_extra_columns_as_attributes(db, tmp_path
     assert (liu.name, liu.attributes) == ("Liu", {})
 
 
+@pytest.mark.parametrize("column", ["tags", "Tags", "TAG"])
+def test_a_sheet_tags_column_gives_tags_the_audience_can_pick(
+    cli, newsletter_dir: Path, column: str
+) -> None:
+    # Before: the column became an attribute named "tags", so `--to tag:a` found nobody.
+    sheet = newsletter_dir / "people.csv"
+    sheet.write_text(f'email,{column},city\nada@example.com,"a, b",London\n'
+                     'liu@example.com,b,\nsam@example.com,,Oslo\n')
+    run = cli("subscribers", "import", str(sheet), "--tag", "sheet")
+    assert run.stdout.startswith("Imported 3 rows (spreadsheet): 3 added"), run.stderr
+    listed = cli("subscribers", "list", "--json").stdout.splitlines()
+    got = {(r := json.loads(line))["email"]: (r["tags"], r["attributes"]) for line in listed}
+    assert got == {"ada@example.com": (["a", "b", "sheet"], {"city": "London"}),
+                   "liu@example.com": (["b", "sheet"], {}),
+                   "sam@example.com": (["sheet"], {"city": "Oslo"})}
+    assert cli("subscribers", "list", "--tag", "tag:a").stdout.split("\t")[0] == "ada@example.com"
+
+
 def test_any_case_email_column_and_first_last_names(db, tmp_path: Path) -> None:
     sheet = tmp_path / "crm.csv"
     sheet.write_text("First Name,Last Name,Email Address Work,EMAIL,Company\n"
@@ -42,7 +61,7 @@ def test_any_case_email_column_and_first_last_names(db, tmp_path: Path) -> None:
 def test_a_sheet_without_an_email_column_is_still_refused(db, tmp_path: Path) -> None:
     sheet = tmp_path / "other.csv"
     sheet.write_text("id,when,what\n1,2,3\n")
-    with pytest.raises(SubscriberError, match="cannot tell which platform"):
+    with pytest.raises(SubscriberError, match="no column holds the email addresses"):
         importers.import_file(db, sheet)
     s = importers.import_file(db, DATA / "substack_email_list.2024-05-01.csv")
     assert s.formats == ["Substack"]  # a platform's own header still wins

@@ -165,6 +165,62 @@ def test_messy_real_world_file(db, tmp_path: Path) -> None:
     assert any(line.startswith("  skipped line 7:") for line in s.lines())
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_rejects_file_escapes_formulas_as_export_does_and_keeps_duplicate_rows(
+    db, tmp_path: Path
+) -> None:
+    # Before: cells went to --rejects as they were (a spreadsheet ran =HYPERLINK(…)), and
+    # a duplicate's line held only the address: its name and other columns were gone.
+    sheet = tmp_path / "list.csv"
+    sheet.write_text(
+        "email,name,+city\n"
+        '"=HYPERLINK(""http://evil"")",Mallory,-1 Main St\n'
+        "dup@example.com,Dup One,Paris\n"
+        'DUP@example.com,"Dup Two, Jr.",@SUM(A1)\n'
+        "ok@example.com,Ok,Lyon\n"
+    )
+    rejects = tmp_path / "rejects.csv"
+    s = importers.import_file(db, sheet, rejects=rejects)
+    assert (s.added, dict(s.skipped)) == (2, {"invalid address": 1, "duplicate": 1})
+    with open(rejects, encoding="utf-8", newline="") as f:
+        kept = list(csv.reader(f))
+    for row in kept:  # what a spreadsheet sees: no cell starts a formula
+        for cell in row:
+            assert not cell.startswith(FORMULA_START), cell
+    assert kept[0] == ["where", "reason", "email", "name", "'+city"]
+    assert kept[1][0] == "line 2" and "is not a valid email address" in kept[1][1]
+    assert kept[1][2:] == ["'=HYPERLINK(\"http://evil\")", "Mallory", "'-1 Main St"]
+    assert kept[2] == ["line 4", "dup@example.com again (first at line 3)",
+                       "DUP@example.com", "Dup Two, Jr.", "'@SUM(A1)"]
+    # Escaped exactly as export does: the import takes the quote off again.
+    assert [subs.unescape_cell(c) for c in kept[2][2:]] == [
+        "DUP@example.com", "Dup Two, Jr.", "@SUM(A1)"]
+    assert len(kept) == 3
+
+
+def test_rejects_for_duplicates_across_the_files_of_a_zip_keep_their_own_row(
+    db, tmp_path: Path
+) -> None:
+    # Mailchimp's ZIP: the same reader in the subscribed and the unsubscribed file.
+    archive = tmp_path / "mailchimp.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("subscribed.csv", "Email Address,First Name\nada@example.com,Ada\n")
+        z.writestr("unsubscribed.csv", "Email Address,First Name,UNSUB_TIME\n"
+                   "ADA@example.com,Ada L.,2024-05-01 10:00:00\n")
+    rejects = tmp_path / "rejects.csv"
+    importers.import_file(db, archive, rejects=rejects)
+    with open(rejects, encoding="utf-8", newline="") as f:
+        kept = list(csv.reader(f))
+    assert kept == [
+        ["where", "reason", "Email Address", "First Name", "UNSUB_TIME"],
+        ["mailchimp.zip:unsubscribed.csv line 2",
+         "ada@example.com again (first at mailchimp.zip:subscribed.csv line 2)",
+         "ADA@example.com", "Ada L.", "2024-05-01 10:00:00"],
+    ]
+
+
 def test_an_import_never_makes_a_stopped_subscriber_active(db, tmp_path: Path) -> None:
     subs.add_subscriber(db, "left@example.com")
     subs.unsubscribe(db, "left@example.com")
@@ -245,7 +301,7 @@ def test_explicit_format_is_checked_against_the_header(db) -> None:
 
 
 @pytest.mark.parametrize("content,message", [
-    (b"id,when,what\n1,2,3\n", "cannot tell which platform"),
+    (b"id,when,what\n1,2,3\n", "no column holds the email addresses"),
     (b"", "is empty"),
     (b"\n\n", "is empty"),
     (b"email\nj\xe9r\xf4me@example.com\n", "not UTF-8"),

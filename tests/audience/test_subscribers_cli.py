@@ -7,8 +7,22 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from newsletter import store
+from newsletter.audience.formats import FORMATS
 from tests.audience.conftest import DATA, rows
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def one_error_line(run) -> str:
+    """The one `Error: …` line a failed command printed, checking that it failed cleanly."""
+    assert run.exception is None, repr(run.exception)
+    assert run.exit_code == 4, run.exit_code  # a SubscriberError
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), run.stderr
+    return lines[0]
 
 
 def test_add_list_count(cli, newsletter_dir: Path) -> None:
@@ -122,6 +136,43 @@ def test_import_with_explicit_format(cli, newsletter_dir: Path) -> None:
     r = cli("subscribers", "import", str(DATA / "ghost-members-2024-05-01.csv"),
             "--format", "ghost")
     assert "2 added" in r.stdout
+
+
+@pytest.mark.parametrize("format,fix", [
+    ("auto", f", or pass --format with one of {', '.join(FORMATS)}"),
+    ("sheet", ""),  # the format was given: only the column can be the fix
+    ("ghost", ""),  # not "try --format auto": it would fail the same way
+])
+def test_a_sheet_without_an_email_column_says_which_column_to_name(
+    cli, newsletter_dir: Path, format: str, fix: str
+) -> None:
+    # Before: "cannot tell which platform … pass --format with one of …" (auto) and "it has
+    # no email column; try --format auto" (sheet): neither said what to change.
+    (newsletter_dir / "noemail.csv").write_text("name,city\nAda,London\n")
+    run = cli("subscribers", "import", "noemail.csv", "--format", format)
+    assert one_error_line(run) == (
+        'Error: noemail.csv: no column holds the email addresses (header: name,city): name '
+        f'the column that has them "email" and import again{fix}'
+    )
+    assert cli("subscribers", "count", "--json").stdout.startswith('{"active": 0,')
+    assert rows(store.connect(newsletter_dir / "newsletter.db")) == []
+
+
+def test_a_json_file_is_not_a_list_export(cli, newsletter_dir: Path) -> None:
+    # Before: "cannot tell which platform this export comes from (header: {)".
+    posts = REPO / "examples" / "ghost-export.json"  # Ghost's posts export
+    for format in ("auto", "ghost"):
+        run = cli("subscribers", "import", str(posts), "--format", format)
+        assert one_error_line(run) == (
+            f"Error: {posts} is JSON, not a subscriber list export: subscribers are imported "
+            "from the CSV (or ZIP) a platform exports; posts go in with "
+            f"`newsletter import-posts {posts}`"
+        )
+    members = newsletter_dir / "members.json"  # a list, but as JSON
+    members.write_text('[{"email": "ada@example.com"}]\n')
+    assert "members.json is JSON, not a subscriber list export" in one_error_line(
+        cli("subscribers", "import", "members.json"))
+    assert rows(store.connect(newsletter_dir / "newsletter.db")) == []
 
 
 def test_export_is_csv_in_our_format(cli, newsletter_dir: Path) -> None:
