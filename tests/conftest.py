@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import textwrap
 from collections.abc import Callable, Iterator
@@ -16,6 +17,12 @@ from typer.testing import CliRunner
 from newsletter.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The tests that stop a CLI with Ctrl-C need SIGINT to reach it, as it does from a terminal.
+# A suite started in the background by a script (`cmd &`, nohup) has SIGINT ignored, and an
+# ignored signal stays ignored in every process it starts: the CLIs would never stop.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
