@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from pathlib import Path
@@ -398,6 +398,8 @@ class Removal:
     outbox_files: list[Path]  # saved outbox messages to them (deleted when `deleted`)
     deleted: bool
     suppressed: bool
+    # With `deleted`: the files that could not be deleted, and why (the rest are gone).
+    not_deleted: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _saved_messages(folder: Path) -> Iterator[Path]:
@@ -445,20 +447,21 @@ def _addressed_to(path: Path, wanted: frozenset[str]) -> bool:
     return False
 
 
-def _outbox_files_for(outbox: Path | None, address: str) -> list[Path]:
-    """The saved messages to this address anywhere in the outbox (every campaign's folder,
+def _outbox_files_for(outboxes: Sequence[Path], address: str) -> list[Path]:
+    """The saved messages to this address anywhere in the outboxes (every campaign's folder,
     outbox/confirm/…), matched in their To header in any letter case; sorted."""
-    if outbox is None or not outbox.is_dir():
-        return []
     # As stored (an IDN domain in Unicode) and as the outbox writes it (in Punycode).
     wanted = frozenset({email_key(address), email_key(header_address(address))})
-    found = []
-    for path in _saved_messages(outbox):
-        try:
-            if _addressed_to(path, wanted):
-                found.append(path)
-        except OSError:
+    found: set[Path] = set()
+    for outbox in outboxes:
+        if not outbox.is_dir():
             continue
+        for path in _saved_messages(outbox):
+            try:
+                if _addressed_to(path, wanted):
+                    found.add(path)
+            except OSError:
+                continue
     return sorted(found)
 
 
@@ -466,7 +469,7 @@ def remove(
     db: sqlite_utils.Database,
     email: str,
     secret: bytes | None = None,
-    outbox: Path | None = None,
+    outbox: Path | Sequence[Path] | None = None,
     delete_outbox: bool = False,
     suppress: bool = False,
 ) -> Removal:
@@ -510,11 +513,16 @@ def remove(
                 "INSERT OR IGNORE INTO suppressions (address_hash, reason, created_at) "
                 "VALUES (?, 'forgotten', ?)", [hashed, now_iso()],
             )
-    files = _outbox_files_for(outbox, found.email)
+    outboxes = [] if outbox is None else [outbox] if isinstance(outbox, Path) else list(outbox)
+    files = _outbox_files_for(outboxes, found.email)
+    failed: list[tuple[Path, str]] = []
     if delete_outbox:
         for path in files:
-            path.unlink(missing_ok=True)
-    return Removal(found, deliveries, erased, files, delete_outbox, suppress)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # the reader is forgotten already: say what is left
+                failed.append((path, exc.strerror or type(exc).__name__))
+    return Removal(found, deliveries, erased, files, delete_outbox, suppress, failed)
 
 
 @dataclass(frozen=True)

@@ -98,16 +98,28 @@ def remove(
     Example: newsletter subscribers remove liu@example.com --suppress
     """
     conf = settings(ctx)
-    gone = subs.remove(_db(ctx), email, secret=conf.secret_key(), outbox=conf.outbox_dir,
+    outboxes = [conf.outbox_dir]
+    if conf.provider.name == "outbox" and conf.provider.get("directory"):
+        outboxes.append(conf.root / str(conf.provider.get("directory")))  # [provider] directory
+    gone = subs.remove(_db(ctx), email, secret=conf.secret_key(), outbox=outboxes,
                        delete_outbox=delete_outbox, suppress=suppress)
     typer.echo(f"Forgotten: {gone.subscriber.email} ({gone.events} history events erased, "
                f"{gone.deliveries} deliveries kept with the address hashed)")
     if gone.suppressed:
         typer.echo("Suppressed: a later import or add of this address is refused.")
+    left = {path for path, _ in gone.not_deleted}
     for path in gone.outbox_files:
-        typer.echo(f"{'Deleted' if gone.deleted else 'Still holds the address'}: {path}")
+        if path not in left:
+            typer.echo(f"{'Deleted' if gone.deleted else 'Still holds the address'}: {path}")
     if gone.outbox_files and not gone.deleted:
         typer.echo("Delete those with --delete-outbox (or by hand) to forget them entirely.")
+    if gone.not_deleted:
+        for path, why in gone.not_deleted:
+            typer.echo(f"Could not delete ({why}): {path}", err=True)
+        raise SubscriberError(
+            f"{len(gone.not_deleted)} saved message(s) holding the address could not be "
+            "deleted (listed above): delete them by hand; the reader is forgotten otherwise"
+        )
 
 
 @subscribers_app.command("show")

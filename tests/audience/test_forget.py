@@ -6,7 +6,10 @@ import csv
 import email
 import email.policy
 import io
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from newsletter import store
 from newsletter.audience import importers
@@ -142,6 +145,42 @@ def test_remove_finds_the_readers_messages_in_campaign_folders_and_confirmations
     lis = [p for p, to in sent.items() if to == "li@xn--bcher-kva.de"]
     assert len(lis) == 2 and run.stdout.splitlines()[1:] == [f"Deleted: {p}" for p in lis]
     assert set(_recipients(outbox).values()) == {"ana@example.com"}
+
+
+def test_remove_searches_a_custom_outbox_folder_and_says_what_it_could_not_delete(
+    cli, newsletter_dir: Path, write_draft
+) -> None:
+    # [provider] directory = "sent-mail": the saved messages live there, not in outbox/.
+    toml = newsletter_dir / "newsletter.toml"
+    toml.write_text(toml.read_text().replace('name = "outbox"',
+                                             'name = "outbox"\ndirectory = "sent-mail"'))
+    write_draft("hello.md", "---\nsubject: Hello\n---\nHello.\n")
+    for address in ("kim@example.com", "lee@example.com"):
+        assert cli("subscribers", "add", address).exit_code == 0
+    assert cli("send", "hello", "--to", "subscribers", "--yes").exit_code == 0
+    saved = newsletter_dir / "sent-mail"
+    kims = [p for p, to in _recipients(saved).items() if to == "kim@example.com"]
+    assert len(kims) == 1
+    run = cli("subscribers", "remove", "kim@example.com")
+    assert run.exit_code == 0, run.stderr
+    assert f"Still holds the address: {kims[0]}" in run.stdout
+
+    # A file that cannot be deleted (an immutable folder: even root cannot unlink in it).
+    assert cli("subscribers", "add", "kim@example.com").exit_code == 0
+    folder = kims[0].parent
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here to make an undeletable file")
+    try:
+        run = cli("subscribers", "remove", "kim@example.com", "--delete-outbox")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert run.exit_code != 0 and run.exception is None
+    assert run.stderr.splitlines() == [
+        f"Could not delete (Operation not permitted): {kims[0]}",
+        "Error: 1 saved message(s) holding the address could not be deleted (listed above): "
+        "delete them by hand; the reader is forgotten otherwise"]
+    assert "Forgotten: kim@example.com" in run.stdout
+    assert "total         1" in cli("subscribers", "count").stdout  # lee only
 
 
 TRICKY = ["=HYPERLINK(\"http://evil\")", "+1 555", "-2", "@SUM(A1)", "\tTab", "'quoted",
