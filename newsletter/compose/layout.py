@@ -408,6 +408,17 @@ def protect_code(markdown: str) -> str:
     return "\n".join(out)
 
 
+def literal(text: str) -> str:
+    """`text` in {% raw %}…{% endraw %}, so Jinja shows it as written.
+
+    An endraw inside it would end the block early and let what follows run as template
+    code: its "{%" is cut off from the rest by closing the block and opening it again.
+    """
+    text = _RAW_END.sub(lambda t: t.group(0)[:2] + "{% endraw %}{% raw %}" + t.group(0)[2:],
+                        text)
+    return "{% raw %}" + text + "{% endraw %}"
+
+
 def _follow_raw(text: str, in_raw: bool) -> bool:
     """Whether the writer's raw block is open after `text` (template text, left as it is)."""
     return _protect(text, in_raw, wrap=False)[1]
@@ -429,10 +440,7 @@ def _protect(code: str, in_raw: bool, wrap: bool = True) -> tuple[str, bool]:
         stop = m.start() if m else len(code)
         part = code[pos:stop]
         if wrap and any(token in part for token in _TEMPLATE_SYNTAX):
-            # An endraw in the code would end our raw block: split it so Jinja reads text.
-            part = _RAW_END.sub(lambda t: t.group(0)[:2] + "{% endraw %}{% raw %}" +
-                                t.group(0)[2:], part)
-            part = "{% raw %}" + part + "{% endraw %}"
+            part = literal(part)
         out.append(part)
         if m:
             out.append(m.group(0))

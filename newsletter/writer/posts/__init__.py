@@ -29,6 +29,7 @@ import yaml
 
 from newsletter import store
 from newsletter.audience.events import now_iso
+from newsletter.compose.layout import literal
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 from newsletter.writer.posts.convert import image_urls
@@ -56,22 +57,13 @@ class ImportReport:
 
 
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}-")
-# As Jinja reads it, with either whitespace control ("{%+ endraw %}" ends a raw block too).
-_RAW_END = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 
 
 def _jinja_text(body: str) -> str:
     """The body as Jinja that renders to exactly itself (braces are text, not template)."""
     if "{{" not in body and "{%" not in body and "{#" not in body:
         return body
-    # An "{% endraw %}" in the post would end the raw block early and let what follows
-    # run as template code: its "{%" is cut off from the rest by closing the raw block
-    # and opening it again, so Jinja reads it as text. (Printing it as a {{ '…' }}
-    # string would be code in a code span, which the draft's own raw handling keeps.)
-    body = _RAW_END.sub(
-        lambda m: m.group(0)[:2] + "{% endraw %}{% raw %}" + m.group(0)[2:], body
-    )
-    return "{% raw %}\n" + body + "{% endraw %}\n"
+    return literal("\n" + body) + "\n"
 
 
 def _one_line(text: str) -> str:
