@@ -453,7 +453,7 @@ def _outbox_files_for(outboxes: Sequence[Path], address: str) -> list[Path]:
     # As stored (an IDN domain in Unicode) and as the outbox writes it (in Punycode).
     wanted = frozenset({email_key(address), email_key(header_address(address))})
     found: set[Path] = set()
-    for outbox in outboxes:
+    for outbox in dict.fromkeys(outboxes):  # the same folder is read once
         if not outbox.is_dir():
             continue
         for path in _saved_messages(outbox):
@@ -469,7 +469,7 @@ def remove(
     db: sqlite_utils.Database,
     email: str,
     secret: bytes | None = None,
-    outbox: Path | Sequence[Path] | None = None,
+    outboxes: Sequence[Path] = (),
     delete_outbox: bool = False,
     suppress: bool = False,
 ) -> Removal:
@@ -477,7 +477,7 @@ def remove(
 
     Delivery-log rows stay (a campaign's counts do not change) with the address replaced
     by `address_hash` (needs `secret`); those not sent yet become `skipped`. The messages
-    to them saved anywhere under `outbox` (campaign folders, confirm/) are listed, or
+    to them saved anywhere under `outboxes` (campaign folders, confirm/) are listed, or
     deleted with `delete_outbox` (the folders stay). With `suppress`, only the hash is
     kept, so a later import or add of the address is refused.
     Prefer `unsubscribe`: it keeps the consent record that proves they asked.
@@ -513,7 +513,6 @@ def remove(
                 "INSERT OR IGNORE INTO suppressions (address_hash, reason, created_at) "
                 "VALUES (?, 'forgotten', ?)", [hashed, now_iso()],
             )
-    outboxes = [] if outbox is None else [outbox] if isinstance(outbox, Path) else list(outbox)
     files = _outbox_files_for(outboxes, found.email)
     failed: list[tuple[Path, str]] = []
     if delete_outbox:

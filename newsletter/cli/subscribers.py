@@ -16,6 +16,7 @@ from newsletter.audience import importers
 from newsletter.audience import subscribers as subs
 from newsletter.cli.app import app, settings
 from newsletter.compose import tokens
+from newsletter.delivery.providers.outbox import outbox_folder
 from newsletter.errors import SubscriberError
 from newsletter.signals import stop_signals_as_ctrl_c
 
@@ -99,9 +100,9 @@ def remove(
     """
     conf = settings(ctx)
     outboxes = [conf.outbox_dir]
-    if conf.provider.name == "outbox" and conf.provider.get("directory"):
-        outboxes.append(conf.root / str(conf.provider.get("directory")))  # [provider] directory
-    gone = subs.remove(_db(ctx), email, secret=conf.secret_key(), outbox=outboxes,
+    if conf.provider.name == "outbox":  # its [provider] directory, when set
+        outboxes.append(outbox_folder(conf, conf.provider))
+    gone = subs.remove(_db(ctx), email, secret=conf.secret_key(), outboxes=outboxes,
                        delete_outbox=delete_outbox, suppress=suppress)
     typer.echo(f"Forgotten: {gone.subscriber.email} ({gone.events} history events erased, "
                f"{gone.deliveries} deliveries kept with the address hashed)")

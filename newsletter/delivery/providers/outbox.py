@@ -19,6 +19,7 @@ from newsletter.errors import ProviderError
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
+    from newsletter.settings import ProviderSettings, Settings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
 
@@ -26,6 +27,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
 def safe_name(text: str, limit: int = 80) -> str:
     """A file-name-safe version of `text` (no slashes, no leading dots)."""
     return (_UNSAFE.sub("_", text).lstrip(".") or "_")[:limit]
+
+
+def outbox_folder(settings: Settings, provider_settings: ProviderSettings) -> Path:
+    """The folder the outbox writes each campaign's folder in: `[provider] directory`
+    (relative to the newsletter), else outbox/."""
+    base = Path(provider_settings.get("directory") or settings.outbox_dir)
+    return base if base.is_absolute() else settings.root / base
 
 
 class OutboxProvider(Provider):
@@ -39,10 +47,7 @@ class OutboxProvider(Provider):
 
     def open(self) -> None:
         # The campaign engine sets `campaign` to a folder-safe label ("3-hello-world").
-        base = self.provider_settings.get("directory") or self.settings.outbox_dir
-        base = Path(base)
-        if not base.is_absolute():
-            base = self.settings.root / base
+        base = outbox_folder(self.settings, self.provider_settings)
         self.directory = base / safe_name(str(self.provider_settings.get("campaign", "unsorted")))
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
