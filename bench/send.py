@@ -86,17 +86,19 @@ def make_letter(root: Path, port: int, subscribers: int) -> Path:
     ))
 
 
-def baseline(port: int, messages: list[tuple[str, str, bytes]], connections: int) -> float:
-    """A bare smtplib loop: prebuilt messages split over `connections` threads. msgs/s."""
-    chunks = [messages[i::connections] for i in range(connections)]
+def baseline(port: int, message: Callable[[int], tuple[str, str, bytes]], n: int,
+             connections: int) -> float:
+    """A bare smtplib loop: messages 0..n-1 (`message(i)` → sender, rcpt, raw, prebuilt)
+    split over `connections` threads, each with its own connection. msgs/s."""
 
-    def work(chunk: list[tuple[str, str, bytes]]) -> None:
+    def work(start: int) -> None:
         conn = smtplib.SMTP("127.0.0.1", port)
-        for sender, rcpt, raw in chunk:
+        for i in range(start, n, connections):
+            sender, rcpt, raw = message(i)
             conn.sendmail(sender, [rcpt], raw)
         conn.quit()
 
-    return timed(len(messages), lambda: _threads(work, chunks))
+    return timed(n, lambda: _threads(work, list(range(connections))))
 
 
 def _threads(work: Callable, chunks: list) -> None:
@@ -149,7 +151,7 @@ def smtp_mode(args: argparse.Namespace) -> None:
                 # Best of a few alternating rounds: the figures are noisy on a shared machine.
                 bases, mines, setups = [], [], []
                 for _ in range(args.repeat):
-                    bases.append(baseline(port, prebuilt, c))
+                    bases.append(baseline(port, prebuilt.__getitem__, n, c))
                     mine, setup = ours(root, c, n)
                     mines.append(mine)
                     setups.append(setup)
@@ -190,9 +192,12 @@ def rows_mode(args: argparse.Namespace) -> None:
                   f"(list made in {time.perf_counter() - made:.0f} s)", flush=True)
 
             base_n = min(n, args.baseline_rows) if args.baseline_rows else n
-            messages = ((raws[i % len(raws)][0], f"reader{i}@example.org",
-                         raws[i % len(raws)][1]) for i in range(base_n))
-            base = baseline_stream(port, messages, c)
+
+            def message(i: int) -> tuple[str, str, bytes]:
+                sender, raw = raws[i % len(raws)]
+                return sender, f"reader{i}@example.org", raw
+
+            base = baseline(port, message, base_n, c)
             print(f"bare smtplib loop, {base_n:,} prebuilt messages: {base:7,.0f} msg/s "
                   f"({n / base / 60:.1f} min for {n:,})", flush=True)
 
@@ -226,28 +231,6 @@ def rows_mode(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         proc.wait(5)
-
-
-def baseline_stream(port: int, messages, connections: int) -> float:
-    """The bare smtplib loop over a stream of (sender, rcpt, raw), `connections` threads."""
-    lock = threading.Lock()
-    count = [0]
-
-    def work(_: object) -> None:
-        conn = smtplib.SMTP("127.0.0.1", port)
-        while True:
-            with lock:
-                item = next(messages, None)
-            if item is None:
-                break
-            conn.sendmail(item[0], [item[1]], item[2])
-            with lock:
-                count[0] += 1
-        conn.quit()
-
-    started = time.perf_counter()
-    _threads(work, [None] * connections)
-    return count[0] / (time.perf_counter() - started)
 
 
 def tree_rss_kb() -> int:
