@@ -143,7 +143,6 @@ def _open_sheet(binary: BinaryIO, name: str) -> Sheet:
 csv.field_size_limit(MAX_LINE)  # big JSON attributes cells are fine; a runaway quote is not
 
 
-
 def _looks_like_json(start: bytes) -> bool:
     """Whether a file starting with these bytes is JSON (an object, or a list of objects,
     strings or lists): no list export's header row starts so."""
