@@ -1,4 +1,4 @@
-"""Safety review: settings never echo a secret pasted where a variable's name belongs."""
+"""Settings never echo a secret pasted where a variable's name belongs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Safety review: names and tags from sign-up forms cannot drive the writer's terminal.
+"""Names and tags from sign-up forms cannot drive the writer's terminal.
 
 A name is whatever a stranger typed into a sign-up form. ESC and BEL sequences
 in it (set the window title, clear the screen, recolour) reached the terminal

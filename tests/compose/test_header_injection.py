@@ -1,4 +1,4 @@
-"""Safety review: no writer-side value puts a line break or control character in a header.
+"""No writer-side value puts a line break or control character in a header.
 
 Python's email package (and other mail software) also splits lines at \\v, \\f,
 \\x1c-\\x1e, \\x85, U+2028 and U+2029; a \\v is what Word leaves for a manual line

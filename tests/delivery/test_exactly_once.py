@@ -1,4 +1,4 @@
-"""Review: a send never loses or duplicates mail, and says plainly what happened.
+"""A send never loses or duplicates mail, and says plainly what happened.
 
 Real parts only: the CLI, a SQLite file, aiosmtpd on 127.0.0.1, plug-ins installed
 on a real PYTHONPATH.
