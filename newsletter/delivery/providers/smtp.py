@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
 from newsletter.delivery.providers.options import number_option
 from newsletter.delivery.providers.smtp_connect import SMTPConnection
-from newsletter.delivery.providers.smtp_session import SMTPTransaction, _Dropped
+from newsletter.delivery.providers.smtp_session import Dropped, SMTPTransaction
 from newsletter.errors import ConfigError, ProviderError
 from newsletter.redact import Redactor
 
@@ -141,7 +141,7 @@ class SMTPProvider(SMTPConnection, SMTPTransaction, Provider):
                 self._connect()  # ProviderError when the server is gone for good
             try:
                 result = self._transaction(self.conn, message)  # type: ignore[arg-type]
-            except _Dropped as dropped:
+            except Dropped as dropped:
                 self._drop()
                 last = dropped.reason
                 if dropped.handed_over:

@@ -13,7 +13,7 @@ import smtplib
 import socket
 import ssl
 
-from newsletter.delivery.providers.smtp_session import _answer, _text
+from newsletter.delivery.providers.smtp_session import reply_summary, reply_text
 from newsletter.errors import ProviderError
 
 
@@ -69,12 +69,12 @@ class SMTPConnection:
             _quietly_close(conn)
             raise ProviderError(
                 f"the SMTP server {self._where()} refused the login for {self.username} "
-                f"({_answer(exc.smtp_code, exc.smtp_error)}): check [provider] username and "
+                f"({reply_summary(exc.smtp_code, exc.smtp_error)}): check [provider] username and "
                 "the password in the variable named by password_env"
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
             _quietly_close(conn)
-            reason = _text(str(exc)) or type(exc).__name__
+            reason = reply_text(str(exc)) or type(exc).__name__
             raise ProviderError(
                 f"cannot connect to the SMTP server {self._where()} ({reason}): check that it "
                 "is running and [provider] host, port and security; unsent messages stay queued"
@@ -102,7 +102,8 @@ class SMTPConnection:
             ) from None
         if code != 220:
             raise ProviderError(
-                f"{self._where()} did not greet like an SMTP server ({_answer(code, reply)}): "
+                f"{self._where()} did not greet like an SMTP server "
+                f"({reply_summary(code, reply)}): "
                 "check [provider] host, port and security; unsent messages stay queued"
             )
 

@@ -2,8 +2,8 @@
 
 A mixin of the smtp provider (it needs `_features`, `pipelining`, `_where()`
 and `_drop()`); what a reply means is decided here: 2xx SENT, 4xx RETRY,
-5xx FAILED, 421 or a drop before the message was handed over `_Dropped`
-(reconnect and try again), a drop after it `_Dropped(handed_over=True)`.
+5xx FAILED, 421 or a drop before the message was handed over `Dropped`
+(reconnect and try again), a drop after it `Dropped(handed_over=True)`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _DOT_LINE = re.compile(rb"\n\.")
 _PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\",;:\\@]+@[^\s<>()\[\]\",;:\\@]+\Z")
 
 
-class _Dropped(Exception):
+class Dropped(Exception):
     """The connection went away; `handed_over`: after the whole message was sent."""
 
     def __init__(self, reason: str, handed_over: bool):
@@ -35,14 +35,14 @@ class _Dropped(Exception):
         self.handed_over = handed_over
 
 
-def _text(response: bytes | str) -> str:
+def reply_text(response: bytes | str) -> str:
     if isinstance(response, bytes):
         response = response.decode("utf-8", errors="replace")
     return " ".join(response.split())
 
 
-def _answer(code: int, response: bytes | str) -> str:
-    return f"{code} {_text(response)}".strip()
+def reply_summary(code: int, response: bytes | str) -> str:
+    return f"{code} {reply_text(response)}".strip()
 
 
 class SMTPTransaction:
@@ -98,18 +98,18 @@ class SMTPTransaction:
                 payload += b"\r\n"
             conn.send(payload + b".\r\n")
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Dropped(_text(str(exc)) or type(exc).__name__, handed_over=False) from None
+            raise Dropped(reply_text(str(exc)) or type(exc).__name__, handed_over=False) from None
         try:
             code, response = conn.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Dropped(_text(str(exc)) or type(exc).__name__, handed_over=True) from None
+            raise Dropped(reply_text(str(exc)) or type(exc).__name__, handed_over=True) from None
         if code == 250:
             found = _QUEUED_AS.search(response)
             provider_id = found.group(1).decode() if found else message.header("Message-ID")
             return DeliveryResult(key, Outcome.SENT, provider_id=provider_id)
         if code == 421:  # refused and closing: not delivered
             self._drop()
-            return DeliveryResult(key, Outcome.RETRY, error=_answer(code, response))
+            return DeliveryResult(key, Outcome.RETRY, error=reply_summary(code, response))
         return self._classified(key, code, response)
 
     def _envelope(
@@ -118,17 +118,17 @@ class SMTPTransaction:
         """MAIL, RCPT, DATA one at a time; a result when the server refused, None at 354."""
         code, response = conn.mail(sender, options)
         if code == 421:
-            raise _Dropped(_answer(code, response), handed_over=False)
+            raise Dropped(reply_summary(code, response), handed_over=False)
         if code != 250:
             return self._refused(conn, key, code, response)
         code, response = conn.rcpt(recipient)
         if code == 421:
-            raise _Dropped(_answer(code, response), handed_over=False)
+            raise Dropped(reply_summary(code, response), handed_over=False)
         if code not in (250, 251):
             return self._refused(conn, key, code, response)
         code, response = conn.docmd("DATA")
         if code == 421:
-            raise _Dropped(_answer(code, response), handed_over=False)
+            raise Dropped(reply_summary(code, response), handed_over=False)
         if code != 354:
             return self._refused(conn, key, code, response)
         return None
@@ -149,7 +149,7 @@ class SMTPTransaction:
         (mail_code, _), (rcpt_code, _), (data_code, _) = replies
         if 421 in (mail_code, rcpt_code, data_code):
             code, response = next(r for r in replies if r[0] == 421)
-            raise _Dropped(_answer(code, response), handed_over=False)
+            raise Dropped(reply_summary(code, response), handed_over=False)
         if mail_code == 250 and rcpt_code in (250, 251) and data_code == 354:
             return None
         if data_code == 354:  # DATA accepted although the envelope was not: send nothing
@@ -173,8 +173,8 @@ class SMTPTransaction:
     @staticmethod
     def _classified(key: str, code: int, response: bytes) -> DeliveryResult:
         if 400 <= code < 500:
-            return DeliveryResult(key, Outcome.RETRY, error=_answer(code, response))
-        return DeliveryResult(key, Outcome.FAILED, error=_answer(code, response))
+            return DeliveryResult(key, Outcome.RETRY, error=reply_summary(code, response))
+        return DeliveryResult(key, Outcome.FAILED, error=reply_summary(code, response))
 
 
 def _quoted(address: str) -> str:
