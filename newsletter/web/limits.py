@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING
 
 import sqlite_utils
 
 from newsletter.audience import events
-
-if TYPE_CHECKING:
-    from newsletter.web.reader_status import WebConfig
 
 
 def _scope(kind: str, value: str) -> str:
@@ -36,11 +32,11 @@ def hit(db: sqlite_utils.Database, scope: str, window: int, limit: int) -> bool:
     return count <= limit
 
 
-def ip_allowed(db: sqlite_utils.Database, config: WebConfig, ip: str | None) -> bool:
-    """False once this IP posted more sign-ups this hour than [subscribe] allows."""
-    return hit(db, _scope("ip", ip or "unknown"), 3600, config.signups_per_ip_per_hour)
+def ip_allowed(db: sqlite_utils.Database, ip: str | None, per_hour: int) -> bool:
+    """False once this IP posted more than `per_hour` sign-ups this hour."""
+    return hit(db, _scope("ip", ip or "unknown"), 3600, per_hour)
 
 
-def confirmation_allowed(db: sqlite_utils.Database, config: WebConfig, email_key: str) -> bool:
-    """False once this address was sent its confirmation emails for today."""
-    return hit(db, _scope("confirm", email_key), 86400, config.confirmations_per_day)
+def confirmation_allowed(db: sqlite_utils.Database, email_key: str, per_day: int) -> bool:
+    """False once this address was sent `per_day` confirmation emails today."""
+    return hit(db, _scope("confirm", email_key), 86400, per_day)

@@ -81,7 +81,7 @@ async def subscribe(request: Request) -> Response:
                                   "and try again.")
         db = web.db()
         with web.writing:
-            if not limits.ip_allowed(db, web.config, origin.ip):
+            if not limits.ip_allowed(db, origin.ip, web.config.signups_per_ip_per_hour):
                 return web.page("error.html", 429, title="Too many sign-ups",
                                 text="Too many sign-ups came from your network in the "
                                      "last hour. Please try again later.")

@@ -182,7 +182,7 @@ def subscribe(
                                      detail="subscribed again on the form")
         reader = _row(db, "email_key = ?", [key])
     assert reader is not None
-    if not limits.confirmation_allowed(db, config, key):
+    if not limits.confirmation_allowed(db, key, config.confirmations_per_day):
         return None
     return reader
 
