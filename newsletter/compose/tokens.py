@@ -162,6 +162,8 @@ class TokenMaker:
     def make(self, reader: str, kind: Kind = Kind.UNSUBSCRIBE,
              campaign: int | None = None) -> str:
         """The token for `reader` (and `campaign`): the same every time it is asked for."""
+        if kind not in _CODES:
+            raise ValueError(f"{kind} tokens are timed: make them with make_token()")
         if "\x00" in reader:
             raise ValueError("a reader key cannot hold a NUL character")
         plain = bytes([_CODES[kind]]) + reader.encode("utf-8")
