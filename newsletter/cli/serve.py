@@ -42,7 +42,7 @@ def serve(
     """
     current = settings(ctx)
     if embed:
-        from newsletter.web.app import embed_snippet
+        from newsletter.web.reader_pages import embed_snippet
 
         typer.echo(embed_snippet(current), nl=False)
         return

@@ -33,6 +33,7 @@ from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from newsletter.compose.tokens import TokenMaker, unsubscribe_url
 from newsletter.errors import ContentError, SubscriberError
 
 if TYPE_CHECKING:
@@ -133,9 +134,9 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     name = name[:NAME_MAX_CHARS]
     unsub = None
     mailto = prep.mailto
-    if prep.tokens is not None:
+    if prep.tokens is not None and prep.base_url:
         token = prep.tokens.make(recipient.key or email)
-        unsub = f"{prep.base_url}/unsubscribe?token={token}"
+        unsub = unsubscribe_url(prep.base_url, token)
         if mailto and mailto.endswith("?subject=unsubscribe"):
             # The reader's token in the subject: `newsletter sync` reads the mailbox and
             # knows whom a reply is from, whatever address it was sent from.
@@ -206,8 +207,6 @@ class _Prepared:
     """Everything about an issue's messages that does not depend on the recipient."""
 
     def __init__(self, issue: Issue, settings: Settings):
-        from newsletter.compose.tokens import TokenMaker
-
         self.settings = settings
         self.base_url = settings.base_url
         # Tokens are bound to this newsletter's base_url (see tokens.py).

@@ -1,54 +1,87 @@
-"""Unsubscribe tokens: opaque, made and checked only with this newsletter's secret.
+"""Every token the newsletter puts in a link: made and checked only with its secret.
 
-The unsubscribe URL is `{base_url}/unsubscribe?token=<token>`. The token carries
-the subscriber's identity (Recipient.key, by default the normalized address)
-encrypted, so a URL shows no readable address (addresses in URLs leak into
-logs and spam filters score them), and authenticated, so a forged or altered
-token is refused.
+Two families, one module:
 
-Construction (deterministic authenticated encryption, SIV style, stdlib only):
+Lasting tokens (`TokenMaker`): the unsubscribe link in every issue (and the manage page it
+opens), and the kinds the next issues add (a click, a web version...). A token carries
+its kind, the reader's identity (Recipient.key, by default the normalized address) and,
+where a link needs it, the campaign it came from, all encrypted, so a URL shows no
+readable address (addresses in URLs leak into logs and spam filters score them), and
+authenticated, so a forged, altered or kind-swapped token is refused. Version "3", what
+is made now, is AES-SIV (RFC 5297) from `cryptography`:
 
-    mac  = HMAC-SHA256(K_mac, key)[:16]           # also the IV
-    ct   = key XOR HMAC-SHA256-CTR(K_enc, mac)    # keystream blocks
-    token = "1" + base64url(mac + ct), unpadded
+    key   = HKDF-SHA256(secret, info="newsletter/tokens/v3/" + len + identity)   # 64 bytes
+    plain = kind code (1 byte) + reader key [+ NUL + campaign id]
+    token = "3" + base64url(AES-SIV(key, plain)), unpadded       # 16-byte tag, then ciphertext
 
-K_mac and K_enc are derived from the secret with HMAC and distinct labels.
-The same subscriber always gets the same token, so links in old issues keep
-working until the secret changes.
+The identity is the newsletter's base_url (normalized: https://Example.com/ and
+https://example.com are one newsletter), so two newsletters sharing a NEWSLETTER_SECRET
+refuse each other's links. SIV is deterministic: the same reader gets the same link in
+every issue, and it keeps working until the secret or base_url changes.
 
-Binding to one newsletter: version "2" tokens (what personalize makes) derive
-both keys from the secret *and* the newsletter's base_url (the `context`), so
-two newsletters sharing a NEWSLETTER_SECRET refuse each other's links.
-Version "1" tokens (unbound, in issues sent before) are still accepted when
-`accept_legacy=True`, the default, so old links keep working; a newsletter
-that never shared its secret loses nothing by that, and one that did can pass
-`accept_legacy=False` (or rotate the secret). Changing base_url invalidates
-v2 links, like changing the secret does.
+Links already mailed keep working: version "1" (unbound) and "2" (bound to base_url)
+unsubscribe tokens, a hand-written HMAC-SHA256 SIV-style construction, are still
+verified (never made). v1 is accepted unless `accept_legacy=False`: a newsletter that
+never shared its secret loses nothing by that, and one that did can refuse them (or
+rotate the secret).
+
+Timed tokens (`make_token` / `read_token`): the confirmation link of a sign-up (and
+the purpose "manage"), signed and stamped with itsdangerous, so they expire. The salt
+holds the purpose and the newsletter's identity (base_url, else its name); the payload
+names the subscriber by row id and a short hash of their address, so a token made for
+a row that was erased and reused by someone else does not match.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from newsletter import paths
+from newsletter.settings import Settings
 
 LEGACY_VERSION = "1"
 BOUND_VERSION = "2"
-VERSION = BOUND_VERSION
-_TAG = 16
+SIV_VERSION = "3"
+VERSION = SIV_VERSION
+_TAG = 16  # the SIV tag, v1/v2's MAC: both 16 bytes
+_MAX_TOKEN = 2048
 
 
-def _keys(secret: bytes, context: str | None = None) -> tuple[bytes, bytes]:
-    if context is None:
-        label = b"newsletter/unsubscribe/"
-    else:
-        # Length-prefixed so no context can be confused with another's label.
-        ctx = _normalize_context(context).encode("utf-8")
-        label = b"newsletter/unsubscribe/v2/" + len(ctx).to_bytes(4, "big") + ctx + b"/"
-    mac_key = hmac.new(secret, label + b"mac", hashlib.sha256).digest()
-    enc_key = hmac.new(secret, label + b"enc", hashlib.sha256).digest()
-    return mac_key, enc_key
+class Kind(enum.StrEnum):
+    """What a token lets its holder do. Lasting kinds have a one-byte code (never reuse one)."""
+
+    UNSUBSCRIBE = "unsubscribe"  # lasting: every issue's link (it opens the manage page too)
+    CONFIRM = "confirm"  # timed: the double opt-in email
+    MANAGE = "manage"  # lasting or timed: a link to the preferences alone
+
+
+# The byte each lasting kind is encrypted as. A new kind takes the next free code.
+_CODES: dict[Kind, int] = {Kind.UNSUBSCRIBE: 1, Kind.MANAGE: 2}
+_KINDS = {code: kind for kind, code in _CODES.items()}
+
+
+@dataclass(frozen=True)
+class Link:
+    """What a verified lasting token says."""
+
+    kind: Kind
+    reader: str  # the subscriber's identity (email_key)
+    campaign: int | None = None
+
+
+# --- lasting tokens ------------------------------------------------------------------------
 
 
 def _normalize_context(context: str) -> str:
@@ -61,71 +94,129 @@ def _normalize_context(context: str) -> str:
     return f"{scheme.lower()}://{host.lower()}{slash}{path}"
 
 
-def _keystream(enc_key: bytes, iv: bytes, length: int) -> bytes:
-    blocks = []
-    for counter in range((length + 31) // 32):
-        blocks.append(hmac.digest(enc_key, iv + counter.to_bytes(4, "big"), "sha256"))
-    return b"".join(blocks)[:length]
+def _identity(context: str | None) -> bytes:
+    # Length-prefixed so no identity can be confused with another's label.
+    ctx = _normalize_context(context).encode("utf-8") if context is not None else b""
+    return len(ctx).to_bytes(4, "big") + ctx
 
 
-def _xor(data: bytes, stream: bytes) -> bytes:
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
+def _siv_key(secret: bytes, context: str | None) -> AESSIV:
+    key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
+               info=b"newsletter/tokens/v3/" + _identity(context)).derive(secret)
+    return AESSIV(key)  # 64 bytes: AES-256-SIV
+
+
+def _legacy_keys(secret: bytes, context: str | None) -> tuple[bytes, bytes]:
+    # v1/v2 (verify only): HMAC-derived MAC and keystream keys, as issues sent before made.
+    if context is None:
+        label = b"newsletter/unsubscribe/"
+    else:
+        label = b"newsletter/unsubscribe/v2/" + _identity(context) + b"/"
+    mac_key = hmac.new(secret, label + b"mac", hashlib.sha256).digest()
+    enc_key = hmac.new(secret, label + b"enc", hashlib.sha256).digest()
+    return mac_key, enc_key
+
+
+def _legacy_open(keys: tuple[bytes, bytes], raw: bytes) -> str | None:
+    mac_key, enc_key = keys
+    iv, ct = raw[:_TAG], raw[_TAG:]
+    stream = b"".join(hmac.digest(enc_key, iv + n.to_bytes(4, "big"), "sha256")
+                      for n in range((len(ct) + 31) // 32))[:len(ct)]
+    plain = bytes(a ^ b for a, b in zip(ct, stream, strict=True))
+    if not hmac.compare_digest(iv, hmac.digest(mac_key, plain, "sha256")[:_TAG]):
+        return None
+    try:
+        return plain.decode("utf-8")
+    except UnicodeDecodeError:  # pragma: no cover - the MAC matched, so we wrote it
+        return None
+
+
+def _decode(body: str) -> bytes | None:
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    # Only the canonical encoding is accepted: no altered padding bits or spellings.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != body:
+        return None
+    return raw
 
 
 class TokenMaker:
-    """Makes tokens with keys derived once (personalize makes one per recipient).
+    """Makes and reads lasting tokens with keys derived once (personalize makes one per reader).
 
-    With a `context` (the newsletter's base_url) tokens are v2, bound to it;
-    without, v1 as before.
+    `context` is the newsletter's identity, its base_url: tokens are bound to it. v2
+    tokens are checked against it too; v1 tokens (bound to nothing) are accepted unless
+    `accept_legacy=False`. Without a context only v1 and unbound v3 tokens verify.
     """
 
     def __init__(self, secret: bytes, context: str | None = None, *,
                  accept_legacy: bool = True):
-        self._version = LEGACY_VERSION if context is None else BOUND_VERSION
-        self._keys = {self._version: _keys(secret, context)}
-        if context is not None and accept_legacy:
-            self._keys[LEGACY_VERSION] = _keys(secret, None)
+        self._siv = _siv_key(secret, context)
+        self._legacy: dict[str, tuple[bytes, bytes]] = {}
+        if context is not None:
+            self._legacy[BOUND_VERSION] = _legacy_keys(secret, context)
+        if context is None or accept_legacy:
+            self._legacy[LEGACY_VERSION] = _legacy_keys(secret, None)
 
-    def make(self, key: str) -> str:
-        mac_key, enc_key = self._keys[self._version]
-        plain = key.encode("utf-8")
-        iv = hmac.digest(mac_key, plain, "sha256")[:_TAG]
-        ct = _xor(plain, _keystream(enc_key, iv, len(plain))) if plain else b""
-        return self._version + base64.urlsafe_b64encode(iv + ct).rstrip(b"=").decode("ascii")
+    def make(self, reader: str, kind: Kind = Kind.UNSUBSCRIBE,
+             campaign: int | None = None) -> str:
+        """The token for `reader` (and `campaign`): the same every time it is asked for."""
+        if kind not in _CODES:
+            raise ValueError(f"{kind} tokens are timed: make them with make_token()")
+        if "\x00" in reader:
+            raise ValueError("a reader key cannot hold a NUL character")
+        plain = bytes([_CODES[kind]]) + reader.encode("utf-8")
+        if campaign is not None:
+            plain += b"\x00" + str(int(campaign)).encode("ascii")
+        sealed = self._siv.encrypt(plain, None)  # the tag first, then the ciphertext
+        return SIV_VERSION + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
-    def verify(self, token: str) -> str | None:
-        if not isinstance(token, str) or not token or len(token) > 2048:
+    def read(self, token: str) -> Link | None:
+        """What a token says; None when forged, altered, truncated or another newsletter's."""
+        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN:
             return None
-        keys = self._keys.get(token[0])
+        version, raw = token[0], _decode(token[1:])
+        if raw is None or len(raw) < _TAG:
+            return None
+        if version == SIV_VERSION:
+            return self._open_siv(raw)
+        keys = self._legacy.get(version)
         if keys is None:
             return None
-        mac_key, enc_key = keys
-        body = token[1:]
+        key = _legacy_open(keys, raw)  # v1 and v2 were only ever unsubscribe tokens
+        return None if key is None else Link(Kind.UNSUBSCRIBE, key)
+
+    def _open_siv(self, raw: bytes) -> Link | None:
         try:
-            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        except (binascii.Error, ValueError):
+            plain = self._siv.decrypt(raw, None)
+        except InvalidTag:
             return None
-        # Only the canonical encoding is accepted: no altered padding bits or spellings.
-        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != body:
+        kind = _KINDS.get(plain[0]) if plain else None
+        if kind is None:
             return None
-        if len(raw) < _TAG:
-            return None
-        iv, ct = raw[:_TAG], raw[_TAG:]
-        plain = _xor(ct, _keystream(enc_key, iv, len(ct))) if ct else b""
-        expected = hmac.digest(mac_key, plain, "sha256")[:_TAG]
-        if not hmac.compare_digest(iv, expected):
-            return None
+        reader, sep, campaign = plain[1:].partition(b"\x00")
         try:
-            return plain.decode("utf-8")
-        except UnicodeDecodeError:  # pragma: no cover - the MAC matched, so we wrote it
+            text = reader.decode("utf-8")
+        except UnicodeDecodeError:  # pragma: no cover - authenticated, so we wrote it
             return None
+        if not sep:
+            return Link(kind, text)
+        if not campaign.isdigit():  # pragma: no cover - authenticated, so we wrote it
+            return None
+        return Link(kind, text, int(campaign))
+
+    def verify(self, token: str, kind: Kind = Kind.UNSUBSCRIBE) -> str | None:
+        """The reader a token of `kind` was made for; None for any other token."""
+        link = self.read(token)
+        return link.reader if link is not None and link.kind == kind else None
 
 
-def unsubscribe_token(secret: bytes, key: str, context: str | None = None) -> str:
-    """An opaque token for the subscriber identity `key` (URL-safe, no padding).
+def unsubscribe_token(secret: bytes, key: str, context: str | None) -> str:
+    """An opaque unsubscribe token for the subscriber identity `key` (URL-safe, no padding).
 
-    Pass the newsletter's base_url as `context` (as personalize does) to bind it
-    to this newsletter; without it the token is an unbound v1 token.
+    `context` is the newsletter's base_url, as personalize passes it: the token is bound
+    to this newsletter.
     """
     return TokenMaker(secret, context).make(key)
 
@@ -133,18 +224,18 @@ def unsubscribe_token(secret: bytes, key: str, context: str | None = None) -> st
 def verify_unsubscribe_token(
     secret: bytes, token: str, context: str | None = None, *, accept_legacy: bool = True
 ) -> str | None:
-    """The subscriber key a token was made for, or None when forged, altered or foreign.
+    """The subscriber key an unsubscribe token was made for, or None when forged or foreign.
 
-    With `context` (the newsletter's base_url), v2 tokens must have been made for
+    With `context` (the newsletter's base_url), v3 and v2 tokens must have been made for
     it; v1 tokens from issues sent before binding are accepted unless
-    `accept_legacy=False`. Without `context` only v1 tokens verify.
+    `accept_legacy=False`. Without `context` only v1 and unbound tokens verify.
     """
     return TokenMaker(secret, context, accept_legacy=accept_legacy).verify(token)
 
 
 def unsubscribe_url(base_url: str, token: str) -> str:
     """The one-click unsubscribe URL for a token: `{base_url}/unsubscribe?token=…`."""
-    return f"{base_url.rstrip('/')}/unsubscribe?token={token}"
+    return f"{base_url.rstrip('/')}{paths.UNSUBSCRIBE}?token={token}"
 
 
 def token_from(text: str) -> str | None:
@@ -156,8 +247,46 @@ def token_from(text: str) -> str | None:
     if "@" in text and "token=" not in text:
         return None  # an email address
     if "token=" in text:
-        from urllib.parse import parse_qs, urlsplit
-
         values = parse_qs(urlsplit(text).query).get("token")
         return values[0] if values else None
     return text or None
+
+
+# --- timed tokens (itsdangerous) --------------------------------------------------------------
+
+CONFIRM = Kind.CONFIRM
+CONFIRM_MAX_AGE = 7 * 24 * 3600  # a week, as the page tells the reader
+
+
+def _serializer(settings: Settings, purpose: str) -> URLSafeTimedSerializer:
+    identity = settings.base_url or settings.name
+    return URLSafeTimedSerializer(settings.secret_key(), salt=f"newsletter/{purpose}|{identity}")
+
+
+def address_hash(email_key: str) -> str:
+    """A short digest of a subscriber's identity, bound into timed tokens."""
+    return hashlib.sha256(email_key.encode("utf-8")).hexdigest()[:16]
+
+
+def make_token(settings: Settings, purpose: str, subscriber_id: int, email_key: str) -> str:
+    """A signed token saying `purpose` for this subscriber, stamped with the time."""
+    return _serializer(settings, purpose).dumps([subscriber_id, address_hash(email_key)])
+
+
+def read_token(
+    settings: Settings, purpose: str, token: str, max_age: int | None = CONFIRM_MAX_AGE
+) -> tuple[int, str] | None:
+    """(subscriber id, address hash) from a valid, unexpired token; None otherwise.
+
+    `max_age=None` checks the signature and not the age.
+    """
+    if not isinstance(token, str) or not token or len(token) > 1024:
+        return None
+    try:
+        value = _serializer(settings, purpose).loads(token, max_age=max_age)
+    except BadSignature:  # SignatureExpired is a BadSignature too
+        return None
+    if (not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], int)
+            or not isinstance(value[1], str)):
+        return None
+    return value[0], value[1]

@@ -1,5 +1,8 @@
 """`newsletter serve`: the pages readers use to subscribe, confirm, unsubscribe and manage.
 
-readers.py holds what the pages do (library, no HTTP), app.py the Starlette routes and
-templates, server.py uvicorn, the access log and client IPs behind a proxy.
+app.py wires a routes table over the views: reader_pages.py (the pages), webhooks.py
+(providers' events), health.py; reader_status.py changes readers' status (library, no
+HTTP), confirmation.py sends the confirmation email, limits.py counts sign-ups,
+context.py holds what every view shares, error_pages.py answers database failures,
+middleware.py limits bodies and logs requests, server.py runs uvicorn.
 """

@@ -54,7 +54,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
     The settings are checked (ConfigError) before anything listens; `announce` then gets
     the one line to print.
     """
-    from newsletter.web.readers import web_config
+    from newsletter.web.reader_status import web_config
 
     config = web_config(settings)
     host = host or config.host
@@ -68,7 +68,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
         raise ConfigError("--workers must be at least 1")
     common: dict[str, Any] = {
         "host": host, "port": port, "log_config": LOG_CONFIG, "access_log": False,
-        "proxy_headers": False,  # client IPs: readers.client_ip with [server] trusted_proxies
+        "proxy_headers": False,  # client IPs: context.client_ip with [server] trusted_proxies
         "server_header": False, "timeout_graceful_shutdown": 10,
         "log_level": "warning" if quiet else "info",
     }

@@ -15,7 +15,7 @@ from newsletter import store
 from newsletter.audience import importers
 from newsletter.audience import subscribers as subs
 from newsletter.settings import load_settings
-from newsletter.web.readers import send_confirmation
+from newsletter.web.confirmation import send_confirmation
 
 
 def _campaign_with_deliveries(db_path: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from newsletter.errors import ConfigError
 from newsletter.settings import load_settings
-from newsletter.web.readers import client_ip, web_config
+from newsletter.web.context import client_ip
+from newsletter.web.reader_status import web_config
 from tests.web.conftest import Site, start_site, stop_site, subscribe, write_site
 
 

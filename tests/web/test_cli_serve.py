@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from newsletter.compose import tokens
 from newsletter.settings import load_settings
-from newsletter.web import tokens
 
 
 def test_embed_prints_the_form_posting_to_base_url(cli: Callable, newsletter_dir: Path) -> None:

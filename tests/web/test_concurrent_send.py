@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from newsletter.compose.tokens import unsubscribe_token
+from tests.legacy_tokens import unsubscribe_token
 from tests.web.conftest import BIN, SECRET, Site, wait_for
 
 READERS = 2000

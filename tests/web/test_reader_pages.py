@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from newsletter.audience.events import history
-from newsletter.compose.tokens import unsubscribe_token
+from tests.legacy_tokens import unsubscribe_token
 from tests.web.conftest import SECRET, Site, subscribe, wait_for
 
 

@@ -1,24 +1,19 @@
-"""What the reader pages do, without HTTP: subscribe, confirm, unsubscribe, manage.
+"""How the web changes readers' status, without HTTP: subscribe, confirm, unsubscribe, manage.
 
-Every status change goes through audience.events (change_status or, for a new pending
-row, record() in the same transaction) with an Origin carrying source "web", the IP, the
-user agent and the consent text the reader was shown. Transactions are short (one
-BEGIN IMMEDIATE each, nothing slow inside), so a running send or import never makes a
-request fail: SQLite's busy timeout waits for the other writer's few milliseconds.
+web/reader_pages.py calls these. Every status change goes through audience.events
+(change_status or, for a new pending row, record() in the same transaction) with an
+Origin carrying source "web", the IP, the user agent and the consent text the reader
+was shown. Transactions are short (one BEGIN IMMEDIATE each, nothing slow inside), so a
+running send or import never makes a request fail: SQLite's busy timeout waits for the
+other writer's few milliseconds.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import ipaddress
 import json
-import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -31,9 +26,10 @@ from newsletter.audience.subscribers import (
     email_key,
     normalize_email,
 )
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.compose import tokens
+from newsletter.errors import ConfigError
 from newsletter.settings import Settings
-from newsletter.web import tokens
+from newsletter.web import limits
 
 _SELECT = (
     "SELECT id, email, name, status, tags, attributes, source, created_at, updated_at, "
@@ -124,64 +120,6 @@ def web_config(settings: Settings) -> WebConfig:
     return config
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, config: WebConfig) -> str | None:
-    """The reader's IP: X-Forwarded-For only when the request came from a trusted proxy.
-
-    Walks the header from the right (the entry our proxy added) past trusted proxies, so
-    a client cannot choose its IP by sending the header itself.
-    """
-    if peer is None or not config.trusted_proxies or not forwarded_for:
-        return peer
-
-    def trusted(text: str) -> bool:
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
-            return False
-        return any(address in net for net in config.trusted_proxies)
-
-    if not trusted(peer):
-        return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not trusted(hop):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
-    return hops[0] if hops else peer
-
-
-# --- rate limits, in SQLite so they hold across worker processes ----------------------
-
-
-def _scope(kind: str, value: str) -> str:
-    # Hashed: the limits table holds no readable address or IP.
-    return f"{kind}:{hashlib.sha256(value.encode('utf-8')).hexdigest()[:24]}"
-
-
-def hit(db: sqlite_utils.Database, scope: str, window: int, limit: int) -> bool:
-    """Count one event in `scope`'s current window; True while the count is within `limit`."""
-    start = int(time.time()) // window * window
-    with events.transaction(db):
-        db.execute(
-            "INSERT INTO web_limits (scope, window_start, count) VALUES (?, ?, 1) "
-            "ON CONFLICT (scope, window_start) DO UPDATE SET count = count + 1",
-            [scope, start],
-        )
-        (count,) = db.execute(
-            "SELECT count FROM web_limits WHERE scope = ? AND window_start = ?", [scope, start]
-        ).fetchone()
-        if count == 1:  # a new window: forget windows older than a day
-            db.execute("DELETE FROM web_limits WHERE window_start < ?", [start - 2 * 86400])
-    return count <= limit
-
-
-def ip_allowed(db: sqlite_utils.Database, config: WebConfig, ip: str | None) -> bool:
-    """False once this IP posted more sign-ups this hour than [subscribe] allows."""
-    return hit(db, _scope("ip", ip or "unknown"), 3600, config.signups_per_ip_per_hour)
-
-
 # --- subscribe and confirm ----------------------------------------------------------------
 
 
@@ -244,14 +182,9 @@ def subscribe(
                                      detail="subscribed again on the form")
         reader = _row(db, "email_key = ?", [key])
     assert reader is not None
-    if not hit(db, _scope("confirm", key), 86400, config.confirmations_per_day):
+    if not limits.confirmation_allowed(db, key, config.confirmations_per_day):
         return None
     return reader
-
-
-def confirm_url(settings: Settings, public_base: str, reader: Subscriber) -> str:
-    token = tokens.make_token(settings, tokens.CONFIRM, reader.id, reader.key)
-    return f"{public_base.rstrip('/')}/confirm?token={token}"
 
 
 def reader_for_confirm(
@@ -291,41 +224,6 @@ def confirm(
     return reader
 
 
-def send_confirmation(settings: Settings, reader: Subscriber, url: str) -> None:
-    """Build the confirmation email (layouts/confirm.html + .txt) and send it, once."""
-    from newsletter.compose.inline import inline_css
-    from newsletter.compose.issue import Issue
-    from newsletter.compose.layout import load_layout, make_environment, render_template
-    from newsletter.compose.message import personalize
-    from newsletter.delivery.providers.base import Outcome
-    from newsletter.delivery.providers.registry import provider_class
-
-    env = make_environment(settings.layouts_dir)
-    context = {"newsletter": {"name": settings.name, "base_url": settings.base_url,
-                              "address": settings.address},
-               "subscriber": {"name": reader.name, "email": reader.email},
-               "confirm_url": url, "days": tokens.CONFIRM_MAX_AGE // 86400}
-    html = render_template(load_layout(env, "confirm.html"), context, where="layouts/confirm.html")
-    text = render_template(load_layout(env, "confirm.txt"), context, where="layouts/confirm.txt")
-    subject = f"Confirm your subscription to {settings.name}"
-    issue = Issue(source=Path("layouts/confirm.html"), slug="confirm", title=subject,
-                  subject=subject, preheader="", date=datetime.now(UTC).date(),
-                  html=inline_css(html, where="layouts/confirm.html"), text=text)
-    message = personalize(issue, reader.recipient(),
-                          key=f"{reader.id}-{secrets.token_hex(4)}", settings=settings)
-    ps = dataclasses.replace(settings.provider,
-                             options={**settings.provider.options, "campaign": "confirm"})
-    provider = provider_class(ps.name)(settings, ps)
-    try:
-        provider.open()
-        results = provider.send([message])
-    finally:
-        provider.close()
-    if not results or results[0].outcome != Outcome.SENT:
-        reason = getattr(results[0], "error", "") if results else "no result"
-        raise NewsletterError(f"the confirmation email was not accepted: {reason}")
-
-
 # --- unsubscribe and manage (the unsubscribe token from every issue) --------------------
 
 
@@ -333,9 +231,7 @@ def reader_for_unsubscribe(
     db: sqlite_utils.Database, settings: Settings, token: str
 ) -> Subscriber | None:
     """The reader an issue's unsubscribe token names; None when forged, altered or foreign."""
-    from newsletter.compose.tokens import verify_unsubscribe_token
-
-    key = verify_unsubscribe_token(settings.secret_key(), token or "", settings.base_url)
+    key = tokens.verify_unsubscribe_token(settings.secret_key(), token or "", settings.base_url)
     if key is None:
         return None
     return _row(db, "email_key = ?", [key.lower()])
@@ -369,9 +265,3 @@ def update_preferences(
         found = _row(db, "id = ?", [reader.id])
     assert found is not None
     return found
-
-
-def mask(email: str) -> str:
-    """l***@example.com: enough for a reader to recognise, not enough to harvest."""
-    local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain}"

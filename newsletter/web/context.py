@@ -1,0 +1,114 @@
+"""What every view shares: settings, [subscribe]/[server] config, page templates, the database.
+
+create_app makes one `Web` and puts it on `app.state.web`; a view finds it with
+`Web.of(request)`. Nothing else is shared between requests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from typing import Any
+
+import jinja2
+import sqlite_utils
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from newsletter.audience.events import Origin
+from newsletter.compose.layout import make_environment
+from newsletter.settings import Settings
+from newsletter.store import connect
+from newsletter.web.reader_status import WebConfig, web_config
+
+# Token pages must not leak their URL (the token) to another site, nor be cached.
+HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "img-src 'self' data:; form-action *; frame-ancestors 'none'",
+}
+
+
+class Web:
+    """The state every request shares: settings, config, templates, a DB connection per thread."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.config: WebConfig = web_config(settings)
+        settings.secret_key()  # fail at start, not on the first reader, when it is unusable
+        self.env = make_environment(settings.layouts_dir)
+        self.env.undefined = jinja2.ChainableUndefined  # pages: a missing value prints nothing
+        self._local = threading.local()
+        # One writer per process at a time: threads queue here, not in SQLite's busy loop
+        # (which polls with growing sleeps, so under a running send many threads polling
+        # at once starve each other: seconds at p99 instead of milliseconds).
+        self.writing = threading.Lock()
+        self.db()  # open and migrate once, before serving
+
+    @staticmethod
+    def of(request: Request) -> Web:
+        """The app's shared state, for a view."""
+        web: Web = request.app.state.web
+        return web
+
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection to newsletter.db (opened on first use)."""
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = connect(self.settings.database)
+        return db
+
+    def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        """A page from layouts/ (the writer's, else the built-in), with the no-leak headers."""
+        s = self.settings
+        base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address},
+                "topics": self.config.topics, "consent": self.config.consent_text(s)}
+        html = self.env.get_template(template).render({**base, **context})
+        return HTMLResponse(html, status, headers=HEADERS)
+
+    def client_ip(self, request: Request) -> str | None:
+        """The reader's IP (behind a trusted proxy, the one it saw)."""
+        peer = request.client.host if request.client else None
+        return client_ip(peer, request.headers.get("x-forwarded-for"), self.config)
+
+    def origin(self, request: Request) -> Origin:
+        """Where a status change came from: the web, this IP and user agent, the consent text."""
+        agent = request.headers.get("user-agent", "")[:500] or None
+        return Origin("web", self.client_ip(request), agent,
+                      self.config.consent_text(self.settings))
+
+    def public_base(self, request: Request) -> str:
+        """The address readers reach the server at (base_url, else as this request came)."""
+        return self.settings.base_url or str(request.base_url).rstrip("/")
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, config: WebConfig) -> str | None:
+    """The reader's IP: X-Forwarded-For only when the request came from a trusted proxy.
+
+    Walks the header from the right (the entry our proxy added) past trusted proxies, so
+    a client cannot choose its IP by sending the header itself.
+    """
+    if peer is None or not config.trusted_proxies or not forwarded_for:
+        return peer
+
+    def trusted(text: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(address in net for net in config.trusted_proxies)
+
+    if not trusted(peer):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return hops[0] if hops else peer
+
+

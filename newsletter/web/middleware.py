@@ -1,0 +1,88 @@
+"""ASGI layers around the app: a request body limit and an access log without tokens."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.responses import PlainTextResponse
+
+from newsletter import paths
+
+access_log = logging.getLogger("newsletter.access")
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+                   Awaitable[None]]
+_WEBHOOKS = paths.WEBHOOKS + "/"
+
+
+class BodyLimit:
+    """413 for a request body over the limit, counted as it arrives (chunked included)."""
+
+    def __init__(self, app: ASGIApp, limit: int, webhook_limit: int):
+        self.app, self.limit, self.webhook_limit = app, limit, webhook_limit
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.webhook_limit if scope["path"].startswith(_WEBHOOKS) else self.limit
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > limit
+        chunks: list[bytes] = []
+        size = 0
+        while not too_big:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            too_big = size > limit
+            if not message.get("more_body"):
+                break
+        if too_big:
+            response = PlainTextResponse(f"Request body too large (limit {limit} bytes).\n", 413,
+                                         headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class AccessLog:
+    """One line per request: method, path without the query (tokens), status, duration.
+
+    No client IP and no query string: the log holds nothing that identifies a reader.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
+                            (time.perf_counter() - start) * 1000)
