@@ -33,6 +33,7 @@ from newsletter.compose.source import parse_draft, split_front_matter
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 from newsletter.writer import css_support
+from newsletter.writer.publish import unpublished
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -431,8 +432,6 @@ def check_issue(
 
 
 def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
-    from newsletter.writer.publish import unpublished
-
     missing = unpublished(settings, issue)
     if missing:
         report.add("warning", "not-published",

@@ -42,10 +42,9 @@ from markupsafe import Markup
 from newsletter import store
 from newsletter.compose import layout as layouts
 from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
-from newsletter.compose.source import Draft, parse_draft, read_text
+from newsletter.compose.source import Draft, draft_files, parse_draft, read_text
 from newsletter.errors import ConfigError, ContentError, NewsletterError
 from newsletter.settings import Settings
-from newsletter.writer.drafts import draft_files
 
 MANIFEST = ".newsletter-publish.json"
 FEED_FILES = ("feed.xml", "rss.xml", "feed.json")
