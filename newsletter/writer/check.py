@@ -4,8 +4,9 @@
 hands it to `check_issue()`, which personalizes it for the sample reader and
 inspects the result and the draft text; with a database it also checks the
 `subscriber.*` values against the audience (personalization_problems). Findings
-name the draft line where the offending text can be found. `send` builds once,
-calls `check_issue()` with its audience and refuses on errors unless `--force`.
+name the draft line where the offending text can be found. `send` builds once and
+hands delivery `pre_send_errors()`, which delivery calls with its audience; it refuses
+on errors unless `--force`.
 
 A check that cannot run at all (no such draft, broken settings) raises
 NewsletterError; a draft that fails to build is a finding, not a crash.
@@ -429,6 +430,22 @@ def check_issue(
             report.add(problem.severity, problem.code, message_text, problem.line)
     _publish_rule(report, settings, issue)
     return _sorted(report)
+
+
+def pre_send_errors(
+    issue: Issue,
+    settings: Settings,
+    db: sqlite_utils.Database,
+    where_sql: str,
+    params: Sequence[Any],
+) -> list[str]:
+    """The check errors in `issue` for a send to the readers `where_sql` selects in `db`.
+
+    What `send` and `newsletter run` hand delivery as its pre-send check (delivery does not
+    import the writer's tools): delivery refuses the send on any, unless forced.
+    """
+    report = check_issue(issue, settings, db=db, where_sql=where_sql, params=params)
+    return [f.message for f in report.errors]
 
 
 def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
