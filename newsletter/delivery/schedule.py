@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlite_utils
@@ -64,9 +65,11 @@ _COLUMNS = ("id, draft_path, slug, subject, audience, send_at, status, created_a
             "provider, resend, campaign_id, note")
 
 
-def _row(values: tuple) -> Scheduled:
-    *head, resend, campaign_id, note = values
-    return Scheduled(*head, bool(resend), campaign_id, note or "")
+def _row(values: tuple[Any, ...]) -> Scheduled:
+    (schedule_id, draft_path, slug, subject, audience, send_at, status, created_at, draft_sha,
+     provider, resend, campaign_id, note) = values
+    return Scheduled(schedule_id, draft_path, slug, subject, audience, send_at, status,
+                     created_at, draft_sha, provider, bool(resend), campaign_id, note or "")
 
 
 def parse_at(text: str, now: datetime | None = None) -> datetime:
@@ -175,6 +178,7 @@ def schedule_send(
                  at.strftime("%Y-%m-%dT%H:%M:%SZ"), now_iso(), _sha(path), provider,
                  int(resend)],
             )
+        assert cursor.lastrowid is not None  # an INSERT's cursor always has it
         return get(db, cursor.lastrowid)
     finally:
         db.conn.close()

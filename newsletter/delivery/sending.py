@@ -98,7 +98,7 @@ def provider_settings_for(
     ps = settings.provider
     if name and name != ps.name:
         ps = ProviderSettings(name=name)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if concurrency is not None:
         if concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")

@@ -81,6 +81,7 @@ def _campaign(db: sqlite_utils.Database, slug: str, draft_label: str, subject: s
             "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "
             "created_at, status) VALUES (?, ?, ?, ?, 'list', ?, ?, 'done')",
             [slug, draft_label, subject, AUDIENCE, provider, now_iso()])
+        assert cursor.lastrowid is not None  # an INSERT's cursor always has it
         return cursor.lastrowid, True
 
 
