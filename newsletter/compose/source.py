@@ -57,6 +57,8 @@ class Draft:
     layout: str | None = None
     paragraphs: str = "markdown"  # "lines": one paragraph per line (a pasted draft)
     extra: dict[str, Any] = field(default_factory=dict)  # front matter keys we do not know
+    # The file's text as read (front matter included): `check` finds its lines in it.
+    text: str = field(default="", repr=False)
 
     def where(self, body_lineno: int | None = None) -> str:
         """`path:line` for a line of the body (1-based), for error messages."""
@@ -405,6 +407,7 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
         layout=layout.strip() if layout else None,
         paragraphs="lines" if pasted else "markdown",
         extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+        text=text,
     )
 
 

@@ -283,7 +283,7 @@ def _refuse_sent_elsewhere(issue: Issue, audience: Audience, resend: bool) -> No
     writes it) is refused for the list like one sent from here, unless --resend."""
     if audience.kind != "list" or resend:
         return
-    extra = issue.extra
+    extra = issue.draft.extra if issue.draft else {}
     sent = extra.get("sent")
     if sent:
         origin = extra.get("imported_from")

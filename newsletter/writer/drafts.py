@@ -241,7 +241,7 @@ def build_draft(settings: Settings, ref: str | Path, out_dir: Path | None = None
     draft = resolve_draft(settings, ref)
     issue = build_issue(settings, draft)
     message = personalize(issue, SAMPLE_RECIPIENT, key="sample", settings=settings)
-    web = render_web_page(settings, issue, parse_draft(draft, read_text(draft)))
+    web = render_web_page(settings, issue, issue.draft or parse_draft(draft, read_text(draft)))
     out = (out_dir or settings.root / "build").expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)

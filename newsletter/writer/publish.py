@@ -631,10 +631,7 @@ def unpublished(settings: Settings, issue: Issue) -> list[str]:
         return []
     files = set(_read_manifest(out)["files"])
     missing = []
-    try:
-        hidden = parse_draft(issue.source, read_text(issue.source)).extra.get("publish") is False
-    except NewsletterError:
-        hidden = False
+    hidden = bool(issue.draft and issue.draft.extra.get("publish") is False)
     if not hidden and f"{issue.slug}/index.html" not in files:
         missing.append(f"{settings.base_url}/{issue.slug}/")
     missing += [f"{settings.base_url}/{quote(rel)}" for rel, _ in issue.assets if rel not in files]

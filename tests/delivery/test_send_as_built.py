@@ -1,8 +1,9 @@
 """A send is handed the issue its caller built once, and the pre-send check to run on it.
 
-What goes out, and what the guards decide (sent before, sent from another platform), is
-the issue as built: the draft file is not read again. The check is whatever the caller
-hands in, run against this send's audience. Delivery imports nothing of the writer's.
+What goes out, what the check finds and what the guards decide (sent before, sent from
+another platform) is the issue as built: the draft file is not read again. The check is
+whatever the caller hands in, run against this send's audience. Delivery imports nothing
+of the writer's.
 """
 
 from __future__ import annotations
@@ -90,6 +91,23 @@ def test_the_check_handed_in_runs_against_the_audience_of_the_send(
     built = dry_run(letter, issue, "tag:press", check=check)
     assert seen[-1][1] == ["b@example.com"] and built.messages == 1
     assert "check: the title is too loud" in built.warnings
+
+
+def test_the_check_reads_the_text_the_issue_was_built_from(
+    letter: Settings, write_draft: Callable
+) -> None:
+    path = write_draft("spring.md", DRAFT.format(extra=""))
+    issue = build_issue(letter, path)
+    path.write_text("No front matter, no title: check would say no subject.\n")
+    db = sqlite_utils.Database(letter.database)
+    try:
+        errors = pre_send_errors(issue, letter, db, "status = 'active'", [])
+    finally:
+        db.conn.close()
+    assert not [e for e in errors if "sets no subject" in e]
+    path.unlink()  # and it needs no file at all
+    report = send_draft(letter, issue, "a@example.com", check=pre_send_errors)
+    assert report.campaign.counts.sent == 1
 
 
 def _imports(path: Path) -> set[str]:
