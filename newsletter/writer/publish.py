@@ -246,8 +246,8 @@ def render_web_page(
     for rel, file in issue.assets:
         if settings.base_url:
             sources[f"{settings.base_url}/{quote(rel)}"] = (file.name, file.read_bytes())
-    for image in issue.attachments:
-        sources[f"cid:{image.cid}"] = (image.filename, image.data)
+    for attached in issue.attachments:
+        sources[f"cid:{attached.cid}"] = (attached.filename, attached.data)
     images: dict[str, bytes] = {}
     names: dict[str, str] = {}
     for url, (filename, data) in sources.items():
