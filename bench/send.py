@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -38,8 +39,10 @@ from letter import write_letter  # noqa: E402  (bench/letter.py)
 
 from newsletter.compose.issue import build_issue  # noqa: E402
 from newsletter.compose.message import Recipient, personalize  # noqa: E402
-from newsletter.delivery.sending import dry_run, send_draft  # noqa: E402
-from newsletter.settings import load_settings  # noqa: E402
+from newsletter.compose.source import resolve_draft  # noqa: E402
+from newsletter.delivery.sending import SendReport, dry_run, send_draft  # noqa: E402
+from newsletter.settings import Settings, load_settings  # noqa: E402
+from newsletter.writer.check import pre_send_errors  # noqa: E402
 
 EXTRA = os.environ.get("BENCH_PROVIDER_EXTRA", "").replace(";", "\n")
 
@@ -115,12 +118,17 @@ def timed(n: int, action: Callable[[], object]) -> float:
     return n / (time.perf_counter() - started)
 
 
+def send_bench(settings: Settings, **options: Any) -> SendReport:
+    """`newsletter send bench --to subscribers` as the CLI runs it: build once, check, send."""
+    issue = build_issue(settings, resolve_draft(settings, "bench"))
+    return send_draft(settings, issue, "subscribers", check=pre_send_errors, **options)
+
+
 def ours(root: Path, concurrency: int, n: int) -> tuple[float, float]:
     """`send_draft()` end to end: (msgs/s overall, seconds before the first message)."""
     settings = load_settings(root)
     started = time.perf_counter()
-    report = send_draft(settings, "bench", "subscribers", concurrency=concurrency,
-                        resend=True, force=True)
+    report = send_bench(settings, concurrency=concurrency, resend=True, force=True)
     took = time.perf_counter() - started
     assert report.error is None, report.error
     assert report.campaign.counts.sent == n, report.campaign.counts
@@ -214,8 +222,7 @@ def rows_mode(args: argparse.Namespace) -> None:
 
             rss_before = tree_rss_kb()
             started = time.perf_counter()
-            report = send_draft(settings, "bench", "subscribers", concurrency=c,
-                                on_progress=progress)
+            report = send_bench(settings, concurrency=c, on_progress=progress)
             took = time.perf_counter() - started
             assert report.error is None, report.error
             assert report.campaign.counts.sent == n, report.campaign.counts
@@ -277,7 +284,9 @@ def dry_run_mode(args: argparse.Namespace) -> None:
 
         start_rss = rss_kb()
         started = time.perf_counter()
-        report = dry_run(settings, "bench", "subscribers", on_progress=progress)
+        issue = build_issue(settings, resolve_draft(settings, "bench"))
+        report = dry_run(settings, issue, "subscribers", check=pre_send_errors,
+                         on_progress=progress)
         took = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(f"--dry-run over {report.messages:,} subscribers: {took:.1f} s "

@@ -21,6 +21,7 @@ from newsletter.delivery import schedule, welcome
 from newsletter.errors import NewsletterError
 from newsletter.feedback import pull
 from newsletter.settings import Settings
+from newsletter.writer.check import pre_send_errors
 
 
 @dataclass
@@ -56,8 +57,9 @@ def run_once(
                 report.sync = pull.sync(settings)
             except NewsletterError as exc:
                 report.sync_error = str(exc)
+        # Delivery does not import the writer's tools: the pre-send check is handed to it.
         report.sends = schedule.run_due(
-            settings, now=now or datetime.now(UTC),
+            settings, check=pre_send_errors, now=now or datetime.now(UTC),
             on_line=(lambda line: on_line(line.text)) if on_line else None,
         )
         report.welcomes = welcome.send_welcomes(settings)

@@ -16,7 +16,7 @@ CHECK_COULD_NOT_RUN = 2
 
 
 def _draft_path(current: Settings, draft: str) -> Path:
-    from newsletter.writer.drafts import resolve_draft  # the drafts work owns slug lookup
+    from newsletter.compose.source import resolve_draft
 
     return Path(resolve_draft(current, draft))
 

@@ -39,8 +39,8 @@ def run_cmd(
         typer.echo(f"sync failed (sends went on): {report.sync_error}", err=True)
     if not report.sends and not report.welcomes:
         typer.echo("run: nothing was due", err=True)
-    failed = [line for line in report.sends if line.outcome == "failed"]
-    failed += [line for line in report.welcomes if line.error is not None]
+    failed = (any(line.outcome == "failed" for line in report.sends)
+              or any(line.error is not None for line in report.welcomes))
     if failed or report.sync_error is not None:
         raise typer.Exit(5)
     # A provider that refused (a revoked key, a server down): the send waits for the next

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +26,10 @@ from rich.text import Text
 from newsletter.cli.app import app, newsletter_dir, settings
 from newsletter.delivery.campaign import Counts
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
+
+if TYPE_CHECKING:
+    from newsletter.compose.issue import Issue
+    from newsletter.settings import Settings
 
 # --- progress ------------------------------------------------------------------------------
 
@@ -255,8 +259,11 @@ def send(
             "send needs a draft and --to: e.g. newsletter send hello-world --to subscribers "
             "(or --to you@example.com for a test send)"
         )
+    from newsletter.writer.check import pre_send_errors
+
     if dry_run:
-        result = sending.dry_run(s, draft, to, provider=provider)
+        result = sending.dry_run(s, _issue(s, draft), to, check=pre_send_errors,
+                                 provider=provider)
         for warning in result.warnings:
             typer.echo(f"Warning: {warning}", err=True)
         typer.echo(
@@ -273,14 +280,24 @@ def send(
         return
     if not no_sync:
         _sync_first(s, to)
+    issue = _issue(s, draft)
     confirm = _Confirm(yes)
     with _SendProgress() as progress:
+        # Delivery does not import the writer's tools: the pre-send check is handed to it.
         report = sending.send_draft(
-            s, draft, to, provider=provider, concurrency=concurrency, rate=rate,
-            resend=resend, force=force, retry_uncertain=retry_uncertain,
+            s, issue, to, check=pre_send_errors, provider=provider, concurrency=concurrency,
+            rate=rate, resend=resend, force=force, retry_uncertain=retry_uncertain,
             confirm=confirm, on_progress=progress,
         )
     _finish(report, confirm.warned)
+
+
+def _issue(s: Settings, draft: str) -> Issue:
+    """The draft (a path or slug) built once: what send checks and sends."""
+    from newsletter.compose.issue import build_issue
+    from newsletter.compose.source import resolve_draft
+
+    return build_issue(s, resolve_draft(s, draft))
 
 
 def _sync_first(s: Any, to: str) -> None:

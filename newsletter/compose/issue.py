@@ -60,6 +60,9 @@ class Issue:
     attachments: tuple[InlineImage, ...] = ()  # local images embedded by CID
     web_url: str | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. no base_url, HTML over 102 KB
+    # The draft as parsed for this build (front matter, text): send's guards, check and
+    # publish read it here instead of reading and parsing the file again.
+    draft: Draft | None = field(default=None, repr=False, compare=False)
     # Additions (compose): marker → Slot for the per-recipient values left in html/text,
     # and local images referenced by URL under base_url: (path under base_url, file).
     slots: dict[str, layouts.Slot] = field(default_factory=dict)
@@ -182,6 +185,7 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
         attachments=tuple(attachments),
         web_url=web_url,
         warnings=warnings,
+        draft=parsed,
         slots=dict(slots.by_marker),
         assets=tuple(assets),
         content=fragment,

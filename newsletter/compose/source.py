@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -56,6 +57,8 @@ class Draft:
     layout: str | None = None
     paragraphs: str = "markdown"  # "lines": one paragraph per line (a pasted draft)
     extra: dict[str, Any] = field(default_factory=dict)  # front matter keys we do not know
+    # The file's text as read (front matter included): `check` finds its lines in it.
+    text: str = field(default="", repr=False)
 
     def where(self, body_lineno: int | None = None) -> str:
         """`path:line` for a line of the body (1-based), for error messages."""
@@ -299,6 +302,28 @@ def slug_from_path(path: Path) -> str:
     return path.stem
 
 
+# Letters that Unicode does not decompose into ASCII but every reader can spell.
+_TRANSLITERATE = str.maketrans({
+    "ß": "ss", "æ": "ae", "Æ": "ae", "ø": "o", "Ø": "o", "đ": "d", "Đ": "d", "ł": "l",
+    "Ł": "l", "þ": "th", "Þ": "th", "œ": "oe", "Œ": "oe", "ı": "i", "&": " and ",
+})
+
+
+def slugify(title: str, max_length: int = 60) -> str:
+    """A file- and URL-safe slug: ASCII letters, digits and single dashes.
+
+    Accents are folded ("Café" → "cafe"), punctuation and emoji dropped; a
+    title with nothing left (all CJK or emoji) gives "issue".
+    """
+    text = unicodedata.normalize("NFKD", title.translate(_TRANSLITERATE))
+    text = text.encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"['’`]", "", text)  # "Liu's" → "lius", not "liu-s"
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    if len(slug) > max_length:
+        slug = slug[:max_length].rsplit("-", 1)[0] or slug[:max_length]
+    return slug or "issue"
+
+
 def date_from_path(path: Path) -> date | None:
     """The date a `YYYY-MM-DD-…` file name starts with."""
     m = _DATE_PREFIX.match(path.name)
@@ -382,10 +407,11 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
         layout=layout.strip() if layout else None,
         paragraphs="lines" if pasted else "markdown",
         extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+        text=text,
     )
 
 
-# --- finding a draft by path or slug (send, preview and build share it) ---------------
+# --- finding a draft by path or slug (send, schedule, welcome, preview and build share it) -
 
 DRAFT_SUFFIXES = (".md", ".markdown")
 

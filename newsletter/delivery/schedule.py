@@ -2,9 +2,10 @@
 
 A schedule names a draft, an audience and a time; nothing is built for readers and no
 audience is fixed until it is sent (readers who join before the time get it). When the
-time comes, `run_due()` claims the schedule in one transaction and hands it to the very
-same `send_draft()` as an interactive send, so the delivery log, its exactly-once promise,
-resume after a crash and the campaign lock all apply. Two overlapping runs cannot both
+time comes, `run_due()` claims the schedule in one transaction, builds the issue and hands
+it to the very same `send_draft()` as an interactive send, with the pre-send check its
+caller (`newsletter run`) handed in, so the check, the delivery log, its exactly-once
+promise, resume after a crash and the campaign lock all apply. Two overlapping runs cannot both
 claim it; a run that died mid-send leaves it claimed, and the next run resumes it (the
 lock file tells a live sender from a dead one).
 
@@ -21,12 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlite_utils
 
 from newsletter import store
 from newsletter.audience.events import now_iso
+from newsletter.compose.issue import build_issue
+from newsletter.compose.source import draft_files, parse_draft, resolve_draft
+from newsletter.delivery.sending import PreSendCheck, send_draft
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError, ProviderError
 from newsletter.settings import Settings
 
@@ -60,9 +65,11 @@ _COLUMNS = ("id, draft_path, slug, subject, audience, send_at, status, created_a
             "provider, resend, campaign_id, note")
 
 
-def _row(values: tuple) -> Scheduled:
-    *head, resend, campaign_id, note = values
-    return Scheduled(*head, bool(resend), campaign_id, note or "")
+def _row(values: tuple[Any, ...]) -> Scheduled:
+    (schedule_id, draft_path, slug, subject, audience, send_at, status, created_at, draft_sha,
+     provider, resend, campaign_id, note) = values
+    return Scheduled(schedule_id, draft_path, slug, subject, audience, send_at, status,
+                     created_at, draft_sha, provider, bool(resend), campaign_id, note or "")
 
 
 def parse_at(text: str, now: datetime | None = None) -> datetime:
@@ -139,9 +146,7 @@ def schedule_send(
     provider: str | None = None, resend: bool = False,
 ) -> Scheduled:
     """Record a scheduled send; checks now what can be checked now (draft, audience, resend)."""
-    from newsletter.compose.issue import build_issue
     from newsletter.delivery.campaign import parse_audience, refuse_resend
-    from newsletter.writer.drafts import resolve_draft
 
     _if_edited(settings)
     audience = parse_audience(to)
@@ -173,6 +178,7 @@ def schedule_send(
                  at.strftime("%Y-%m-%dT%H:%M:%SZ"), now_iso(), _sha(path), provider,
                  int(resend)],
             )
+        assert cursor.lastrowid is not None  # an INSERT's cursor always has it
         return get(db, cursor.lastrowid)
     finally:
         db.conn.close()
@@ -259,13 +265,14 @@ def _finish(db: sqlite_utils.Database, item: Scheduled, status: str, note: str,
 
 
 def run_due(
-    settings: Settings, *, now: datetime | None = None,
+    settings: Settings, *, check: PreSendCheck, now: datetime | None = None,
     on_line: Callable[[RunLine], None] | None = None,
     on_progress: Callable[..., None] | None = None,
 ) -> list[RunLine]:
-    """Send every schedule whose time has come (and resume any a dead run left half-sent)."""
-    from newsletter.delivery.sending import send_draft
+    """Send every schedule whose time has come (and resume any a dead run left half-sent).
 
+    `check` is the pre-send check each send runs (the writer's `pre_send_errors`).
+    """
     now = now or datetime.now(UTC)
     policy = _if_edited(settings)
     lines: list[RunLine] = []
@@ -313,7 +320,9 @@ def run_due(
                         continue
                     notes.append("the draft was edited after it was scheduled: sent as it is now")
                 try:
-                    report = send_draft(settings, str(path), item.audience,
+                    # Built once, as it is now: checked and sent as built.
+                    issue = build_issue(settings, path.resolve())
+                    report = send_draft(settings, issue, item.audience, check=check,
                                         provider=item.provider, resend=item.resend,
                                         confirm=None, on_progress=on_progress)
                 except ProviderError as exc:
@@ -349,9 +358,6 @@ def run_due(
 
 def _moved_draft(settings: Settings, item: Scheduled) -> Path | None:
     """The scheduled draft under another name (same content, or same slug), if it is so."""
-    from newsletter.compose.source import parse_draft
-    from newsletter.writer.drafts import draft_files
-
     files = draft_files(settings)
     for path in files:  # renamed only: the very same file
         if _sha(path) == item.draft_sha:

@@ -1,12 +1,13 @@
-"""A send, end to end: draft → campaign → provider, with resume and retries.
+"""A send, end to end: issue → campaign → provider, with resume and retries.
 
-`send_draft()` is what `newsletter send` calls: it builds the issue once, finds
-or creates the campaign (refusing a second list send unless `resend`), asks
-for confirmation, and hands over to `run_campaign()`, which takes the
-campaign's lock, settles rows left behind by a dead process and runs the
-engine (`runner.py`; `campaign.py` names the modules). `run_campaign()` knows
-nothing of drafts: tests and the contract suite call it with their own message
-factory.
+`send_draft()` is what `newsletter send` calls: it is handed the issue its caller
+built once (compose's `build_issue()`) and the pre-send check (`newsletter check`,
+which lives in the writer's tools: delivery never imports them). It runs the check
+with its audience, finds or creates the campaign (refusing a second list send unless
+`resend`), asks for confirmation, and hands over to `run_campaign()`, which takes the
+campaign's lock, settles rows left behind by a dead process and runs the engine
+(`runner.py`; `campaign.py` names the modules). `run_campaign()` knows nothing of
+drafts: tests and the contract suite call it with their own message factory.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from newsletter import store
+from newsletter.compose.issue import build_issue
+from newsletter.compose.message import Recipient, personalize
 from newsletter.delivery.audience import (
     Audience,
     DeliveryRow,
@@ -56,6 +59,15 @@ if TYPE_CHECKING:
     from newsletter.compose.message import Message
 
 
+class PreSendCheck(Protocol):
+    """`newsletter check` as a send runs it, handed in by the caller (the writer's
+    `pre_send_errors`): the errors in `issue` for the readers `where_sql` selects in `db`.
+    Delivery refuses a send on any, unless forced."""
+
+    def __call__(self, issue: Issue, settings: Settings, db: sqlite_utils.Database,
+                 where_sql: str, params: Sequence[Any], /) -> list[str]: ...
+
+
 @dataclass
 class SendReport:
     """What a send did, for the summary."""
@@ -86,7 +98,7 @@ def provider_settings_for(
     ps = settings.provider
     if name and name != ps.name:
         ps = ProviderSettings(name=name)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if concurrency is not None:
         if concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
@@ -211,10 +223,10 @@ def _issue_hash(issue: Issue) -> str:
     return body_hash(text)
 
 
-def _message_factory(
+def message_factory(
     settings: Settings, issue: Issue
 ) -> Callable[[DeliveryRow], Message]:
-    from newsletter.compose.message import Recipient, personalize
+    """Each delivery row's message: `issue` personalized for its reader."""
 
     def make(row: DeliveryRow) -> Message:
         recipient = Recipient(row.email, row.name, row.attributes, key=row.key)
@@ -238,25 +250,25 @@ def _check_ready(settings: Settings, ps: ProviderSettings) -> None:
 
 
 def _pre_send_check(
-    settings: Settings, issue: Issue, audience: Audience, force: bool, dry_run: bool
+    settings: Settings, issue: Issue, audience: Audience, check: PreSendCheck, force: bool,
+    dry_run: bool,
 ) -> list[str]:
-    """Run `newsletter check` on the built issue; refuse on errors unless forced (or dry).
+    """Run the check the caller handed in on the built issue; refuse on errors unless
+    forced (or dry).
 
     The `subscriber.*` values it uses are checked against this send's audience (an
     attribute nobody in it has is an error). Returns the findings as warnings when they
     do not stop the send.
     """
     from newsletter.delivery.audience import _audience_where
-    from newsletter.writer.check import check_issue
 
     db = store.connect(settings.database)
     try:
         where, params = (_audience_where(db, audience) if audience.kind == "list"
                          else ("status = 'active'", []))
-        report = check_issue(issue, settings, db=db, where_sql=where, params=params)
+        errors = check(issue, settings, db, where, params)
     finally:
         db.conn.close()
-    errors = [f.message for f in report.errors]
     if errors and not (force or dry_run):
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise DeliveryError(
@@ -266,20 +278,18 @@ def _pre_send_check(
     return [f"check: {m}" for m in errors]
 
 
-def _refuse_sent_elsewhere(path: Path, audience: Audience, resend: bool) -> None:
+def _refuse_sent_elsewhere(issue: Issue, audience: Audience, resend: bool) -> None:
     """A post emailed from another platform (`sent:` in its front matter, as import-posts
     writes it) is refused for the list like one sent from here, unless --resend."""
-    from newsletter.compose.source import parse_draft
-
     if audience.kind != "list" or resend:
         return
-    extra = parse_draft(path).extra
+    extra = issue.draft.extra if issue.draft else {}
     sent = extra.get("sent")
     if sent:
         origin = extra.get("imported_from")
         where = f" from {str(origin).split(':', 1)[0].capitalize()}" if origin else ""
         raise DeliveryError(
-            f"{path.stem} was already emailed to the list{where} on {str(sent)[:10]} (its "
+            f"{issue.source.stem} was already emailed to the list{where} on {str(sent)[:10]} (its "
             "front matter says `sent:`): pass --resend to send it again"
         )
 
@@ -333,7 +343,7 @@ def _resume_changes(
 
 
 def _plan(
-    db: sqlite_utils.Database, issue: Issue, path: Path, audience: Audience, provider: str,
+    db: sqlite_utils.Database, issue: Issue, audience: Audience, provider: str,
     warnings: list[str], retry_uncertain: bool,
 ) -> tuple[SendPlan, bool]:
     """What a send would do (for the confirmation), and whether a resume changed since."""
@@ -341,7 +351,7 @@ def _plan(
     if unfinished is not None and unfinished.status == "done":
         unfinished = None
     changed = (
-        _resume_changes(unfinished, issue.subject, path, provider, retry_uncertain)
+        _resume_changes(unfinished, issue.subject, issue.source, provider, retry_uncertain)
         if unfinished else []
     )
     plan = SendPlan(
@@ -359,9 +369,10 @@ def _plan(
 
 def send_draft(
     settings: Settings,
-    draft: str,
+    issue: Issue,
     to: str,
     *,
+    check: PreSendCheck,
     provider: str | None = None,
     concurrency: int | None = None,
     rate: float | None = None,
@@ -371,32 +382,29 @@ def send_draft(
     confirm: Callable[[SendPlan], bool] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> SendReport:
-    """Send `draft` (a path or slug) to `to` (subscribers | tag:NAME | a@x,b@y).
+    """Send `issue` (built once by the caller: checked and sent as built) to `to`
+    (subscribers | tag:NAME | a@x,b@y).
 
-    `confirm(plan)` is asked before a list send (not for test sends or resumes
-    of a campaign the user already confirmed); returning False cancels with a
+    `check` is the pre-send check (the writer's `pre_send_errors`), run here with this
+    send's audience. `confirm(plan)` is asked before a list send (not for test sends or
+    resumes of a campaign the user already confirmed); returning False cancels with a
     DeliveryError. Everything is recorded in the delivery log before the first
     message goes out.
     """
-    from newsletter.compose.issue import build_issue
-    from newsletter.compose.source import resolve_draft
-
     audience = parse_audience(to)
     ps = provider_settings_for(settings, provider, concurrency, rate)
     _check_ready(settings, ps)
-    path = resolve_draft(settings, draft)
     # The outbox sends nothing anywhere: on a fresh machine it works before the
     # draft passes every check (the findings are shown as warnings instead).
     local = not provider_class(ps.name).remote
-    issue = build_issue(settings, path)  # once: checked and sent as built
-    warnings = _pre_send_check(settings, issue, audience, force or local, dry_run=False)
+    warnings = _pre_send_check(settings, issue, audience, check, force or local, dry_run=False)
     hashed = _issue_hash(issue)
     db = store.connect(settings.database)
     try:
-        plan, changed = _plan(db, issue, path, audience, ps.name, warnings, retry_uncertain)
+        plan, changed = _plan(db, issue, audience, ps.name, warnings, retry_uncertain)
         refuse_resend(db, issue.slug, audience, resend,  # before asking, not after
                       subject=issue.subject, body=hashed)
-        _refuse_sent_elsewhere(path, audience, resend)
+        _refuse_sent_elsewhere(issue, audience, resend)
         if plan.resuming is None and plan.recipients == 0:  # not "Send to 0 recipients?"
             raise nobody_to_send_to(audience)
         # A resume is not asked again, unless what goes out differs from what was confirmed.
@@ -406,7 +414,7 @@ def send_draft(
         campaign, created = find_or_create_campaign(
             db,
             slug=issue.slug,
-            draft_path=_draft_label(settings, path),
+            draft_path=_draft_label(settings, issue.source),
             subject=issue.subject,
             audience=audience,
             provider=ps.name,
@@ -418,7 +426,7 @@ def send_draft(
     report = run_campaign(
         settings,
         campaign.id,
-        _message_factory(settings, issue),
+        message_factory(settings, issue),
         provider_settings=ps,
         retry_uncertain=retry_uncertain,
         on_progress=on_progress,
@@ -439,8 +447,6 @@ def retry_failed(
     on_progress: ProgressCallback | None = None,
 ) -> SendReport:
     """Send the failed rows of campaign `campaign_id` again (the draft is rebuilt)."""
-    from newsletter.compose.issue import build_issue
-
     db = store.connect(settings.database)
     try:
         campaign = get_campaign(db, campaign_id)
@@ -465,7 +471,7 @@ def retry_failed(
     return run_campaign(
         settings,
         campaign_id,
-        _message_factory(settings, issue),
+        message_factory(settings, issue),
         provider_settings=ps,
         retry_failed=True,
         retry_uncertain=retry_uncertain,
@@ -475,28 +481,25 @@ def retry_failed(
 
 def dry_run(
     settings: Settings,
-    draft: str,
+    issue: Issue,
     to: str,
     *,
+    check: PreSendCheck,
     provider: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> DryRunReport:
     """Build every message of a send and count it; nothing is sent or recorded.
 
-    Streams recipients from the database, so memory stays flat for any list size.
+    `issue` is built by the caller and `check` run on it as `send_draft()` does. Streams
+    recipients from the database, so memory stays flat for any list size.
     """
-    from newsletter.compose.issue import build_issue
-    from newsletter.compose.source import resolve_draft
-
     started = time.monotonic()
     audience = parse_audience(to)
     ps = provider_settings_for(settings, provider)
     provider_class(ps.name)  # an unknown provider is an error even in a dry run
-    path = resolve_draft(settings, draft)
-    issue = build_issue(settings, path)
-    warnings = _pre_send_check(settings, issue, audience, force=True, dry_run=True)
+    warnings = _pre_send_check(settings, issue, audience, check, force=True, dry_run=True)
     report = DryRunReport(issue.subject, audience, ps.name, warnings=[*issue.warnings, *warnings])
-    make = _message_factory(settings, issue)
+    make = message_factory(settings, issue)
     db = store.connect(settings.database)
     try:
         total = count_audience(db, audience)
@@ -522,9 +525,11 @@ __all__ = [
     "Counts",
     "DryRunReport",
     "NewsletterError",
+    "PreSendCheck",
     "SendPlan",
     "SendReport",
     "dry_run",
+    "message_factory",
     "parse_audience",
     "provider_settings_for",
     "retry_failed",

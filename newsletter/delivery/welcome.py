@@ -25,6 +25,9 @@ import sqlite_utils
 from newsletter import store
 from newsletter.audience import events
 from newsletter.audience.events import Origin, now_iso
+from newsletter.compose.issue import build_issue
+from newsletter.compose.source import draft_files, parse_draft
+from newsletter.delivery.sending import message_factory, run_campaign
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
 
@@ -43,9 +46,6 @@ def request_welcome(db: sqlite_utils.Database, subscriber_id: int, email: str,
 
 def welcome_drafts(settings: Settings) -> list[Path]:
     """The drafts whose front matter says `trigger: welcome` (broken drafts are skipped)."""
-    from newsletter.compose.source import parse_draft
-    from newsletter.writer.drafts import draft_files
-
     found = []
     for path in draft_files(settings):
         try:
@@ -81,6 +81,7 @@ def _campaign(db: sqlite_utils.Database, slug: str, draft_label: str, subject: s
             "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "
             "created_at, status) VALUES (?, ?, ?, ?, 'list', ?, ?, 'done')",
             [slug, draft_label, subject, AUDIENCE, provider, now_iso()])
+        assert cursor.lastrowid is not None  # an INSERT's cursor always has it
         return cursor.lastrowid, True
 
 
@@ -99,9 +100,6 @@ def _owed(db: sqlite_utils.Database, campaign_id: int) -> int:
 
 def send_welcomes(settings: Settings) -> list[WelcomeLine]:
     """Send each welcome draft to the readers owed it; one line per welcome draft."""
-    from newsletter.compose.issue import build_issue
-    from newsletter.delivery.sending import _message_factory, run_campaign
-
     lines = []
     for path in welcome_drafts(settings):
         try:
@@ -128,7 +126,7 @@ def send_welcomes(settings: Settings) -> list[WelcomeLine]:
             continue
         if not queued:
             continue
-        report = run_campaign(settings, campaign_id, _message_factory(settings, issue))
+        report = run_campaign(settings, campaign_id, message_factory(settings, issue))
         run = report.run
         sent, failed = (run.sent, run.failed) if run else (0, 0)
         text = f"welcome {issue.slug}: {sent} sent, {failed} failed (campaign {campaign_id})"

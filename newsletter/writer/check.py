@@ -4,8 +4,9 @@
 hands it to `check_issue()`, which personalizes it for the sample reader and
 inspects the result and the draft text; with a database it also checks the
 `subscriber.*` values against the audience (personalization_problems). Findings
-name the draft line where the offending text can be found. `send` builds once,
-calls `check_issue()` with its audience and refuses on errors unless `--force`.
+name the draft line where the offending text can be found. `send` builds once and
+hands delivery `pre_send_errors()`, which delivery calls with its audience; it refuses
+on errors unless `--force`.
 
 A check that cannot run at all (no such draft, broken settings) raises
 NewsletterError; a draft that fails to build is a finding, not a crash.
@@ -29,10 +30,11 @@ from newsletter.compose import message as compose_message
 from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
 from newsletter.compose.message import Message
 from newsletter.compose.personal import personalization_problems
-from newsletter.compose.source import parse_draft, split_front_matter
+from newsletter.compose.source import Draft, parse_draft, split_front_matter
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 from newsletter.writer import css_support
+from newsletter.writer.publish import unpublished
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -351,13 +353,15 @@ def _image_line(draft: _DraftText, src: str) -> int | None:
 LONG_PARAGRAPH_CHARS = 1500
 
 
-def _long_paragraphs(report: Report, path: Path, draft: _DraftText) -> None:
+def _long_paragraphs(report: Report, path: Path, draft: _DraftText,
+                     parsed: Draft | None = None) -> None:
     """A paragraph this long holding single line breaks is usually a pasted post read as
-    Markdown: its lines were meant as paragraphs."""
-    try:
-        parsed = parse_draft(path, draft.text)
-    except ContentError:
-        return  # reported as a build error
+    Markdown: its lines were meant as paragraphs. `parsed`: the draft as already parsed."""
+    if parsed is None:
+        try:
+            parsed = parse_draft(path, draft.text)
+        except ContentError:
+            return  # reported as a build error
     if parsed.paragraphs == "lines":
         return
     block: list[tuple[int, str]] = []
@@ -399,13 +403,14 @@ def check_issue(
     `where_sql` selects (send passes its audience); see personalization_problems.
     """
     path = Path(issue.source)
-    if text is None:
-        text = _read_draft(path)
+    if text is None:  # the text the issue was built from, else the file's
+        text = issue.draft.text if issue.draft and issue.draft.text else _read_draft(path)
     draft = _DraftText(text)
     report = Report(draft=path)
     _settings_rules(report, settings)
     _placeholders(report, draft)
-    _long_paragraphs(report, path, draft)
+    _long_paragraphs(report, path, draft,
+                     issue.draft if issue.draft and issue.draft.text == text else None)
     try:
         message = compose_message.personalize(issue, SAMPLE_READER, key="check",
                                               settings=settings)
@@ -430,9 +435,23 @@ def check_issue(
     return _sorted(report)
 
 
-def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
-    from newsletter.writer.publish import unpublished
+def pre_send_errors(
+    issue: Issue,
+    settings: Settings,
+    db: sqlite_utils.Database,
+    where_sql: str,
+    params: Sequence[Any],
+) -> list[str]:
+    """The check errors in `issue` for a send to the readers `where_sql` selects in `db`.
 
+    What `send` and `newsletter run` hand delivery as its pre-send check (delivery does not
+    import the writer's tools): delivery refuses the send on any, unless forced.
+    """
+    report = check_issue(issue, settings, db=db, where_sql=where_sql, params=params)
+    return [f.message for f in report.errors]
+
+
+def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
     missing = unpublished(settings, issue)
     if missing:
         report.add("warning", "not-published",
@@ -443,7 +462,7 @@ def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
 
 def _read_draft(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # as compose reads it: a BOM is no text
     except FileNotFoundError:
         raise ContentError(f"{path} does not exist: pass a draft path or slug") from None
     except (UnicodeDecodeError, IsADirectoryError):

@@ -1,11 +1,14 @@
-"""The writer's drafts: lay out a newsletter, start a draft, list drafts, find one, build one."""
+"""The writer's drafts: lay out a newsletter, start a draft, list drafts, build one.
+
+Finding a draft by path or slug, listing the draft files and making slugs live below,
+in compose/source.py: delivery (schedule, welcome) needs them and never imports the writer.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -16,13 +19,13 @@ from newsletter import store
 from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.layout import BUILTIN_DIR, BUILTIN_LAYOUTS
 from newsletter.compose.message import SAMPLE_RECIPIENT, personalize
-from newsletter.compose.source import (  # noqa: F401 — draft_files, resolve_draft: old home
-    DRAFT_SUFFIXES,
+from newsletter.compose.source import (
     date_from_path,
     draft_files,
     parse_draft,
     read_text,
     resolve_draft,
+    slugify,
 )
 from newsletter.errors import ContentError, NewsletterError
 from newsletter.settings import (
@@ -32,27 +35,7 @@ from newsletter.settings import (
     Settings,
     write_secret_file,
 )
-
-# Letters that Unicode does not decompose into ASCII but every reader can spell.
-_TRANSLITERATE = str.maketrans({
-    "ß": "ss", "æ": "ae", "Æ": "ae", "ø": "o", "Ø": "o", "đ": "d", "Đ": "d", "ł": "l",
-    "Ł": "l", "þ": "th", "Þ": "th", "œ": "oe", "Œ": "oe", "ı": "i", "&": " and ",
-})
-
-
-def slugify(title: str, max_length: int = 60) -> str:
-    """A file- and URL-safe slug: ASCII letters, digits and single dashes.
-
-    Accents are folded ("Café" → "cafe"), punctuation and emoji dropped; a
-    title with nothing left (all CJK or emoji) gives "issue".
-    """
-    text = unicodedata.normalize("NFKD", title.translate(_TRANSLITERATE))
-    text = text.encode("ascii", "ignore").decode("ascii").lower()
-    text = re.sub(r"['’`]", "", text)  # "Liu's" → "lius", not "liu-s"
-    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
-    if len(slug) > max_length:
-        slug = slug[:max_length].rsplit("-", 1)[0] or slug[:max_length]
-    return slug or "issue"
+from newsletter.writer.publish import render_web_page
 
 
 def new_draft(
@@ -255,12 +238,10 @@ def build_draft(settings: Settings, ref: str | Path, out_dir: Path | None = None
     beside it under content-hashed names. With base_url set, the email's local
     images are copied at the paths it links to as well.
     """
-    from newsletter.writer.publish import render_web_page
-
     draft = resolve_draft(settings, ref)
     issue = build_issue(settings, draft)
     message = personalize(issue, SAMPLE_RECIPIENT, key="sample", settings=settings)
-    web = render_web_page(settings, issue, parse_draft(draft, read_text(draft)))
+    web = render_web_page(settings, issue, issue.draft or parse_draft(draft, read_text(draft)))
     out = (out_dir or settings.root / "build").expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -400,11 +400,11 @@ class Preview:
         base_url = build.settings.base_url if build.settings else None
         if base_url and build.issue is not None:
             for published, file in getattr(build.issue, "assets", ()):
-                local = self._root_relative(Path(file))
-                if local is not None:
+                on_disk = self._root_relative(Path(file))
+                if on_disk is not None:
                     url = f"{base_url}/{published}"
                     for form in {url, html.escape(url, quote=True)}:
-                        text = text.replace(f'"{form}"', f'"/files/{quote(local)}"')
+                        text = text.replace(f'"{form}"', f'"/files/{quote(on_disk)}"')
 
         def local(match: re.Match[str]) -> str:
             src = html.unescape(match.group(3))

@@ -42,10 +42,9 @@ from markupsafe import Markup
 from newsletter import store
 from newsletter.compose import layout as layouts
 from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
-from newsletter.compose.source import Draft, parse_draft, read_text
+from newsletter.compose.source import Draft, draft_files, parse_draft, read_text
 from newsletter.errors import ConfigError, ContentError, NewsletterError
 from newsletter.settings import Settings
-from newsletter.writer.drafts import draft_files
 
 MANIFEST = ".newsletter-publish.json"
 FEED_FILES = ("feed.xml", "rss.xml", "feed.json")
@@ -247,8 +246,8 @@ def render_web_page(
     for rel, file in issue.assets:
         if settings.base_url:
             sources[f"{settings.base_url}/{quote(rel)}"] = (file.name, file.read_bytes())
-    for image in issue.attachments:
-        sources[f"cid:{image.cid}"] = (image.filename, image.data)
+    for attached in issue.attachments:
+        sources[f"cid:{attached.cid}"] = (attached.filename, attached.data)
     images: dict[str, bytes] = {}
     names: dict[str, str] = {}
     for url, (filename, data) in sources.items():
@@ -632,10 +631,7 @@ def unpublished(settings: Settings, issue: Issue) -> list[str]:
         return []
     files = set(_read_manifest(out)["files"])
     missing = []
-    try:
-        hidden = parse_draft(issue.source, read_text(issue.source)).extra.get("publish") is False
-    except NewsletterError:
-        hidden = False
+    hidden = bool(issue.draft and issue.draft.extra.get("publish") is False)
     if not hidden and f"{issue.slug}/index.html" not in files:
         missing.append(f"{settings.base_url}/{issue.slug}/")
     missing += [f"{settings.base_url}/{quote(rel)}" for rel, _ in issue.assets if rel not in files]

@@ -82,6 +82,14 @@ def test_no_subject(check: Callable[[str], Report]) -> None:
     assert "no-subject" not in codes(check("# A title is enough\n\nWords.\n"))
 
 
+def test_a_draft_saved_with_a_byte_order_mark_is_read_as_compose_reads_it(
+    check: Callable[[str], Report]
+) -> None:
+    # Windows editors save UTF-8 with a BOM; compose skips it, so check (and send's check,
+    # which reads the text the issue was built from) sees the front matter's subject too.
+    assert "no-subject" not in codes(check("\ufeff" + CLEAN))
+
+
 def test_undefined_template_variable(check: Callable[[str], Report]) -> None:
     report = check(CLEAN + "\nHello {{ subscriber_nmae }}!\n")
     finding = only(report, "undefined-variable")

@@ -30,7 +30,8 @@ import yaml
 from newsletter import store
 from newsletter.audience.events import now_iso
 from newsletter.compose.layout import literal
-from newsletter.errors import ContentError
+from newsletter.compose.source import draft_files, parse_draft, slug_from_path
+from newsletter.errors import ContentError, NewsletterError
 from newsletter.settings import Settings
 from newsletter.writer.posts.convert import image_urls
 from newsletter.writer.posts.platforms import Post, PostImportError, read_export
@@ -272,10 +273,6 @@ def _draft_slugs(settings: Settings) -> tuple[dict[Path, str], dict[str, Path]]:
 
     A draft that does not parse keeps the slug of its name.
     """
-    from newsletter.compose.source import parse_draft, slug_from_path
-    from newsletter.errors import NewsletterError
-    from newsletter.writer.drafts import draft_files
-
     slugs: dict[Path, str] = {}
     origins: dict[str, Path] = {}
     for path in draft_files(settings):

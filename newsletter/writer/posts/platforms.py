@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from newsletter.compose.source import slugify
 from newsletter.errors import ContentError
 from newsletter.writer.posts.convert import html_to_markdown
 
@@ -70,8 +71,6 @@ def _day(iso: str | None) -> str | None:
 
 
 def _slugify(text: str) -> str:
-    from newsletter.writer.drafts import slugify
-
     # Accents folded like `newsletter draft` does ("ünïcødé" → "unicode", not "n-c-d").
     slug = slugify(str(text))
     return "post" if slug == "issue" else slug
