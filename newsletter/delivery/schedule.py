@@ -27,7 +27,7 @@ import sqlite_utils
 
 from newsletter import store
 from newsletter.audience.events import now_iso
-from newsletter.errors import ConfigError, DeliveryError, NewsletterError, ProviderError
+from newsletter.errors import DeliveryError, NewsletterError, ProviderError
 from newsletter.settings import Settings
 
 # A send started this much after its time is reported as late.
@@ -121,19 +121,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _if_edited(settings: Settings) -> str:
-    table = settings.table("schedule")
-    unknown = sorted(set(table) - {"if_edited"})
-    value = table.get("if_edited", "send")
-    problems = [f"unknown setting schedule.{k}" for k in unknown]
-    if value not in ("send", "hold"):
-        problems.append('schedule.if_edited must be "send" (the draft as it is then) or '
-                        '"hold" (wait for you)')
-    if problems:
-        raise ConfigError(f"{settings.config_path}: " + "; ".join(problems))
-    return value
-
-
 def schedule_send(
     settings: Settings, draft: str, to: str, at: datetime, *,
     provider: str | None = None, resend: bool = False,
@@ -143,7 +130,6 @@ def schedule_send(
     from newsletter.delivery.campaign import parse_audience, refuse_resend
     from newsletter.writer.drafts import resolve_draft
 
-    _if_edited(settings)
     audience = parse_audience(to)
     if audience.kind != "list":
         raise DeliveryError("--at schedules a send to the list or a tag: send a test to "
@@ -267,7 +253,7 @@ def run_due(
     from newsletter.delivery.sending import send_draft
 
     now = now or datetime.now(UTC)
-    policy = _if_edited(settings)
+    policy = settings.schedule.if_edited
     lines: list[RunLine] = []
 
     def say(item: Scheduled, outcome: str, text: str) -> None:

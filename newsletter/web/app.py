@@ -27,9 +27,8 @@ from starlette.routing import Route
 from newsletter.audience.events import Origin
 from newsletter.compose.layout import make_environment
 from newsletter.errors import NewsletterError
-from newsletter.settings import Settings
+from newsletter.settings import Settings, WebConfig
 from newsletter.web import readers
-from newsletter.web.readers import WebConfig
 
 access_log = logging.getLogger("newsletter.access")
 log = logging.getLogger("newsletter.web")
@@ -124,7 +123,7 @@ class Web:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.config: WebConfig = readers.web_config(settings)
+        self.config: WebConfig = settings.web
         settings.secret_key()  # fail at start, not on the first reader, when it is unusable
         self.env = make_environment(settings.layouts_dir)
         self.env.undefined = jinja2.ChainableUndefined  # pages: a missing value prints nothing
@@ -369,7 +368,7 @@ def create_app(settings: Settings) -> Starlette:
 def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
     """The sign-up form as HTML to paste into any page (it posts to {base_url}/subscribe)."""
     web_env = make_environment(settings.layouts_dir)
-    config = readers.web_config(settings)
+    config = settings.web
     base = (public_base or settings.base_url or "http://127.0.0.1:8080").rstrip("/")
     return web_env.get_template("subscribe_form.html").render(
         action=f"{base}/subscribe", topics=config.topics, consent=config.consent_text(settings),

@@ -20,8 +20,7 @@ from newsletter import store
 from newsletter.audience.subscribers import add_subscriber
 from newsletter.errors import ConfigError
 from newsletter.feedback.webhooks import WebhookResponse, handle, ses
-from newsletter.feedback.webhooks.config import WebhookSettings
-from newsletter.settings import Settings, settings_from_dict
+from newsletter.settings import Settings, WebhookSettings, settings_from_dict
 from tests.conftest import DEFAULT_TOML
 
 from . import webhook_signers as sign
