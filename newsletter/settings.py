@@ -64,7 +64,9 @@ class Option:
             return None
         if str in kinds and isinstance(value, str):
             if self.choices and value.lower() not in self.choices:
-                return f'[provider] {key} = "{value}" is not one of {", ".join(self.choices)}'
+                also = " (or true/false)" if bool in kinds else ""
+                return (f'[provider] {key} = "{value}" is not one of '
+                        f'{", ".join(self.choices)}{also}')
             return None
         if int in kinds and float not in kinds:
             if isinstance(value, int) and not isinstance(value, bool) and (
