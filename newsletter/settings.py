@@ -48,7 +48,7 @@ class Option:
     Providers declare theirs as `options` (name -> Option); settings check every key of
     [provider] against the declaration when they load. `kind` is `str`, `int`, `float`
     (a whole number is fine too), `bool`, or a tuple of them; `choices` limits text values
-    (compared without case); `minimum` limits numbers.
+    (compared without case); `minimum` limits numbers; `required` ones must be set.
     """
 
     kind: type | tuple[type, ...]
@@ -56,6 +56,7 @@ class Option:
     help: str = ""
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    required: bool = False  # the provider cannot send without it
 
     def problem(self, key: str, value: Any) -> str | None:
         """What is wrong with `value` for setting `key`, or None when it fits."""
@@ -712,7 +713,11 @@ def _provider(prov: dict[str, Any], declared: Mapping[str, Option] | None,
         problems.append(f"provider.port = {port!r} must be a whole number from 1 to 65535 "
                         "(587 for SMTP with STARTTLS, 465 for TLS)")
     endpoint = prov.get("endpoint")
-    if isinstance(endpoint, str) and "://" in endpoint:
+    if isinstance(endpoint, str) and not endpoint.startswith(("https://", "http://")):
+        flagged.add("endpoint")
+        problems.append(f'provider.endpoint = "{endpoint}" is not a URL: write it like '
+                        '"https://api.example.com"')
+    elif isinstance(endpoint, str):
         try:
             endpoint_port = urlsplit(endpoint).port
         except ValueError:
@@ -735,6 +740,10 @@ def _provider(prov: dict[str, Any], declared: Mapping[str, Option] | None,
             )
         elif (problem := declared[key].problem(key, value)) is not None:
             problems.append(problem)
+    for key, option in (declared or {}).items():
+        if option.required and key not in prov:
+            problems.append(f"provider.{key} is missing: the {name} provider needs it "
+                            f"({option.help})")
     options = {k: v for k, v in prov.items() if k not in {"name", "rate", "concurrency"}}
     return ProviderSettings(
         name=str(name),

@@ -151,6 +151,12 @@ def test_an_unknown_provider_name_is_an_error_at_load(
     ("postmark", 'message_stream = 5\n', "[provider] message_stream = 5 must be text"),
     ("sendgrid", 'track_opens = "yes"\n', "[provider] track_opens = 'yes' must be true or false"),
     ("mailgun", 'domian = "mg.example.com"\n', "did you mean domain?"),
+    ("mailgun", 'domian = "mg.example.com"\n', "provider.domain is missing: the mailgun "
+                                                "provider needs it"),
+    ("mailgun", 'domain = "mg.example.com"\nregion = "ap"\n',
+     '[provider] region = "ap" is not one of us, eu'),
+    ("postmark", 'endpoint = "api.postmarkapp.com"\n',
+     'provider.endpoint = "api.postmarkapp.com" is not a URL'),
     ("resend", 'timeout = 0\n', "[provider] timeout = 0 must be a number of at least 0.1"),
     ("ses", 'regoin = "eu-west-1"\n', "did you mean region?"),
     ("outbox", 'folder = "sent"\n', "unknown setting provider.folder for the outbox provider"),

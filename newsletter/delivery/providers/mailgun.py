@@ -57,8 +57,10 @@ class MailgunProvider(HTTPProvider):
     default_key_env = "MAILGUN_API_KEY"
     options: ClassVar[Mapping[str, Option]] = {
         **HTTPProvider.options,
-        "domain": Option(str, None, 'your sending domain, like "mg.example.com"'),
-        "region": Option(str, "us", "us or eu (ignored when endpoint is set)"),
+        "domain": Option(str, None, 'your sending domain, like domain = "mg.example.com"',
+                         required=True),
+        "region": Option(str, "us", "us or eu (ignored when endpoint is set)",
+                         choices=tuple(ENDPOINTS)),
         "track_opens": Option(bool, False, "the provider's open tracking"),
         "track_clicks": Option(bool, False, "the provider's click tracking"),
     }
