@@ -19,12 +19,14 @@ provider opens (or a webhook or the mailbox needs it).
 from __future__ import annotations
 
 import difflib
+import functools
 import hmac
 import ipaddress
 import math
 import os
 import re
 import secrets
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -509,13 +511,20 @@ PROVIDER_GROUP = "newsletter.providers"  # the entry-point group providers regis
 
 def provider_entry_points() -> list[EntryPoint]:
     """The providers registered in the entry-point group, sorted by name, one per name."""
+    return list(_provider_entry_points(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _provider_entry_points(path: tuple[str, ...]) -> tuple[EntryPoint, ...]:
+    # Scanning every installed distribution takes ~10 ms, and settings load often (preview
+    # reloads, each worker): once per import path, which is what installing a plug-in changes.
     found = sorted(entry_points(group=PROVIDER_GROUP), key=lambda ep: ep.name)
     # The same name may be declared twice (an editable install next to a wheel):
     # keep the first, like importlib does for console scripts.
     unique: dict[str, EntryPoint] = {}
     for ep in found:
         unique.setdefault(ep.name, ep)
-    return list(unique.values())
+    return tuple(unique.values())
 
 
 def declared_options(name: str) -> Mapping[str, Option] | None:
