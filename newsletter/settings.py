@@ -823,8 +823,16 @@ def _webhooks(table: dict[str, Any], problems: list[str]) -> WebhookSettings:
             '"127.0.0.1:<port>"; remove it in production'
         )
         test_host = None
-    return WebhookSettings(env=env, ses_topic_arns=tuple(arns),
-                           insecure_test_only_sns_host=test_host, **numbers, **flags)
+    return WebhookSettings(
+        env=env,
+        max_body_bytes=numbers.get("max_body_bytes", _WEBHOOK_INTS["max_body_bytes"][1]),
+        tolerance_seconds=numbers.get("tolerance_seconds", _WEBHOOK_INTS["tolerance_seconds"][1]),
+        ses_enabled=flags.get("ses_enabled", _WEBHOOK_BOOLS["ses_enabled"]),
+        ses_confirm_subscriptions=flags.get("ses_confirm_subscriptions",
+                                            _WEBHOOK_BOOLS["ses_confirm_subscriptions"]),
+        ses_topic_arns=tuple(arns),
+        insecure_test_only_sns_host=test_host,
+    )
 
 
 def _mailbox(table: dict[str, Any], problems: list[str]) -> MailboxSettings | None:
