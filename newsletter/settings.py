@@ -2,22 +2,36 @@
 
 A newsletter is a folder holding `newsletter.toml`. Commands find it in the
 current directory or its parents (like git); `--dir PATH` or `NEWSLETTER_DIR`
-override that. Every problem in the file is reported at once, in one line.
+override that.
+
+Every table of the file is read and checked here, when settings load, into
+frozen dataclasses: no other module reads the TOML. Every problem in the file is
+reported at once, in one line, before any command runs. `[provider]` is checked
+against the options the named provider declares (`Provider.options`, a mapping of
+name -> `Option`), plug-ins included: the entry-point group is asked for the class
+by name, so this floor imports nothing above it.
+
 Secrets never live in the file: settings name the environment variable that
 holds them (`password_env`, `api_key_env`), and the value is read only when a
-provider opens.
+provider opens (or a webhook or the mailbox needs it).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hmac
+import ipaddress
 import math
 import os
 import re
 import secrets
+import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -30,8 +44,71 @@ SECRET_ENV = "NEWSLETTER_SECRET"
 
 
 @dataclass(frozen=True)
+class Option:
+    """One [provider] setting a provider reads: its type, its default, what it is for.
+
+    Providers declare theirs as `options` (name -> Option); settings check every key of
+    [provider] against the declaration when they load. `kind` is `str`, `int`, `float`
+    (a whole number is fine too), `bool`, or a tuple of them; `choices` limits text values
+    (compared without case); `minimum` limits numbers; `required` ones must be set.
+    """
+
+    kind: type | tuple[type, ...]
+    default: Any = None  # None: the provider works it out (a port from the security, …)
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    required: bool = False  # the provider cannot send without it
+
+    def problem(self, key: str, value: Any) -> str | None:
+        """What is wrong with `value` for setting `key`, or None when it fits."""
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if bool in kinds and isinstance(value, bool):
+            return None
+        if str in kinds and isinstance(value, str):
+            if self.choices and value.lower() not in self.choices:
+                also = " (or true/false)" if bool in kinds else ""
+                return (f'[provider] {key} = "{value}" is not one of '
+                        f'{", ".join(self.choices)}{also}')
+            return None
+        if int in kinds and float not in kinds:
+            if isinstance(value, int) and not isinstance(value, bool) and (
+                    self.minimum is None or value >= self.minimum):
+                return None
+            return f"[provider] {key} = {value!r} must be a whole number" + self._floor()
+        if float in kinds:
+            if (isinstance(value, int | float) and not isinstance(value, bool)
+                    and math.isfinite(value) and (self.minimum is None or value >= self.minimum)):
+                return None
+            return f"[provider] {key} = {value!r} must be a number" + self._floor()
+        if kinds == (bool,):
+            return f"[provider] {key} = {value!r} must be true or false"
+        shown = " or ".join(f'"{c}"' for c in self.choices) if self.choices else "text"
+        also = " (or true/false)" if bool in kinds else ""
+        return f"[provider] {key} = {value!r} must be {shown}{also}"
+
+    def _floor(self) -> str:
+        return "" if self.minimum is None else f" of at least {self.minimum:g}"
+
+
+# Every provider takes these ([provider] name, pacing, retries): the send engine reads them.
+COMMON_OPTIONS: dict[str, Option] = {
+    "name": Option(str, "outbox", "the provider that sends: `newsletter providers` lists them"),
+    "rate": Option(float, None, "messages (or requests) per second; 0: no limit", minimum=0),
+    "concurrency": Option(int, 1, "messages in flight at once (connections, API clients)",
+                          minimum=1),
+    "retry_delay": Option(float, 1.0, "seconds before the first retry of a transient failure",
+                          minimum=0),
+    "max_attempts": Option(int, 5, "tries per message before it is marked failed", minimum=0),
+}
+
+
+@dataclass(frozen=True)
 class ProviderSettings:
-    """The `[provider]` table. `options` keeps every key for the adapter to read."""
+    """The `[provider]` table, checked against the provider's declared options.
+
+    `options` keeps every key but name, rate and concurrency for the adapter to read.
+    """
 
     name: str = "outbox"
     rate: float | None = None  # messages (or requests) per second; None: the provider's default
@@ -66,6 +143,135 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class BounceSettings:
+    """[bounces]: how many soft bounces in a row (separate sends) stop a reader."""
+
+    soft_limit: int = 3
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """[schedule]: what a scheduled send does with a draft edited since it was scheduled."""
+
+    if_edited: str = "send"  # send: the draft as it is then; hold: wait for the writer
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """[publish]: the static archive `newsletter publish` writes."""
+
+    out: Path = Path("site")  # relative to the newsletter folder unless absolute
+    lang: str = "en"
+    description: str = ""
+    feed_entries: int = 20  # the newest N issues, with full content, in each feed
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """[subscribe] and [server], checked: what `newsletter serve` answers and how."""
+
+    topics: tuple[str, ...] = ()
+    consent: str = ""
+    confirmations_per_day: int = 3
+    signups_per_ip_per_hour: int = 20
+    max_body: int = 64 * 1024
+    trusted_proxies: tuple[Any, ...] = ()  # ip_network objects
+    webhook_max_body: int = 1024 * 1024
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    configured: bool = False  # True when newsletter.toml has [server] or [subscribe]
+
+    def consent_text(self, settings: Settings) -> str:
+        return self.consent or (
+            f"Send me {settings.name} by email. I can unsubscribe at any time with the link "
+            "in every email."
+        )
+
+
+class MissingSecret(Exception):
+    """A webhook provider is turned on but its environment variable is not set on the server."""
+
+
+WEBHOOK_ENV_KEYS = (
+    "postmark_user_env",
+    "postmark_password_env",
+    "sendgrid_public_key_env",
+    "mailgun_signing_key_env",
+    "resend_secret_env",
+)
+_WEBHOOK_INTS = {"max_body_bytes": (1024, 1_000_000), "tolerance_seconds": (30, 300)}
+_WEBHOOK_BOOLS = {"ses_enabled": False, "ses_confirm_subscriptions": True}
+WEBHOOK_KEYS = sorted(
+    {*WEBHOOK_ENV_KEYS, *_WEBHOOK_INTS, *_WEBHOOK_BOOLS, "ses_topic_arns",
+     "insecure_test_only_sns_host"}
+)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """[webhooks]: which providers may call, and the variables holding their secrets."""
+
+    env: dict[str, str] = field(default_factory=dict)  # setting -> env var name
+    max_body_bytes: int = 1_000_000
+    tolerance_seconds: int = 300  # how old a signed timestamp may be
+    ses_enabled: bool = False
+    ses_confirm_subscriptions: bool = True
+    ses_topic_arns: tuple[str, ...] = ()  # empty: any topic
+    # Tests only: lets SigningCertURL/SubscribeURL point at this host:port over http(s).
+    insecure_test_only_sns_host: str | None = None
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any] | None) -> WebhookSettings:
+        """Check a [webhooks] table alone; raise one ConfigError listing every problem."""
+        problems: list[str] = []
+        checked = _webhooks(table or {}, problems)
+        if problems:
+            raise ConfigError("newsletter.toml [webhooks]: " + "; ".join(problems))
+        return checked
+
+    def enabled(self, provider: str) -> bool:
+        """True when newsletter.toml turns this provider's webhook on."""
+        if provider == "ses":
+            return self.ses_enabled
+        return any(key.startswith(provider + "_") for key in self.env)
+
+    def secret(self, key: str) -> str:
+        """The secret in the environment variable that setting `key` names."""
+        name = self.env[key]
+        value = os.environ.get(name, "")
+        if not value:
+            raise MissingSecret(f"the environment variable {name} (webhooks.{key}) is not set")
+        return value
+
+
+MAILBOX_KEYS = {"host", "port", "security", "username", "password_env", "folder",
+                "processed_folder", "timeout"}
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    """[mailbox]: the IMAP mailbox `sync` reads mailto unsubscribes and bounce reports from."""
+
+    host: str
+    port: int
+    security: str
+    username: str
+    password_env: str
+    folder: str = "INBOX"
+    processed_folder: str = "Newsletter/Processed"
+    timeout: float = 30.0
+
+    def password(self) -> str:
+        value = os.environ.get(self.password_env)
+        if not value:
+            raise ConfigError(f"the environment variable {self.password_env} is not set: export "
+                              "the mailbox password in it (newsletter.toml [mailbox] "
+                              "password_env names it)")
+        return value
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     name: str = "My Newsletter"
@@ -78,12 +284,12 @@ class Settings:
     unsubscribe_mailto: str | None = None  # optional mailto: for List-Unsubscribe
     database: Path = Path("newsletter.db")
     provider: ProviderSettings = field(default_factory=ProviderSettings)
-    # The other tables ([server], [bounces], [mailbox], …) as read; each room checks its own.
-    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def table(self, name: str) -> dict[str, Any]:
-        """One of the EXTRA_TABLES as written in newsletter.toml ({} when absent)."""
-        return self.tables.get(name, {})
+    bounces: BounceSettings = field(default_factory=BounceSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    mailbox: MailboxSettings | None = None  # None: no [mailbox] table
+    web: WebConfig = field(default_factory=WebConfig)  # [subscribe] and [server]
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
 
     @property
     def drafts_dir(self) -> Path:
@@ -142,6 +348,8 @@ _BREAK_OR_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 MAX_CONCURRENCY = 100
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# [webhooks] names variables in capitals, as the servers they run on set them.
+_UPPER_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 def is_env_name(value: Any) -> bool:
@@ -296,13 +504,59 @@ def load_settings(root: Path | None = None) -> Settings:
     return settings_from_dict(root, data, path)
 
 
-# Tables beside [newsletter] and [provider]; each is read and checked by the room that uses
-# it (web/ for [server] and [subscribe], feedback/ for [bounces], [webhooks] and [mailbox],
-# writer/publish.py for [publish], delivery/schedule.py for [schedule]).
+# The tables beside [newsletter] and [provider], each checked below into its dataclass.
 EXTRA_TABLES = ("server", "subscribe", "bounces", "webhooks", "mailbox", "publish", "schedule")
+PROVIDER_GROUP = "newsletter.providers"  # the entry-point group providers register in
+
+
+def provider_entry_points() -> list[EntryPoint]:
+    """The providers registered in the entry-point group, sorted by name, one per name."""
+    return list(_provider_entry_points(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _provider_entry_points(path: tuple[str, ...]) -> tuple[EntryPoint, ...]:
+    # Scanning every installed distribution takes ~10 ms, and settings load often (preview
+    # reloads, each worker): once per import path, which is what installing a plug-in changes.
+    found = sorted(entry_points(group=PROVIDER_GROUP), key=lambda ep: ep.name)
+    # The same name may be declared twice (an editable install next to a wheel):
+    # keep the first, like importlib does for console scripts.
+    unique: dict[str, EntryPoint] = {}
+    for ep in found:
+        unique.setdefault(ep.name, ep)
+    return tuple(unique.values())
+
+
+def declared_options(name: str) -> Mapping[str, Option] | None:
+    """The options provider `name` declares (COMMON_OPTIONS included).
+
+    None when it declares none (an older plug-in: its keys are not checked) or cannot be
+    loaded (sending through it says why). ConfigError listing the known names when no
+    provider has that name.
+    """
+    points = provider_entry_points()
+    for ep in points:
+        if ep.name == name:
+            try:
+                cls = ep.load()
+            except Exception:  # a broken plug-in: make_provider reports it when it is used
+                return None
+            options = getattr(cls, "options", None)
+            return {**COMMON_OPTIONS, **options} if isinstance(options, Mapping) else None
+    known = ", ".join(ep.name for ep in points) or "none"
+    raise ConfigError(
+        f'unknown provider "{name}": known providers are {known} '
+        "(set [provider] name in newsletter.toml or pass --provider)"
+    )
+
+
+def _suggest(key: str, known: Any) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = None) -> Settings:
+    """Check every table of a parsed newsletter.toml; one ConfigError lists every problem."""
     where = str(path or root / CONFIG_NAME)
     problems: list[str] = []
     for key, value in data.items():
@@ -314,12 +568,70 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
                 if isinstance(value, dict) else
                 f"unknown setting {key}: settings go under [newsletter] or [provider]"
             )
-    news = data.get("newsletter", {})
-    if not isinstance(news, dict):
-        problems.append("[newsletter] must be a table")
-        news = {}
+    tables: dict[str, dict[str, Any]] = {}
+    for name in ("newsletter", "provider", *EXTRA_TABLES):
+        value = data.get(name, {})
+        if isinstance(value, dict):
+            tables[name] = value
+        else:
+            problems.append(f"[{name}] must be a table")
+            tables[name] = {}
+    prov = tables["provider"]
+    declared = _declared(prov, problems)
+    news = _newsletter(tables["newsletter"], declared, problems)
+    provider = _provider(prov, declared, problems)
+    bounces = _bounces(tables["bounces"], problems)
+    webhooks = _webhooks(tables["webhooks"], problems)
+    mailbox = _mailbox(tables["mailbox"], problems)
+    web = _web(tables["subscribe"], tables["server"], problems,
+               configured="server" in data or "subscribe" in data)
+    publish = _publish(tables["publish"], problems)
+    schedule = _schedule(tables["schedule"], problems)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    database = Path(news.get("database", "newsletter.db"))
+    return Settings(
+        root=root,
+        name=str(news.get("name", "My Newsletter")),
+        sender=news["from"],
+        reply_to=news.get("reply_to") or None,
+        base_url=news["base_url"],
+        address=str(news.get("address", "")),
+        layout=str(news.get("layout", "default")),
+        list_id=news.get("list_id") or None,
+        unsubscribe_mailto=news["unsubscribe_mailto"],
+        database=database if database.is_absolute() else root / database,
+        provider=provider,
+        bounces=bounces,
+        webhooks=webhooks,
+        mailbox=mailbox,
+        web=web,
+        publish=publish,
+        schedule=schedule,
+    )
+
+
+def _declared(prov: dict[str, Any], problems: list[str]) -> Mapping[str, Option] | None:
+    """The named provider's options, or None when they cannot be checked."""
+    name = prov.get("name", "outbox")
+    if not isinstance(name, str):
+        problems.append('provider.name must be text, like name = "smtp"')
+        return None
+    try:
+        return declared_options(name)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _newsletter(news: dict[str, Any], declared: Mapping[str, Option] | None,
+                problems: list[str]) -> dict[str, Any]:
+    """[newsletter], checked; the values as Settings takes them (from, base_url, mailto set)."""
+    provider_keys = set(declared or COMMON_OPTIONS) - {"name"}
     for key in news:
-        if key not in _NEWSLETTER_KEYS:
+        if key in provider_keys:
+            problems.append(f"newsletter.{key} belongs in [provider]: move it there")
+        elif key not in _NEWSLETTER_KEYS:
             problems.append(f"unknown setting newsletter.{key}")
     for key in ("name", "from", "reply_to", "base_url", "address", "layout", "list_id",
                 "unsubscribe_mailto", "database"):
@@ -353,14 +665,17 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
             mailto = ascii_mailto(mailto)
         except UnicodeError:
             problems.append(f'newsletter.unsubscribe_mailto = "{mailto}" has no valid domain')
+    return {**news, "from": sender, "base_url": base_url, "unsubscribe_mailto": mailto}
 
-    prov = data.get("provider", {})
-    if not isinstance(prov, dict):
-        problems.append("[provider] must be a table")
-        prov = {}
+
+def _provider(prov: dict[str, Any], declared: Mapping[str, Option] | None,
+              problems: list[str]) -> ProviderSettings:
+    """[provider]: no secret in the file, every key one the provider declares, of its type."""
+    flagged: set[str] = set()
     for key in prov:
         # A secret pasted into the file is refused: the file gets committed.
         if key in {"password", "api_key", "token", "secret", "secret_key"}:
+            flagged.add(key)
             problems.append(
                 f"provider.{key} must not hold a secret: put it in an environment variable and "
                 f"name that variable with provider.{key}_env"
@@ -368,6 +683,7 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         elif _names_a_secret(key):
             # server_token, apikey, smtp_password, aws_secret_access_key, …: no adapter
             # reads them, so the key would sit in the committed file, silently unused.
+            flagged.add(key)
             problems.append(
                 f"provider.{key} must not hold a secret: put it in an environment variable and "
                 "name that variable with provider.api_key_env (provider.password_env for SMTP)"
@@ -375,6 +691,7 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
     for key, value in prov.items():
         # password_env, api_key_env, …: the name of a variable, never the secret pasted in.
         if key.endswith("_env") and not is_env_name(value):
+            flagged.add(key)
             problems.append(
                 f"provider.{key} must be the name of an environment variable (like "
                 f"NEWSLETTER_SMTP_PASSWORD), not the secret itself: export the secret in a "
@@ -382,6 +699,7 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
             )
         elif isinstance(value, str) and "://" in value and _url_password(value):
             # An endpoint or proxy like https://user:pass@host: errors would print it.
+            flagged.add(key)
             problems.append(
                 f"provider.{key} must not hold a password (user:password@ in the URL): "
                 "give the provider its key through api_key_env instead"
@@ -396,13 +714,19 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         problems.append(
             f"provider.concurrency must be a whole number from 1 to {MAX_CONCURRENCY}"
         )
+        concurrency = 1
     port = prov.get("port")
     if port is not None and (not isinstance(port, int) or isinstance(port, bool)
                              or not 1 <= port <= 65535):
+        flagged.add("port")
         problems.append(f"provider.port = {port!r} must be a whole number from 1 to 65535 "
                         "(587 for SMTP with STARTTLS, 465 for TLS)")
     endpoint = prov.get("endpoint")
-    if isinstance(endpoint, str) and "://" in endpoint:
+    if isinstance(endpoint, str) and not endpoint.startswith(("https://", "http://")):
+        flagged.add("endpoint")
+        problems.append(f'provider.endpoint = "{endpoint}" is not a URL: write it like '
+                        '"https://api.example.com"')
+    elif isinstance(endpoint, str):
         try:
             endpoint_port = urlsplit(endpoint).port
         except ValueError:
@@ -410,38 +734,227 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         if endpoint_port == 0:
             problems.append(f'provider.endpoint = "{endpoint}" has a port outside 1–65535: '
                             "fix the number after the colon, or leave it out")
-
-    if problems:
-        raise ConfigError(f"{where}: " + "; ".join(problems))
-
+    name = prov.get("name", "outbox")
+    for key, value in prov.items():
+        if key in flagged or key in ("name", "rate", "concurrency"):
+            continue
+        if key in _NEWSLETTER_KEYS:
+            problems.append(f"provider.{key} belongs in [newsletter]: move it there")
+        elif declared is None:
+            continue  # a provider that declares no options: its keys are its own
+        elif key not in declared:
+            problems.append(
+                f"unknown setting provider.{key} for the {name} provider (known: "
+                f"{', '.join(sorted(declared))}){_suggest(key, declared)}"
+            )
+        elif (problem := declared[key].problem(key, value)) is not None:
+            problems.append(problem)
+    for key, option in (declared or {}).items():
+        if option.required and key not in prov:
+            problems.append(f"provider.{key} is missing: the {name} provider needs it "
+                            f"({option.help})")
     options = {k: v for k, v in prov.items() if k not in {"name", "rate", "concurrency"}}
-    provider = ProviderSettings(
-        name=str(prov.get("name", "outbox")),
-        rate=float(rate) if rate else None,
+    return ProviderSettings(
+        name=str(name),
+        rate=float(rate) if isinstance(rate, int | float) and rate else None,
         concurrency=concurrency,
         options=options,
     )
-    tables = {}
-    for name in EXTRA_TABLES:
-        if name in data:
-            if not isinstance(data[name], dict):
-                problems.append(f"[{name}] must be a table")
-            else:
-                tables[name] = data[name]
-    if problems:
-        raise ConfigError(f"{where}: " + "; ".join(problems))
-    database = Path(news.get("database", "newsletter.db"))
-    return Settings(
-        root=root,
-        name=str(news.get("name", "My Newsletter")),
-        sender=sender,
-        reply_to=news.get("reply_to") or None,
-        base_url=base_url,
-        address=str(news.get("address", "")),
-        layout=str(news.get("layout", "default")),
-        list_id=news.get("list_id") or None,
-        unsubscribe_mailto=mailto,
-        database=database if database.is_absolute() else root / database,
-        provider=provider,
-        tables=tables,
+
+
+def _bounces(table: dict[str, Any], problems: list[str]) -> BounceSettings:
+    for key in sorted(set(table) - {"soft_limit"}):
+        problems.append(f"unknown setting bounces.{key}: [bounces] has soft_limit"
+                        f"{_suggest(key, ['soft_limit'])}")
+    limit = table.get("soft_limit", 3)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        problems.append("bounces.soft_limit must be a whole number of 1 or more")
+        return BounceSettings()
+    return BounceSettings(soft_limit=limit)
+
+
+def _webhooks(table: dict[str, Any], problems: list[str]) -> WebhookSettings:
+    for key in sorted(set(table) - set(WEBHOOK_KEYS)):
+        problems.append(f"unknown setting webhooks.{key} (known: {', '.join(WEBHOOK_KEYS)})"
+                        f"{_suggest(key, WEBHOOK_KEYS)}")
+    env: dict[str, str] = {}
+    for key in WEBHOOK_ENV_KEYS:
+        if key not in table:
+            continue
+        value = table[key]
+        if not isinstance(value, str) or not _UPPER_ENV_NAME.fullmatch(value):
+            problems.append(
+                f"webhooks.{key} must name an environment variable (like "
+                f"NEWSLETTER_{key[:-4].upper()}); put the secret itself in that variable, "
+                "never in newsletter.toml"
+            )
+        else:
+            env[key] = value
+    if ("postmark_user_env" in env) != ("postmark_password_env" in env):
+        problems.append(
+            "set both webhooks.postmark_user_env and webhooks.postmark_password_env"
+        )
+    numbers: dict[str, int] = {}
+    for key, (low, default) in _WEBHOOK_INTS.items():
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            problems.append(f"webhooks.{key} must be a whole number of {low} or more")
+        else:
+            numbers[key] = value
+    flags: dict[str, bool] = {}
+    for key, default in _WEBHOOK_BOOLS.items():
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            problems.append(f"webhooks.{key} must be true or false")
+        else:
+            flags[key] = value
+    arns = table.get("ses_topic_arns", [])
+    if not isinstance(arns, list) or not all(
+        isinstance(a, str) and a.startswith("arn:") for a in arns
+    ):
+        problems.append('webhooks.ses_topic_arns must be a list of "arn:aws:sns:…" strings')
+        arns = []
+    test_host = table.get("insecure_test_only_sns_host")
+    if test_host is not None and not (
+        isinstance(test_host, str) and re.fullmatch(r"(127\.0\.0\.1|localhost):\d+", test_host)
+    ):
+        problems.append(
+            'webhooks.insecure_test_only_sns_host is for tests only and must be '
+            '"127.0.0.1:<port>"; remove it in production'
+        )
+        test_host = None
+    return WebhookSettings(
+        env=env,
+        max_body_bytes=numbers.get("max_body_bytes", _WEBHOOK_INTS["max_body_bytes"][1]),
+        tolerance_seconds=numbers.get("tolerance_seconds", _WEBHOOK_INTS["tolerance_seconds"][1]),
+        ses_enabled=flags.get("ses_enabled", _WEBHOOK_BOOLS["ses_enabled"]),
+        ses_confirm_subscriptions=flags.get("ses_confirm_subscriptions",
+                                            _WEBHOOK_BOOLS["ses_confirm_subscriptions"]),
+        ses_topic_arns=tuple(arns),
+        insecure_test_only_sns_host=test_host,
     )
+
+
+def _mailbox(table: dict[str, Any], problems: list[str]) -> MailboxSettings | None:
+    if not table:
+        return None
+    problems.extend(f"unknown setting mailbox.{k}{_suggest(k, MAILBOX_KEYS)}"
+                    for k in sorted(set(table) - MAILBOX_KEYS))
+    count = len(problems)
+    security = table.get("security", "tls")
+    if security not in ("tls", "starttls", "none"):
+        problems.append("mailbox.security must be tls, starttls or none")
+    for key in ("host", "username"):
+        if not isinstance(table.get(key), str) or not table.get(key):
+            problems.append(f'mailbox.{key} is missing: write it like {key} = "…"')
+    env = table.get("password_env", "NEWSLETTER_IMAP_PASSWORD")
+    if not is_env_name(env):
+        problems.append("mailbox.password_env must name an environment variable (like "
+                        "NEWSLETTER_IMAP_PASSWORD), not hold the password")
+    port = table.get("port", 993 if security == "tls" else 143)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        problems.append("mailbox.port must be a whole number from 1 to 65535")
+    timeout = table.get("timeout", 30)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        problems.append("mailbox.timeout must be a number of seconds")
+    for key in ("folder", "processed_folder"):
+        if key in table and not isinstance(table[key], str):
+            problems.append(f'mailbox.{key} must be a folder name, like {key} = "INBOX"')
+    if len(problems) > count:
+        return None
+    return MailboxSettings(host=table["host"], port=port, security=security,
+                           username=table["username"], password_env=env,
+                           folder=str(table.get("folder", "INBOX")),
+                           processed_folder=str(table.get("processed_folder",
+                                                          "Newsletter/Processed")),
+                           timeout=float(timeout))
+
+
+def _int(table: dict[str, Any], key: str, default: int, where: str, problems: list[str]) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.append(f"{where} {key} = {value!r} must be a whole number of at least 1")
+        return default
+    return value
+
+
+def _web(sub: dict[str, Any], server: dict[str, Any], problems: list[str],
+         configured: bool) -> WebConfig:
+    """[subscribe] and [server]; `configured` when either is written."""
+    known_sub = {"topics", "consent", "confirmations_per_day", "signups_per_ip_per_hour"}
+    known_server = {"trusted_proxies", "max_body", "webhook_max_body", "host", "port", "workers"}
+    for table, known, name in ((sub, known_sub, "[subscribe]"), (server, known_server, "[server]")):
+        for key in sorted(set(table) - known):
+            problems.append(f"{name} {key} is not a setting (known: {', '.join(sorted(known))})"
+                            f"{_suggest(key, known)}")
+    topics = sub.get("topics", [])
+    if not isinstance(topics, list) or not all(isinstance(t, str) and t.strip() for t in topics):
+        problems.append('[subscribe] topics must be a list of names, e.g. ["essays", "links"]')
+        topics = []
+    consent = sub.get("consent", "")
+    if not isinstance(consent, str):
+        problems.append("[subscribe] consent must be text (shown beside the form's button)")
+        consent = ""
+    proxies = server.get("trusted_proxies", [])
+    networks = []
+    if not isinstance(proxies, list):
+        problems.append('[server] trusted_proxies must be a list, e.g. ["127.0.0.1"]')
+        proxies = []
+    for item in proxies:
+        try:
+            networks.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            problems.append(f"[server] trusted_proxies: {item!r} is not an IP address or network")
+    host = server.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host.strip():
+        problems.append('[server] host must be an address to listen on, e.g. "127.0.0.1"')
+        host = "127.0.0.1"
+    return WebConfig(
+        topics=tuple(dict.fromkeys(t.strip() for t in topics)),
+        consent=consent.strip(),
+        confirmations_per_day=_int(sub, "confirmations_per_day", 3, "[subscribe]", problems),
+        signups_per_ip_per_hour=_int(sub, "signups_per_ip_per_hour", 20, "[subscribe]",
+                                     problems),
+        max_body=_int(server, "max_body", 64 * 1024, "[server]", problems),
+        trusted_proxies=tuple(networks),
+        webhook_max_body=_int(server, "webhook_max_body", 1024 * 1024, "[server]", problems),
+        host=host.strip(),
+        port=_int(server, "port", 8080, "[server]", problems),
+        workers=_int(server, "workers", 1, "[server]", problems),
+        configured=configured,
+    )
+
+
+PUBLISH_KEYS = {"out", "lang", "description", "feed_entries"}
+
+
+def _publish(table: dict[str, Any], problems: list[str]) -> PublishSettings:
+    """[publish]: its problems go in as one group, "[publish]: …; …"."""
+    found = [f"unknown key {key!r} (the keys are {', '.join(sorted(PUBLISH_KEYS))})"
+             f"{_suggest(key, PUBLISH_KEYS)}" for key in table if key not in PUBLISH_KEYS]
+    for key in ("out", "lang", "description"):
+        if key in table and not isinstance(table[key], str):
+            found.append(f'{key} must be a string, e.g. {key} = "…"')
+    entries = table.get("feed_entries", 20)
+    if not isinstance(entries, int) or isinstance(entries, bool) or entries < 1:
+        found.append("feed_entries must be a whole number of 1 or more, e.g. feed_entries = 20")
+    lang = table.get("lang", "en")
+    if isinstance(lang, str) and not re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", lang):
+        found.append(f'lang {lang!r} is not a language tag: write e.g. lang = "en" or "pt-BR"')
+    if found:
+        problems.append("[publish]: " + "; ".join(found))
+        return PublishSettings()
+    return PublishSettings(out=Path(str(table.get("out", "site"))).expanduser(), lang=str(lang),
+                           description=str(table.get("description", "")),
+                           feed_entries=int(entries))
+
+
+def _schedule(table: dict[str, Any], problems: list[str]) -> ScheduleSettings:
+    problems.extend(f"unknown setting schedule.{k}{_suggest(k, ['if_edited'])}"
+                    for k in sorted(set(table) - {"if_edited"}))
+    value = table.get("if_edited", "send")
+    if value not in ("send", "hold"):
+        problems.append('schedule.if_edited must be "send" (the draft as it is then) or '
+                        '"hold" (wait for you)')
+        return ScheduleSettings()
+    return ScheduleSettings(if_edited=value)

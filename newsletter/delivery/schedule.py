@@ -32,7 +32,7 @@ from newsletter.audience.events import now_iso
 from newsletter.compose.issue import build_issue
 from newsletter.compose.source import draft_files, parse_draft, resolve_draft
 from newsletter.delivery.sending import PreSendCheck, send_draft
-from newsletter.errors import ConfigError, DeliveryError, NewsletterError, ProviderError
+from newsletter.errors import DeliveryError, NewsletterError, ProviderError
 from newsletter.settings import Settings
 
 # A send started this much after its time is reported as late.
@@ -128,19 +128,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _if_edited(settings: Settings) -> str:
-    table = settings.table("schedule")
-    unknown = sorted(set(table) - {"if_edited"})
-    value = table.get("if_edited", "send")
-    problems = [f"unknown setting schedule.{k}" for k in unknown]
-    if value not in ("send", "hold"):
-        problems.append('schedule.if_edited must be "send" (the draft as it is then) or '
-                        '"hold" (wait for you)')
-    if problems:
-        raise ConfigError(f"{settings.config_path}: " + "; ".join(problems))
-    return value
-
-
 def schedule_send(
     settings: Settings, draft: str, to: str, at: datetime, *,
     provider: str | None = None, resend: bool = False,
@@ -148,7 +135,6 @@ def schedule_send(
     """Record a scheduled send; checks now what can be checked now (draft, audience, resend)."""
     from newsletter.delivery.campaign import parse_audience, refuse_resend
 
-    _if_edited(settings)
     audience = parse_audience(to)
     if audience.kind != "list":
         raise DeliveryError("--at schedules a send to the list or a tag: send a test to "
@@ -274,7 +260,7 @@ def run_due(
     `check` is the pre-send check each send runs (the writer's `pre_send_errors`).
     """
     now = now or datetime.now(UTC)
-    policy = _if_edited(settings)
+    policy = settings.schedule.if_edited
     lines: list[RunLine] = []
 
     def say(item: Scheduled, outcome: str, text: str) -> None:

@@ -130,7 +130,7 @@ def run_campaign(
     """
     ps = provider_settings or settings.provider
     cls = provider_class(ps.name)
-    policy = BouncePolicy.from_table(settings.table("bounces"))  # a bad table: before anything
+    policy = BouncePolicy(soft_limit=settings.bounces.soft_limit)
     with CampaignLock(settings.database, campaign_id):
         db = store.connect(settings.database)
         try:

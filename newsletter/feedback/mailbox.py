@@ -1,6 +1,6 @@
 """The mailbox: mailto unsubscribes and bounce reports, read over IMAP.
 
-Settings (newsletter.toml):
+Settings (newsletter.toml, checked by newsletter.settings when they load):
 
     [mailbox]
     host = "imap.example.com"
@@ -27,7 +27,6 @@ from __future__ import annotations
 import email
 import email.policy
 import imaplib
-import os
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -39,66 +38,13 @@ import sqlite_utils
 from flufl.bounce import all_failures
 
 from newsletter.compose import tokens
-from newsletter.errors import ConfigError, ProviderError
+from newsletter.errors import ProviderError
 from newsletter.feedback.policy import Feedback
-from newsletter.settings import Settings, is_env_name
+from newsletter.settings import MailboxSettings, Settings
 
-_KEYS = {"host", "port", "security", "username", "password_env", "folder",
-         "processed_folder", "timeout"}
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,}")
 # Bounce reports quote the message they return: a few MB at most. Larger mail is left.
 MAX_MESSAGE = 5 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class MailboxSettings:
-    host: str
-    port: int
-    security: str
-    username: str
-    password_env: str
-    folder: str = "INBOX"
-    processed_folder: str = "Newsletter/Processed"
-    timeout: float = 30.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> MailboxSettings | None:
-        """The [mailbox] table, checked (every problem at once); None when there is none."""
-        table = settings.table("mailbox")
-        if not table:
-            return None
-        problems = [f"unknown setting mailbox.{k}" for k in sorted(set(table) - _KEYS)]
-        security = table.get("security", "tls")
-        if security not in ("tls", "starttls", "none"):
-            problems.append("mailbox.security must be tls, starttls or none")
-        for key in ("host", "username"):
-            if not isinstance(table.get(key), str) or not table.get(key):
-                problems.append(f'mailbox.{key} is missing: write it like {key} = "…"')
-        env = table.get("password_env", "NEWSLETTER_IMAP_PASSWORD")
-        if not is_env_name(env):
-            problems.append("mailbox.password_env must name an environment variable (like "
-                            "NEWSLETTER_IMAP_PASSWORD), not hold the password")
-        port = table.get("port", 993 if security == "tls" else 143)
-        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-            problems.append("mailbox.port must be a whole number from 1 to 65535")
-        timeout = table.get("timeout", 30)
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            problems.append("mailbox.timeout must be a number of seconds")
-        if problems:
-            raise ConfigError(f"{settings.config_path}: " + "; ".join(problems))
-        return cls(host=table["host"], port=port, security=security,
-                   username=table["username"], password_env=env,
-                   folder=str(table.get("folder", "INBOX")),
-                   processed_folder=str(table.get("processed_folder", "Newsletter/Processed")),
-                   timeout=float(timeout))
-
-    def password(self) -> str:
-        value = os.environ.get(self.password_env)
-        if not value:
-            raise ConfigError(f"the environment variable {self.password_env} is not set: export "
-                              "the mailbox password in it (newsletter.toml [mailbox] "
-                              "password_env names it)")
-        return value
 
 
 @dataclass

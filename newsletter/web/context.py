@@ -17,9 +17,8 @@ from starlette.responses import HTMLResponse
 
 from newsletter.audience.events import Origin
 from newsletter.compose.layout import make_environment
-from newsletter.settings import Settings
+from newsletter.settings import Settings, WebConfig
 from newsletter.store import connect
-from newsletter.web.reader_status import WebConfig, web_config
 
 # Token pages must not leak their URL (the token) to another site, nor be cached.
 HEADERS = {
@@ -36,7 +35,7 @@ class Web:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.config: WebConfig = web_config(settings)
+        self.config: WebConfig = settings.web
         settings.secret_key()  # fail at start, not on the first reader, when it is unusable
         self.env = make_environment(settings.layouts_dir)
         self.env.undefined = jinja2.ChainableUndefined  # pages: a missing value prints nothing

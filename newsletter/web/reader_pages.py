@@ -25,7 +25,6 @@ from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
 from newsletter.web import confirmation, limits, reader_status
 from newsletter.web.context import Web
-from newsletter.web.reader_status import web_config
 
 log = logging.getLogger("newsletter.web")
 
@@ -196,7 +195,7 @@ async def manage(request: Request) -> Response:
 def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
     """The sign-up form as HTML to paste into any page (it posts to {base_url}/subscribe)."""
     web_env = make_environment(settings.layouts_dir)
-    config = web_config(settings)
+    config = settings.web
     base = (public_base or settings.base_url or "http://127.0.0.1:8080").rstrip("/")
     return web_env.get_template("subscribe_form.html").render(
         action=f"{base}{paths.SUBSCRIBE}", topics=config.topics,

@@ -10,10 +10,8 @@ other writer's few milliseconds.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
@@ -27,8 +25,7 @@ from newsletter.audience.subscribers import (
     normalize_email,
 )
 from newsletter.compose import tokens
-from newsletter.errors import ConfigError
-from newsletter.settings import Settings
+from newsletter.settings import Settings, WebConfig
 from newsletter.web import limits
 
 _SELECT = (
@@ -37,87 +34,6 @@ _SELECT = (
 )
 
 
-@dataclass(frozen=True)
-class WebConfig:
-    """[subscribe] and [server] from newsletter.toml, checked."""
-
-    topics: tuple[str, ...] = ()
-    consent: str = ""
-    confirmations_per_day: int = 3
-    signups_per_ip_per_hour: int = 20
-    max_body: int = 64 * 1024
-    trusted_proxies: tuple[Any, ...] = ()  # ip_network objects
-    webhook_max_body: int = 1024 * 1024
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-
-    def consent_text(self, settings: Settings) -> str:
-        return self.consent or (
-            f"Send me {settings.name} by email. I can unsubscribe at any time with the link "
-            "in every email."
-        )
-
-
-def _int(table: dict[str, Any], key: str, default: int, where: str, problems: list[str]) -> int:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        problems.append(f"{where} {key} = {value!r} must be a whole number of at least 1")
-        return default
-    return value
-
-
-def _host(table: dict[str, Any], problems: list[str]) -> str:
-    host = table.get("host", "127.0.0.1")
-    if not isinstance(host, str) or not host.strip():
-        problems.append('[server] host must be an address to listen on, e.g. "127.0.0.1"')
-        return "127.0.0.1"
-    return host.strip()
-
-
-def web_config(settings: Settings) -> WebConfig:
-    """Read [subscribe] and [server]; ConfigError listing every problem and how to fix it."""
-    sub, server = settings.table("subscribe"), settings.table("server")
-    problems: list[str] = []
-    known_sub = {"topics", "consent", "confirmations_per_day", "signups_per_ip_per_hour"}
-    known_server = {"trusted_proxies", "max_body", "webhook_max_body", "host", "port", "workers"}
-    for table, known, name in ((sub, known_sub, "[subscribe]"), (server, known_server, "[server]")):
-        for key in sorted(set(table) - known):
-            problems.append(f"{name} {key} is not a setting (known: {', '.join(sorted(known))})")
-    topics = sub.get("topics", [])
-    if not isinstance(topics, list) or not all(isinstance(t, str) and t.strip() for t in topics):
-        problems.append('[subscribe] topics must be a list of names, e.g. ["essays", "links"]')
-        topics = []
-    consent = sub.get("consent", "")
-    if not isinstance(consent, str):
-        problems.append("[subscribe] consent must be text (shown beside the form's button)")
-        consent = ""
-    proxies = server.get("trusted_proxies", [])
-    networks = []
-    if not isinstance(proxies, list):
-        problems.append('[server] trusted_proxies must be a list, e.g. ["127.0.0.1"]')
-        proxies = []
-    for item in proxies:
-        try:
-            networks.append(ipaddress.ip_network(str(item), strict=False))
-        except ValueError:
-            problems.append(f"[server] trusted_proxies: {item!r} is not an IP address or network")
-    config = WebConfig(
-        topics=tuple(dict.fromkeys(t.strip() for t in topics)),
-        consent=consent.strip(),
-        confirmations_per_day=_int(sub, "confirmations_per_day", 3, "[subscribe]", problems),
-        signups_per_ip_per_hour=_int(sub, "signups_per_ip_per_hour", 20, "[subscribe]",
-                                     problems),
-        max_body=_int(server, "max_body", 64 * 1024, "[server]", problems),
-        trusted_proxies=tuple(networks),
-        webhook_max_body=_int(server, "webhook_max_body", 1024 * 1024, "[server]", problems),
-        host=_host(server, problems),
-        port=_int(server, "port", 8080, "[server]", problems),
-        workers=_int(server, "workers", 1, "[server]", problems),
-    )
-    if problems:
-        raise ConfigError(f"{settings.config_path}: " + "; ".join(problems))
-    return config
 
 
 # --- subscribe and confirm ----------------------------------------------------------------

@@ -54,9 +54,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
     The settings are checked (ConfigError) before anything listens; `announce` then gets
     the one line to print.
     """
-    from newsletter.web.reader_status import web_config
-
-    config = web_config(settings)
+    config = settings.web
     host = host or config.host
     port = config.port if port is None else port
     workers = workers or config.workers

@@ -44,12 +44,11 @@ from newsletter.compose import layout as layouts
 from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
 from newsletter.compose.source import Draft, draft_files, parse_draft, read_text
 from newsletter.errors import ConfigError, ContentError, NewsletterError
-from newsletter.settings import Settings
+from newsletter.settings import PublishSettings, Settings
 
 MANIFEST = ".newsletter-publish.json"
 FEED_FILES = ("feed.xml", "rss.xml", "feed.json")
 RESERVED = {"index.html", "sitemap.xml", MANIFEST, *FEED_FILES}
-PUBLISH_KEYS = {"out", "lang", "description", "feed_entries"}
 
 _SLUG_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 _IMG_SRC = re.compile(r"""(<img\b[^>]*?\ssrc=)("([^"]*)"|'([^']*)')""", re.IGNORECASE)
@@ -59,45 +58,9 @@ _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # --- settings -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PublishOptions:
-    """The [publish] table, checked."""
-
-    out: Path
-    lang: str = "en"
-    description: str = ""
-    feed_entries: int = 20  # the newest N issues, with full content, in each feed
-
-
-def publish_options(settings: Settings) -> PublishOptions:
-    """[publish] out, lang, description, feed_entries; ConfigError listing every problem."""
-    table = settings.table("publish")
-    where = f"{settings.config_path} [publish]"
-    problems = [f"unknown key {key!r} (the keys are {', '.join(sorted(PUBLISH_KEYS))})"
-                for key in table if key not in PUBLISH_KEYS]
-    for key in ("out", "lang", "description"):
-        if key in table and not isinstance(table[key], str):
-            problems.append(f'{key} must be a string, e.g. {key} = "…"')
-    entries = table.get("feed_entries", 20)
-    if not isinstance(entries, int) or isinstance(entries, bool) or entries < 1:
-        problems.append("feed_entries must be a whole number of 1 or more, e.g. feed_entries = 20")
-    lang = table.get("lang", "en")
-    if isinstance(lang, str) and not re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", lang):
-        problems.append(f'lang {lang!r} is not a language tag: write e.g. lang = "en" or "pt-BR"')
-    if problems:
-        raise ConfigError(f"{where}: " + "; ".join(problems))
-    out = Path(str(table.get("out", "site"))).expanduser()
-    return PublishOptions(
-        out=out if out.is_absolute() else settings.root / out,
-        lang=str(lang),
-        description=str(table.get("description", "")),
-        feed_entries=int(entries),
-    )
-
-
 def _subscribe_action(settings: Settings) -> str | None:
     # The subscribe form appears once the server is set up (`newsletter serve` takes it).
-    if settings.base_url and ("server" in settings.tables or "subscribe" in settings.tables):
+    if settings.base_url and settings.web.configured:
         return f"{settings.base_url}/subscribe"
     return None
 
@@ -229,7 +192,7 @@ def render_web_page(
     issue: Issue,
     draft: Draft,
     *,
-    options: PublishOptions | None = None,
+    options: PublishSettings | None = None,
     env: Any = None,
     page_base: str | None = None,
 ) -> WebPage:
@@ -238,7 +201,7 @@ def render_web_page(
     `page_base` is the absolute URL of the folder the page and its images live
     in (the issue's web_url when publishing); images are linked relative to it.
     """
-    options = options or publish_options(settings)
+    options = options or settings.publish
     env = env or layouts.make_environment(settings.layouts_dir)
     content = _anonymous(issue)
     # src as the email has it (under base_url, or cid: when embedded) → (file name, bytes)
@@ -351,8 +314,8 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
             "publish needs base_url: set [newsletter] base_url in newsletter.toml to the address "
             'the site will live at, e.g. base_url = "https://example.com/news"'
         )
-    options = publish_options(settings)
-    out = (out.expanduser() if out is not None else options.out).absolute()
+    options = settings.publish
+    out = (out.expanduser() if out is not None else settings.root / options.out).absolute()
     if out.exists() and not out.is_dir():
         raise ContentError(f"{out} is a file: pass a folder to --out")
     stamp = _utc(now or datetime.now(UTC))
@@ -449,7 +412,7 @@ def _remove(out: Path, rel: str) -> bool:
     return True
 
 
-def _index_page(settings: Settings, options: PublishOptions, env: Any,
+def _index_page(settings: Settings, options: PublishSettings, env: Any,
                 items: list[dict[str, Any]]) -> bytes:
     base = settings.base_url
     issues = [
@@ -508,7 +471,7 @@ def _feed_updated(items: Iterable[dict[str, Any]], stamp: str) -> str:
     return max((i["updated"] for i in items), default=stamp)
 
 
-def _atom(settings: Settings, options: PublishOptions, items: list[dict[str, Any]],
+def _atom(settings: Settings, options: PublishSettings, items: list[dict[str, Any]],
           stamp: str) -> bytes:
     """Atom 1.0 (RFC 4287), full content."""
     base = settings.base_url
@@ -542,7 +505,7 @@ def _rfc822(iso: str) -> str:
     return format_datetime(datetime.fromisoformat(iso.replace("Z", "+00:00")), usegmt=True)
 
 
-def _rss(settings: Settings, options: PublishOptions, items: list[dict[str, Any]],
+def _rss(settings: Settings, options: PublishSettings, items: list[dict[str, Any]],
          stamp: str) -> bytes:
     """RSS 2.0, full content in <content:encoded>, the preheader in <description>."""
     base = settings.base_url
@@ -568,7 +531,7 @@ def _rss(settings: Settings, options: PublishOptions, items: list[dict[str, Any]
     return _xml(rss)
 
 
-def _json_feed(settings: Settings, options: PublishOptions,
+def _json_feed(settings: Settings, options: PublishSettings,
                items: list[dict[str, Any]]) -> bytes:
     """JSON Feed 1.1."""
     base = settings.base_url
@@ -623,10 +586,7 @@ def unpublished(settings: Settings, issue: Issue) -> list[str]:
     """
     if not settings.base_url:
         return []
-    try:
-        out = publish_options(settings).out
-    except ConfigError:
-        return []
+    out = settings.root / settings.publish.out
     if not (out / MANIFEST).is_file():
         return []
     files = set(_read_manifest(out)["files"])

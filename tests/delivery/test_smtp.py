@@ -171,19 +171,31 @@ def test_encrypted_connections(
         assert server.recipients() == ["a@example.org"]
 
 
+def with_options(letter: Settings, **options: object) -> Settings:
+    """`letter` with [provider] options set in code, past the check settings make at load."""
+    ps = dataclasses.replace(letter.provider, options={**letter.provider.options, **options})
+    return dataclasses.replace(letter, provider=ps)
+
+
 def test_bad_security_setting_is_a_config_error(tmp_path: Path) -> None:
-    letter = smtp_letter(tmp_path, 25, security="ssl")
+    # newsletter.toml is checked when it loads; options set in code when the provider is made.
+    with pytest.raises(ConfigError, match='security = "ssl" is not one of starttls, tls, none'):
+        provider(smtp_letter(tmp_path, 25, security="ssl"))
+    letter = with_options(smtp_letter(tmp_path, 25), security="ssl")
     with pytest.raises(ConfigError, match='security = "ssl" is not one of starttls, tls, none'):
         provider(letter)
 
 
 def test_bad_numbers_in_settings_are_config_errors(tmp_path: Path) -> None:
-    letter = smtp_letter(tmp_path, 25, timeout="soon")
     with pytest.raises(ConfigError, match=r"\[provider\] timeout = 'soon' must be a number"):
-        provider(letter)
-    letter = smtp_letter(tmp_path, 25, batch=2.5)
+        provider(smtp_letter(tmp_path, 25, timeout="soon"))
     with pytest.raises(ConfigError, match="batch = 2.5 must be a whole number of at least 1"):
-        provider(letter)
+        provider(smtp_letter(tmp_path, 25, batch=2.5))
+    good = smtp_letter(tmp_path, 25)
+    with pytest.raises(ConfigError, match=r"\[provider\] timeout = 'soon' must be a number"):
+        provider(with_options(good, timeout="soon"))
+    with pytest.raises(ConfigError, match="batch = 2.5 must be a whole number of at least 1"):
+        provider(with_options(good, batch=2.5))
 
 
 # -- settings, servers that are not SMTP servers, secrets in replies ---------------------

@@ -76,6 +76,23 @@ def test_a_send_goes_through_the_plugin(plugin_site: Path, tmp_path: Path) -> No
     assert all("List-Unsubscribe" in x["headers"] for x in lines)
 
 
+def test_the_plugins_declared_options_are_checked_at_load(plugin_site: Path,
+                                                          tmp_path: Path) -> None:
+    root = tmp_path / "letter"
+    (root / "drafts").mkdir(parents=True)
+    wrong = TOML.replace('path = "sent.jsonl"', 'path = 3\npth = "x"')  # a type, a typo
+    (root / "newsletter.toml").write_text(wrong)
+    (root / "drafts" / "hello.md").write_text("---\ntitle: Hello\n---\n\nHi.\n")
+    result = run(["send", "hello", "--to", "ada@example.org", "--yes"], root, plugin_site)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "unknown setting provider.pth for the jsonl provider (known: " in lines[0]
+    assert "did you mean path?" in lines[0]
+    assert "[provider] path = 3 must be text" in lines[0]
+    assert not (root / "sent.jsonl").exists()
+
+
 def test_the_documented_example_is_the_tested_one() -> None:
     import re
 

@@ -14,7 +14,6 @@ import pytest
 from newsletter.errors import ConfigError
 from newsletter.settings import load_settings
 from newsletter.web.context import client_ip
-from newsletter.web.reader_status import web_config
 from tests.web.conftest import Site, start_site, stop_site, subscribe, write_site
 
 
@@ -72,7 +71,7 @@ def test_fifty_gets_of_every_link_in_a_message_change_nothing(site: Site) -> Non
 def test_client_ip_comes_from_x_forwarded_for_only_through_a_trusted_proxy(
         tmp_path: Path) -> None:
     write_site(tmp_path, 1, '[server]\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n')
-    config = web_config(load_settings(tmp_path))
+    config = load_settings(tmp_path).web
     assert client_ip("10.1.2.3", "203.0.113.9", config) == "203.0.113.9"
     # A client cannot choose its IP: the entry left of our proxy's is the client's own lie.
     assert client_ip("10.1.2.3", "198.51.100.1, 203.0.113.9", config) == "203.0.113.9"
@@ -85,7 +84,7 @@ def test_bad_server_settings_are_one_message_listing_every_problem(tmp_path: Pat
     write_site(tmp_path, 1, '[server]\ntrusted_proxies = ["not-an-ip"]\nmax_body = 0\n'
                             'colour = "red"\n')
     with pytest.raises(ConfigError) as info:
-        web_config(load_settings(tmp_path))
+        load_settings(tmp_path)
     text = str(info.value)
     assert "'not-an-ip' is not an IP address" in text and "max_body = 0" in text
     assert "[server] colour is not a setting" in text

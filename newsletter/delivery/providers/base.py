@@ -26,11 +26,12 @@ A provider reports outcomes two ways:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from newsletter.errors import ProviderError
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -85,6 +86,10 @@ class Provider:
     idempotent: ClassVar[bool] = False
     # True when the provider delivers to the real world (needs base_url etc.).
     remote: ClassVar[bool] = True
+    # The [provider] keys it reads beyond name/rate/concurrency/retry_delay/max_attempts:
+    # settings refuse any other key, and a value of the wrong type, when they load.
+    # None (a plug-in written before options were declared): its keys are not checked.
+    options: ClassVar[Mapping[str, Option] | None] = None
 
     def __init__(self, settings: Settings, provider_settings: ProviderSettings):
         self.settings = settings
@@ -109,6 +114,7 @@ class Provider:
 
 __all__ = [
     "DeliveryResult",
+    "Option",
     "Outcome",
     "Provider",
     "ProviderError",

@@ -25,7 +25,7 @@ Mailgun (`template.py`) are re-exported from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -58,6 +58,7 @@ from newsletter.delivery.providers.template import (
 from newsletter.errors import ConfigError, ProviderError
 from newsletter.http import MAYBE_SENT_STATUSES, MaybeSent, NotSent, Transport, retry_after
 from newsletter.redact import REDACTED, Redactor, one_line
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -80,6 +81,12 @@ class HTTPProvider(Provider):
     # Statuses after which the API may have taken the request (its documentation's
     # "may have been processed"): the batch is uncertain, not retried. Gateways by default.
     maybe_sent_statuses: ClassVar[frozenset[int]] = MAYBE_SENT_STATUSES
+    # What every HTTP adapter reads; each adds its own (`{**HTTPProvider.options, …}`).
+    options: ClassVar[Mapping[str, Option]] = {
+        "endpoint": Option(str, None, "the API's base URL: EU region, proxy, local test server"),
+        "api_key_env": Option(str, None, "the environment variable holding the API key"),
+        "timeout": Option(float, 30, "seconds to wait for an answer", minimum=0.1),
+    }
 
     _transport: Transport | None = None
     _redactor: Redactor | None = None

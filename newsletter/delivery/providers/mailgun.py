@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome
@@ -34,6 +34,7 @@ from newsletter.delivery.providers.http import (
     unfold,
 )
 from newsletter.errors import ConfigError
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -54,6 +55,15 @@ class MailgunProvider(HTTPProvider):
     max_batch: ClassVar[int] = 1000
     default_rate: ClassVar[float | None] = None  # limits depend on the plan; none documented
     default_key_env = "MAILGUN_API_KEY"
+    options: ClassVar[Mapping[str, Option]] = {
+        **HTTPProvider.options,
+        "domain": Option(str, None, 'your sending domain, like domain = "mg.example.com"',
+                         required=True),
+        "region": Option(str, "us", "us or eu (ignored when endpoint is set)",
+                         choices=tuple(ENDPOINTS)),
+        "track_opens": Option(bool, False, "the provider's open tracking"),
+        "track_clicks": Option(bool, False, "the provider's click tracking"),
+    }
 
     @property
     def endpoint(self) -> str:

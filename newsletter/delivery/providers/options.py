@@ -1,9 +1,13 @@
-"""Reading [provider] options: one place that turns a bad value into a ConfigError."""
+"""Reading a numeric [provider] option at run time, with the text settings use at load.
+
+Settings loaded from newsletter.toml are already checked against the provider's declared
+options (settings.Option); this covers ProviderSettings made in code (tests, --provider).
+"""
 
 from __future__ import annotations
 
 from newsletter.errors import ConfigError
-from newsletter.settings import ProviderSettings
+from newsletter.settings import Option, ProviderSettings
 
 
 def number_option(
@@ -11,12 +15,7 @@ def number_option(
 ) -> float:
     """A numeric [provider] option, or ConfigError saying what it should be."""
     value = ps.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum or (
-        kind is int and not isinstance(value, int)
-    ):
-        what = "a whole number" if kind is int else "a number"
-        raise ConfigError(
-            f"[provider] {key} = {value!r} must be {what} of at least {minimum:g} in "
-            "newsletter.toml"
-        )
+    problem = Option(kind, default, minimum=minimum).problem(key, value)
+    if problem is not None:
+        raise ConfigError(f"{problem} in newsletter.toml")
     return value

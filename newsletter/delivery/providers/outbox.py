@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
 from newsletter.errors import ProviderError
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -40,6 +41,10 @@ class OutboxProvider(Provider):
     """Write each message as an .eml file under outbox/<campaign>/ (no network)."""
 
     name = "outbox"
+    options: ClassVar[Mapping[str, Option]] = {
+        "directory": Option(str, "outbox", "the folder the .eml files go to, under the "
+                            "newsletter's unless absolute"),
+    }
     description = "Writes each message as an .eml file under outbox/<campaign>/ (nothing is sent)"
     max_batch = 100
     idempotent = True  # the file name comes from the message key: a re-send overwrites it

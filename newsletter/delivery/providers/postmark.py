@@ -10,7 +10,7 @@ ErrorCode for all. Newsletters belong on a broadcast stream: set
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
@@ -23,6 +23,7 @@ from newsletter.delivery.providers.http import (
     unfold,
 )
 from newsletter.errors import ProviderError
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -45,6 +46,12 @@ class PostmarkProvider(HTTPProvider):
     default_rate: ClassVar[float | None] = None  # Postmark documents no fixed request rate
     default_endpoint = "https://api.postmarkapp.com"
     default_key_env = "POSTMARK_SERVER_TOKEN"
+    options: ClassVar[Mapping[str, Option]] = {
+        **HTTPProvider.options,
+        "message_stream": Option(str, "broadcast", "the Postmark message stream"),
+        "track_opens": Option(bool, False, "the provider's open tracking"),
+        "track_clicks": Option(bool, False, "the provider's click tracking"),
+    }
     key_label = "server token"
 
     def auth_headers(self, key: str) -> dict[str, str]:

@@ -9,13 +9,11 @@ in for everyone. A plug-in that fails to import is reported by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
 from newsletter.delivery.providers.base import Provider
 from newsletter.errors import ConfigError
-from newsletter.settings import ProviderSettings, Settings
-
-GROUP = "newsletter.providers"
+from newsletter.settings import ProviderSettings, Settings, provider_entry_points
 
 
 @dataclass(frozen=True)
@@ -32,16 +30,6 @@ class ProviderInfo:
     @property
     def builtin(self) -> bool:
         return self.distribution == "newsletter"
-
-
-def _entry_points() -> list[EntryPoint]:
-    found = sorted(entry_points(group=GROUP), key=lambda ep: ep.name)
-    # The same name may be declared twice (an editable install next to a wheel):
-    # keep the first, like importlib does for console scripts.
-    unique: dict[str, EntryPoint] = {}
-    for ep in found:
-        unique.setdefault(ep.name, ep)
-    return list(unique.values())
 
 
 def _load(ep: EntryPoint) -> ProviderInfo:
@@ -62,7 +50,7 @@ def _load(ep: EntryPoint) -> ProviderInfo:
 
 def available_providers() -> list[ProviderInfo]:
     """Every provider declared in the entry-point group, sorted by name, loaded if possible."""
-    return [_load(ep) for ep in _entry_points()]
+    return [_load(ep) for ep in provider_entry_points()]
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -71,7 +59,7 @@ def provider_class(name: str) -> type[Provider]:
     Raises ConfigError listing the known names when `name` is unknown, or the
     import error when the plug-in is broken.
     """
-    for ep in _entry_points():
+    for ep in provider_entry_points():
         if ep.name == name:
             info = _load(ep)
             if info.cls is None:
@@ -80,7 +68,7 @@ def provider_class(name: str) -> type[Provider]:
                     f"{info.error}; reinstall it or pick another provider"
                 )
             return info.cls
-    known = ", ".join(ep.name for ep in _entry_points()) or "none"
+    known = ", ".join(ep.name for ep in provider_entry_points()) or "none"
     raise ConfigError(
         f'unknown provider "{name}": known providers are {known} '
         "(set [provider] name in newsletter.toml or pass --provider)"

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome
@@ -48,6 +48,7 @@ from newsletter.delivery.providers.http import (
     send_in_parts,
     unfold,
 )
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -71,6 +72,7 @@ class ResendProvider(HTTPProvider):
     idempotent: ClassVar[bool] = False  # per request, not per message: see above
     default_endpoint = "https://api.resend.com"
     default_key_env = "RESEND_API_KEY"
+    options: ClassVar[Mapping[str, Option]] = HTTPProvider.options
 
     def payload(self, message: Message) -> dict[str, Any]:
         """One email in Resend's JSON form."""

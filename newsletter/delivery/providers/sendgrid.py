@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome
@@ -36,6 +36,7 @@ from newsletter.delivery.providers.http import (
     split_address,
     unfold,
 )
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -58,6 +59,10 @@ class SendGridProvider(HTTPProvider):
     default_rate: ClassVar[float | None] = None  # SendGrid documents no fixed Mail Send rate
     default_endpoint = "https://api.sendgrid.com"
     default_key_env = "SENDGRID_API_KEY"
+    options: ClassVar[Mapping[str, Option]] = {**HTTPProvider.options,
+        "track_opens": Option(bool, False, "the provider's open tracking"),
+        "track_clicks": Option(bool, False, "the provider's click tracking"),
+    }
 
     def fields(self, message: Message) -> tuple[str, str, str]:
         return (unfold(message.subject), message.html, message.text)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
 from newsletter.delivery.providers.http import HTTPProvider, b64, send_in_parts
 from newsletter.errors import ConfigError, ProviderError
+from newsletter.settings import Option
 from newsletter.sigv4 import sigv4_headers
 
 __all__ = ["SESProvider", "error_type", "sigv4_headers"]
@@ -49,6 +50,16 @@ class SESProvider(HTTPProvider):
     """Amazon SES v2 (https://aws.amazon.com/ses/), raw MIME, one request a message."""
 
     name = "ses"
+    options: ClassVar[Mapping[str, Option]] = {
+        **HTTPProvider.options,
+        "region": Option(str, None, 'the SES region, like "eu-west-1" (else AWS_REGION)'),
+        "access_key_env": Option(str, "AWS_ACCESS_KEY_ID", "the variable holding the key id"),
+        "secret_key_env": Option(str, "AWS_SECRET_ACCESS_KEY",
+                                 "the variable holding the secret key"),
+        "session_token_env": Option(str, "AWS_SESSION_TOKEN",
+                                    "the variable holding a session token, if any"),
+        "configuration_set": Option(str, None, "the SES configuration set to send with"),
+    }
     description = "Amazon SES v2: raw MIME, one signed request a message"
     max_batch: ClassVar[int] = 1  # one request per message: each row's fate is its own
     default_rate: ClassVar[float | None] = 14.0  # SES's starting rate outside the sandbox

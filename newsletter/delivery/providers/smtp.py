@@ -21,9 +21,9 @@ recipient (with the reason), not the whole send.
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
 from newsletter.delivery.providers.options import number_option
@@ -31,6 +31,7 @@ from newsletter.delivery.providers.smtp_connect import SMTPConnection
 from newsletter.delivery.providers.smtp_session import Dropped, SMTPTransaction
 from newsletter.errors import ConfigError, ProviderError
 from newsletter.redact import Redactor
+from newsletter.settings import Option
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -48,6 +49,20 @@ class SMTPProvider(SMTPConnection, SMTPTransaction, Provider):
     max_batch = 1
     idempotent = False  # SMTP has no idempotency key: a re-send may duplicate
     remote = True
+    options: ClassVar[Mapping[str, Option]] = {
+        "host": Option(str, "localhost", "the SMTP server"),
+        "port": Option(int, None, "587 with starttls, 465 with tls, 25 with none", minimum=1),
+        "security": Option(str, "starttls", "how the connection is encrypted",
+                           choices=tuple(_DEFAULT_PORTS)),
+        "username": Option(str, None, "the login; none: no AUTH"),
+        "password_env": Option(str, "NEWSLETTER_SMTP_PASSWORD",
+                               "the environment variable holding the password"),
+        "timeout": Option(float, 30, "seconds to wait for the server", minimum=0.1),
+        "tls_verify": Option(bool, True, "false accepts a self-signed certificate"),
+        "batch": Option(int, 1, "messages one worker hands over between checks", minimum=1),
+        "pipelining": Option((str, bool), "auto", "PIPELINING: auto uses it when offered",
+                             choices=("auto",)),
+    }
 
     def __init__(self, settings, provider_settings):  # type: ignore[no-untyped-def]
         super().__init__(settings, provider_settings)

@@ -39,7 +39,7 @@ class SyncReport:
 
 def configured(settings: Settings) -> bool:
     """True when there is something to sync from (a pullable provider or a mailbox)."""
-    return settings.provider.name in PULLERS or bool(settings.table("mailbox"))
+    return settings.provider.name in PULLERS or settings.mailbox is not None
 
 
 def sync(
@@ -48,8 +48,8 @@ def sync(
 ) -> SyncReport:
     """Pull from the configured provider and the mailbox; apply (or, dry, only show)."""
     report = SyncReport(dry_run=dry_run)
-    policy = BouncePolicy.from_table(settings.table("bounces"))
-    box = mailbox.MailboxSettings.from_settings(settings)
+    policy = BouncePolicy(soft_limit=settings.bounces.soft_limit)
+    box = settings.mailbox
     db = store.connect(settings.database)
     try:
         name = settings.provider.name

@@ -19,11 +19,10 @@ import sqlite_utils
 from newsletter.audience import events
 from newsletter.errors import ConfigError
 from newsletter.feedback.policy import BouncePolicy, apply
-from newsletter.settings import Settings
+from newsletter.settings import MissingSecret, Settings, WebhookSettings
 
 from . import mailgun, postmark, resend, sendgrid, ses
 from .common import BadPayload, Refused, remember_token
-from .config import MissingSecret, WebhookSettings
 
 log = logging.getLogger(__name__)
 PROVIDERS: dict[str, ModuleType] = {
@@ -47,18 +46,6 @@ class WebhookResponse:
     text: str  # a short plain-text answer; never echoes secrets or addresses
 
 
-def check_settings(settings: Settings) -> WebhookSettings:
-    """The [webhooks] table, checked (ConfigError listing every problem): call at start-up."""
-    cfg = WebhookSettings.from_table(settings.table("webhooks"))
-    BouncePolicy.from_table(settings.table("bounces"))
-    return cfg
-
-
-def max_body_bytes(settings: Settings) -> int:
-    """The largest body handle() accepts: the server may stop reading past it (answer 413)."""
-    return WebhookSettings.from_table(settings.table("webhooks")).max_body_bytes
-
-
 def handle(
     request: WebhookRequest, settings: Settings, db: sqlite_utils.Database
 ) -> WebhookResponse:
@@ -67,15 +54,12 @@ def handle(
     200: applied (or acknowledged and ignored: unknown event types, duplicates);
     401/403: unsigned, badly signed, stale or replayed — nothing changed; 400: signed but
     unreadable; 404: provider unknown or not turned on; 413: body too large;
-    500/503: the server's own settings are wrong (the provider retries later).
+    503: a secret the settings name is not set on the server (the provider retries later).
+    The [webhooks] and [bounces] tables were checked when the settings loaded.
     """
     module = PROVIDERS.get(request.provider)
-    try:
-        cfg = check_settings(settings)
-        policy = BouncePolicy.from_table(settings.table("bounces"))
-    except ConfigError as exc:
-        log.error("webhook %s: %s", request.provider, exc)
-        return WebhookResponse(500, "webhooks are not configured correctly on this server\n")
+    cfg = settings.webhooks
+    policy = BouncePolicy(soft_limit=settings.bounces.soft_limit)
     if module is None or not cfg.enabled(request.provider):
         return WebhookResponse(404, "no such webhook\n")
     if len(request.body) > cfg.max_body_bytes:

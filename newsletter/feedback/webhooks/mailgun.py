@@ -11,6 +11,7 @@ import hmac
 from typing import Any
 
 from newsletter.feedback.policy import Feedback
+from newsletter.settings import WebhookSettings
 
 from .common import (
     BadPayload,
@@ -21,7 +22,6 @@ from .common import (
     load_json,
     text_or_none,
 )
-from .config import WebhookSettings
 
 SOURCE = "webhook:mailgun"
 

@@ -13,9 +13,9 @@ import hmac
 from typing import Any
 
 from newsletter.feedback.policy import Feedback
+from newsletter.settings import WebhookSettings
 
 from .common import BadPayload, Refused, Verified, iso, load_json, text_or_none
-from .config import WebhookSettings
 
 SOURCE = "webhook:postmark"
 # Bounce types (https://postmarkapp.com/developer/api/bounce-api#bounce-types).

@@ -14,6 +14,7 @@ from typing import Any
 
 from newsletter.errors import ConfigError
 from newsletter.feedback.policy import Feedback
+from newsletter.settings import WebhookSettings
 
 from .common import (
     BadPayload,
@@ -25,7 +26,6 @@ from .common import (
     recipients_ids,
     text_or_none,
 )
-from .config import WebhookSettings
 
 SOURCE = "webhook:resend"
 

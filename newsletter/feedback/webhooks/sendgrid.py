@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from newsletter.errors import ConfigError
 from newsletter.feedback.policy import Feedback
+from newsletter.settings import WebhookSettings
 
 from .common import (
     BadPayload,
@@ -29,7 +30,6 @@ from .common import (
     load_json,
     text_or_none,
 )
-from .config import WebhookSettings
 
 log = logging.getLogger(__name__)
 SOURCE = "webhook:sendgrid"

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.feedback.policy import Feedback
+from newsletter.settings import WebhookSettings
 
 from .common import (
     BadPayload,
@@ -35,7 +36,6 @@ from .common import (
     recipients_ids,
     text_or_none,
 )
-from .config import WebhookSettings
 
 SOURCE = "webhook:ses"
 _SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")

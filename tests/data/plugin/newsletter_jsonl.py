@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
+from newsletter.delivery.providers.base import DeliveryResult, Option, Outcome, Provider
 from newsletter.errors import ProviderError
 
 
@@ -12,6 +12,10 @@ class JsonlProvider(Provider):
     description = "Appends each message to a JSON Lines file (example plug-in)"
     max_batch = 100   # the most messages one send() call gets
     remote = False    # nothing leaves the machine
+    # The [provider] keys it reads: settings check them when they load, as for built-ins.
+    options = {
+        "path": Option(str, "sent.jsonl", "the file, under the newsletter folder unless absolute"),
+    }
 
     def open(self):
         path = Path(self.provider_settings.get("path", "sent.jsonl"))
