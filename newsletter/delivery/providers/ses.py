@@ -6,7 +6,7 @@ Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and, for
 temporary credentials, AWS_SESSION_TOKEN (the variable names can be changed
 with access_key_env / secret_key_env / session_token_env). `region` picks the
 endpoint (`https://email.{region}.amazonaws.com`). Requests are signed by
-`newsletter.sigv4` (shared with the SES suppression-list pull).
+`newsletter.aws` (botocore's signer, shared with the SES suppression-list pull).
 
 Errors: throttling and quota (`TooManyRequestsException`, `LimitExceededException`,
 "Maximum sending rate exceeded") are transient; `MessageRejected` and other
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
 from newsletter.delivery.providers.http import HTTPProvider, b64, send_in_parts
+from newsletter.aws import AWSCredentials, SigV4Signer
 from newsletter.errors import ConfigError, ProviderError
-from newsletter.sigv4 import sigv4_headers
 
-__all__ = ["SESProvider", "error_type", "sigv4_headers"]
+__all__ = ["SESProvider", "error_type"]
 
 if TYPE_CHECKING:
     import httpx
@@ -58,6 +58,7 @@ class SESProvider(HTTPProvider):
     _access_key = ""
     _secret_key = ""
     _session_token: str | None = None
+    _signer: SigV4Signer | None = None
 
     @property
     def region(self) -> str:
@@ -97,6 +98,14 @@ class SESProvider(HTTPProvider):
         super().close()
         self._secret_key = ""
         self._session_token = None
+        self._signer = None
+
+    def signer(self) -> SigV4Signer:
+        """The request signer, made once per open() from the credentials read_key() read."""
+        if self._signer is None:
+            credentials = AWSCredentials(self._access_key, self._secret_key, self._session_token)
+            self._signer = SigV4Signer(credentials, self.region)
+        return self._signer
 
     def build_request(self, message: Message) -> tuple[bytes, dict[str, str]]:
         """The body and signed headers of one SendEmail request."""
@@ -109,11 +118,7 @@ class SESProvider(HTTPProvider):
             body["ConfigurationSetName"] = str(config_set)
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
-        headers.update(sigv4_headers(
-            "POST", self.endpoint + SEND_PATH, headers, data,
-            access_key=self._access_key, secret_key=self._secret_key, region=self.region,
-            session_token=self._session_token,
-        ))
+        headers.update(self.signer().headers("POST", self.endpoint + SEND_PATH, headers, data))
         return data, headers
 
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
