@@ -21,9 +21,9 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from newsletter.aws import AWSCredentials, SigV4Signer
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
 from newsletter.delivery.providers.http import HTTPProvider, b64, send_in_parts
-from newsletter.aws import AWSCredentials, SigV4Signer
 from newsletter.errors import ConfigError, ProviderError
 
 __all__ = ["SESProvider", "error_type"]
