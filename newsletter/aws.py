@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+import httpx
+
 from newsletter.errors import ConfigError
 
 if TYPE_CHECKING:
-    import httpx
-
     from newsletter.settings import ProviderSettings
 
 SERVICE = "ses"
@@ -109,19 +109,22 @@ class SigV4Signer:
     def sign(self, request: httpx.Request) -> None:
         """The `Transport` hook: sign an httpx request just before it is sent.
 
-        Only `host` is signed besides AWS's own headers: httpx adds and may
-        change the others (User-Agent, Accept-Encoding) on the way out.
+        The query goes out in the encoding it is signed in (httpx leaves `/`
+        bare where AWS's canonical form has `%2F`). Only `host` is signed besides
+        AWS's own headers: httpx adds and may change the others on the way out.
         """
+        url = signed_url(request.url)
+        request.url = httpx.URL(url)
         host = request.url.netloc.decode()
-        request.headers.update(self.headers(request.method, signed_url(request.url),
-                                            {"host": host}, request.content))
+        request.headers.update(self.headers(request.method, url, {"host": host},
+                                            request.content))
 
 
 def signed_url(url: httpx.URL) -> str:
     """`url` with its query encoded as AWS's canonical request has it.
 
-    httpx and AWS escape different characters (`/`, `+`, `=` in a NextToken):
-    the signature is made over AWS's form, which AWS rebuilds from any encoding.
+    httpx and AWS escape different characters (a NextToken's `/`, a space):
+    AWS's form is every byte but `A-Z a-z 0-9 - _ . ~` percent-encoded.
     """
     plain = f"{url.scheme}://{url.netloc.decode()}{url.path}"
     if url.query:
