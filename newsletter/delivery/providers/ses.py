@@ -17,14 +17,19 @@ paused sending stop the send.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from newsletter.aws import AWSCredentials, SigV4Signer
+from newsletter.aws import (
+    AWSCredentials,
+    SigV4Signer,
+    read_credentials,
+    read_region,
+    ses_endpoint,
+)
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
 from newsletter.delivery.providers.http import HTTPProvider, b64, send_in_parts
-from newsletter.errors import ConfigError, ProviderError
+from newsletter.errors import ProviderError
 
 __all__ = ["SESProvider", "error_type"]
 
@@ -55,56 +60,41 @@ class SESProvider(HTTPProvider):
     rate_unit: ClassVar[str] = "message"
     key_label = "AWS credentials"
 
-    _access_key = ""
-    _secret_key = ""
-    _session_token: str | None = None
+    _credentials: AWSCredentials | None = None
     _signer: SigV4Signer | None = None
 
     @property
     def region(self) -> str:
-        value = self.provider_settings.get("region") or os.environ.get("AWS_REGION")
-        if not value:
-            raise ConfigError(
-                'Amazon SES needs a region: set [provider] region = "eu-west-1" (or your SES '
-                "region) in newsletter.toml"
-            )
-        return str(value)
+        return read_region(self.provider_settings)
 
     @property
     def endpoint(self) -> str:
-        explicit = self.provider_settings.get("endpoint")
-        if explicit:
-            return str(explicit).rstrip("/")
-        return f"https://email.{self.region}.amazonaws.com"
+        return ses_endpoint(self.provider_settings, self.region)
 
     @property
     def key_env(self) -> str:
         return str(self.provider_settings.get("access_key_env") or "AWS_ACCESS_KEY_ID")
 
     def read_key(self) -> str:
-        settings = self.provider_settings
-        self._access_key = settings.secret("access_key_env", "AWS_ACCESS_KEY_ID") or ""
-        self._secret_key = settings.secret("secret_key_env", "AWS_SECRET_ACCESS_KEY") or ""
-        token_env = settings.get("session_token_env", "AWS_SESSION_TOKEN")
-        self._session_token = os.environ.get(token_env) or None
+        self._credentials = read_credentials(self.provider_settings)
         self.region  # noqa: B018 -- check the setting before anything goes out
-        self.remember_secret(self._secret_key, self._session_token or "")
-        return self._access_key
+        self.remember_secret(self._credentials.secret_key, self._credentials.session_token or "")
+        return self._credentials.access_key
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {}  # every request is signed on its own
 
     def close(self) -> None:
         super().close()
-        self._secret_key = ""
-        self._session_token = None
+        self._credentials = None
         self._signer = None
 
     def signer(self) -> SigV4Signer:
         """The request signer, made once per open() from the credentials read_key() read."""
         if self._signer is None:
-            credentials = AWSCredentials(self._access_key, self._secret_key, self._session_token)
-            self._signer = SigV4Signer(credentials, self.region)
+            if self._credentials is None:
+                raise ProviderError("the ses provider is not open: call open() before send()")
+            self._signer = SigV4Signer(self._credentials, self.region)
         return self._signer
 
     def build_request(self, message: Message) -> tuple[bytes, dict[str, str]]:

@@ -32,6 +32,7 @@ from newsletter import aws
 from newsletter.errors import ConfigError
 from newsletter.feedback.policy import Feedback
 from newsletter.feedback.pull.base import Puller, iso, read_cursor, since
+from newsletter.settings import Settings
 
 Item = tuple[str, Feedback | None, str]
 
@@ -176,8 +177,12 @@ class MailgunPuller(Puller):
             )
         return str(value)
 
+    def read_key(self) -> str:
+        key = super().read_key()
+        self.redactor.add_login("api", key)  # it travels as Basic api:KEY
+        return key
+
     def auth_headers(self, key: str) -> dict[str, str]:
-        self.redactor.add_login("api", key)
         token = base64.b64encode(f"api:{key}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
@@ -219,7 +224,9 @@ class SESPuller(Puller):
     title = "Amazon SES"
     PAGE = 100
 
-    _credentials: aws.AWSCredentials | None = None
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self._credentials: aws.AWSCredentials | None = None  # read by open()
 
     @property
     def region(self) -> str:
