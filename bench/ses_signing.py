@@ -152,14 +152,22 @@ def main() -> None:
             n = args.signatures
             print(f"one SendRawEmail request: {raw / 1024:.1f} KB of MIME, {len(body) / 1024:.1f} "
                   f"KB of JSON body; {os.cpu_count()} CPUs")
-            per_signature = {}
-            for name, signer in ways.items():
-                best = min(timeit.repeat(lambda s=signer: s.headers("POST", target, headers, body),
-                                         number=n, repeat=3))
-                per_signature[name] = best / n
-                print(f"{name:13} {best / n * 1e6:7.1f} µs per signature (best of 3 × {n:,})")
+            # Interleaved batches of 1/20th, each way in turn: the best batch of each is what
+            # signing costs when the machine is not busy with something else.
+            batches: dict[str, list[float]] = {name: [] for name in ways}
+            size = max(n // 20, 1)
+            for _ in range(20):
+                for name, signer in ways.items():
+                    took = timeit.timeit(
+                        lambda s=signer: s.headers("POST", target, headers, body), number=size)
+                    batches[name].append(took / size)
+            per_signature = {name: min(b) for name, b in batches.items()}
+            for name, best in per_signature.items():
+                print(f"{name:13} {best * 1e6:7.1f} µs per signature (best of 20 interleaved "
+                      f"batches of {size:,}; median {statistics.median(batches[name]) * 1e6:.1f})")
             extra = per_signature["botocore"] - per_signature["hand-written"]
-            print(f"botocore costs {extra * 1e6:+.1f} µs per signature")
+            print(f"botocore costs {extra * 1e6:+.1f} µs per signature "
+                  f"({per_signature['botocore'] / per_signature['hand-written']:.2f}x)")
 
             # 2. The SES adapter sending, one way then the other, interleaved.
             class Timed(SESProvider):
@@ -193,9 +201,9 @@ def main() -> None:
             median = {name: statistics.median(r) for name, r in rates.items()}
             for name, rate in median.items():
                 spread = ", ".join(f"{r:,.0f}" for r in rates[name])
-                print(f"{name:13} SES adapter: {rate:7,.0f} msg/s median of {args.rounds} "
-                      f"rounds of {len(messages):,} ({spread})")
-            per_send = 1 / median["hand-written"]
+                print(f"{name:13} SES adapter: best {max(rates[name]):7,.0f} msg/s, median "
+                      f"{rate:,.0f}, of {args.rounds} rounds of {len(messages):,} ({spread})")
+            per_send = 1 / max(rates["hand-written"])  # the best round: like per_signature
             # This process's CPU per message: what signing adds, less blurred by other load.
             cpu_median = {name: statistics.median(c) for name, c in cpu.items()}
             for name, seconds in cpu_median.items():
@@ -217,14 +225,16 @@ def main() -> None:
             toml.write_text(toml.read_text().split("[provider]")[0]
                             + f'[provider]\nname = "ses"\nendpoint = "{url}"\n'
                             f'region = "{region}"\nrate = 1000000\n')  # no pacing
-            start = time.perf_counter()
-            report = send_draft(load_settings(root), "bench", "subscribers", resend=True,
-                                force=True)
-            took = time.perf_counter() - start
-            assert report.error is None, report.error
-            assert report.campaign.counts.sent == args.sends, report.campaign.counts
-            per_message = took / args.sends
-            print(f"whole send (send_draft, botocore): {args.sends / took:7,.0f} msg/s; "
+            whole = []
+            for _ in range(3):
+                start = time.perf_counter()
+                report = send_draft(load_settings(root), "bench", "subscribers", resend=True,
+                                    force=True)
+                whole.append(time.perf_counter() - start)
+                assert report.error is None, report.error
+                assert report.campaign.counts.sent == args.sends, report.campaign.counts
+            per_message = min(whole) / args.sends
+            print(f"whole send (send_draft, botocore): best of 3 {1 / per_message:7,.0f} msg/s; "
                   f"signing extra / one whole send: {extra / per_message:6.2%}")
     finally:
         proc.terminate()
