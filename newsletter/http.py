@@ -9,8 +9,16 @@ reached the API. `Transport.request()` answers it with the exception it raises:
 - `MaybeSent`: the body went out and no documented answer came back — a
   timeout while reading, a connection dropped after sending, a 502/504 from a
   gateway that gave up waiting for the API. Sending again could deliver twice.
-- `ProviderError`: nothing can go out (the server refuses connections, the
-  key is refused): stop.
+- `Unreachable` (a `ProviderError`): nothing can go out (the server refuses
+  connections, a proxy fails): stop.
+
+Each carries the HTTP `status` it came from (None for a failure without an
+answer) and the redacted `detail` of the failure itself, for callers with
+their own retry rules (`newsletter sync` reads idempotent lists and retries
+every kind a few times).
+
+A `sign` hook, when given, is called with each request just before it goes
+out (Amazon's SigV4 signs every request on its own: `newsletter.aws`).
 
 Every other answer is returned for the caller to read; a 2xx body the caller
 cannot read is the caller's `MaybeSent` (see `json_answer`). Reasons taken
@@ -41,10 +49,13 @@ _INLINE_WAIT = 30.0
 class HTTPTrouble(Exception):
     """A request that did not get a usable answer; `reason` is redacted and one line."""
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, *,
+                 status: int | None = None, detail: str = ""):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, None when no answer came
+        self.detail = detail or reason  # the failure alone (the library's words), redacted
 
 
 class NotSent(HTTPTrouble):
@@ -55,15 +66,25 @@ class MaybeSent(HTTPTrouble):
     """The request may have reached the API, and its answer is lost or unreadable."""
 
 
+class Unreachable(ProviderError):
+    """No connection could be made (refused, no route, a failing proxy): nothing went out."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail  # the library's words, redacted
+
+
 class Transport:
     """One pooled httpx client for one API, with the rules above."""
 
     def __init__(self, name: str, base_url: str, headers: dict[str, str], timeout: float,
                  redact: Redactor | None = None,
-                 maybe_sent_statuses: Collection[int] = MAYBE_SENT_STATUSES):
+                 maybe_sent_statuses: Collection[int] = MAYBE_SENT_STATUSES,
+                 sign: Callable[[httpx.Request], None] | None = None):
         self.name = name
         self.base_url = base_url
         self.redact = redact or Redactor()
+        self.sign = sign
         self.maybe_sent_statuses = frozenset(maybe_sent_statuses)
         self.client = httpx.Client(
             base_url=base_url,
@@ -103,33 +124,46 @@ class Transport:
     def _once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         where = self.base_url
         try:
-            response = self.client.request(method, path, **kwargs)
+            if self.sign is None:
+                response = self.client.request(method, path, **kwargs)
+            else:
+                request = self.client.build_request(method, path, **kwargs)
+                self.sign(request)
+                response = self.client.send(request)
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # No connection was made (or none was free): nothing left this machine.
             raise NotSent(f"{self.name}: could not connect to {where} in time "
-                          f"({type(exc).__name__})") from None
+                          f"({type(exc).__name__})", detail=self._detail(exc)) from None
         except httpx.ConnectError as exc:
-            raise ProviderError(
+            raise Unreachable(
                 f"{self.name}: cannot reach {where} ({self.text(exc)}): check the network "
-                "and the endpoint setting, then run the send again to resume"
+                "and the endpoint setting, then run the send again to resume",
+                self._detail(exc),
             ) from None
         except httpx.TimeoutException as exc:  # read or write timeout: the body was going out
             raise MaybeSent(f"{self.name}: no answer from {where} in time "
-                            f"({type(exc).__name__}, timeout) after the request was sent") from None
+                            f"({type(exc).__name__}, timeout) after the request was sent",
+                            detail=self._detail(exc)) from None
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
             raise MaybeSent(f"{self.name}: the connection to {where} broke after the request "
-                            f"was sent ({type(exc).__name__}: {self.text(exc)})") from None
+                            f"was sent ({type(exc).__name__}: {self.text(exc)})",
+                            detail=self._detail(exc)) from None
         except httpx.TransportError as exc:  # a proxy or protocol problem before sending
-            raise ProviderError(f"{self.name}: cannot send to {where} "
-                                f"({type(exc).__name__}: {self.text(exc)})") from None
+            raise Unreachable(f"{self.name}: cannot send to {where} "
+                              f"({type(exc).__name__}: {self.text(exc)})",
+                              self._detail(exc)) from None
         status = response.status_code
         if status in self.maybe_sent_statuses:
             raise MaybeSent(f"{self.name} HTTP {status} from a gateway: "
-                            f"{self.reason(response)}")
+                            f"{self.reason(response)}",
+                            retry_after=retry_after(response.headers), status=status)
         if status in NOT_SENT_STATUSES or (status >= 500 and status != 501):
             raise NotSent(f"{self.name} HTTP {status}: {self.reason(response)}",
-                          retry_after=retry_after(response.headers))
+                          retry_after=retry_after(response.headers), status=status)
         return response
+
+    def _detail(self, exc: Exception) -> str:
+        return self.text(exc) or type(exc).__name__
 
     def reason(self, response: httpx.Response) -> str:
         """The server's explanation of an error, redacted and short."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
@@ -107,15 +107,32 @@ class MailgunLists(FakeAPI):
             "first": f"{base}?limit={limit}", "next": nxt, "previous": base, "last": base}})
 
 
-class SESLists(FakeSES):
-    """GET /v2/email/suppression/addresses (StartDate, PageSize ≤ 1000, NextToken), SigV4."""
+class _AsAWSReadsIt:
+    """The request with its query as AWS canonicalises it before checking the signature:
+    each name and value decoded, then percent-encoded but for A-Z a-z 0-9 - _ . ~
+    (werkzeug's `request.url` leaves a `%2F` as a bare `/`, which AWS does not)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, request: Request):
+        self.method, self.headers = request.method, request.headers
+        query = urlencode(list(request.args.items(multi=True)), quote_via=quote, safe="-_.~")
+        self.url = request.base_url + (f"?{query}" if query else "")
+
+
+class SESLists(FakeSES):
+    """GET /v2/email/suppression/addresses (StartDate, PageSize ≤ 1000, NextToken), SigV4.
+
+    NextToken is opaque base64 as AWS's is, with `/`, `+` and `=` in it: each must be
+    signed in AWS's canonical encoding.
+    """
+
+    TOKEN_PREFIX = "pg/+"
+
+    def __init__(self, token: str | None = None) -> None:
+        super().__init__(token=token)
         self.suppressed: list[dict[str, Any]] = []
 
     def handle(self, request: Request, body: bytes) -> Response:
-        problem = self.signature_problem(request, body)
+        problem = self.signature_problem(_AsAWSReadsIt(request), body)  # type: ignore[arg-type]
         if problem:
             return json_response({"message": problem}, 403)
         if request.path != "/v2/email/suppression/addresses":
@@ -125,10 +142,12 @@ class SESLists(FakeSES):
         if "StartDate" in request.args:
             start = _when(request.args["StartDate"])
             items = [i for i in items if _when(i["LastUpdateTime"]) >= start]
-        first = int(base64.b64decode(request.args["NextToken"])) if "NextToken" in request.args \
-            else 0
+        next_token = request.args.get("NextToken", "")
+        first = int(base64.b64decode(next_token.removeprefix(self.TOKEN_PREFIX))) \
+            if next_token else 0
         page = items[first:first + size]
         answer: dict[str, Any] = {"SuppressedDestinationSummaries": page}
         if first + size < len(items):
-            answer["NextToken"] = base64.b64encode(str(first + size).encode()).decode()
+            answer["NextToken"] = self.TOKEN_PREFIX + base64.b64encode(
+                str(first + size).encode()).decode()
         return json_response(answer)

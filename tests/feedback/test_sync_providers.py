@@ -220,6 +220,27 @@ def test_ses_account_suppression_list_signed_with_sigv4(newsletter_dir, cli, mon
         assert sum(1 for r in fake.requests if r.path.endswith("/addresses")) == 3
 
 
+def test_ses_pull_signs_temporary_credentials_and_opaque_page_tokens(newsletter_dir, cli,
+                                                                   monkeypatch):
+    """A session token is signed and sent; NextTokens with / + = are signed as AWS encodes."""
+    with SESLists(token="FwoGZXIvYXdzE+session/token=") as fake:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", fake.key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", fake.secret)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", "FwoGZXIvYXdzE+session/token=")
+        setup(newsletter_dir, "ses", fake, monkeypatch, extra=f'region = "{fake.region}"\n')
+        fake.suppressed = [{"EmailAddress": f"s{i}@other.example", "Reason": "BOUNCE",
+                            "LastUpdateTime": "2026-11-20T10:00:00Z"} for i in range(150)]
+        fake.suppressed.append({"EmailAddress": "hard@example.com", "Reason": "BOUNCE",
+                                "LastUpdateTime": "2026-11-21T10:00:00Z"})
+        run = cli("sync")
+        assert run.exit_code == 0, run.stderr
+        assert not fake.violations
+        assert statuses(newsletter_dir)["hard@example.com"] == "bounced"
+        pages = [r for r in fake.requests if r.path.endswith("/addresses")]
+        assert len(pages) == 2 and pages[1].args["NextToken"].startswith(SESLists.TOKEN_PREFIX)
+        assert "session/token" not in run.stderr
+
+
 def test_resend_says_plainly_that_it_cannot_be_pulled(newsletter_dir, cli):
     (newsletter_dir / "newsletter.toml").write_text(
         TOML.format(name="resend", url="http://127.0.0.1:9", extra=""))

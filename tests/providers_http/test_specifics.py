@@ -10,6 +10,7 @@ import string
 import httpx
 import pytest
 
+from newsletter.aws import AWSCredentials, SigV4Signer
 from newsletter.delivery.providers.base import Outcome, TransientBatchError
 from newsletter.delivery.providers.http import (
     factor_batch,
@@ -18,7 +19,6 @@ from newsletter.delivery.providers.http import (
     substitute,
 )
 from newsletter.errors import ProviderError
-from newsletter.sigv4 import sigv4_headers
 from tests.providers_http.messages import make_batch, make_message, unsubscribe_url
 
 # -- shared body + per-reader values ----------------------------------------
@@ -176,17 +176,24 @@ def test_sigv4_matches_botocore(token: str | None) -> None:
     url = "https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails"
     body = b'{"FromEmailAddress": "liu@example.com"}'
     headers = {"Content-Type": "application/json"}
+    ours = SigV4Signer(AWSCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                                      token), "eu-west-1").headers("POST", url, headers, body)
+    # The reference: botocore's signer, at the time our headers carry, as AWS checks it.
     reference = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
-    SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
-              "ses", "eu-west-1").add_auth(reference)
-    when = dt.datetime.strptime(reference.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
-        tzinfo=dt.UTC)
-    ours = sigv4_headers("POST", url, headers, body, access_key="AKIDEXAMPLE",
-                         secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-                         region="eu-west-1", session_token=token, now=when)
-    assert ours["Authorization"] == reference.headers["Authorization"]
+    reference.context["timestamp"] = ours["X-Amz-Date"]
+    signer = SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                                   token), "ses", "eu-west-1")
     if token:
-        assert ours["X-Amz-Security-Token"] == reference.headers["X-Amz-Security-Token"]
+        reference.headers["X-Amz-Security-Token"] = token
+    reference.headers["X-Amz-Date"] = ours["X-Amz-Date"]
+    canonical = signer.canonical_request(reference)
+    signature = signer.signature(signer.string_to_sign(reference, canonical), reference)
+    signed = signer.signed_headers(signer.headers_to_sign(reference))
+    assert ours["Authorization"] == (
+        f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{ours['X-Amz-Date'][:8]}/eu-west-1/ses/"
+        f"aws4_request, SignedHeaders={signed}, Signature={signature}")
+    if token:
+        assert ours["X-Amz-Security-Token"] == token
 
 
 def test_ses_sends_the_raw_message_as_built(make_api) -> None:

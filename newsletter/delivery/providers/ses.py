@@ -6,7 +6,7 @@ Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and, for
 temporary credentials, AWS_SESSION_TOKEN (the variable names can be changed
 with access_key_env / secret_key_env / session_token_env). `region` picks the
 endpoint (`https://email.{region}.amazonaws.com`). Requests are signed by
-`newsletter.sigv4` (shared with the SES suppression-list pull).
+`newsletter.aws` (botocore's signer, shared with the SES suppression-list pull).
 
 Errors: throttling and quota (`TooManyRequestsException`, `LimitExceededException`,
 "Maximum sending rate exceeded") are transient; `MessageRejected` and other
@@ -17,17 +17,22 @@ paused sending stop the send.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from newsletter.aws import (
+    AWSCredentials,
+    SigV4Signer,
+    read_credentials,
+    read_region,
+    ses_endpoint,
+)
 from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
 from newsletter.delivery.providers.http import HTTPProvider, b64, send_in_parts
-from newsletter.errors import ConfigError, ProviderError
+from newsletter.errors import ProviderError
 from newsletter.settings import Option
-from newsletter.sigv4 import sigv4_headers
 
-__all__ = ["SESProvider", "error_type", "sigv4_headers"]
+__all__ = ["SESProvider", "error_type"]
 
 if TYPE_CHECKING:
     import httpx
@@ -66,48 +71,42 @@ class SESProvider(HTTPProvider):
     rate_unit: ClassVar[str] = "message"
     key_label = "AWS credentials"
 
-    _access_key = ""
-    _secret_key = ""
-    _session_token: str | None = None
+    _credentials: AWSCredentials | None = None
+    _signer: SigV4Signer | None = None
 
     @property
     def region(self) -> str:
-        value = self.provider_settings.get("region") or os.environ.get("AWS_REGION")
-        if not value:
-            raise ConfigError(
-                'Amazon SES needs a region: set [provider] region = "eu-west-1" (or your SES '
-                "region) in newsletter.toml"
-            )
-        return str(value)
+        return read_region(self.provider_settings)
 
     @property
     def endpoint(self) -> str:
-        explicit = self.provider_settings.get("endpoint")
-        if explicit:
-            return str(explicit).rstrip("/")
-        return f"https://email.{self.region}.amazonaws.com"
+        return ses_endpoint(self.provider_settings, self.region)
 
     @property
     def key_env(self) -> str:
         return str(self.provider_settings.get("access_key_env") or "AWS_ACCESS_KEY_ID")
 
     def read_key(self) -> str:
-        settings = self.provider_settings
-        self._access_key = settings.secret("access_key_env", "AWS_ACCESS_KEY_ID") or ""
-        self._secret_key = settings.secret("secret_key_env", "AWS_SECRET_ACCESS_KEY") or ""
-        token_env = settings.get("session_token_env", "AWS_SESSION_TOKEN")
-        self._session_token = os.environ.get(token_env) or None
+        self._credentials = read_credentials(self.provider_settings)
         self.region  # noqa: B018 -- check the setting before anything goes out
-        self.remember_secret(self._secret_key, self._session_token or "")
-        return self._access_key
+        self.remember_secret(self._credentials.secret_key, self._credentials.session_token or "")
+        return self._credentials.access_key
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {}  # every request is signed on its own
 
     def close(self) -> None:
         super().close()
-        self._secret_key = ""
-        self._session_token = None
+        self._credentials = None
+        self._signer = None
+
+    def signer(self) -> SigV4Signer:
+        """The request signer, made once per open() from the credentials read_key() read."""
+        if self._signer is None:
+            if self._credentials is None:
+                raise ProviderError("the ses provider is not open: call open() before send()")
+            self._signer = SigV4Signer(self._credentials, self.region)
+        return self._signer
 
     def build_request(self, message: Message) -> tuple[bytes, dict[str, str]]:
         """The body and signed headers of one SendEmail request."""
@@ -120,11 +119,7 @@ class SESProvider(HTTPProvider):
             body["ConfigurationSetName"] = str(config_set)
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
-        headers.update(sigv4_headers(
-            "POST", self.endpoint + SEND_PATH, headers, data,
-            access_key=self._access_key, secret_key=self._secret_key, region=self.region,
-            session_token=self._session_token,
-        ))
+        headers.update(self.signer().headers("POST", self.endpoint + SEND_PATH, headers, data))
         return data, headers
 
     def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:

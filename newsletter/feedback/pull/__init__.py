@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from newsletter import store
-from newsletter.delivery.providers.http import HTTPProvider
-from newsletter.delivery.providers.registry import provider_class
 from newsletter.feedback import mailbox
 from newsletter.feedback.policy import Applied, BouncePolicy, Feedback, apply
 from newsletter.feedback.pull.base import MalformedAnswer, save_cursor
@@ -110,9 +108,7 @@ def _apply(db, feedback: Feedback, policy: BouncePolicy, report: SyncReport) -> 
 
 def _pull_provider(settings, db, policy, report, progress) -> None:
     ps = settings.provider
-    provider = provider_class(ps.name)(settings, ps)
-    assert isinstance(provider, HTTPProvider)
-    puller = PULLERS[ps.name](provider)
+    puller = PULLERS[ps.name](settings)
     if progress:
         progress(f"reading {ps.name}'s bounces, complaints and unsubscribes")
     puller.open()
@@ -126,7 +122,7 @@ def _pull_provider(settings, db, policy, report, progress) -> None:
             # cannot read, a list for an object): one line, and nothing applied.
             raise MalformedAnswer(
                 f"{ps.name}: an answer is not what {puller.title} documents "
-                f"({type(exc).__name__}: {provider.redact(str(exc))[:120]}): nothing was "
+                f"({type(exc).__name__}: {puller.redact(str(exc))[:120]}): nothing was "
                 "changed; run `newsletter sync` again later, and report it if it persists"
             ) from None
     finally:

@@ -1,10 +1,12 @@
 """What every provider pull shares: an authenticated GET with retries, and cursors.
 
 A pull reads a provider's lists (bounces, complaints, unsubscribes, suppressions) through
-its API with the same key and settings the provider sends with; the sending adapter is
-asked for its endpoint, key and auth headers, so there is one place each is configured.
-Reading is idempotent, so 429 (after Retry-After), 5xx and timeouts are simply retried a
-few times; 401/403 stop with the variable to fix.
+its API with the same `[provider]` settings the provider sends with (endpoint, key
+variable, region), read from the settings, not from the sending adapter: feedback and
+delivery do not import each other. Requests go through `newsletter.http`'s transport
+(its redaction, and a hook that signs each SES request). Reading is idempotent, so 429
+(after Retry-After), 5xx, timeouts and refused connections are simply retried a few
+times; 401/403 stop with the variable to fix.
 
 A cursor per list (`sync_cursors`) remembers how far the last sync read; the next one asks
 only for what is newer, with a small overlap that the events' external ids make harmless.
@@ -13,7 +15,7 @@ only for what is newer, with a small overlap that the events' external ids make 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -21,9 +23,11 @@ from typing import Any, ClassVar
 import httpx
 import sqlite_utils
 
-from newsletter.delivery.providers.http import HTTPProvider, retry_after
 from newsletter.errors import ProviderError
 from newsletter.feedback.policy import Feedback
+from newsletter.http import HTTPTrouble, Transport, Unreachable, retry_after
+from newsletter.redact import Redactor, one_line
+from newsletter.settings import Settings
 
 ATTEMPTS = 4
 MAX_WAIT = 60.0  # a sync never sleeps longer than this for one Retry-After
@@ -70,38 +74,70 @@ def iso(moment: datetime) -> str:
 
 
 class Puller:
-    """Base class: one provider's lists → Feedback, newest cursor per list."""
+    """Base class: one provider's lists → Feedback, newest cursor per list.
+
+    A puller declares its API's public address and key variable as the sending
+    adapter does; `[provider] endpoint` and `api_key_env` override both.
+    """
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # as the provider writes its name, for messages
+    default_endpoint: ClassVar[str] = ""
+    default_key_env: ClassVar[str] = ""
 
-    def __init__(self, provider: HTTPProvider):
-        self.provider = provider
-        self._client: httpx.Client | None = None
+    def __init__(self, settings: Settings):
+        self.options = settings.provider
+        self.redactor = Redactor()  # every secret read in open(), hidden from every message
+        self._transport: Transport | None = None
         self.waits: list[float] = []  # the Retry-After pauses taken (shown in --verbose)
         self._asked: set[tuple[str, tuple]] = set()  # every (path, query) asked this sync
         self._last: tuple[str, bytes] | None = None  # the last (path, body) answered
 
+    @property
+    def endpoint(self) -> str:
+        """The API's base URL: `[provider] endpoint`, else the provider's public one."""
+        return str(self.options.get("endpoint") or self.default_endpoint).rstrip("/")
+
+    @property
+    def key_env(self) -> str:
+        """The name (never the value) of the environment variable holding the key."""
+        return str(self.options.get("api_key_env") or self.default_key_env)
+
+    def read_key(self) -> str:
+        """The API key from the environment; ConfigError naming the variable when unset."""
+        key = self.options.secret("api_key_env", self.default_key_env)
+        assert key is not None  # a default variable name always applies
+        return key
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """Headers that authenticate every request (Bearer by default)."""
+        return {"Authorization": f"Bearer {key}"}
+
+    def signer(self) -> Callable[[httpx.Request], None] | None:
+        """The transport's hook for APIs that sign each request (SES); None elsewhere."""
+        return None
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret of this pull hidden, on one line."""
+        return one_line(self.redactor(text))
+
     def open(self) -> None:
-        key = self.provider.read_key()
-        self.provider.remember_secret(key)
+        key = self.read_key()
+        self.redactor.add(key)
         headers = {"Accept": "application/json", "User-Agent": "newsletter-sync (+httpx)"}
-        headers.update(self.provider.auth_headers(key))
-        timeout = float(self.provider.provider_settings.get("timeout", 30))
-        self._client = httpx.Client(base_url=self.provider.endpoint, headers=headers,
-                                    timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        headers.update(self.auth_headers(key))
+        timeout = float(self.options.get("timeout", 30))
+        self._transport = Transport(self.name, self.endpoint, headers, timeout, self.redactor,
+                                    sign=self.signer())
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def sign(self, request: httpx.Request) -> None:
-        """Hook for providers that sign each request (SES)."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET JSON, retrying 429/5xx/timeouts; ProviderError (secrets redacted) otherwise."""
-        assert self._client is not None, "open() first"
+        assert self._transport is not None, "open() first"
         what = f"{self.name} {path}"
         # A paging loop (the same NextToken again, an offset the API ignores) would make
         # sync run forever: stop it with an error before the same thing is asked twice.
@@ -111,37 +147,37 @@ class Puller:
                                   "nothing was changed; run `newsletter sync` again later")
         self._asked.add(asked)
         for attempt in range(1, ATTEMPTS + 1):
-            request = self._client.build_request("GET", path, params=params)
-            self.sign(request)
+            backoff = min(2 ** attempt * 0.25, MAX_WAIT)
             try:
-                response = self._client.send(request)
-            except httpx.HTTPError as exc:
-                if attempt == ATTEMPTS:
-                    raise ProviderError(
-                        f"{what}: {self.provider.redact(str(exc) or type(exc).__name__)}: the "
-                        "API could not be reached; check provider.endpoint and try again later"
-                    ) from None
-                time.sleep(min(2 ** attempt * 0.25, MAX_WAIT))
+                response = self._transport.request("GET", path, params=params)
+            except HTTPTrouble as exc:
+                if exc.status is None:  # no answer (a timeout, a dropped connection)
+                    self._not_reached(what, attempt, exc.detail, backoff)
+                else:  # 408, 429, 5xx: the transport read the wait the API asked for
+                    self._answered_busy(what, attempt, exc.status, exc.retry_after or backoff)
                 continue
-            if response.status_code in (401, 403):
+            except Unreachable as exc:  # refused: the server may be restarting
+                self._not_reached(what, attempt, exc.detail, backoff)
+                continue
+            except httpx.HTTPError as exc:  # an answer httpx could not decode
+                self._not_reached(what, attempt, self.redact(str(exc) or type(exc).__name__),
+                                  backoff)
+                continue
+            status = response.status_code
+            if status in (401, 403):
                 raise ProviderError(
-                    f"{what}: the API refused the key ({response.status_code}): check "
-                    f"{self.provider.key_env} (it must be allowed to read suppressions)"
+                    f"{what}: the API refused the key ({status}): check "
+                    f"{self.key_env} (it must be allowed to read suppressions)"
                 )
-            if response.status_code == 429 or response.status_code >= 500:
-                if attempt == ATTEMPTS:
-                    raise ProviderError(f"{what}: the API answered {response.status_code} "
-                                        f"{ATTEMPTS} times: run `newsletter sync` again later")
-                wait = retry_after(response.headers) or min(2 ** attempt * 0.25, MAX_WAIT)
-                wait = min(wait, MAX_WAIT)
-                self.waits.append(wait)
-                time.sleep(wait)
+            if status >= 500:  # 501, which the transport leaves to its caller
+                self._answered_busy(what, attempt, status,
+                                    retry_after(response.headers) or backoff)
                 continue
-            if response.status_code == 404:
+            if status == 404:
                 return None  # nothing there (an empty list on some APIs)
-            if response.status_code >= 400:
-                raise ProviderError(f"{what}: the API answered {response.status_code}: "
-                                    f"{self.provider.redact(response.text)}")
+            if status >= 400:
+                raise ProviderError(f"{what}: the API answered {status}: "
+                                    f"{self.redact(response.text)}")
             if self._last == (path, response.content) and params:
                 raise MalformedAnswer(f"{what}: the API answered the next page with the same "
                                       "page again: nothing was changed; run `newsletter sync` "
@@ -153,6 +189,23 @@ class Puller:
                 raise ProviderError(f"{what}: the answer is not JSON: is provider.endpoint "
                                     "the API's address?") from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _not_reached(what: str, attempt: int, detail: str, backoff: float) -> None:
+        """Sleep before the next attempt, or stop after the last one."""
+        if attempt == ATTEMPTS:
+            raise ProviderError(f"{what}: {detail}: the API could not be reached; check "
+                                "provider.endpoint and try again later")
+        time.sleep(backoff)
+
+    def _answered_busy(self, what: str, attempt: int, status: int, wait: float) -> None:
+        """Wait as the API asked (at most MAX_WAIT), or stop after the last attempt."""
+        if attempt == ATTEMPTS:
+            raise ProviderError(f"{what}: the API answered {status} {ATTEMPTS} times: "
+                                "run `newsletter sync` again later")
+        wait = min(wait, MAX_WAIT)
+        self.waits.append(wait)
+        time.sleep(wait)
 
     def pull(self, db: sqlite_utils.Database) -> Iterator[tuple[str, Feedback | None, str]]:
         """Yield (cursor name, feedback, newest time seen) per item; feedback None = skip."""

@@ -10,22 +10,29 @@
   paged by NextToken, from a date), signed with SigV4.
 - Resend has no API that lists bounces or complaints: its events come only through
   webhooks (`newsletter serve`), and `sync` says so.
+
+Each puller names its API's public address and key variable (the same defaults as the
+sending adapter's), and reads the rest of `[provider]` (domain, region, message_stream)
+from the settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 import httpx
 import sqlite_utils
 
+from newsletter import aws
+from newsletter.errors import ConfigError
 from newsletter.feedback.policy import Feedback
 from newsletter.feedback.pull.base import Puller, iso, read_cursor, since
+from newsletter.settings import Settings
 
 Item = tuple[str, Feedback | None, str]
 
@@ -52,10 +59,15 @@ def _parse(value: Any) -> datetime:
 class PostmarkPuller(Puller):
     name = "postmark"
     title = "Postmark"
+    default_endpoint = "https://api.postmarkapp.com"
+    default_key_env = "POSTMARK_SERVER_TOKEN"
     PAGE = 500
 
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"X-Postmark-Server-Token": key}
+
     def pull(self, db: sqlite_utils.Database) -> Iterator[Item]:
-        stream = str(self.provider.provider_settings.get("message_stream", "broadcast"))
+        stream = str(self.options.get("message_stream", "broadcast"))
         cursor = read_cursor(db, "postmark:bounces")
         params: dict[str, Any] = {"count": self.PAGE, "messagestream": stream}
         start = since(cursor)
@@ -99,6 +111,8 @@ class PostmarkPuller(Puller):
 class SendGridPuller(Puller):
     name = "sendgrid"
     title = "SendGrid"
+    default_endpoint = "https://api.sendgrid.com"
+    default_key_env = "SENDGRID_API_KEY"
     PAGE = 500
     LISTS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("bounces", "hard_bounce"), ("blocks", "soft_bounce"), ("spam_reports", "complaint"),
@@ -134,12 +148,46 @@ class SendGridPuller(Puller):
 class MailgunPuller(Puller):
     name = "mailgun"
     title = "Mailgun"
+    default_key_env = "MAILGUN_API_KEY"
+    ENDPOINTS: ClassVar[dict[str, str]] = {"us": "https://api.mailgun.net",
+                                           "eu": "https://api.eu.mailgun.net"}
     LISTS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("bounces", "hard_bounce"), ("complaints", "complaint"), ("unsubscribes", "unsubscribe"),
     )
 
+    @property
+    def endpoint(self) -> str:
+        explicit = self.options.get("endpoint")
+        if explicit:
+            return str(explicit).rstrip("/")
+        region = str(self.options.get("region", "us")).lower()
+        if region not in self.ENDPOINTS:
+            raise ConfigError(
+                f'provider.region = "{region}" is not a Mailgun region: use "us" or "eu"'
+            )
+        return self.ENDPOINTS[region]
+
+    @property
+    def domain(self) -> str:
+        value = self.options.get("domain")
+        if not value:
+            raise ConfigError(
+                "Mailgun needs your sending domain: set [provider] domain = \"mg.example.com\" "
+                "in newsletter.toml"
+            )
+        return str(value)
+
+    def read_key(self) -> str:
+        key = super().read_key()
+        self.redactor.add_login("api", key)  # it travels as Basic api:KEY
+        return key
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        token = base64.b64encode(f"api:{key}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
     def pull(self, db: sqlite_utils.Database) -> Iterator[Item]:
-        domain = self.provider.domain  # type: ignore[attr-defined]
+        domain = self.domain
         for name, kind in self.LISTS:
             cursor = read_cursor(db, f"mailgun:{name}")
             start = since(cursor)
@@ -176,20 +224,34 @@ class SESPuller(Puller):
     title = "Amazon SES"
     PAGE = 100
 
-    def sign(self, request: httpx.Request) -> None:
-        from newsletter.delivery.providers.ses import sigv4_headers
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self._credentials: aws.AWSCredentials | None = None  # read by open()
 
-        provider: Any = self.provider
-        # sigv4_headers encodes the query itself: hand it the decoded form, not httpx's.
-        url = request.url
-        plain = f"{url.scheme}://{url.netloc.decode()}{url.path}"
-        if url.query:
-            plain += "?" + unquote(url.query.decode())
-        request.headers.update(sigv4_headers(
-            request.method, plain, {"host": url.netloc.decode()}, b"",
-            access_key=provider._access_key, secret_key=provider._secret_key,
-            region=provider.region, session_token=provider._session_token,
-        ))
+    @property
+    def region(self) -> str:
+        return aws.read_region(self.options)
+
+    @property
+    def endpoint(self) -> str:
+        return aws.ses_endpoint(self.options, self.region)
+
+    @property
+    def key_env(self) -> str:
+        return str(self.options.get("access_key_env") or "AWS_ACCESS_KEY_ID")
+
+    def read_key(self) -> str:
+        self._credentials = aws.read_credentials(self.options)
+        self.region  # noqa: B018 -- check the setting before anything goes out
+        self.redactor.add(self._credentials.secret_key, self._credentials.session_token)
+        return self._credentials.access_key
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {}  # every request is signed on its own
+
+    def signer(self) -> Callable[[httpx.Request], None]:
+        assert self._credentials is not None, "read_key() first"
+        return aws.SigV4Signer(self._credentials, self.region).sign
 
     def pull(self, db: sqlite_utils.Database) -> Iterator[Item]:
         cursor = read_cursor(db, "ses:suppressions")
