@@ -9,7 +9,8 @@ from email.header import decode_header, make_header
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from newsletter.compose.message import InlineImage, Message
+    from newsletter.compose.message import Message
+    from newsletter.compose.parts import InlineImage
 
 # Headers an API sets itself or takes in a field of its own, never passed as custom headers.
 # Date is left out so the provider stamps the real submission time.
