@@ -188,13 +188,14 @@ class MailgunProvider(HTTPProvider):
 def _unique_recipients(group: MergeGroup) -> list[MergeGroup]:
     """Split a group so no address appears twice (recipient-variables are keyed by address)."""
     parts: list[MergeGroup] = []
+    holds: list[set[str]] = []  # the addresses each part has
     for message, values in zip(group.messages, group.values, strict=True):
-        for part in parts:
-            if all(m.recipient != message.recipient for m in part.messages):
-                break
-        else:
-            part = group.same_body()
-            parts.append(part)
-        part.messages.append(message)
-        part.values.append(values)
+        index = next((i for i, seen in enumerate(holds) if message.recipient not in seen), None)
+        if index is None:
+            index = len(parts)
+            parts.append(group.same_body())
+            holds.append(set())
+        holds[index].add(message.recipient)
+        parts[index].messages.append(message)
+        parts[index].values.append(values)
     return parts

@@ -30,11 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from newsletter.compose.parts import escape_html
+from newsletter.compose.parts import Pieces, escape_html
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
-    from newsletter.compose.parts import MessageTemplate, Pieces
+    from newsletter.compose.parts import MessageTemplate
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def merge_groups(
             tagged, group = by_template[id(template)]
         values = None
         if tagged is not None and not (keep_whole and keep_whole(message)):
-            values = tagged.values(message, syntax.opener)
+            values = tagged.values(message)
             if values is not None and fits is not None and not fits(values):
                 values = None
         if values is None or tagged is None or template is None:
@@ -109,14 +109,18 @@ class _Tagged:
     """One template written in one syntax, and which variables each field uses."""
 
     def __init__(self, template: MessageTemplate, syntax: TagSyntax):
-        names = template.variables
-        self.text_vars = _used(template.text, names)
-        self.html_vars = _used(template.html, names)
+        names = self.names = template.variables
+        self.opener = syntax.opener
+        # (value number, variable) for each value a field uses; "_html" for its escaped twin.
+        self.text_vars = [(n, names[n]) for n in dict.fromkeys(template.text.holes)]
+        self.html_vars = [(n, f"{names[n]}_html") for n in dict.fromkeys(template.html.holes)]
         self.html = _write(template.html, [syntax.tag(f"{n}_html") for n in names])
         self.text = _write(template.text, [syntax.tag(n) for n in names])
-        # Where the message's own text must be searched for a stray opener.
-        self.check_html = bool(template.html.holes)
-        self.check_text = bool(template.text.holes)
+        # Each field with the middle of its static pieces left out: an opener that
+        # meets a reader's value lies within len(opener) - 1 characters of it.
+        edge = len(syntax.opener) - 1
+        self.html_probe = _probe(template.html, edge) if self.html_vars else None
+        self.text_probe = _probe(template.text, edge) if self.text_vars else None
 
     @classmethod
     def of(cls, template: MessageTemplate, syntax: TagSyntax) -> _Tagged | None:
@@ -130,24 +134,33 @@ class _Tagged:
                 return None
         return cls(template, syntax)
 
-    def values(self, message: Message, opener: str) -> dict[str, str] | None:
+    def values(self, message: Message) -> dict[str, str] | None:
         """The message's variables (escaped twins for HTML), or None to send it whole."""
-        if (self.check_html and opener in message.html) or (
-                self.check_text and opener in message.text):
-            return None
         given: Mapping[str, str] = message.reader_values
-        values = {name: given.get(name, "") for name in self.text_vars}
-        for name in self.html_vars:
-            values[f"{name}_html"] = escape_html(given.get(name, ""))
+        plain = [given.get(name, "") for name in self.names]
+        values: dict[str, str] = {}
+        if self.text_probe is not None:
+            if self.opener in self.text_probe.fill(plain):
+                return None
+            values = {variable: plain[n] for n, variable in self.text_vars}
+        if self.html_probe is not None:
+            escaped = [escape_html(value) for value in plain]
+            if self.opener in self.html_probe.fill(escaped):
+                return None
+            values.update({variable: escaped[n] for n, variable in self.html_vars})
         return values
-
-
-def _used(pieces: Pieces, names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(names[n] for n in dict.fromkeys(pieces.holes))
 
 
 def _write(pieces: Pieces, tags: list[str]) -> str:
     return str(pieces.fill(tags))
+
+
+def _probe(pieces: Pieces, edge: int) -> Pieces:
+    """The pieces cut to their first and last `edge` characters, "\0" between (no opener
+    holds it): the filled probe holds an opener exactly where the filled field does."""
+    cut = [p if len(p) <= 2 * edge + 1 else f"{p[:edge]}\0{p[len(p) - edge:]}"
+           for p in pieces.pieces]
+    return Pieces(cut, pieces.holes)
 
 
 def _closers_safe(pieces: Pieces, syntax: TagSyntax) -> bool:
