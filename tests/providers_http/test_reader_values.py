@@ -181,11 +181,13 @@ def test_sendgrid_values_over_its_limit_go_whole(
     recipients = [Recipient(f"r{i}@example.org", f"Reader {i}", {"city": "Oslo", "plan": "x"})
                   for i in range(3)]
     recipients.append(Recipient("long@example.org", "Long", {"city": "Ö" * 4000, "plan": "x"}))
+    # 840 characters, but 12 bytes each as JSON escapes them: over the limit too.
+    recipients.append(Recipient("emoji@example.org", "E", {"city": "Oslo", "plan": "🙂" * 420}))
     messages = personalized(issue, settings, recipients)
     api = make_api("sendgrid")
     assert all(r.outcome is Outcome.SENT for r in api.provider().send(messages))
     assert_each_gets_their_own(api, messages)
-    assert len(api.fake.requests) == 2
+    assert len(api.fake.requests) == 3
 
 
 @pytest.mark.parametrize("name", ["sendgrid", "mailgun"])

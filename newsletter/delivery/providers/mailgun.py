@@ -95,7 +95,9 @@ class MailgunProvider(HTTPProvider):
         self.remember_login("api", key)
         return {"Authorization": f"Basic {token}"}
 
-    def build_requests(self, messages: Sequence[Message]) -> list[tuple[list[Message], Any]]:
+    def build_requests(
+        self, messages: Sequence[Message]
+    ) -> list[tuple[list[Message], list[tuple[str, str]], list[Any]]]:
         """(messages, form fields, files) for each request of one batch."""
         by_envelope: dict[tuple[Any, ...], list[Message]] = {}
         for message in messages:
