@@ -15,7 +15,7 @@ Correctness before batching: a message is sent whole (its own group, its
 own fields, no variables) when it has no template, when its template cannot
 be written in the provider's syntax (the issue's own text holds the tag
 opener, or a hole is followed by text that could complete one), when the
-tag opener occurs in its text at all (a reader's value holding the
+tag opener occurs where its reader's values are (a value holding the
 provider's syntax, or meeting the text around it to form a tag: a value
 could then pull in another one), or when its values are over the provider's
 limit. Tags are `opener + variable + closer`; the opener occurs once in a
