@@ -32,7 +32,7 @@ from markupsafe import Markup
 from newsletter.compose import layout as layouts
 from newsletter.compose.inline import inline_css
 from newsletter.compose.markdown import render_markdown
-from newsletter.compose.message import InlineImage, unsubscribe_mailto
+from newsletter.compose.parts import InlineImage, unsubscribe_mailto
 from newsletter.compose.plaintext import html_to_text
 from newsletter.compose.source import Draft, lines_to_paragraphs, parse_draft, read_text
 from newsletter.errors import ContentError

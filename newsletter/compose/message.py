@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import html as html_lib
 import re
 import secrets
 import time
@@ -33,6 +32,13 @@ from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from newsletter.compose.parts import (
+    InlineImage,
+    MessageTemplate,
+    Pieces,
+    escape_html,
+    unsubscribe_mailto,
+)
 from newsletter.compose.tokens import TokenMaker, unsubscribe_url
 from newsletter.errors import ContentError, SubscriberError
 
@@ -54,19 +60,16 @@ class Recipient:
     key: str = ""
 
 
-@dataclass(frozen=True)
-class InlineImage:
-    cid: str
-    filename: str
-    content_type: str  # e.g. "image/png"
-    data: bytes
-
-
 @dataclass
 class Message:
     """One personalized message, ready for any provider.
 
     SMTP/SES/outbox use `as_bytes()`; HTTP APIs use the structured fields.
+    `template` is the issue's shared subject, HTML and text with holes, and
+    `reader_values` this reader's value for each of its variables:
+    `template.render(reader_values)` gives exactly `html` and `text`. APIs that
+    share one body between readers substitute those values themselves
+    (a message without a template is sent as it is).
     `headers` holds every header except From/To/Subject/MIME/Content-*, in
     order: Date, Message-ID, Reply-To (when set), List-Id, List-Unsubscribe,
     List-Unsubscribe-Post. Values are already checked: no CR/LF.
@@ -84,6 +87,8 @@ class Message:
     attachments: tuple[InlineImage, ...] = ()
     unsubscribe_url: str | None = None
     raw: bytes | None = None  # set by personalize(); built lazily otherwise
+    template: MessageTemplate | None = None
+    reader_values: Mapping[str, str] = field(default_factory=dict)  # variable → value, unescaped
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -103,15 +108,6 @@ class Message:
 SAMPLE_RECIPIENT = Recipient(email="reader@example.com", name="Sample Reader",
                              key="reader@example.com")
 
-
-def unsubscribe_mailto(settings: Settings) -> str | None:
-    """settings.unsubscribe_mailto as a `mailto:` URL (a bare address gets a subject)."""
-    value = settings.unsubscribe_mailto
-    if not value:
-        return None
-    if value.lower().startswith("mailto:"):
-        return value
-    return f"mailto:{value}?subject=unsubscribe"
 
 _SOFT = b"=\r\n"
 _BAD_ADDRESS = re.compile(r"[\x00-\x20\x7f<>\"(),;:\\\[\]]")
@@ -147,7 +143,7 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     for slot in prep.slots:
         value = slot.value(email, name, recipient.attributes, unsub or "")
         plain.append(_CONTROL.sub(" ", value) if value else "")
-    escaped = [html_lib.escape(v, quote=True) for v in plain]
+    escaped = [escape_html(v) for v in plain]
 
     html = prep.html.fill(escaped)
     text = prep.text.fill(plain)
@@ -197,6 +193,8 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
         attachments=issue.attachments,
         unsubscribe_url=unsub,
         raw=raw,
+        template=prep.template,
+        reader_values=dict(zip(prep.template.variables, plain, strict=True)),
     )
 
 
@@ -251,10 +249,12 @@ class _Prepared:
         index = {slot: i for i, slot in enumerate(self.slots)}
         html_index = [index[s] for s in html_slots]
         text_index = [index[s] for s in text_slots]
-        self.html = _Template(html_pieces, html_index)
-        self.text = _Template(text_pieces, text_index)
-        self.html_qp = _Template(_qp_pieces(html_pieces), html_index)
-        self.text_qp = _Template(_qp_pieces(text_pieces), text_index)
+        self.html = Pieces(html_pieces, html_index)
+        self.text = Pieces(text_pieces, text_index)
+        self.template = MessageTemplate(issue.subject, self.html, self.text,
+                                        _variable_names(self.slots))
+        self.html_qp = Pieces(_qp_pieces(html_pieces), html_index)
+        self.text_qp = Pieces(_qp_pieces(text_pieces), text_index)
 
         # Boundaries start with "=_": QP and base64 bodies can never contain that.
         digest = hashlib.sha256(issue.html.encode("utf-8", "replace")).hexdigest()[:24]
@@ -283,6 +283,20 @@ class _Prepared:
         else:
             self.between = f"\r\n--{alt}\r\n".encode() + qp_head % b"text/html"
             self.tail = f"\r\n--{alt}--\r\n".encode()
+
+
+def _variable_names(slots: list[Slot]) -> tuple[str, ...]:
+    """A name for each slot's value, as APIs take variable names: `<field>[_<filters>]_<n>`.
+
+    Ending in the slot's number keeps them distinct, and distinct from any name an
+    adapter derives by adding a suffix (`name_0_html`).
+    """
+    names = []
+    for number, slot in enumerate(slots):
+        words = [slot.field.removeprefix("attr:"), *slot.transforms]
+        base = re.sub(r"[^a-z0-9]+", "_", "_".join(words).lower()).strip("_")
+        names.append(f"{base}_{number}" if base else f"value_{number}")
+    return tuple(names)
 
 
 def _prepared(issue: Issue, settings: Settings) -> _Prepared:
@@ -327,27 +341,6 @@ def _crlf(encoded: bytes) -> bytes:
     if b"\n" not in encoded:
         return encoded
     return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-class _Template:
-    """Static pieces with numbered holes between them: pieces[0] hole pieces[1] … pieces[-1]."""
-
-    def __init__(self, pieces: list[Any], holes: list[int]):
-        self.parts: list[Any] = [pieces[0]]
-        self.positions: list[tuple[int, int]] = []  # (index in parts, value number)
-        for hole, piece in zip(holes, pieces[1:], strict=True):
-            self.positions.append((len(self.parts), hole))
-            self.parts.append(None)
-            self.parts.append(piece)
-        self.joiner: Any = "" if isinstance(pieces[0], str) else b""
-
-    def fill(self, values: list[Any]) -> Any:
-        if not self.positions:
-            return self.parts[0]
-        parts = self.parts.copy()
-        for at, hole in self.positions:
-            parts[at] = values[hole]
-        return self.joiner.join(parts)
 
 
 def _qp_value(value: str) -> bytes:

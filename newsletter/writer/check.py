@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from newsletter import store
 from newsletter.compose import message as compose_message
-from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
+from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.message import Message
+from newsletter.compose.parts import unsubscribe_mailto
 from newsletter.compose.personal import personalization_problems
 from newsletter.compose.source import Draft, parse_draft, split_front_matter
 from newsletter.errors import ContentError

@@ -41,7 +41,8 @@ from markupsafe import Markup
 
 from newsletter import store
 from newsletter.compose import layout as layouts
-from newsletter.compose.issue import Issue, build_issue, unsubscribe_mailto
+from newsletter.compose.issue import Issue, build_issue
+from newsletter.compose.parts import unsubscribe_mailto
 from newsletter.compose.source import Draft, draft_files, parse_draft, read_text
 from newsletter.errors import ConfigError, ContentError, NewsletterError
 from newsletter.settings import PublishSettings, Settings

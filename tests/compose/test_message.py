@@ -92,6 +92,31 @@ def test_values_are_escaped_in_html_and_raw_in_text(issue_and_settings):
     assert msg.get_body(("html",)).get_content().count("<script>") == 0
 
 
+def test_a_message_carries_its_issues_template_and_its_readers_values(issue_and_settings):
+    issue, settings = issue_and_settings
+    readers = [
+        Recipient("ana@example.com", "Ana", {"city": "Lisboa"}),
+        Recipient("b@example.com", 'Bob <script>"x"</script> & Co', {"city": "<Zürich>"}),
+        Recipient("n@example.com", "", {}),
+        Recipient("t@example.com", "%recipient.name% -name- %nl_name_0%", {"city": "山田 🙂"}),
+    ]
+    messages = [personalize(issue, r, key=str(i), settings=settings)
+                for i, r in enumerate(readers)]
+    template = messages[0].template
+    assert template is not None and all(m.template is template for m in messages)  # one per issue
+    assert template.subject == issue.subject
+    assert template.variables == ("name_0", "city_1", "email_2", "name_upper_3",
+                                  "unsubscribe_url_4")
+    # The shared fields hold no reader's value; the values render each message exactly.
+    assert "Lisboa" not in "".join(template.html.pieces + template.text.pieces)
+    for message in messages:
+        assert template.render(message.reader_values) == (message.html, message.text)
+    assert messages[0].reader_values == {
+        "name_0": "Ana", "city_1": "Lisboa", "email_2": "ana@example.com", "name_upper_3": "ANA",
+        "unsubscribe_url_4": messages[0].unsubscribe_url}
+    assert messages[2].reader_values["name_0"] == "friend"  # the default, as the reader sees it
+
+
 def test_defaults_and_missing_attributes(issue_and_settings):
     issue, settings = issue_and_settings
     message = personalize(issue, Recipient("x@example.com"), key="1", settings=settings)

@@ -2,15 +2,18 @@
 
 `make_test_message(row)` builds what `personalize()` would: one message per
 delivery row, key = the row id, its own unsubscribe URL and List-Unsubscribe
-header, raw MIME bytes from the email package.
+header, raw MIME bytes from the email package, and (for the APIs that share
+one body between readers) the issue's template and the reader's values.
 """
 
 from __future__ import annotations
 
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from functools import lru_cache
 
 from newsletter.compose.message import Message
+from newsletter.compose.parts import MessageTemplate, Pieces
 from newsletter.delivery.campaign import DeliveryRow
 
 SENDER = "writer@example.com"
@@ -19,6 +22,14 @@ SUBJECT = "Issue #1: a test — with ünïcode"
 
 def unsubscribe_url_for(key: str) -> str:
     return f"https://example.com/news/unsubscribe?token=t-{key}"
+
+
+@lru_cache(maxsize=16)  # one per issue (subject), shared by its messages
+def template(subject: str) -> MessageTemplate:
+    html = Pieces(["<p>Hello ", ',</p><p>The body.</p><p><a href="', '">Unsubscribe</a></p>'],
+                  [0, 1])
+    text = Pieces(["Hello ", ",\n\nThe body.\n\nUnsubscribe: ", "\n"], [0, 1])
+    return MessageTemplate(subject, html, text, ("name_0", "unsubscribe_url_1"))
 
 
 def make_message(key: str, recipient: str, name: str = "", subject: str = SUBJECT) -> Message:
@@ -36,6 +47,10 @@ def make_message(key: str, recipient: str, name: str = "", subject: str = SUBJEC
         f"<p>Hello {name or 'reader'},</p><p>The body.</p>"
         f'<p><a href="{url}">Unsubscribe</a></p>'
     )
+    values = {"name_0": name or "reader", "unsubscribe_url_1": url}
+    # The name goes into this HTML unescaped: with HTML specials in it the template
+    # (which escapes) would not give it, so such a message carries none.
+    shared = template(subject) if template(subject).render(values) == (html, text) else None
     mime = EmailMessage()
     mime["From"] = f"Test Writer <{SENDER}>"
     mime["To"] = f"{name} <{recipient}>" if name else recipient
@@ -56,6 +71,8 @@ def make_message(key: str, recipient: str, name: str = "", subject: str = SUBJEC
         text=text,
         unsubscribe_url=url,
         raw=mime.as_bytes(policy=mime.policy.clone(linesep="\r\n")),
+        template=shared,
+        reader_values=values if shared else {},
     )
 
 

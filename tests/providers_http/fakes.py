@@ -330,9 +330,17 @@ class FakeSendGrid(FakeAPI):
             subs = p.get("substitutions", {})
 
             def expand(text: str, subs: dict[str, str] = subs) -> str:
-                for tag, value in subs.items():
-                    text = text.replace(tag, value)
-                return text
+                # Each tag replaced by its value, in an order SendGrid does not document:
+                # a request whose result depends on the order is refused as a violation.
+                results = []
+                for order in (list(subs.items()), list(reversed(subs.items()))):
+                    out = text
+                    for tag, value in order:
+                        out = out.replace(tag, value)
+                    results.append(out)
+                if results[0] != results[1]:
+                    self.violations.append("substitutions give another text in another order")
+                return results[0]
 
             headers = {**data.get("headers", {}), **p.get("headers", {})}
             reply = data.get("reply_to")

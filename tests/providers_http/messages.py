@@ -2,6 +2,7 @@
 
 Each reader's message differs the way a newsletter's do: their name, their
 own unsubscribe link (in the body and in List-Unsubscribe), their Message-ID.
+Like personalize()'s, each carries its issue's template and the reader's values.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from email.utils import formataddr, formatdate
 from functools import lru_cache
 from html import escape
 
-from newsletter.compose.message import InlineImage, Message
+from newsletter.compose.message import Message
+from newsletter.compose.parts import InlineImage, MessageTemplate, Pieces
 
 SENDER = "Liu <liu@example.com>"
 REPLY_TO = "replies@example.com"
@@ -24,6 +26,16 @@ PIXEL = bytes.fromhex(
 def unsubscribe_url(index: int) -> str:
     # An ampersand, so the link reads differently in HTML (&amp;) and in text.
     return f"https://example.com/news/unsubscribe?t=tok{index:05d}x&u={index}"
+
+
+@lru_cache(maxsize=16)  # one template per issue, shared by its messages
+def template(subject: str, image: bool) -> MessageTemplate:
+    """The issue's template the messages below are filled from: a name and a link."""
+    picture = '<img src="cid:photo1@example.com" alt="photo">' if image else ""
+    html = Pieces(["<html><body><p>Hello ", f",</p><p>This week: footnotes.</p>{picture}"
+                   '<p><a href="', '">Unsubscribe</a></p></body></html>'], [0, 1])
+    text = Pieces(["Hello ", ",\n\nThis week: footnotes.\n\nUnsubscribe: ", "\n"], [0, 1])
+    return MessageTemplate(subject, html, text, ("name_0", "unsubscribe_url_1"))
 
 
 @lru_cache(maxsize=4096)  # building MIME is slow; tests only read messages
@@ -49,12 +61,16 @@ def make_message(index: int, name: str | None = None, address: str | None = None
     ]
     attachments = (InlineImage("photo1@example.com", "photo.png", "image/png", PIXEL),) if image \
         else ()
+    shared = template(subject, image)
+    values = {"name_0": name, "unsubscribe_url_1": url}
+    assert shared.render(values) == (html, text)
     if not image:  # the common case, written out by hand: the email package is slow
         return Message(
             key=str(1000 + index), sender="liu@example.com", recipient=address,
             from_header=SENDER, to_header=to_header, subject=subject, headers=headers,
             html=html, text=text, unsubscribe_url=url,
-            raw=_raw(to_header, subject, headers, text, html),
+            raw=_raw(to_header, subject, headers, text, html), template=shared,
+            reader_values=values,
         )
     mime = EmailMessage()
     mime["From"] = SENDER
@@ -70,7 +86,8 @@ def make_message(index: int, name: str | None = None, address: str | None = None
         key=str(1000 + index), sender="liu@example.com", recipient=address,
         from_header=SENDER, to_header=to_header, subject=subject, headers=headers,
         html=html, text=text, attachments=attachments, unsubscribe_url=url,
-        raw=mime.as_bytes(policy=mime.policy.clone(linesep="\r\n")),
+        raw=mime.as_bytes(policy=mime.policy.clone(linesep="\r\n")), template=shared,
+        reader_values=values,
     )
 
 

@@ -4,50 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import random
-import string
 
 import httpx
 import pytest
 
 from newsletter.aws import AWSCredentials, SigV4Signer
 from newsletter.delivery.providers.base import Outcome, TransientBatchError
-from newsletter.delivery.providers.http import (
-    factor_batch,
-    retry_after,
-    send_in_parts,
-    substitute,
-)
+from newsletter.delivery.providers.http import retry_after, send_in_parts
 from newsletter.errors import ProviderError
 from tests.providers_http.messages import make_batch, make_message, unsubscribe_url
 
 # -- shared body + per-reader values ----------------------------------------
-
-
-def test_factoring_reproduces_every_message_exactly() -> None:
-    rng = random.Random(7)
-    names = ["", "Al", "Zoë Ångström", "O'Brien & Sons", "Reader", "x" * 40]
-    messages = []
-    for i in range(60):
-        suffix = "" if i % 3 else "".join(rng.choices(string.ascii_letters, k=4))
-        name = rng.choice(names) + suffix
-        messages.append(make_message(i, name=name.strip()))
-    messages.append(make_message(99, name="Tag %nl_email% Lover"))  # contains a tag already
-
-    def tag(var: str) -> str:
-        return f"%nl_{var}%"
-
-    groups = factor_batch(messages, lambda m: (m.subject, m.html, m.text), tag, frozenset({1}))
-    seen = []
-    for group in groups:
-        for message, values in zip(group.messages, group.values, strict=True):
-            assert substitute(group.template, values, tag) == (message.subject, message.html,
-                                                               message.text)
-            seen.append(message.key)
-    assert sorted(seen) == sorted(m.key for m in messages)
-    # One shared body for the named readers; the nameless ("Hello ,"), the too-short
-    # name ("Al", kept literal) and the one holding a tag get bodies of their own.
-    assert len(groups) == 4
 
 
 def test_sendgrid_sends_a_thousand_personal_messages_in_one_request(make_api) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import re
 from collections.abc import Iterable, Sequence
 from email.header import decode_header, make_header
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from newsletter.compose.message import InlineImage, Message
+    from newsletter.compose.message import Message
+    from newsletter.compose.parts import InlineImage
 
 # Headers an API sets itself or takes in a field of its own, never passed as custom headers.
 # Date is left out so the provider stamps the real submission time.
@@ -26,8 +28,18 @@ def unfold(value: str) -> str:
         return value
 
 
+# `Plain Name <addr@example.com>` in ASCII, nothing to unquote, decode or fold: parseaddr
+# gives just these two parts (tested against it), ten times slower.
+_PLAIN_ADDRESS = re.compile(
+    r"([^\x00-\x20\x7f\"()<>\[\]:;@\\,.=?]+(?: [^\x00-\x20\x7f\"()<>\[\]:;@\\,.=?]+)*)"
+    r" <([^\x00-\x20\x7f\"()<>\[\]:;@\\,]+@[^\x00-\x20\x7f\"()<>\[\]:;@\\,]+)>")
+
+
 def split_address(value: str) -> tuple[str, str]:
     """("Name", "addr@example.com") from a From/To header value."""
+    plain = _PLAIN_ADDRESS.fullmatch(value) if value.isascii() else None
+    if plain is not None:
+        return plain.group(1), plain.group(2)
     name, addr = email.utils.parseaddr(unfold(value))
     return name, addr
 

@@ -19,8 +19,8 @@ Keys never leave this module in text: every reason passes through the
 provider's `Redactor` (exact, any case, URL-encoded, hex, base64), and the
 client's repr carries no headers.
 
-Message helpers (`fields.py`) and the shared-body factoring for SendGrid and
-Mailgun (`template.py`) are re-exported from here.
+Message helpers (`fields.py`) are re-exported from here; the shared body for
+SendGrid and Mailgun is built in `merge.py` from each Message's template.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from newsletter.delivery.providers.base import (
     TransientBatchError,
 )
 
-# The message helpers and the template factoring live in their own modules; they are
-# re-exported here, where adapters (and plug-ins) have always imported them from.
+# The message helpers live in their own module; they are re-exported here, where
+# adapters (and plug-ins) have always imported them from.
 from newsletter.delivery.providers.fields import (
     FIELD_HEADERS,
     attachment_key,
@@ -48,12 +48,6 @@ from newsletter.delivery.providers.fields import (
     reply_to,
     split_address,
     unfold,
-)
-from newsletter.delivery.providers.template import (
-    TemplateGroup,
-    factor_batch,
-    personal_values,
-    substitute,
 )
 from newsletter.errors import ConfigError, ProviderError
 from newsletter.http import MAYBE_SENT_STATUSES, MaybeSent, NotSent, Transport, retry_after
@@ -64,9 +58,9 @@ if TYPE_CHECKING:
     from newsletter.compose.message import Message
 
 __all__ = [
-    "FIELD_HEADERS", "REDACTED", "HTTPProvider", "MaybeSent", "TemplateGroup", "attachment_key",
-    "b64", "custom_headers", "factor_batch", "personal_values", "reply_to", "retry_after",
-    "send_in_parts", "split_address", "stop_uncertain", "substitute", "uncertain", "unfold",
+    "FIELD_HEADERS", "REDACTED", "HTTPProvider", "MaybeSent", "attachment_key", "b64",
+    "custom_headers", "reply_to", "retry_after", "send_in_parts", "split_address",
+    "stop_uncertain", "uncertain", "unfold",
 ]
 
 

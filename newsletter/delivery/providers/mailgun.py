@@ -5,13 +5,15 @@ Batch sending puts many `to` fields in one request. Without
 so every request here carries recipient-variables, keyed by address, and
 Mailgun sends each reader a message addressed to them alone.
 
-Per-reader values go through `%recipient.x%`: the batch is factored back into
-a shared body (html, text) with the reader's unsubscribe link, address and
-name as variables, checked to reproduce each message exactly; headers that
+Per-reader values go through `%recipient.x%`: the request carries the
+issue's template (html, text) with a variable wherever a reader's value goes
+(unsubscribe link, address, name, any attribute the layout shows), and each
+reader's values as personalize() filled them in (`merge.py`); headers that
 differ between readers (List-Unsubscribe, Message-ID) become `h:` headers
-whose values are variables too. Messages that differ in any other way go in
-their own request. Settings: `domain` (required), `region = "eu"` for the EU
-endpoint, or `endpoint`.
+whose values are variables too. A message the variables cannot express
+exactly goes alone, without recipient-variables, so Mailgun sends it as it
+is. Settings: `domain` (required), `region = "eu"` for the EU endpoint, or
+`endpoint`.
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from newsletter.delivery.providers.base import DeliveryResult, Outcome
 from newsletter.delivery.providers.fields import form_dict
 from newsletter.delivery.providers.http import (
     HTTPProvider,
-    TemplateGroup,
     attachment_key,
     custom_headers,
-    factor_batch,
     reply_to,
     send_in_parts,
     unfold,
 )
+from newsletter.delivery.providers.merge import MergeGroup, TagSyntax, merge_groups
 from newsletter.errors import ConfigError
 from newsletter.settings import Option
 
@@ -40,11 +41,19 @@ if TYPE_CHECKING:
     from newsletter.compose.message import Message
 
 ENDPOINTS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+# Any "%recipient." is a variable to Mailgun, ours or not: that is what must not occur
+# where no variable of ours is.
+SYNTAX = TagSyntax("%recipient.", prefix="nl_")
 
 
 def tag(var: str) -> str:
     """How a per-recipient variable is written in the shared body."""
-    return f"%recipient.nl_{var}%"
+    return SYNTAX.tag(var)
+
+
+def _header_holds_variable(message: Message) -> bool:
+    """Per-reader headers become variables: one holding Mailgun's syntax goes whole."""
+    return any(SYNTAX.opener in value for _, value in custom_headers(message))
 
 
 class MailgunProvider(HTTPProvider):
@@ -96,11 +105,9 @@ class MailgunProvider(HTTPProvider):
         self.remember_login("api", key)
         return {"Authorization": f"Basic {token}"}
 
-    @staticmethod
-    def fields(message: Message) -> tuple[str, str]:
-        return (message.html, message.text)
-
-    def build_requests(self, messages: Sequence[Message]) -> list[tuple[list[Message], Any]]:
+    def build_requests(
+        self, messages: Sequence[Message]
+    ) -> list[tuple[list[Message], list[tuple[str, str]], list[Any]]]:
         """(messages, form fields, files) for each request of one batch."""
         by_envelope: dict[tuple[Any, ...], list[Message]] = {}
         for message in messages:
@@ -110,15 +117,19 @@ class MailgunProvider(HTTPProvider):
             by_envelope.setdefault(envelope, []).append(message)
         requests = []
         for group_messages in by_envelope.values():
-            for group in factor_batch(group_messages, self.fields, tag, frozenset({0})):
+            for group in merge_groups(group_messages, SYNTAX,
+                                      keep_whole=_header_holds_variable):
                 for part in _unique_recipients(group):
-                    requests.append((part.messages, *self.form(part)))
+                    data, files = self.form(part)
+                    if part.whole:  # without recipient-variables Mailgun substitutes nothing
+                        data = [(k, v) for k, v in data if k != "recipient-variables"]
+                    requests.append((part.messages, data, files))
         return requests
 
-    def form(self, group: TemplateGroup) -> tuple[list[tuple[str, str]], list[Any]]:
+    def form(self, group: MergeGroup) -> tuple[list[tuple[str, str]], list[Any]]:
         """The form fields and inline files of one request."""
         first = group.messages[0]
-        html, text = group.template
+        html, text = group.html, group.text
         variables: dict[str, dict[str, str]] = {
             m.recipient: {f"nl_{k}": v for k, v in values.items()}
             for m, values in zip(group.messages, group.values, strict=True)
@@ -186,16 +197,17 @@ class MailgunProvider(HTTPProvider):
         return [DeliveryResult(m.key, Outcome.FAILED, error=error) for m in group]
 
 
-def _unique_recipients(group: TemplateGroup) -> list[TemplateGroup]:
+def _unique_recipients(group: MergeGroup) -> list[MergeGroup]:
     """Split a group so no address appears twice (recipient-variables are keyed by address)."""
-    parts: list[TemplateGroup] = []
+    parts: list[MergeGroup] = []
+    holds: list[set[str]] = []  # the addresses each part has
     for message, values in zip(group.messages, group.values, strict=True):
-        for part in parts:
-            if all(m.recipient != message.recipient for m in part.messages):
-                break
-        else:
-            part = TemplateGroup(group.template)
-            parts.append(part)
-        part.messages.append(message)
-        part.values.append(values)
+        index = next((i for i, seen in enumerate(holds) if message.recipient not in seen), None)
+        if index is None:
+            index = len(parts)
+            parts.append(group.same_body())
+            holds.append(set())
+        holds[index].add(message.recipient)
+        parts[index].messages.append(message)
+        parts[index].values.append(values)
     return parts

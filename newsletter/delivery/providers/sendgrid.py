@@ -1,15 +1,15 @@
 """SendGrid v3: `POST /v3/mail/send`, Bearer key, up to 1000 personalizations a request.
 
 One request carries one body for all its personalizations. A newsletter's
-messages differ per recipient (the unsubscribe link, the address, the name),
-so the batch is factored back into a shared body with SendGrid
-`substitutions` (`%nl_unsubscribe_url%` → that reader's link), and each
-personalization carries that reader's own headers (List-Unsubscribe,
-Message-ID, …), which SendGrid allows per personalization. The factoring is
-checked to reproduce every message's exact text; messages that differ in any
-other way go out in their own request. So each reader gets exactly the
-message that was personalized for them, and a typical issue still needs one
-request per thousand readers.
+messages differ per reader (the unsubscribe link, the address, the name, any
+attribute the layout shows), so the request carries the issue's template
+with SendGrid `substitutions` tags (`%nl_unsubscribe_url_1%` → that reader's
+link), each personalization that reader's values as personalize() filled
+them in (`merge.py`), and that reader's own headers (List-Unsubscribe,
+Message-ID, …), which SendGrid allows per personalization. A message the
+tags cannot express exactly goes out whole in its own request. So each
+reader gets exactly the message that was personalized for them, and a
+typical issue still needs one request per thousand readers.
 
 202 means the whole request was accepted (id in `X-Message-Id`). A 400 names
 the bad fields (`personalizations.3.to.0.email`): those messages fail and the
@@ -26,16 +26,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from newsletter.delivery.providers.base import DeliveryResult, Outcome
 from newsletter.delivery.providers.http import (
     HTTPProvider,
-    TemplateGroup,
     attachment_key,
     b64,
     custom_headers,
-    factor_batch,
     reply_to,
     send_in_parts,
     split_address,
     unfold,
 )
+from newsletter.delivery.providers.merge import MergeGroup, TagSyntax, merge_groups
 from newsletter.settings import Option
 
 if TYPE_CHECKING:
@@ -43,11 +42,22 @@ if TYPE_CHECKING:
 
 _FIELD_INDEX = re.compile(r"personalizations\.(\d+)")
 MAX_SUBSTITUTION_BYTES = 10_000  # per personalization, as documented
+SYNTAX = TagSyntax("%nl_")
 
 
 def tag(var: str) -> str:
     """The substitution tag of one per-recipient variable."""
-    return f"%nl_{var}%"
+    return SYNTAX.tag(var)
+
+
+def substitutions_fit(values: dict[str, str]) -> bool:
+    """Whether one reader's substitutions stay within SendGrid's 10,000 bytes."""
+    # Counted as JSON with every non-ASCII character escaped (at least what SendGrid
+    # counts): at most 12 bytes a character, so only long values need counting.
+    if sum(len(k) + len(v) + 8 for k, v in values.items()) * 12 <= MAX_SUBSTITUTION_BYTES:
+        return True
+    subs = {tag(k): v for k, v in values.items()}
+    return len(json.dumps(subs).encode()) <= MAX_SUBSTITUTION_BYTES
 
 
 class SendGridProvider(HTTPProvider):
@@ -64,9 +74,6 @@ class SendGridProvider(HTTPProvider):
         "track_clicks": Option(bool, False, "the provider's click tracking"),
     }
 
-    def fields(self, message: Message) -> tuple[str, str, str]:
-        return (unfold(message.subject), message.html, message.text)
-
     def build_requests(self, messages: Sequence[Message]) -> list[tuple[list[Message], bytes]]:
         """The requests for one batch: (the messages each carries, its JSON body)."""
         requests = []
@@ -76,14 +83,14 @@ class SendGridProvider(HTTPProvider):
             envelope = (message.from_header, reply_to(message), attachment_key(message.attachments))
             by_envelope.setdefault(envelope, []).append(message)
         for group_messages in by_envelope.values():
-            for group in factor_batch(group_messages, self.fields, tag, frozenset({1})):
+            for group in merge_groups(group_messages, SYNTAX, fits=substitutions_fit):
                 requests.append((group.messages, self.body(group)))
         return requests
 
-    def body(self, group: TemplateGroup) -> bytes:
+    def body(self, group: MergeGroup) -> bytes:
         """One /v3/mail/send body for messages sharing one template."""
         first = group.messages[0]
-        subject, html, text = group.template
+        subject, html, text = unfold(group.subject), group.html, group.text
         personalizations = []
         for message, values in zip(group.messages, group.values, strict=True):
             name, addr = split_address(message.to_header)
