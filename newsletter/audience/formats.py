@@ -290,9 +290,9 @@ def _buttondown(cols: Columns) -> Mapper:
         for name, get in kept:
             if value := get(row):
                 attributes[name] = value
-        name = attributes.get("name")
+        stated = attributes.get("name")
         return Record(
-            email=email(row), name=name if isinstance(name, str) else "",
+            email=email(row), name=stated if isinstance(stated, str) else "",
             status=_status(kind(row) or "regular", _BUTTONDOWN_STATUS, "subscriber_type"),
             tags=parse_tags(tags(row)), attributes=attributes,
             created_at=parse_date(created(row), "creation_date"),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from newsletter.audience.formats import Columns, is_plain
 from newsletter.errors import SubscriberError
@@ -38,7 +38,7 @@ class _TooLong(Exception):
     """A physical line longer than MAX_LINE."""
 
 
-def _physical_lines(binary: BinaryIO, counter: list[int]) -> Iterator[bytes]:
+def _physical_lines(binary: IO[bytes], counter: list[int]) -> Iterator[bytes]:
     """The file's lines (ending kept: \n, \r\n or a lone \r), read in chunks.
 
     Memory stays flat: a line longer than MAX_LINE stops the reading (`_TooLong`) instead
@@ -66,7 +66,7 @@ def _physical_lines(binary: BinaryIO, counter: list[int]) -> Iterator[bytes]:
         yield buffer
 
 
-def _csv_rows(binary: BinaryIO, where: str) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(binary: IO[bytes], where: str) -> Iterator[tuple[int, list[str]]]:
     raw: list[str] = []  # the physical lines of the row csv is reading
     physical = [0]  # the number of the line being read
 
@@ -122,7 +122,7 @@ def _csv_rows(binary: BinaryIO, where: str) -> Iterator[tuple[int, list[str]]]:
         ) from None
 
 
-def _open_sheet(binary: BinaryIO, name: str) -> Sheet:
+def _open_sheet(binary: IO[bytes], name: str) -> Sheet:
     # Bytes are split into lines and decoded one line at a time (see _csv_rows); csv gets
     # each line with its ending, so CRLF and newlines inside quotes work.
     rows = _csv_rows(binary, name)
@@ -153,7 +153,7 @@ def _looks_like_json(start: bytes) -> bool:
 
 
 @contextmanager
-def _open_export(path: Path) -> Iterator[tuple[BinaryIO, zipfile.ZipFile | None]]:
+def _open_export(path: Path) -> Iterator[tuple[IO[bytes], zipfile.ZipFile | None]]:
     """The export file opened for reading, and its archive when it is a ZIP (else None)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115

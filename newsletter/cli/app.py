@@ -30,14 +30,15 @@ def _usage_error(ctx: typer.Context, exc: Any) -> None:
 class NewsletterGroup(TyperGroup):
     """Turns NewsletterError into one line `Error: …` on stderr and its exit code."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    # `ctx` is the click Context typer hands down: its own vendored click's, hence Any.
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
         except _UsageError as exc:  # newsletter --bogus …
             _usage_error(ctx, exc)
             raise  # pragma: no cover - _usage_error exits
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except _UsageError as exc:  # an unknown command, option or a bad value below us
@@ -50,7 +51,7 @@ class NewsletterGroup(TyperGroup):
             typer.echo(f"Error: {message}", err=True)
             ctx.exit(error.exit_code)
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # in the order they were registered, not sorted
 
 

@@ -280,6 +280,8 @@ def make_environment(
     if layouts_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(layouts_dir)))
     loaders.append(jinja2.FileSystemLoader(str(BUILTIN_LAYOUTS)))
+    comments: dict[str, Any] = (
+        {"comment_start_string": "{##", "comment_end_string": "##}"} if markdown else {})
     env = _Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=(lambda name: bool(name and name.endswith((".html", ".htm"))))
@@ -288,7 +290,7 @@ def make_environment(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         auto_reload=False,
-        **({"comment_start_string": "{##", "comment_end_string": "##}"} if markdown else {}),
+        **comments,
     )
     for name, builtin in list(env.filters.items()):
         env.filters[name] = _guard_filter(name, builtin)

@@ -260,7 +260,7 @@ EXTENSIONS: list[str | Extension] = [
     "attr_list",
     "sane_lists",
 ]
-EXTENSION_CONFIGS = {
+EXTENSION_CONFIGS: dict[str, dict[str, Any]] = {
     # noclasses: colours as inline styles, since mail clients strip classes' CSS.
     "codehilite": {"noclasses": True, "guess_lang": False, "pygments_style": "friendly"},
     "smarty": {"smart_angled_quotes": False},

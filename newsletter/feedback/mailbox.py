@@ -179,14 +179,15 @@ class Mailbox:
         """`name` with "/" as this server's hierarchy delimiter (Dovecot's Maildir uses ".")."""
         assert self.imap is not None
         status, data = self.imap.list('""', '""')
-        match = re.search(rb'\) "(.)"', data[0]) if status == "OK" and data and data[0] else None
+        first = data[0] if status == "OK" and data else None
+        match = re.search(rb'\) "(.)"', first) if isinstance(first, bytes) else None
         delimiter = match.group(1).decode() if match else "/"
         return name.replace("/", delimiter)
 
     def messages(self) -> list[tuple[bytes, Message | None, str | None]]:
         """Every message in the folder, by UID: (uid, message, None) or (uid, None, why)."""
         assert self.imap is not None
-        status, data = self.imap.uid("SEARCH", None, "ALL")
+        status, data = self.imap.uid("SEARCH", "ALL")
         uids = data[0].split() if status == "OK" and data and data[0] else []
         out: list[tuple[bytes, Message | None, str | None]] = []
         for uid in uids:

@@ -531,10 +531,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.preview  # type: ignore[attr-defined]
 
     def setup(self) -> None:
-        # StreamRequestHandler applies `timeout` to the socket: a connection silent
-        # for that long (between requests, or mid-request) is closed.
-        self.timeout = self.preview.idle_seconds
         super().setup()
+        # A connection silent this long (between requests, or mid-request) is closed.
+        self.connection.settimeout(self.preview.idle_seconds)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the terminal shows rebuilds and errors, not every request

@@ -64,7 +64,7 @@ class SMTPProvider(SMTPConnection, SMTPTransaction, Provider):
                              choices=("auto",)),
     }
 
-    def __init__(self, settings, provider_settings):  # type: ignore[no-untyped-def]
+    def __init__(self, settings, provider_settings):
         super().__init__(settings, provider_settings)
         opts = provider_settings
         self.security = str(opts.get("security", "starttls")).lower()

@@ -47,6 +47,7 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
     if not isinstance(data, dict):
         raise BadPayload("a Mailgun webhook body has an event-data object")
     name = data.get("event")
+    kind: str | None
     if name == "failed":
         kind = "soft_bounce" if data.get("severity") == "temporary" else "hard_bounce"
     else:

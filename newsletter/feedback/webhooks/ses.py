@@ -174,4 +174,4 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
     message_id = text_or_none(mail.get("messageId")) if isinstance(mail, dict) else None
     return [Feedback(kind, email, SOURCE, ext, str(details[email] or "")[:500], iso(at),
                      message_id=message_id)
-            for email, ext in recipients_ids("ses", msg_id, [e for e, _ in people])]
+            for email, ext in recipients_ids("ses", msg_id, [str(e) for e, _ in people])]

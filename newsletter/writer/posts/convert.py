@@ -42,19 +42,20 @@ _TAG_LIKE = re.compile(r"<(?=[A-Za-z/!?])")
 class _Converter(MarkdownConverter):
     """markdownify with footnote references kept as Markdown footnotes."""
 
-    def escape(self, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
+    def escape(self, text: str, parent_tags: Any = None) -> str:
         # markdownify turns "&lt;b&gt;" back into "<b>", which Markdown then renders as a
         # tag (a <script> the post only showed, as text, would run on the archive).
-        return _TAG_LIKE.sub("&lt;", super().escape(text, parent_tags))
+        # markdownify makes these methods at run time: mypy cannot see them on the class.
+        return _TAG_LIKE.sub("&lt;", super().escape(text, parent_tags))  # type: ignore[misc]
 
-    def convert_a(self, el: Tag, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
+    def convert_a(self, el: Tag, text: str, parent_tags: Any = None) -> str:
         if el.get("data-footnote") is not None:
             return f"[^{el['data-footnote']}]"
         if _UNSAFE_SCHEME.match(str(el.get("href") or "")):
             return text
-        return super().convert_a(el, text, parent_tags)
+        return super().convert_a(el, text, parent_tags)  # type: ignore[misc]
 
-    def convert_br(self, el: Tag, text: str, parent_tags: Any = None) -> str:  # type: ignore[override]
+    def convert_br(self, el: Tag, text: str, parent_tags: Any = None) -> str:
         if "_inline" in (parent_tags or ()):
             return " "  # a heading or table cell is one line
         if "pre" in (parent_tags or ()):
@@ -96,7 +97,7 @@ def _ends_block(br: Tag) -> bool:
 
 def _attrs(el: Tag) -> dict[str, Any]:
     try:
-        value = json.loads(el.get("data-attrs") or "{}")
+        value = json.loads(str(el.get("data-attrs") or "{}"))
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
@@ -127,7 +128,7 @@ def _embeds(soup: BeautifulSoup) -> None:
         if url:
             el.replace_with(_link(soup, url, attrs.get("title") or url))
     for el in soup.find_all("iframe"):
-        src = el.get("src")
+        src = str(el.get("src") or "")
         if src:
             el.replace_with(_link(soup, src, "See the embedded content"))
         else:
@@ -137,7 +138,7 @@ def _embeds(soup: BeautifulSoup) -> None:
 def _footnotes(soup: BeautifulSoup) -> list[str]:
     """Substack footnotes → `[^n]` references and `[^n]: text` definitions (in order)."""
     for a in soup.select("a.footnote-anchor"):
-        number = a.get_text(strip=True) or a.get("id", "").rsplit("-", 1)[-1]
+        number = a.get_text(strip=True) or str(a.get("id") or "").rsplit("-", 1)[-1]
         a["data-footnote"] = number
     notes: list[str] = []
     for div in soup.select("div.footnote"):
