@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import sqlite_utils
 
 from newsletter.audience.events import now_iso
-from newsletter.delivery.audience import DeliveryRow
 from newsletter.delivery.providers.base import Outcome
+from newsletter.delivery.recipients import DeliveryRow
 
 if TYPE_CHECKING:
     from newsletter.delivery.runner import _Outcome

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import heapq
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from newsletter import store
 from newsletter.audience.events import now_iso
-from newsletter.delivery.audience import _ROW_SELECT, DeliveryRow, _row
+from newsletter.audience.policy import BouncePolicy, Feedback, means_no_such_address
+from newsletter.audience.policy import apply as apply_feedback
 from newsletter.delivery.log import Counts
 from newsletter.delivery.providers.base import (
     DeliveryResult,
@@ -24,10 +24,9 @@ from newsletter.delivery.providers.base import (
     TransientBatchError,
 )
 from newsletter.delivery.rate import RateLimiter
+from newsletter.delivery.recipients import DELIVERY_ROW_SELECT, DeliveryRow, delivery_row
 from newsletter.delivery.recovery import _Journal
 from newsletter.errors import ProviderError
-from newsletter.feedback.policy import BouncePolicy, Feedback
-from newsletter.feedback.policy import apply as apply_feedback
 from newsletter.signals import stop_signals_as_ctrl_c
 
 if TYPE_CHECKING:
@@ -130,12 +129,12 @@ class CampaignRunner:
                 if ids:
                     marks = ",".join("?" * len(ids))
                     found = self.conn.execute(
-                        _ROW_SELECT + f"WHERE d.id IN ({marks}) AND d.state = 'queued' "
+                        DELIVERY_ROW_SELECT + f"WHERE d.id IN ({marks}) AND d.state = 'queued' "
                         "ORDER BY d.id", ids,
                     ).fetchall()
                 if not found and not self.cursor_done:
                     found = self.conn.execute(
-                        _ROW_SELECT + "WHERE d.campaign_id = ? AND d.state = 'queued' "
+                        DELIVERY_ROW_SELECT + "WHERE d.campaign_id = ? AND d.state = 'queued' "
                         "AND d.id > ? ORDER BY d.id LIMIT ?",
                         [self.campaign_id, self.cursor, self.chunk],
                     ).fetchall()
@@ -145,7 +144,7 @@ class CampaignRunner:
                         self.cursor = found[-1][0]
                 if found:
                     self.pending += len(found)
-                    return [_row(values) for values in found]
+                    return [delivery_row(values) for values in found]
                 if self.cursor_done and not self.retry_heap and self.pending == 0:
                     return None
                 wait = 1.0
@@ -577,27 +576,6 @@ def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, 
         r.key: r for r in early
         if isinstance(r, DeliveryResult) and r.key in by_key and r.outcome != Outcome.RETRY
     }
-
-
-# Permanent refusals that mean the address does not exist (RFC 3463 5.1.x: bad
-# mailbox 5.1.1, bad domain 5.1.2, null MX 5.1.10), or providers' words for it.
-_NO_SUCH_ADDRESS = re.compile(
-    r"\b5\.1\.(?:1|2|10)\b|user unknown|unknown user|no such (?:user|mailbox|recipient|address)"
-    r"|unknown (?:recipient|mailbox)|mailbox (?:does not|doesn't) exist|not a valid mailbox"
-    r"|(?:address|recipient|user|mailbox|account) (?:does not|doesn't) exist"
-    r"|invalid (?:recipient|mailbox)\b|mailbox not found|no mailbox here|nonexistent",
-    re.IGNORECASE,
-)
-
-
-def means_no_such_address(reason: str | None) -> bool:
-    """True when a permanent failure's reason says the address does not exist (hard bounce)."""
-    if not reason:
-        return False
-    code = re.match(r"\s*(\d{3})\b", reason)
-    if code and not code.group(1).startswith("5"):
-        return False  # a 4xx reply is temporary, whatever its words
-    return _NO_SUCH_ADDRESS.search(reason) is not None
 
 
 def _describe(exc: BaseException) -> str:

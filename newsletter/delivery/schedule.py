@@ -140,7 +140,8 @@ def schedule_send(
 ) -> Scheduled:
     """Record a scheduled send; checks now what can be checked now (draft, audience, resend)."""
     from newsletter.compose.issue import build_issue
-    from newsletter.delivery.campaign import parse_audience, refuse_resend
+    from newsletter.delivery.log import refuse_resend
+    from newsletter.delivery.recipients import parse_audience
     from newsletter.writer.drafts import resolve_draft
 
     _if_edited(settings)

@@ -38,9 +38,9 @@ from typing import Any
 import sqlite_utils
 from flufl.bounce import all_failures
 
+from newsletter.audience.policy import Feedback
 from newsletter.compose import tokens
 from newsletter.errors import ConfigError, ProviderError
-from newsletter.feedback.policy import Feedback
 from newsletter.settings import Settings, is_env_name
 
 _KEYS = {"host", "port", "security", "username", "password_env", "folder",

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from newsletter.compose.message import Message
-from newsletter.delivery.campaign import DeliveryRow
+from newsletter.delivery.recipients import DeliveryRow
 
 SENDER = "writer@example.com"
 SUBJECT = "Issue #1: a test — with ünïcode"

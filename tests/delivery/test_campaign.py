@@ -15,23 +15,18 @@ import pytest
 
 from newsletter import store
 from newsletter.compose.message import Message
-from newsletter.delivery.campaign import (
-    CampaignLock,
-    CampaignRunner,
-    RateLimiter,
-    find_or_create_campaign,
-    get_campaign,
-    is_being_sent,
-    journal_paths,
-    parse_audience,
-    recover_interrupted,
-)
+from newsletter.delivery.lock import CampaignLock, is_being_sent
+from newsletter.delivery.log import find_or_create_campaign, get_campaign
 from newsletter.delivery.providers.base import (
     DeliveryResult,
     Outcome,
     Provider,
     TransientBatchError,
 )
+from newsletter.delivery.rate import RateLimiter
+from newsletter.delivery.recipients import parse_audience
+from newsletter.delivery.recovery import journal_paths, recover_interrupted
+from newsletter.delivery.runner import CampaignRunner
 from newsletter.delivery.sending import run_campaign
 from newsletter.errors import DeliveryError, ProviderError, SubscriberError
 from newsletter.settings import Settings
@@ -406,19 +401,3 @@ def test_rate_limiter_spaces_reservations_across_callers() -> None:
     assert [free.reserve(100) for _ in range(3)] == [0, 0, 0]
     free.pause(5)
     assert free.reserve(1) == pytest.approx(5, abs=0.05)
-
-
-@pytest.mark.parametrize(("reason", "hard"), [
-    ("550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", True),
-    ("550 5.1.10 recipient address has null MX", True),
-    ("The address does not exist (Postmark: ErrorCode 406 inactive recipient)", True),
-    ("Mailbox does not exist", True),
-    ("550 5.7.1 relaying denied", False),
-    ("552 5.2.2 mailbox full", False),
-    ("450 4.1.1 user unknown, try later", False),  # temporary, whatever the words
-    (None, False),
-])
-def test_which_refusals_mean_the_address_does_not_exist(reason: str | None, hard: bool) -> None:
-    from newsletter.delivery.runner import means_no_such_address
-
-    assert means_no_such_address(reason) is hard

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import httpx
 import sqlite_utils
 
+from newsletter.audience.policy import Feedback
 from newsletter.delivery.providers.http import HTTPProvider, retry_after
 from newsletter.errors import ProviderError
-from newsletter.feedback.policy import Feedback
 
 ATTEMPTS = 4
 MAX_WAIT = 60.0  # a sync never sleeps longer than this for one Retry-After

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import sqlite_utils
 
-from newsletter.feedback.policy import Feedback
+from newsletter.audience.policy import Feedback
 from newsletter.feedback.pull.base import Puller, iso, read_cursor, since
 
 Item = tuple[str, Feedback | None, str]
