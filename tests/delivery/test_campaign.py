@@ -390,14 +390,34 @@ def test_retry_failed_requeues_only_failed_rows(letter: Settings) -> None:
     assert get_campaign(store.connect(letter.database), campaign_id).status == "stopped"
 
 
+class Clock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_rate_limiter_spaces_reservations_across_callers() -> None:
-    limiter = RateLimiter(10)  # 10 units a second: one every 0.1 s
+    clock = Clock()
+    limiter = RateLimiter(10, clock=clock)  # 10 units a second: one every 0.1 s
     waits = [limiter.reserve(1) for _ in range(4)]
     assert waits[0] == 0
-    assert waits[1:] == pytest.approx([0.1, 0.2, 0.3], abs=0.02)
-    assert limiter.reserve(5) == pytest.approx(0.4, abs=0.02)
-    assert limiter.reserve(1) == pytest.approx(0.9, abs=0.02)  # the 5 took half a second
-    free = RateLimiter(None)
+    assert waits[1:] == pytest.approx([0.1, 0.2, 0.3], abs=1e-9)
+    assert limiter.reserve(5) == pytest.approx(0.4, abs=1e-9)
+    assert limiter.reserve(1) == pytest.approx(0.9, abs=1e-9)  # the 5 took half a second
+    clock.now += 0.5  # time passes: the next free slot is that much nearer
+    assert limiter.reserve(1) == pytest.approx(0.5, abs=1e-9)
+    clock.now += 10  # idle longer than the queue: no debt, no credit
+    assert limiter.reserve(1) == 0
+    free = RateLimiter(None, clock=clock)
     assert [free.reserve(100) for _ in range(3)] == [0, 0, 0]
     free.pause(5)
-    assert free.reserve(1) == pytest.approx(5, abs=0.05)
+    assert free.reserve(1) == pytest.approx(5, abs=1e-9)
+    clock.now += 2
+    free.pause(1)  # a shorter pause does not cut the longer one short
+    assert free.reserve(1) == pytest.approx(3, abs=1e-9)
+    clock.now += 3
+    assert free.reserve(1) == 0
