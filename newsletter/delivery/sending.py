@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from newsletter import store
 from newsletter.audience.policy import BouncePolicy
+from newsletter.delivery.journal import journal_paths
 from newsletter.delivery.lock import CampaignLock
 from newsletter.delivery.log import (
     Campaign,
@@ -44,7 +45,7 @@ from newsletter.delivery.recipients import (
     iter_audience_rows,
     parse_audience,
 )
-from newsletter.delivery.recovery import journal_paths, recover_interrupted
+from newsletter.delivery.recovery import recover_interrupted
 from newsletter.delivery.runner import CampaignRunner, ProgressCallback, RunResult
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings

@@ -15,6 +15,7 @@ import pytest
 
 from newsletter import store
 from newsletter.compose.message import Message
+from newsletter.delivery.journal import journal_paths
 from newsletter.delivery.lock import CampaignLock, is_being_sent
 from newsletter.delivery.log import find_or_create_campaign, get_campaign
 from newsletter.delivery.providers.base import (
@@ -25,7 +26,7 @@ from newsletter.delivery.providers.base import (
 )
 from newsletter.delivery.rate import RateLimiter
 from newsletter.delivery.recipients import parse_audience
-from newsletter.delivery.recovery import journal_paths, recover_interrupted
+from newsletter.delivery.recovery import recover_interrupted
 from newsletter.delivery.runner import CampaignRunner
 from newsletter.delivery.sending import run_campaign
 from newsletter.errors import DeliveryError, ProviderError, SubscriberError
