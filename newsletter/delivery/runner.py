@@ -376,12 +376,11 @@ class _Dispatcher:
         return bool(found)
 
     def _take(self, want: int) -> list[_Item]:
-        """Up to `want` prepared items: at least one when any row is due; for batch APIs a
-        moment more is spent building, for a fuller batch."""
-        deadline = time.monotonic() + (0.02 if self.batch_size > 1 else 0.0)
-        while len(self.ready) < want and (not self.ready or time.monotonic() < deadline):
-            if not self._prepare():
-                break
+        """Up to `want` prepared items: at least one when any row is due; for batch APIs as
+        many as are due (full batches: a provider call costs more than building)."""
+        enough = want if self.batch_size > 1 else 1
+        while len(self.ready) < enough and self._prepare():
+            pass
         return [self.ready.popleft() for _ in range(min(want, len(self.ready)))]
 
     # -- answering the workers ------------------------------------------------------------
