@@ -470,7 +470,7 @@ class _Dispatcher:
                 [stamp, *(row.id for row, _ in wanted)],
             ).fetchall()
         }
-        claimed = [(row, m) for row, m in wanted if row.id in claimed_ids]
+        claimed: list[_Item] = [(row, m) for row, m in wanted if row.id in claimed_ids]
         left = [row.id for row, _ in wanted if row.id not in claimed_ids]
         if left:
             skipped = 0
