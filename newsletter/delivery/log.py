@@ -257,6 +257,7 @@ def find_or_create_campaign(
             [slug, draft_path, subject, audience.spec, audience.kind, provider, created, body],
         )
         campaign_id = cursor.lastrowid
+        assert campaign_id is not None  # an INSERT always sets it
         if audience.kind == "test":
             for address in audience.addresses:
                 db.execute(
