@@ -625,7 +625,9 @@ class _Worker:
             if self.stopping.is_set():
                 done.untouched += [row for row, _ in claimed[start:]]
                 return
-            if self.check_subscribers:
+            # The claim itself checked every reader moments ago: ask again from the
+            # second batch of the chunk on (a round trip between threads per batch).
+            if self.check_subscribers and start > 0:
                 self.requests.put(_Check(self.index, [row.id for row, _ in part], self.checks))
                 stopped = self.checks.get()
                 if stopped is None:  # the dispatcher could not look: stop here
