@@ -229,7 +229,7 @@ def _m005_webhook_tokens(db: sqlite_utils.Database) -> None:
 
 def _m011_delivery_message_ids(db: sqlite_utils.Database) -> None:
     # A bounce or complaint reported by a webhook or a pull names the provider's message
-    # id; this finds the send it is about (feedback/policy.py: soft bounces count per send).
+    # id; this finds the send it is about (audience/policy.py: soft bounces count per send).
     _run(db, "CREATE INDEX deliveries_provider_message_id ON deliveries (provider_message_id)")
 
 

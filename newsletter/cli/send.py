@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from newsletter.cli.app import app, newsletter_dir, settings
-from newsletter.delivery.campaign import Counts
+from newsletter.delivery.log import Counts
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ def _issue(s: Settings, draft: str) -> Issue:
 def _sync_first(s: Any, to: str) -> None:
     """Before a list send: pull what the provider and mailbox know, so nobody they already
     suppressed is sent to. A provider that cannot be read stops nothing: the send goes on."""
-    from newsletter.delivery.campaign import parse_audience
+    from newsletter.delivery.recipients import parse_audience
     from newsletter.feedback import pull
 
     if parse_audience(to).kind != "list" or not pull.configured(s):
@@ -357,7 +357,7 @@ def _finish(report: Any, warned: bool = False) -> None:
 
 
 def _status(campaign: Any, database: Any) -> str:
-    from newsletter.delivery.campaign import is_being_sent
+    from newsletter.delivery.lock import is_being_sent
 
     if campaign.status == "sending" and not is_being_sent(database, campaign.id):
         return "interrupted"
@@ -378,8 +378,8 @@ def campaigns(
     Example: newsletter campaigns 1
     """
     from newsletter import store
-    from newsletter.delivery.audience import describe_audience
     from newsletter.delivery.log import campaign_problems, get_campaign, list_campaigns
+    from newsletter.delivery.recipients import describe_audience
 
     s = settings(ctx)
     db = store.connect(s.database)

@@ -10,7 +10,7 @@ from typing import Any
 import sqlite_utils
 
 from newsletter.audience.events import now_iso
-from newsletter.delivery.audience import Audience, _audience_where
+from newsletter.delivery.recipients import Audience, audience_where
 from newsletter.errors import DeliveryError
 
 STATES = ("queued", "sending", "sent", "failed", "uncertain", "skipped")
@@ -257,6 +257,7 @@ def find_or_create_campaign(
             [slug, draft_path, subject, audience.spec, audience.kind, provider, created, body],
         )
         campaign_id = cursor.lastrowid
+        assert campaign_id is not None  # an INSERT always sets it
         if audience.kind == "test":
             for address in audience.addresses:
                 db.execute(
@@ -266,7 +267,7 @@ def find_or_create_campaign(
                     [campaign_id, address.lower(), address, created],
                 )
         else:
-            where, params = _audience_where(db, audience)
+            where, params = audience_where(db, audience)
             db.execute(
                 "INSERT OR IGNORE INTO deliveries (campaign_id, subscriber_id, email, updated_at) "
                 f"SELECT ?, id, email, ? FROM subscribers WHERE {where} ORDER BY id",

@@ -1,21 +1,16 @@
-"""What a killed sender left: the worker journals and `recover_interrupted`."""
+"""What a killed sender left: `recover_interrupted` settles its rows from the worker journals."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import sqlite_utils
 
 from newsletter.audience.events import now_iso
-from newsletter.delivery.audience import DeliveryRow
+from newsletter.delivery.journal import read_journals
 from newsletter.delivery.providers.base import Outcome
-
-if TYPE_CHECKING:
-    from newsletter.delivery.runner import _Outcome
 
 
 @dataclass
@@ -37,25 +32,14 @@ def recover_interrupted(
     """Rows left in `sending` by a dead process: settle them from its journals.
 
     Each worker journals "handed over" before a message goes to the provider and
-    the result right after (see `_Journal`). A row with a result gets it; a row
+    the result right after (see `journal.Journal`). A row with a result gets it; a row
     handed over without one is in flight: `uncertain`, or `queued` when
     `requeue_them` (an idempotent provider); a row never handed over is queued
     again. Without any journal every such row counts as in flight. Call only
     while holding the campaign's lock; the journals are removed afterwards.
     """
-    handed: set[int] = set()
-    results: dict[int, tuple[str, str, str]] = {}
-    for path in journals:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            continue
-        for line in text.splitlines():
-            parts = line.split("\t")
-            if parts[0] == "H" and len(parts) >= 2 and parts[1].isdigit():
-                handed.add(int(parts[1]))
-            elif parts[0] == "R" and len(parts) >= 5 and parts[1].isdigit():
-                results[int(parts[1])] = (parts[2], parts[3], parts[4])
+    journaled = read_journals(journals)
+    handed, results = journaled.handed, journaled.results
     recovery = Recovery()
     stamp = now_iso()
     in_flight_state = "queued" if requeue_them else "uncertain"
@@ -92,43 +76,3 @@ def recover_interrupted(
     for path in journals:
         path.unlink(missing_ok=True)
     return recovery
-
-
-def journal_paths(database: Path, campaign_id: int) -> list[Path]:
-    """The worker journals a sender of this campaign left next to the database."""
-    return sorted(database.parent.glob(f".{database.name}.campaign-{campaign_id}.w*.journal"))
-
-
-class _Journal:
-    """One worker's journal: "handed over" before the provider gets a message, its result after.
-
-    Plain appends without fsync: they survive the process being killed (the
-    kernel keeps them), which is what resume needs. Emptied each time its
-    results are safely in the database, so it stays small.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-
-    def handed(self, rows: Sequence[DeliveryRow]) -> None:
-        os.write(self.fd, "".join(f"H\t{row.id}\n" for row in rows).encode())
-
-    def results(self, outcome: _Outcome) -> None:
-        lines = [
-            f"R\t{row.id}\t{r.outcome!s}\t{_flat(r.provider_id)}\t{_flat(r.error)}\n"
-            for row, r in outcome.results
-        ]
-        if lines:
-            os.write(self.fd, "".join(lines).encode("utf-8", errors="replace"))
-
-    def clear(self) -> None:
-        os.ftruncate(self.fd, 0)
-
-    def remove(self) -> None:
-        os.close(self.fd)
-        self.path.unlink(missing_ok=True)
-
-
-def _flat(text: str | None) -> str:
-    return (text or "").replace("\t", " ").replace("\r", " ").replace("\n", " ")[:1000]

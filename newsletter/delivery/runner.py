@@ -1,21 +1,71 @@
-"""CampaignRunner: send the queued rows of one campaign (feeder, workers, journal)."""
+"""The send engine: CampaignRunner sends the queued rows of one campaign.
+
+A campaign and one `deliveries` row per recipient are written in one
+transaction before anything is sent. A row then moves
+queued → sending → sent | failed | uncertain | skipped:
+
+- the thread that calls `run()` owns the one SQLite connection and does every
+  read and write (the dispatcher): it reads queued rows and builds their
+  messages ahead into a small bounded buffer (memory stays flat;
+  personalization overlaps the network wait), and answers the workers;
+- a worker (one per connection, each with its own provider instance) only
+  talks to its provider. Over a queue it hands the dispatcher the results of
+  its previous chunk and asks for the next; the dispatcher records those
+  results and marks the new chunk `sending` in one short transaction,
+  re-checking that each subscriber is still active (else `skipped`), so at
+  most one chunk per worker is ever `sending`, and the log costs one commit
+  per chunk, not per message. The worker hands the chunk to `provider.send`
+  in batches of at most `provider.max_batch`, pacing by the shared rate
+  limiter; right before each batch it asks the dispatcher whether a reader
+  stopped (unsubscribed, removed) meanwhile, and those rows are `skipped`;
+- around every `provider.send` the worker appends to its journal file (see
+  `journal.py`) "handed over: these rows" and then their results. Appends are
+  cheap and survive kill -9 (no fsync: the kernel has them), so after a crash
+  the journal says which `sending` rows were answered, which were in the
+  provider's hands without an answer (`uncertain`) and which never left
+  (queued again; see `recovery.py`);
+- RETRY results and TransientBatchError go back to `queued` with attempts+1
+  and an exponential backoff kept in memory (a resumed run retries them at
+  once); after `max_attempts` they are `failed` with the last reason;
+- ProviderError stops the send: the rows of the batch go back to `queued`;
+- an unexpected exception inside `provider.send`, or an UNCERTAIN result,
+  leaves the batch `uncertain`: it may or may not have gone out;
+- a permanent refusal that means "no such address" is also a hard bounce,
+  applied under the bounce policy (`audience/policy.py`).
+
+Ctrl-C, SIGTERM and SIGHUP stop a run cleanly: the messages in the providers'
+hands get their answers and are recorded, the rest stay queued. A second one
+ends the process.
+
+Only one process sends a campaign at a time (`lock.py`); a campaign whose
+status is `sending` but whose lock is free was interrupted, and `sending.py`
+settles its rows from the journals before running it again.
+
+Nothing here knows about SMTP, HTTP or drafts: the caller passes a provider
+factory and a function that turns a delivery row into a Message.
+"""
 
 from __future__ import annotations
 
 import heapq
 import queue
-import re
+import signal
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlite_utils
+
 from newsletter import store
 from newsletter.audience.events import now_iso
-from newsletter.delivery.audience import _ROW_SELECT, DeliveryRow, _row
+from newsletter.audience.policy import BouncePolicy, Feedback, means_no_such_address
+from newsletter.audience.policy import apply as apply_feedback
+from newsletter.delivery.journal import Journal, journal_path
 from newsletter.delivery.log import Counts
 from newsletter.delivery.providers.base import (
     DeliveryResult,
@@ -24,11 +74,8 @@ from newsletter.delivery.providers.base import (
     TransientBatchError,
 )
 from newsletter.delivery.rate import RateLimiter
-from newsletter.delivery.recovery import _Journal
+from newsletter.delivery.recipients import DELIVERY_ROW_SELECT, DeliveryRow, delivery_row
 from newsletter.errors import ProviderError
-from newsletter.feedback.policy import BouncePolicy, Feedback
-from newsletter.feedback.policy import apply as apply_feedback
-from newsletter.signals import stop_signals_as_ctrl_c
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -36,7 +83,7 @@ if TYPE_CHECKING:
 
 MAX_BACKOFF = 300.0  # seconds: the longest pause between two attempts we choose ourselves
 CLAIM_CHUNK = 32  # rows claimed per transaction (at least one provider batch)
-
+IDLE_WAIT = 0.1  # seconds the dispatcher waits for a worker before it looks around again
 
 
 @dataclass
@@ -62,14 +109,8 @@ class CampaignRunner:
 
     `make_provider()` returns a new unopened Provider (one per worker thread);
     `make_message(row)` returns the Message for a delivery row, with
-    `key == str(row.id)`. The caller holds the campaign lock.
-
-    A feeder thread reads queued rows (read-only) and builds their messages
-    ahead into a small bounded queue, so personalization overlaps the network
-    wait. A worker marks a batch `sending` in the same short transaction that
-    records its previous batch, just before handing it to its provider: at most
-    one batch per worker is ever `sending`, which bounds what a crash can leave
-    uncertain. Every database access goes through one connection under one lock.
+    `key == str(row.id)`. The caller holds the campaign lock. `run()` may be
+    called again: each run has its own connection, workers and journals.
     """
 
     def __init__(
@@ -100,59 +141,304 @@ class CampaignRunner:
         self.bounce_policy = bounce_policy or BouncePolicy()
         self.on_progress = on_progress
 
-        self.cond = threading.Condition()
+    def run(self) -> RunResult:
+        """Send every queued row; returns when all are settled, on ProviderError or Ctrl-C."""
+        started = time.monotonic()
+        db = store.connect(self.database)
+        providers: list[Provider] = []
+        try:
+            try:
+                for _ in range(self.concurrency):
+                    provider = self.make_provider()
+                    providers.append(provider)
+                    provider.open()
+            except ProviderError as exc:  # nothing was claimed yet: every row stays queued
+                result = RunResult(_count_states(db.conn, self.campaign_id), error=exc)
+                result.seconds = time.monotonic() - started
+                return result
+            dispatcher = _Dispatcher(self, db, providers)
+            return dispatcher.run(started)
+        finally:
+            for provider in providers:
+                try:
+                    provider.close()
+                except Exception:  # closing must not hide what happened
+                    pass
+            db.conn.close()
+
+
+_Item = tuple[DeliveryRow, "Message | Exception"]
+
+
+@dataclass
+class _Outcome:
+    """A worker's results not yet in the database (its journal holds them meanwhile)."""
+
+    results: list[tuple[DeliveryRow, DeliveryResult]] = field(default_factory=list)
+    untouched: list[DeliveryRow] = field(default_factory=list)  # never reached the provider
+    errors: list[Exception] = field(default_factory=list)  # what stopped the send, if anything
+
+    def __bool__(self) -> bool:
+        return bool(self.results or self.untouched or self.errors)
+
+    def extend(self, other: _Outcome) -> None:
+        self.results += other.results
+        self.untouched += other.untouched
+        self.errors += other.errors
+
+
+@dataclass
+class _Claim:
+    """From a worker: record `done`, then mark up to `want` rows `sending` for it (0: it ends).
+
+    The answer on `reply`: the claimed items; [] when there is nothing more for it (it
+    ends); None when `done` could not be recorded (it ends and keeps its journal).
+    """
+
+    worker: int
+    done: _Outcome
+    want: int
+    reply: queue.SimpleQueue[list[_Item] | None]
+
+
+@dataclass
+class _Check:
+    """From a worker, right before a batch: which of these rows' readers stopped meanwhile?
+
+    The answer on `reply`: the ids now `skipped`; None when the send must stop instead.
+    """
+
+    worker: int
+    ids: list[int]
+    reply: queue.SimpleQueue[set[int] | None]
+
+
+class _Dispatcher:
+    """One run: the thread that calls `run()` owns the connection; workers ask it over a queue."""
+
+    def __init__(self, runner: CampaignRunner, db: sqlite_utils.Database,
+                 providers: Sequence[Provider]):
+        self.runner = runner
+        self.db = db
+        self.conn = db.conn
+        self.campaign_id = runner.campaign_id
+        self.counts = _count_states(self.conn, self.campaign_id)
+        self.result = RunResult(self.counts)
+        self.errors: list[Exception] = []
         self.stopping = threading.Event()
-        self.fed_all = threading.Event()
+        self.requests: queue.SimpleQueue[_Claim | _Check] = queue.SimpleQueue()
+
+        first = providers[0]
+        rate = runner.rate if runner.rate is not None else first.default_rate
+        self.batch_size = max(1, first.max_batch)
+        # Rows claimed per transaction: a few provider calls' worth, so the log costs
+        # one commit per chunk; the journal keeps what a crash leaves uncertain to
+        # the messages actually in the provider's hands.
+        claim_size = min(max(self.batch_size, CLAIM_CHUNK), 1000)
+        if rate:
+            claim_size = max(self.batch_size, min(claim_size, int(rate) or 1))
+        # Enough prepared messages for every worker's next chunk, but bounded (memory).
+        self.ahead = min(max(4, 2 * len(providers) * claim_size), 2000)
+        self.chunk = min(max(64, claim_size), 1000)  # rows read per query
+
+        self.ready: deque[_Item] = deque()  # rows with their message built, not yet claimed
+        self.unbuilt: deque[DeliveryRow] = deque()  # rows read, message not built yet
         self.retry_heap: list[tuple[float, int]] = []  # (due monotonic time, delivery id)
         self.cursor = 0  # highest delivery id read from the queue in this run
         self.cursor_done = False
-        self.pending = 0  # rows read by the feeder whose outcome is not recorded yet
-        self.errors: list[Exception] = []
-        self.result = RunResult(Counts())
-        self.chunk = 64
+        self.pending = 0  # rows read whose outcome is not recorded yet
+        self.parked: list[_Claim] = []  # workers waiting for rows (retries not due yet)
+        self.unrecorded: set[int] = set()  # workers whose journal holds unrecorded results
 
-    # -- database ---------------------------------------------------------------------
+        limiter = RateLimiter(rate)
+        self.journals = [
+            Journal(journal_path(runner.database, self.campaign_id, i))
+            for i in range(len(providers))
+        ]
+        self.workers = [
+            _Worker(i, provider, self.journals[i], self.requests, self.stopping, limiter,
+                    claim_size=claim_size, check_subscribers=runner.check_subscribers)
+            for i, provider in enumerate(providers)
+        ]
+        self.working = len(self.workers)  # workers that have not ended yet
 
-    def _connect(self) -> sqlite3.Connection:
-        # One connection shared by the feeder and the workers, under self.cond.
-        self.db = store.connect(self.database, threads=True)
-        return self.db.conn
+    # -- the loop ---------------------------------------------------------------------
 
-    def _read_rows(self) -> list[DeliveryRow] | None:
-        """For the feeder: due retries first, then the next queued rows; None when all is done."""
-        with self.cond:
-            while not self.stopping.is_set():
-                now = time.monotonic()
-                ids: list[int] = []
-                while self.retry_heap and self.retry_heap[0][0] <= now and len(ids) < self.chunk:
-                    ids.append(heapq.heappop(self.retry_heap)[1])
-                found: list[Sequence[Any]] = []
-                if ids:
-                    marks = ",".join("?" * len(ids))
-                    found = self.conn.execute(
-                        _ROW_SELECT + f"WHERE d.id IN ({marks}) AND d.state = 'queued' "
-                        "ORDER BY d.id", ids,
-                    ).fetchall()
-                if not found and not self.cursor_done:
-                    found = self.conn.execute(
-                        _ROW_SELECT + "WHERE d.campaign_id = ? AND d.state = 'queued' "
-                        "AND d.id > ? ORDER BY d.id LIMIT ?",
-                        [self.campaign_id, self.cursor, self.chunk],
-                    ).fetchall()
-                    if len(found) < self.chunk:
-                        self.cursor_done = True
-                    if found:
-                        self.cursor = found[-1][0]
-                if found:
-                    self.pending += len(found)
-                    return [_row(values) for values in found]
-                if self.cursor_done and not self.retry_heap and self.pending == 0:
-                    return None
-                wait = 1.0
-                if self.retry_heap:
-                    wait = max(0.0, min(wait, self.retry_heap[0][0] - time.monotonic()))
-                self.cond.wait(wait)
-        return None
+    def run(self, started: float) -> RunResult:
+        self._progress()
+        threads = [
+            threading.Thread(target=worker.run, daemon=True,
+                             name=f"send-{self.campaign_id}-{worker.index}")
+            for worker in self.workers
+        ]
+        restore_signals = _stop_signals_call(self._interrupt)
+        try:
+            for t in threads:
+                t.start()
+            while self.working:
+                self._step()
+        finally:
+            restore_signals()
+            self.stopping.set()
+            if self.working:  # we are leaving early (a bug, a second Ctrl-C): let them end
+                for worker in self.workers:
+                    worker.claims.put(None)
+                    worker.checks.put(None)
+        for t in threads:
+            t.join()
+        for i, journal in enumerate(self.journals):
+            journal.close(remove=i not in self.unrecorded)  # kept: resume reads it
+        self.result.counts = self.counts
+        self.result.seconds = time.monotonic() - started
+        if self.errors:
+            self.result.error = self.errors[0]
+        return self.result
+
+    def _step(self) -> None:
+        """Answer one request, or build one message ahead, or wait a little for a request."""
+        try:
+            request = self.requests.get_nowait()
+        except queue.Empty:
+            if self._prepare():
+                return
+            try:
+                request = self.requests.get(timeout=self._idle_wait())
+            except queue.Empty:
+                self._serve_parked()
+                return
+        if isinstance(request, _Check):
+            self._answer_check(request)
+        else:
+            self._answer_claim(request)
+        if self.parked:
+            self._serve_parked()
+
+    def _interrupt(self) -> None:
+        """Ctrl-C, SIGTERM, SIGHUP: workers finish the batch in hand, nothing new starts."""
+        self.result.interrupted = True
+        self.stopping.set()
+
+    def _idle_wait(self) -> float:
+        if self.parked and self.retry_heap:
+            return min(IDLE_WAIT, max(0.0, self.retry_heap[0][0] - time.monotonic()))
+        return IDLE_WAIT
+
+    def _settled(self) -> bool:
+        """Nothing left to read, retry or wait for."""
+        return (self.cursor_done and not self.retry_heap and self.pending == 0
+                and not self.ready and not self.unbuilt)
+
+    # -- reading and building ahead -----------------------------------------------------
+
+    def _prepare(self) -> bool:
+        """Build one more message ahead, or read more rows; False when there is nothing to do."""
+        if self.stopping.is_set() or len(self.ready) >= self.ahead:
+            return False
+        if not self.unbuilt:
+            try:
+                return self._read_rows()
+            except Exception as exc:  # the database failed us: stop, and say why
+                self._fail(exc)
+                return False
+        row = self.unbuilt.popleft()
+        try:
+            item: _Item = (row, self.runner.make_message(row))
+        except Exception as exc:  # one bad recipient must not stop the campaign
+            item = (row, exc)
+        self.ready.append(item)
+        return True
+
+    def _read_rows(self) -> bool:
+        """Due retries first, then the next queued rows; False when none is due now."""
+        now = time.monotonic()
+        ids: list[int] = []
+        while self.retry_heap and self.retry_heap[0][0] <= now and len(ids) < self.chunk:
+            ids.append(heapq.heappop(self.retry_heap)[1])
+        found: list[Sequence[Any]] = []
+        if ids:
+            marks = ",".join("?" * len(ids))
+            found = self.conn.execute(
+                DELIVERY_ROW_SELECT + f"WHERE d.id IN ({marks}) AND d.state = 'queued' "
+                "ORDER BY d.id", ids,
+            ).fetchall()
+        if not found and not self.cursor_done:
+            found = self.conn.execute(
+                DELIVERY_ROW_SELECT + "WHERE d.campaign_id = ? AND d.state = 'queued' "
+                "AND d.id > ? ORDER BY d.id LIMIT ?",
+                [self.campaign_id, self.cursor, self.chunk],
+            ).fetchall()
+            if len(found) < self.chunk:
+                self.cursor_done = True
+            if found:
+                self.cursor = found[-1][0]
+        self.pending += len(found)
+        self.unbuilt.extend(delivery_row(values) for values in found)
+        return bool(found)
+
+    def _take(self, want: int) -> list[_Item]:
+        """Up to `want` prepared items: at least one when any row is due; for batch APIs as
+        many as are due (full batches: a provider call costs more than building)."""
+        enough = want if self.batch_size > 1 else 1
+        while len(self.ready) < enough and self._prepare():
+            pass
+        return [self.ready.popleft() for _ in range(min(want, len(self.ready)))]
+
+    # -- answering the workers ------------------------------------------------------------
+
+    def _answer_claim(self, claim: _Claim) -> None:
+        items = self._take(claim.want) if claim.want and not self.stopping.is_set() else []
+        try:
+            claimed = self._commit(claim.done, items)
+        except Exception as exc:  # not recorded: its journal keeps the results for resume
+            self._fail(exc)
+            self.unrecorded.add(claim.worker)
+            self._end(claim, None)
+            return
+        if claimed:
+            claim.reply.put(claimed)
+        elif not claim.want or self.stopping.is_set() or self._settled():
+            self._end(claim, [])
+        else:  # rows are still out (retries not due, other workers' results): wait
+            self.parked.append(
+                _Claim(claim.worker, _Outcome(), claim.want, claim.reply))
+
+    def _serve_parked(self) -> None:
+        waiting, self.parked = self.parked, []
+        for claim in waiting:
+            self._answer_claim(claim)
+
+    def _end(self, claim: _Claim, answer: list[_Item] | None) -> None:
+        self.working -= 1
+        claim.reply.put(answer)
+
+    def _answer_check(self, check: _Check) -> None:
+        try:
+            check.reply.put(self._drop_stopped(check.ids))
+        except Exception as exc:
+            self._fail(exc)
+            check.reply.put(None)
+
+    def _fail(self, exc: Exception) -> None:
+        self.errors.append(exc)
+        self.stopping.set()
+
+    def _progress(self) -> None:
+        if self.runner.on_progress is not None:
+            self.runner.on_progress(Counts(**self.counts.as_dict()))
+
+    # -- the database -------------------------------------------------------------------
+
+    def _commit(self, done: _Outcome, items: list[_Item]) -> list[_Item]:
+        """One short transaction: record `done`, claim `items`; returns the claimed ones."""
+        self.errors += done.errors
+        if not done.results and not done.untouched and not items:
+            return []
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._record(done)
+            claimed = self._claim(items) if items else []
+        self._progress()
+        return claimed
 
     def _claim(self, items: list[_Item]) -> list[_Item]:
         """Within the open transaction: mark the items' rows `sending`, if still due and wanted.
@@ -167,7 +453,7 @@ class CampaignRunner:
             self.counts.sending += len(broken)
             self._record(_Outcome(results=[
                 (row, DeliveryResult(str(row.id), Outcome.FAILED, error=_describe(exc)))
-                for row, exc in broken  # type: ignore[misc]
+                for row, exc in broken
             ]))
         wanted = [(row, m) for row, m in items if not isinstance(m, Exception)]
         if not wanted:
@@ -175,7 +461,7 @@ class CampaignRunner:
         marks = ",".join("?" * len(wanted))
         active = (
             "AND (SELECT status FROM subscribers s WHERE s.id = deliveries.subscriber_id) "
-            "= 'active'" if self.check_subscribers else ""
+            "= 'active'" if self.runner.check_subscribers else ""
         )
         claimed_ids = {
             r[0] for r in self.conn.execute(
@@ -184,11 +470,11 @@ class CampaignRunner:
                 [stamp, *(row.id for row, _ in wanted)],
             ).fetchall()
         }
-        claimed = [(row, m) for row, m in wanted if row.id in claimed_ids]
+        claimed: list[_Item] = [(row, m) for row, m in wanted if row.id in claimed_ids]
         left = [row.id for row, _ in wanted if row.id not in claimed_ids]
         if left:
             skipped = 0
-            if self.check_subscribers:
+            if self.runner.check_subscribers:
                 skipped = len(self.conn.execute(
                     "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
                     " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
@@ -205,44 +491,38 @@ class CampaignRunner:
         self.counts.sending += len(claimed)
         return claimed
 
-    def _drop_stopped(self, part: list[_Item]) -> list[_Item]:
+    def _drop_stopped(self, ids: list[int]) -> set[int]:
         """Just before a batch goes to the provider: skip the rows of readers who stopped.
 
         A chunk is claimed ahead of its batches, so a reader may unsubscribe (or be
         removed) after the claim; one indexed query per batch sees that change.
         """
-        if not self.check_subscribers or not part:
-            return part
-        ids = [row.id for row, _ in part]
         marks = ",".join("?" * len(ids))
-        with self.cond:
-            # A plain read first (the usual answer is "all still active"): no write lock.
-            if not self.conn.execute(
-                f"SELECT 1 FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
-                f"WHERE d.id IN ({marks}) AND coalesce(s.status, 'removed') != 'active' LIMIT 1",
-                ids,
-            ).fetchone():
-                return part
-            with self.conn:
-                self.conn.execute("BEGIN IMMEDIATE")
-                stopped = {r[0] for r in self.conn.execute(
-                    "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
-                    " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
-                    "deliveries.subscriber_id), 'removed') || ' before sending' "
-                    f"WHERE id IN ({marks}) AND state = 'sending' AND coalesce((SELECT status "
-                    "FROM subscribers s WHERE s.id = deliveries.subscriber_id), 'removed') "
-                    "!= 'active' RETURNING id",
-                    [now_iso(), *ids],
-                ).fetchall()}
-            n = len(stopped)
-            self.result.skipped += n
-            self.counts.sending -= n
-            self.counts.skipped += n
-            self.pending -= n
-            self.cond.notify_all()
-            if self.on_progress is not None:
-                self.on_progress(Counts(**self.counts.as_dict()))
-        return [(row, m) for row, m in part if row.id not in stopped]
+        # A plain read first (the usual answer is "all still active"): no write lock.
+        if not self.conn.execute(
+            f"SELECT 1 FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
+            f"WHERE d.id IN ({marks}) AND coalesce(s.status, 'removed') != 'active' LIMIT 1",
+            ids,
+        ).fetchone():
+            return set()
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            stopped = {r[0] for r in self.conn.execute(
+                "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
+                " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
+                "deliveries.subscriber_id), 'removed') || ' before sending' "
+                f"WHERE id IN ({marks}) AND state = 'sending' AND coalesce((SELECT status "
+                "FROM subscribers s WHERE s.id = deliveries.subscriber_id), 'removed') "
+                "!= 'active' RETURNING id",
+                [now_iso(), *ids],
+            ).fetchall()}
+        n = len(stopped)
+        self.result.skipped += n
+        self.counts.sending -= n
+        self.counts.skipped += n
+        self.pending -= n
+        self._progress()
+        return stopped
 
     def _record(self, outcome: _Outcome) -> None:
         """Within the open transaction: write one batch's results."""
@@ -259,11 +539,11 @@ class CampaignRunner:
                         unknown.append((row, _reason(result.error)))
                 case Outcome.UNCERTAIN:
                     uncertain.append((_reason(result.error), stamp, row.id))
-                case Outcome.RETRY if row.attempts + 1 >= self.max_attempts:
+                case Outcome.RETRY if row.attempts + 1 >= self.runner.max_attempts:
                     reason = f"gave up after {row.attempts + 1} attempts: {_reason(result.error)}"
                     failed.append((reason, stamp, row.id))
                 case _:  # RETRY
-                    delay = min(self.retry_delay * 2**row.attempts, MAX_BACKOFF)
+                    delay = min(self.runner.retry_delay * 2**row.attempts, MAX_BACKOFF)
                     delay = max(delay, result.retry_after or 0.0)
                     heapq.heappush(self.retry_heap, (time.monotonic() + delay, row.id))
                     queued.append((_reason(result.error), stamp, row.id))
@@ -286,7 +566,8 @@ class CampaignRunner:
                 self.conn.executemany(sql, params)
         for row, reason in unknown:  # after the row: the bounce names this campaign
             apply_feedback(self.db, Feedback("hard_bounce", row.email, "send", detail=reason,
-                                             campaign_id=self.campaign_id), self.bounce_policy)
+                                             campaign_id=self.campaign_id),
+                           self.runner.bounce_policy)
         n = len(outcome.results) + len(outcome.untouched)
         self.counts.sending -= n
         self.counts.sent += len(sent)
@@ -299,76 +580,71 @@ class CampaignRunner:
         self.result.retried += len(queued)
         self.pending -= n
 
-    def _commit(self, done: _Outcome | None, items: list[_Item]) -> list[_Item]:
-        """One short transaction: record `done`, claim `items`; returns the claimed ones."""
-        with self.cond:
-            with self.conn:
-                self.conn.execute("BEGIN IMMEDIATE")
-                if done is not None:
-                    self._record(done)
-                claimed = self._claim(items) if items else []
-            self.cond.notify_all()
-            if self.on_progress is not None:
-                self.on_progress(Counts(**self.counts.as_dict()))
-        return claimed
 
-    # -- threads ------------------------------------------------------------------------
+class _Worker:
+    """One sending thread: it talks to its provider and to the dispatcher, never to SQLite."""
 
-    def _feed(self) -> None:
-        """Read queued rows and build their messages ahead, into the bounded queue."""
+    def __init__(self, index: int, provider: Provider, journal: Journal,
+                 requests: queue.SimpleQueue[_Claim | _Check], stopping: threading.Event,
+                 limiter: RateLimiter, *, claim_size: int, check_subscribers: bool):
+        self.index = index
+        self.provider = provider
+        self.journal = journal
+        self.requests = requests
+        self.stopping = stopping
+        self.limiter = limiter
+        self.claim_size = claim_size
+        self.check_subscribers = check_subscribers
+        self.per_call = max(1, provider.max_batch)
+        self.claims: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
+        self.checks: queue.SimpleQueue[set[int] | None] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        done = _Outcome()  # results journaled but not yet in the database
         try:
-            while (rows := self._read_rows()) is not None:
-                for row in rows:
-                    try:
-                        item: _Item = (row, self.make_message(row))
-                    except Exception as exc:  # one bad recipient must not stop the campaign
-                        item = (row, exc)
-                    while True:
-                        if self.stopping.is_set():
-                            return
-                        try:
-                            self.ahead.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-        except BaseException as exc:  # noqa: B036 — reported by run()
-            self._fail(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-        finally:
-            self.fed_all.set()
+            while True:
+                self.requests.put(_Claim(self.index, done, self.claim_size, self.claims))
+                claimed = self.claims.get()
+                if claimed is None:  # not recorded: the journal keeps it for resume
+                    return
+                self.journal.clear()  # everything it held is in the database now
+                done = _Outcome()
+                if not claimed:
+                    return
+                self._send_chunk(claimed, done)
+        except BaseException as exc:  # noqa: B036 — handed over; run() reports it
+            self.stopping.set()
+            done.errors.append(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            self.requests.put(_Claim(self.index, done, 0, self.claims))
+            if self.claims.get() is not None:
+                self.journal.clear()
 
-    def _take(self, limit: int, done: _Outcome, journal: _Journal) -> list[_Item]:
-        """Up to `limit` prepared items; records `done` first when it has to wait for them."""
-        items: list[_Item] = []
-        try:
-            items.append(self.ahead.get_nowait())
-        except queue.Empty:
-            if done:  # don't sit on results while waiting: the feeder needs them
-                self._commit(done, [])
-                journal.clear()
-                done.clear()
-            while not items:
-                if self.stopping.is_set() or (self.fed_all.is_set() and self.ahead.empty()):
-                    return []
-                try:
-                    items.append(self.ahead.get(timeout=0.05))
-                except queue.Empty:
-                    continue
-        # Fill the chunk with what is ready; for batch APIs wait a moment for a fuller one.
-        deadline = time.monotonic() + (0.02 if self.batch_size > 1 else 0.0)
-        while len(items) < limit:
-            try:
-                items.append(self.ahead.get_nowait())
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.fed_all.is_set():
-                    break
-                try:
-                    items.append(self.ahead.get(timeout=remaining))
-                except queue.Empty:
-                    break
-        return items
+    def _send_chunk(self, claimed: list[_Item], done: _Outcome) -> None:
+        for start in range(0, len(claimed), self.per_call):
+            part = claimed[start:start + self.per_call]
+            if self.stopping.is_set():
+                done.untouched += [row for row, _ in claimed[start:]]
+                return
+            # The claim itself checked every reader moments ago: ask again from the
+            # second batch of the chunk on (a round trip between threads per batch).
+            if self.check_subscribers and start > 0:
+                self.requests.put(_Check(self.index, [row.id for row, _ in part], self.checks))
+                stopped = self.checks.get()
+                if stopped is None:  # the dispatcher could not look: stop here
+                    done.untouched += [row for row, _ in claimed[start:]]
+                    return
+                if stopped:
+                    part = [(row, m) for row, m in part if row.id not in stopped]
+                    if not part:
+                        continue
+            done.untouched += [row for row, _ in part]  # in case send blows up
+            outcome = self._send_batch(part)
+            del done.untouched[-len(part):]
+            self.journal.results((row.id, r) for row, r in outcome.results)
+            done.extend(outcome)
 
-    def _send_batch(self, provider: Provider, claimed: list[_Item], journal: _Journal) -> _Outcome:
+    def _send_batch(self, claimed: list[_Item]) -> _Outcome:
+        provider = self.provider
         outcome = _Outcome()
         by_key = {m.key: row for row, m in claimed}  # type: ignore[union-attr]
         messages: list[Message] = [m for _, m in claimed]  # type: ignore[misc]
@@ -377,7 +653,7 @@ class CampaignRunner:
         if self.stopping.is_set() or (wait > 0 and self.stopping.wait(wait)):
             outcome.untouched = [row for row, _ in claimed]
             return outcome
-        journal.handed([row for row, _ in claimed])
+        self.journal.handed(row.id for row, _ in claimed)
         try:
             results = provider.send(messages)
         except TransientBatchError as exc:
@@ -392,7 +668,7 @@ class CampaignRunner:
         except ProviderError as exc:
             # The provider says nothing more of this batch went out: back to the queue,
             # except the messages it answered before it stopped (exc.results).
-            self._fail(exc)
+            self._fail(exc, outcome)
             early = _early_results(exc, by_key)
             for m in messages:
                 if m.key in early:
@@ -401,7 +677,7 @@ class CampaignRunner:
                     outcome.untouched.append(by_key[m.key])
             return outcome
         except Exception as exc:  # we cannot know what went out, beyond what was answered
-            self._fail(exc)
+            self._fail(exc, outcome)
             early = _early_results(exc, by_key)
             for m in messages:
                 outcome.results.append((by_key[m.key], early.get(m.key) or DeliveryResult(
@@ -422,150 +698,48 @@ class CampaignRunner:
                 )
         return outcome
 
-    def _fail(self, exc: Exception) -> None:
-        self.stopping.set()
-        with self.cond:
-            self.errors.append(exc)
-            self.cond.notify_all()
-
-    def _worker(self, provider: Provider, journal: _Journal) -> None:
-        done = _Outcome()  # results journaled but not yet in the database
-        per_call = max(1, provider.max_batch)
-        try:
-            while not self.stopping.is_set():
-                items = self._take(self.claim_size, done, journal)
-                if not items:
-                    break
-                claimed = self._commit(done, items)
-                journal.clear()  # everything it held is in the database now
-                done.clear()
-                for start in range(0, len(claimed), per_call):
-                    part = claimed[start:start + per_call]
-                    if self.stopping.is_set():
-                        done.untouched += [row for row, _ in claimed[start:]]
-                        break
-                    part = self._drop_stopped(part)
-                    if not part:
-                        continue
-                    done.untouched += [row for row, _ in part]  # in case send blows up
-                    outcome = self._send_batch(provider, part, journal)
-                    del done.untouched[-len(part):]
-                    journal.results(outcome)
-                    done.extend(outcome)
-            if done:
-                self._commit(done, [])
-                journal.clear()
-                done.clear()
-        except BaseException as exc:  # noqa: B036 — record, then let run() report it
-            self._fail(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-            if done:
-                with self.cond, self.conn:
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    self._record(done)
-                journal.clear()
-
-    def run(self) -> RunResult:
-        """Send every queued row; returns when all are settled, on ProviderError or Ctrl-C."""
-        started = time.monotonic()
-        self.conn = self._connect()
-        self.counts = Counts()
-        for state, n in self.conn.execute(
-            "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state",
-            [self.campaign_id],
-        ).fetchall():
-            setattr(self.counts, state, n)
-        providers: list[Provider] = []
-        try:
-            try:
-                for _ in range(self.concurrency):
-                    provider = self.make_provider()
-                    providers.append(provider)
-                    provider.open()
-            except ProviderError as exc:  # nothing was claimed yet: every row stays queued
-                self.errors.append(exc)
-                return self._finish(started)
-            first = providers[0]
-            rate = self.rate if self.rate is not None else first.default_rate
-            self.limiter = RateLimiter(rate)
-            self.batch_size = max(1, first.max_batch)
-            # Rows claimed per transaction: a few provider calls' worth, so the log costs
-            # one commit per chunk; the journal keeps what a crash leaves uncertain to
-            # the messages actually in the provider's hands.
-            self.claim_size = min(max(self.batch_size, CLAIM_CHUNK), 1000)
-            if rate:
-                self.claim_size = max(self.batch_size, min(self.claim_size, int(rate) or 1))
-            # Enough prepared messages for every worker's next chunk, but bounded (memory).
-            size = min(max(4, 2 * self.concurrency * self.claim_size), 2000)
-            self.ahead: queue.Queue[_Item] = queue.Queue(maxsize=size)
-            self.chunk = min(max(64, self.claim_size), 1000)
-            journals = [
-                _Journal(self.database.with_name(
-                    f".{self.database.name}.campaign-{self.campaign_id}.w{i}.journal"))
-                for i in range(len(providers))
-            ]
-            if self.on_progress is not None:
-                self.on_progress(Counts(**self.counts.as_dict()))
-            threads = [threading.Thread(target=self._feed, daemon=True,
-                                        name=f"feed-{self.campaign_id}")]
-            threads += [
-                threading.Thread(target=self._worker, args=(p, journals[i]), daemon=True,
-                                 name=f"send-{self.campaign_id}-{i}")
-                for i, p in enumerate(providers)
-            ]
-            for t in threads:
-                t.start()
-            restore_signals = stop_signals_as_ctrl_c()
-            try:
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.2)  # a short join keeps Ctrl-C responsive
-            except KeyboardInterrupt:
-                restore_signals()  # a second kill is not caught: it ends the process
-                self.result.interrupted = True
-                self.stopping.set()
-                with self.cond:
-                    self.cond.notify_all()
-                for t in threads:
-                    t.join()
-            finally:
-                restore_signals()
-            for journal in journals:  # every result is in the database now
-                journal.remove()
-        finally:
-            for provider in providers:
-                try:
-                    provider.close()
-                except Exception:  # closing must not hide what happened
-                    pass
-            self.conn.close()
-        return self._finish(started)
-
-    def _finish(self, started: float) -> RunResult:
-        self.result.counts = self.counts
-        self.result.seconds = time.monotonic() - started
-        if self.errors:
-            self.result.error = self.errors[0]
-        return self.result
+    def _fail(self, exc: Exception, outcome: _Outcome) -> None:
+        self.stopping.set()  # at once: the other workers start nothing new
+        outcome.errors.append(exc)
 
 
-_Item = tuple[DeliveryRow, "Message | Exception"]
+def _count_states(conn: sqlite3.Connection, campaign_id: int) -> Counts:
+    counts = Counts()
+    for state, n in conn.execute(
+        "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state",
+        [campaign_id],
+    ).fetchall():
+        setattr(counts, state, n)
+    return counts
 
 
-@dataclass
-class _Outcome:
-    results: list[tuple[DeliveryRow, DeliveryResult]] = field(default_factory=list)
-    untouched: list[DeliveryRow] = field(default_factory=list)  # never reached the provider
+def _stop_signals_call(stop: Callable[[], None]) -> Callable[[], None]:
+    """Ctrl-C, SIGTERM and SIGHUP call `stop()` instead of raising; returns what restores.
 
-    def __bool__(self) -> bool:
-        return bool(self.results or self.untouched)
+    Unlike `signals.stop_signals_as_ctrl_c`, nothing is raised: the dispatcher is the
+    thread that writes the log, and an exception in the middle of a transaction would
+    lose a worker's answer. Only handlers still at their default are taken over (nohup's
+    ignored SIGHUP stays ignored), and only from the main thread. The first signal puts
+    the previous handlers back, so a second one ends the process.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    replaced: dict[int, Any] = {}
 
-    def extend(self, other: _Outcome) -> None:
-        self.results += other.results
-        self.untouched += other.untouched
+    def restore() -> None:
+        while replaced:
+            sig, handler = replaced.popitem()
+            signal.signal(sig, handler)
 
-    def clear(self) -> None:
-        self.results = []
-        self.untouched = []
+    def handler(signum: int, frame: object) -> None:
+        restore()
+        stop()
+
+    for sig, default in ((signal.SIGINT, signal.default_int_handler),
+                         (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
+        if signal.getsignal(sig) is default:
+            replaced[sig] = signal.signal(sig, handler)
+    return restore
 
 
 def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, DeliveryResult]:
@@ -577,27 +751,6 @@ def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, 
         r.key: r for r in early
         if isinstance(r, DeliveryResult) and r.key in by_key and r.outcome != Outcome.RETRY
     }
-
-
-# Permanent refusals that mean the address does not exist (RFC 3463 5.1.x: bad
-# mailbox 5.1.1, bad domain 5.1.2, null MX 5.1.10), or providers' words for it.
-_NO_SUCH_ADDRESS = re.compile(
-    r"\b5\.1\.(?:1|2|10)\b|user unknown|unknown user|no such (?:user|mailbox|recipient|address)"
-    r"|unknown (?:recipient|mailbox)|mailbox (?:does not|doesn't) exist|not a valid mailbox"
-    r"|(?:address|recipient|user|mailbox|account) (?:does not|doesn't) exist"
-    r"|invalid (?:recipient|mailbox)\b|mailbox not found|no mailbox here|nonexistent",
-    re.IGNORECASE,
-)
-
-
-def means_no_such_address(reason: str | None) -> bool:
-    """True when a permanent failure's reason says the address does not exist (hard bounce)."""
-    if not reason:
-        return False
-    code = re.match(r"\s*(\d{3})\b", reason)
-    if code and not code.group(1).startswith("5"):
-        return False  # a 4xx reply is temporary, whatever its words
-    return _NO_SUCH_ADDRESS.search(reason) is not None
 
 
 def _describe(exc: BaseException) -> str:

@@ -133,7 +133,8 @@ def schedule_send(
     provider: str | None = None, resend: bool = False,
 ) -> Scheduled:
     """Record a scheduled send; checks now what can be checked now (draft, audience, resend)."""
-    from newsletter.delivery.campaign import parse_audience, refuse_resend
+    from newsletter.delivery.log import refuse_resend
+    from newsletter.delivery.recipients import parse_audience
 
     audience = parse_audience(to)
     if audience.kind != "list":

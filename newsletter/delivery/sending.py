@@ -6,7 +6,7 @@ which lives in the writer's tools: delivery never imports them). It runs the che
 with its audience, finds or creates the campaign (refusing a second list send unless
 `resend`), asks for confirmation, and hands over to `run_campaign()`, which takes the
 campaign's lock, settles rows left behind by a dead process and runs the engine
-(`runner.py`; `campaign.py` names the modules). `run_campaign()` knows nothing of
+(`runner.py`, whose docstring tells how a row moves). `run_campaign()` knows nothing of
 drafts: tests and the contract suite call it with their own message factory.
 """
 
@@ -22,15 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from newsletter import store
+from newsletter.audience.policy import BouncePolicy
 from newsletter.compose.issue import build_issue
 from newsletter.compose.message import Recipient, personalize
-from newsletter.delivery.audience import (
-    Audience,
-    DeliveryRow,
-    count_audience,
-    iter_audience_rows,
-    parse_audience,
-)
+from newsletter.delivery.journal import journal_paths
 from newsletter.delivery.lock import CampaignLock
 from newsletter.delivery.log import (
     Campaign,
@@ -46,10 +41,16 @@ from newsletter.delivery.log import (
 )
 from newsletter.delivery.providers.options import number_option
 from newsletter.delivery.providers.registry import provider_class
-from newsletter.delivery.recovery import journal_paths, recover_interrupted
+from newsletter.delivery.recipients import (
+    Audience,
+    DeliveryRow,
+    count_audience,
+    iter_audience_rows,
+    parse_audience,
+)
+from newsletter.delivery.recovery import recover_interrupted
 from newsletter.delivery.runner import CampaignRunner, ProgressCallback, RunResult
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
-from newsletter.feedback.policy import BouncePolicy
 from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
 
 if TYPE_CHECKING:
@@ -260,11 +261,11 @@ def _pre_send_check(
     attribute nobody in it has is an error). Returns the findings as warnings when they
     do not stop the send.
     """
-    from newsletter.delivery.audience import _audience_where
+    from newsletter.delivery.recipients import audience_where
 
     db = store.connect(settings.database)
     try:
-        where, params = (_audience_where(db, audience) if audience.kind == "list"
+        where, params = (audience_where(db, audience) if audience.kind == "list"
                          else ("status = 'active'", []))
         errors = check(issue, settings, db, where, params)
     finally:

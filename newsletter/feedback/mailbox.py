@@ -37,9 +37,9 @@ from typing import Any
 import sqlite_utils
 from flufl.bounce import all_failures
 
+from newsletter.audience.policy import Feedback
 from newsletter.compose import tokens
 from newsletter.errors import ProviderError
-from newsletter.feedback.policy import Feedback
 from newsletter.settings import MailboxSettings, Settings
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,}")

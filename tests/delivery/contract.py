@@ -69,9 +69,10 @@ from typing import Any
 import pytest
 
 from newsletter import store
-from newsletter.delivery.campaign import find_or_create_campaign, parse_audience
+from newsletter.delivery.log import find_or_create_campaign
 from newsletter.delivery.providers.base import Provider
 from newsletter.delivery.providers.registry import provider_class
+from newsletter.delivery.recipients import parse_audience
 from newsletter.delivery.sending import SendReport, run_campaign
 from newsletter.errors import ProviderError
 from newsletter.settings import Settings, load_settings

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from newsletter.compose.message import Message
 from newsletter.compose.parts import MessageTemplate, Pieces
-from newsletter.delivery.campaign import DeliveryRow
+from newsletter.delivery.recipients import DeliveryRow
 
 SENDER = "writer@example.com"
 SUBJECT = "Issue #1: a test — with ünïcode"

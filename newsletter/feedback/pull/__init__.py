@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from newsletter import store
+from newsletter.audience.policy import Applied, BouncePolicy, Feedback, apply
 from newsletter.feedback import mailbox
-from newsletter.feedback.policy import Applied, BouncePolicy, Feedback, apply
 from newsletter.feedback.pull.base import MalformedAnswer, save_cursor
 from newsletter.feedback.pull.providers import NOT_PULLABLE, PULLERS
 from newsletter.settings import Settings

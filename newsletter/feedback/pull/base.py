@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import httpx
 import sqlite_utils
 
+from newsletter.audience.policy import Feedback
 from newsletter.errors import ProviderError
-from newsletter.feedback.policy import Feedback
 from newsletter.http import HTTPTrouble, Transport, Unreachable, retry_after
 from newsletter.redact import Redactor, one_line
 from newsletter.settings import Settings

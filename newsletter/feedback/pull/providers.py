@@ -29,8 +29,8 @@ import httpx
 import sqlite_utils
 
 from newsletter import aws
+from newsletter.audience.policy import Feedback
 from newsletter.errors import ConfigError
-from newsletter.feedback.policy import Feedback
 from newsletter.feedback.pull.base import Puller, iso, read_cursor, since
 from newsletter.settings import Settings
 

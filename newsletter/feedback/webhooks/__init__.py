@@ -17,8 +17,8 @@ import httpx
 import sqlite_utils
 
 from newsletter.audience import events
+from newsletter.audience.policy import BouncePolicy, apply
 from newsletter.errors import ConfigError
-from newsletter.feedback.policy import BouncePolicy, apply
 from newsletter.settings import MissingSecret, Settings, WebhookSettings
 
 from . import mailgun, postmark, resend, sendgrid, ses

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from newsletter.feedback.policy import Feedback
+from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
 from .common import (

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from newsletter.feedback.policy import Feedback
+from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
 from .common import BadPayload, Refused, Verified, iso, load_json, text_or_none

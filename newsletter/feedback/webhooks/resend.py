@@ -12,8 +12,8 @@ import hashlib
 import hmac
 from typing import Any
 
+from newsletter.audience.policy import Feedback
 from newsletter.errors import ConfigError
-from newsletter.feedback.policy import Feedback
 from newsletter.settings import WebhookSettings
 
 from .common import (

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from newsletter.audience.policy import Feedback
 from newsletter.errors import ConfigError
-from newsletter.feedback.policy import Feedback
 from newsletter.settings import WebhookSettings
 
 from .common import (

@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from newsletter.feedback.policy import Feedback
+from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
 from .common import (

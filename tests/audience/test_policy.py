@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from newsletter.audience import subscribers
+from newsletter.audience.policy import BouncePolicy, Feedback, apply, means_no_such_address
 from newsletter.errors import ConfigError
-from newsletter.feedback.policy import BouncePolicy, Feedback, apply
 
 
 def status(db, email: str) -> str:
@@ -84,3 +84,17 @@ def test_soft_bounces_from_before_a_reader_came_back_do_not_count(db):
     out = apply(db, Feedback("soft_bounce", "back@example.com", "w", "n3",
                              at=f"{today}T23:59:59Z", campaign_id=9), policy)
     assert (out.outcome, status(db, "back@example.com")) == ("stopped", "bounced")
+
+
+@pytest.mark.parametrize(("reason", "hard"), [
+    ("550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", True),
+    ("550 5.1.10 recipient address has null MX", True),
+    ("The address does not exist (Postmark: ErrorCode 406 inactive recipient)", True),
+    ("Mailbox does not exist", True),
+    ("550 5.7.1 relaying denied", False),
+    ("552 5.2.2 mailbox full", False),
+    ("450 4.1.1 user unknown, try later", False),  # temporary, whatever the words
+    (None, False),
+])
+def test_which_refusals_mean_the_address_does_not_exist(reason: str | None, hard: bool) -> None:
+    assert means_no_such_address(reason) is hard

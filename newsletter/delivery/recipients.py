@@ -82,8 +82,11 @@ def describe_audience(spec: str) -> str:
         return spec
 
 
-def _audience_where(db: sqlite_utils.Database, audience: Audience) -> tuple[str, list[Any]]:
-    """SQL on `subscribers` for a list audience (SubscriberError naming an unknown tag)."""
+def audience_where(db: sqlite_utils.Database, audience: Audience) -> tuple[str, list[Any]]:
+    """WHERE clause and parameters on `subscribers` for a list audience.
+
+    SubscriberError names a tag that no reader has.
+    """
     from newsletter.audience.subscribers import tag_where
 
     if audience.tags is not None:
@@ -96,7 +99,7 @@ def count_audience(db: sqlite_utils.Database, audience: Audience) -> int:
     """How many recipients a send to `audience` would have right now."""
     if audience.kind == "test":
         return len(audience.addresses)
-    where, params = _audience_where(db, audience)
+    where, params = audience_where(db, audience)
     return db.execute(f"SELECT count(*) FROM subscribers WHERE {where}", params).fetchone()[0]
 
 
@@ -115,13 +118,15 @@ class DeliveryRow:
     attempts: int = 0
 
 
-_ROW_SELECT = (
+# The columns `delivery_row()` reads, for a query on `deliveries d` (add WHERE … to it).
+DELIVERY_ROW_SELECT = (
     "SELECT d.id, d.email, s.name, s.attributes, s.email_key, d.attempts, s.status "
     "FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
 )
 
 
-def _row(values: Sequence[Any]) -> DeliveryRow:
+def delivery_row(values: Sequence[Any]) -> DeliveryRow:
+    """One row of DELIVERY_ROW_SELECT as a DeliveryRow (attributes that are not JSON: {})."""
     did, email, name, attributes, key, attempts, _status = values
     try:
         attrs = json.loads(attributes) if attributes else {}
@@ -146,9 +151,9 @@ def iter_audience_rows(db: sqlite_utils.Database, audience: Audience) -> Iterato
                 [address.lower()],
             ).fetchone()
             name, attributes, key = found or ("", "{}", None)
-            yield _row((n, address, name, attributes, key, 0, None))
+            yield delivery_row((n, address, name, attributes, key, 0, None))
         return
-    where, params = _audience_where(db, audience)
+    where, params = audience_where(db, audience)
     cursor = db.execute(
         f"SELECT id, email, name, attributes, email_key, 0, status FROM subscribers "
         f"WHERE {where} ORDER BY id",
@@ -158,4 +163,4 @@ def iter_audience_rows(db: sqlite_utils.Database, audience: Audience) -> Iterato
     while chunk := cursor.fetchmany(500):
         for values in chunk:
             n += 1
-            yield _row((n, *values[1:]))
+            yield delivery_row((n, *values[1:]))

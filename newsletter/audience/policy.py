@@ -1,8 +1,10 @@
 """Bounce and complaint rules: what a report from a provider or a mailbox does to a reader.
 
-Every source of feedback (a webhook under `newsletter serve`, a pull by `newsletter sync`,
-a bounce report in the mailbox, a permanent "user unknown" during a send) turns what it
-read into `Feedback` and calls `apply()`; the rules live only here:
+It sits below both delivery and feedback, which read the rules here and never import
+each other. Every source of feedback (a webhook under `newsletter serve`, a pull by
+`newsletter sync`, a bounce report in the mailbox, a permanent "user unknown" during a
+send, as `means_no_such_address()` reads a refusal) turns what it read into `Feedback`
+and calls `apply()`; the rules live only here:
 
 - a hard bounce or a complaint stops mail to the reader at once;
 - an unsubscribe reported by the provider (its own link, a suppression) stops it too;
@@ -14,6 +16,7 @@ read into `Feedback` and calls `apply()`; the rules live only here:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -149,3 +152,24 @@ def apply(
                 return Applied("stopped", change.email, change.after)
             return Applied("counted", feedback.email, status)
         return Applied("recorded", feedback.email, status)
+
+
+# Permanent refusals that mean the address does not exist (RFC 3463 5.1.x: bad
+# mailbox 5.1.1, bad domain 5.1.2, null MX 5.1.10), or providers' words for it.
+_NO_SUCH_ADDRESS = re.compile(
+    r"\b5\.1\.(?:1|2|10)\b|user unknown|unknown user|no such (?:user|mailbox|recipient|address)"
+    r"|unknown (?:recipient|mailbox)|mailbox (?:does not|doesn't) exist|not a valid mailbox"
+    r"|(?:address|recipient|user|mailbox|account) (?:does not|doesn't) exist"
+    r"|invalid (?:recipient|mailbox)\b|mailbox not found|no mailbox here|nonexistent",
+    re.IGNORECASE,
+)
+
+
+def means_no_such_address(reason: str | None) -> bool:
+    """True when a permanent failure's reason says the address does not exist (hard bounce)."""
+    if not reason:
+        return False
+    code = re.match(r"\s*(\d{3})\b", reason)
+    if code and not code.group(1).startswith("5"):
+        return False  # a 4xx reply is temporary, whatever its words
+    return _NO_SUCH_ADDRESS.search(reason) is not None
