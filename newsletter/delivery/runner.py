@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import heapq
 import queue
-import signal
 import sqlite3
 import threading
 import time
@@ -76,6 +75,7 @@ from newsletter.delivery.providers.base import (
 from newsletter.delivery.rate import RateLimiter
 from newsletter.delivery.recipients import DELIVERY_ROW_SELECT, DeliveryRow, delivery_row
 from newsletter.errors import ProviderError
+from newsletter.signals import stop_signals_call
 
 if TYPE_CHECKING:
     from newsletter.compose.message import Message
@@ -271,7 +271,7 @@ class _Dispatcher:
                              name=f"send-{self.campaign_id}-{worker.index}")
             for worker in self.workers
         ]
-        restore_signals = _stop_signals_call(self._interrupt)
+        restore_signals = stop_signals_call(self._interrupt)
         try:
             for t in threads:
                 t.start()
@@ -711,35 +711,6 @@ def _count_states(conn: sqlite3.Connection, campaign_id: int) -> Counts:
     ).fetchall():
         setattr(counts, state, n)
     return counts
-
-
-def _stop_signals_call(stop: Callable[[], None]) -> Callable[[], None]:
-    """Ctrl-C, SIGTERM and SIGHUP call `stop()` instead of raising; returns what restores.
-
-    Unlike `signals.stop_signals_as_ctrl_c`, nothing is raised: the dispatcher is the
-    thread that writes the log, and an exception in the middle of a transaction would
-    lose a worker's answer. Only handlers still at their default are taken over (nohup's
-    ignored SIGHUP stays ignored), and only from the main thread. The first signal puts
-    the previous handlers back, so a second one ends the process.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    replaced: dict[int, Any] = {}
-
-    def restore() -> None:
-        while replaced:
-            sig, handler = replaced.popitem()
-            signal.signal(sig, handler)
-
-    def handler(signum: int, frame: object) -> None:
-        restore()
-        stop()
-
-    for sig, default in ((signal.SIGINT, signal.default_int_handler),
-                         (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL)):
-        if signal.getsignal(sig) is default:
-            replaced[sig] = signal.signal(sig, handler)
-    return restore
 
 
 def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, DeliveryResult]:
