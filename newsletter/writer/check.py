@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from newsletter import store
+from newsletter import paths, store
 from newsletter.compose import message as compose_message
 from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.message import Message
@@ -433,6 +433,7 @@ def check_issue(
                                   problem.message)
             report.add(problem.severity, problem.code, message_text, problem.line)
     _publish_rule(report, settings, issue)
+    _slug_rule(report, issue)
     return _sorted(report)
 
 
@@ -450,6 +451,14 @@ def pre_send_errors(
     """
     report = check_issue(issue, settings, db=db, where_sql=where_sql, params=params)
     return [f.message for f in report.errors]
+
+
+def _slug_rule(report: Report, issue: Issue) -> None:
+    if paths.is_reserved(issue.slug):
+        report.add("error", "reserved-slug",
+                   f"the slug {issue.slug!r} is a path the server answers for readers "
+                   f"(/{issue.slug.strip('/').split('/')[0]}): the issue's page could never be "
+                   "reached there; set another `slug:` in the front matter")
 
 
 def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:

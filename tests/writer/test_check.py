@@ -260,3 +260,20 @@ def test_report_failed_and_json(check: Callable[[str], Report]) -> None:
 def test_a_check_that_cannot_run_raises(newsletter_dir: Path) -> None:
     with pytest.raises(NewsletterError):
         check_draft(load_settings(newsletter_dir), newsletter_dir / "drafts" / "nope.md")
+
+
+@pytest.mark.parametrize("slug", ["unsubscribe", "Webhooks", "healthz"])
+def test_a_slug_the_server_answers_for_readers_is_an_error(
+    check: Callable[[str], Report], slug: str
+) -> None:
+    report = check(f"---\nslug: {slug}\n---\n# Hello\n\nBody.\n")
+    finding = only(report, "reserved-slug")
+    assert finding.severity == "error" and "set another `slug:`" in finding.message
+
+
+def test_check_exits_1_for_a_draft_whose_slug_is_reserved(newsletter_dir: Path, write_draft,
+                                                          cli) -> None:
+    write_draft("manage.md", "---\nslug: manage\n---\n# Manage\n\nBody.\n")
+    result = cli("check", "manage")
+    assert result.exit_code == 1
+    assert "'manage' is a path the server answers for readers" in result.stdout + result.stderr
