@@ -22,7 +22,8 @@ from newsletter.errors import ConfigError
 from newsletter.settings import MissingSecret, Settings, WebhookSettings
 
 from . import mailgun, postmark, resend, sendgrid, ses
-from .common import BadPayload, Refused, remember_token
+from .payload import BadPayload
+from .verification import Refused, remember_token
 
 log = logging.getLogger(__name__)
 PROVIDERS: dict[str, ModuleType] = {

@@ -13,15 +13,8 @@ from typing import Any
 from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
-from .common import (
-    BadPayload,
-    Refused,
-    Verified,
-    check_fresh,
-    iso_from_unix,
-    load_json,
-    text_or_none,
-)
+from .payload import BadPayload, iso_from_unix, load_json, text_or_none
+from .verification import Refused, Verified, check_fresh
 
 SOURCE = "webhook:mailgun"
 

@@ -15,7 +15,8 @@ from typing import Any
 from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
-from .common import BadPayload, Refused, Verified, iso, load_json, text_or_none
+from .payload import BadPayload, iso, load_json, text_or_none
+from .verification import Refused, Verified
 
 SOURCE = "webhook:postmark"
 # Bounce types (https://postmarkapp.com/developer/api/bounce-api#bounce-types).

@@ -16,16 +16,8 @@ from newsletter.audience.policy import Feedback
 from newsletter.errors import ConfigError
 from newsletter.settings import WebhookSettings
 
-from .common import (
-    BadPayload,
-    Refused,
-    Verified,
-    check_fresh,
-    iso,
-    load_json,
-    recipients_ids,
-    text_or_none,
-)
+from .payload import BadPayload, iso, load_json, recipients_ids, text_or_none
+from .verification import Refused, Verified, check_fresh
 
 SOURCE = "webhook:resend"
 

@@ -21,15 +21,8 @@ from newsletter.audience.policy import Feedback
 from newsletter.errors import ConfigError
 from newsletter.settings import WebhookSettings
 
-from .common import (
-    BadPayload,
-    Refused,
-    Verified,
-    check_fresh,
-    iso_from_unix,
-    load_json,
-    text_or_none,
-)
+from .payload import BadPayload, iso_from_unix, load_json, text_or_none
+from .verification import Refused, Verified, check_fresh
 
 log = logging.getLogger(__name__)
 SOURCE = "webhook:sendgrid"

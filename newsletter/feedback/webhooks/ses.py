@@ -27,15 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
-from .common import (
-    BadPayload,
-    Refused,
-    Verified,
-    iso,
-    load_json,
-    recipients_ids,
-    text_or_none,
-)
+from .payload import BadPayload, iso, load_json, recipients_ids, text_or_none
+from .verification import Refused, Verified
 
 SOURCE = "webhook:ses"
 _SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
