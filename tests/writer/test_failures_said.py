@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from newsletter.writer.publish import MANIFEST
 from tests.writer.test_publish import make_letter, site_files
 
 WELCOME = "---\ntitle: Welcome\ntrigger: welcome\n---\nGlad you are here.\n"
@@ -68,3 +69,20 @@ def test_a_welcome_draft_whose_trigger_line_broke_is_still_reported(
     run = cli("run", "--no-sync")
     assert run.exit_code != 0
     assert "welcome welcome: not sent: " in run.stdout + run.stderr
+
+
+def test_a_damaged_publish_manifest_is_an_error_not_an_empty_site(
+        cli: Callable[..., Any], newsletter_dir: Path) -> None:
+    make_letter(newsletter_dir)
+    assert cli("publish").exit_code == 0
+    site = newsletter_dir / "site"
+    (site / MANIFEST).write_text('{"files": ["2026-10-01-first/index.html"')  # cut short
+    before = site_files(site)
+
+    run = cli("publish")
+
+    assert run.exit_code != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"Error: cannot read {site / MANIFEST} (it is not the JSON")
+    assert site_files(site) == before
