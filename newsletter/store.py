@@ -278,20 +278,36 @@ def read_only_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tup
     """Rows of `sql` from the database at `path` opened read-only; [] without one.
 
     For commands that only look (drafts, publish): they never create or migrate the
-    database, and an empty or older one simply has nothing to show yet.
+    database. No file, or one without the table yet (nothing was ever sent), has nothing
+    to show; any other failure (a damaged, unreadable or locked file) is a ConfigError,
+    never "no rows": publish would take every page down on an empty answer.
     """
-    if not path.is_file():
+    if not path.exists():
         return []
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return []
+    except sqlite3.Error as exc:
+        raise database_error(exc, path) from None
     try:
         return conn.execute(sql, list(params)).fetchall()
-    except sqlite3.Error:
-        return []
+    except sqlite3.OperationalError as exc:
+        if str(exc).startswith("no such table") and _has_no_migrations(conn):
+            return []
+        raise database_error(exc, path) from None
+    except sqlite3.Error as exc:
+        raise database_error(exc, path) from None
     finally:
         conn.close()
+
+
+def _has_no_migrations(conn: sqlite3.Connection) -> bool:
+    """True for an empty file, or one that never reached this version's tables (an older or
+    freshly created database): nothing was recorded in it yet."""
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error:
+        return False  # unreadable: the caller reports the first error
+    return "campaigns" not in names
 
 
 def database_error(exc: sqlite3.Error, path: Path | None = None) -> ConfigError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -61,6 +62,9 @@ class ImportSummary:
     unchanged: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # by reason
     examples: list[str] = field(default_factory=list)  # the first few skipped rows, with line
+    # Every skipped row's line, by reason and sheet, as runs [first, last]: the report
+    # names them all while memory stays at one pair per run of neighbouring lines.
+    skipped_lines: dict[tuple[str, str], list[list[int]]] = field(default_factory=dict)
     dry_run: bool = False
 
     @property
@@ -78,9 +82,13 @@ class ImportSummary:
                if self.skipped else "")
         ]
         out += [f"  skipped {e}" for e in self.examples]
-        more = self.skipped_total - len(self.examples)
-        if more > 0:
-            out.append(f"  … and {more} more skipped rows (keep them all with --rejects FILE)")
+        if self.skipped_total > len(self.examples):
+            # Past the examples, every skipped row still gets named: its line and why.
+            for (kind, sheet), runs in self.skipped_lines.items():
+                where = f"{sheet} lines" if sheet else "lines"
+                listed = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+                out.append(f"  skipped ({kind}) {where} {listed}")
+            out.append("  (each skipped row with its cells and reason: --rejects FILE)")
         if self.dry_run:
             out.append("Dry run: nothing was written.")
         return out
@@ -95,6 +103,7 @@ _STAGE_COLUMNS = (
 _STOPPED_SQL = "('unsubscribed','bounced','complained')"
 
 
+_WHERE = re.compile(r"(?:(.*) )?line (\d+)")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -148,6 +157,7 @@ class _Rejects:
     def add(self, where: str, kind: str, message: str, row: Sequence[str] = (),
             header: Sequence[str] = ()) -> None:
         self.summary.skipped[kind] += 1
+        self._note_line(where, kind)
         if len(self.summary.examples) < MAX_EXAMPLES:
             self.summary.examples.append(f"{where}: {message}")
         if self.writer is not None:
@@ -155,6 +165,17 @@ class _Rejects:
                 self.header_for = where
                 self.writer.writerow([escape_cell(c) for c in ("where", "reason", *header)])
             self.writer.writerow([escape_cell(c) for c in (where, message, *row)])
+
+    def _note_line(self, where: str, kind: str) -> None:
+        match = _WHERE.fullmatch(where)
+        if match is None:
+            return  # every caller passes "[sheet ]line N"
+        runs = self.summary.skipped_lines.setdefault((kind, match[1] or ""), [])
+        line = int(match[2])
+        if runs and runs[-1][1] + 1 == line:
+            runs[-1][1] = line
+        else:
+            runs.append([line, line])
 
     def close(self, keep: bool) -> None:
         if self.file and self.partial and self.path:

@@ -8,6 +8,7 @@ is a clear error.
 from __future__ import annotations
 
 import csv
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -122,6 +123,18 @@ def _csv_rows(binary: IO[bytes], where: str) -> Iterator[tuple[int, list[str]]]:
         ) from None
 
 
+def _check_header(header: list[str], name: str, line: int) -> None:
+    """Refuse a header cell holding a control character: `name\\0` matches no known column,
+    so every reader's name would silently become an attribute."""
+    for number, cell in enumerate(header, start=1):
+        bad = next((c for c in cell if unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise SubscriberError(
+                f"{name} line {line}: header column {number} ({cell!r}) holds the control "
+                f"character U+{ord(bad):04X}: retype that column's name in the header row and "
+                "import again")
+
+
 def _open_sheet(binary: IO[bytes], name: str) -> Sheet:
     # Bytes are split into lines and decoded one line at a time (see _csv_rows); csv gets
     # each line with its ending, so CRLF and newlines inside quotes work.
@@ -136,6 +149,7 @@ def _open_sheet(binary: IO[bytes], name: str) -> Sheet:
                     yield first_line, first
                     yield from rows
                 return Sheet(name, ["email", "name"][: max(len(header), 1)], with_first(), False)
+            _check_header(header, name, line)
             return Sheet(name, header, rows, True)
     raise SubscriberError(f"{name} is empty: export the list again and import that file")
 

@@ -58,6 +58,8 @@ def import_posts(
         typer.echo(f"{'would update' if dry_run else 'updated':<11} {shown(path)}")
     for path, why in report.kept:
         typer.echo(f"{'kept':<11} {shown(path)}: {why}")
+    for why in report.dropped:
+        typer.echo(f"{'dropped':<11} {why}", err=True)
     for failure in report.image_failures:
         typer.echo(f"warning: image {failure}", err=True)
     fetched = "to download" if dry_run else "downloaded"
@@ -66,6 +68,7 @@ def import_posts(
         f"{report.platform}: {report.total} post(s): {len(report.written)} new, "
         f"{len(report.updated)} updated, {len(report.unchanged)} unchanged, "
         f"{len(report.kept)} kept as they were{images}"
+        + (f", {len(report.dropped)} dropped (listed above)" if report.dropped else "")
         + (" (dry run: nothing written)" if dry_run else ""),
         err=True,
     )

@@ -17,6 +17,7 @@ counts.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,16 +45,41 @@ def request_welcome(db: sqlite_utils.Database, subscriber_id: int, email: str,
                   origin=origin, detail="welcome email requested")
 
 
-def welcome_drafts(settings: Settings) -> list[Path]:
-    """The drafts whose front matter says `trigger: welcome` (broken drafts are skipped)."""
-    found = []
+# `trigger: welcome` as written, found in a draft whose front matter cannot be parsed.
+_TRIGGER_LINE = re.compile(rb"^[ \t]*trigger[ \t]*[:=][ \t]*[\"']?welcome\b", re.I | re.M)
+
+
+def welcome_drafts(settings: Settings) -> tuple[list[Path], dict[Path, str]]:
+    """The drafts whose front matter says `trigger: welcome`, and the broken ones that are
+    welcome drafts (their text says `trigger: welcome`, or a welcome campaign was made from
+    them) with why they cannot be read.
+
+    A broken welcome is reported, never skipped: readers are owed it, and a quiet
+    "nothing was due" every minute would hide that.
+    """
+    found: list[Path] = []
+    broken: dict[Path, str] = {}
+    enabled: set[str] | None = None
     for path in draft_files(settings):
         try:
             if str(parse_draft(path).extra.get("trigger", "")).lower() == "welcome":
                 found.append(path)
-        except NewsletterError:
             continue
-    return found
+        except NewsletterError as exc:
+            error = str(exc)
+        if enabled is None:
+            enabled = {os.path.normpath(str(row[0])) for row in store.read_only_rows(
+                settings.database,
+                "SELECT draft_path FROM campaigns WHERE audience = ? AND kind = 'list'",
+                [AUDIENCE])}
+        try:
+            with path.open("rb") as f:  # front matter is at the top: a huge file is not read
+                says_welcome = _TRIGGER_LINE.search(f.read(64 * 1024)) is not None
+        except OSError:
+            says_welcome = False  # unreadable: only a campaign made from it says it is one
+        if says_welcome or os.path.relpath(path, settings.root) in enabled:
+            broken[path] = error
+    return found, broken
 
 
 @dataclass(frozen=True)
@@ -101,7 +127,11 @@ def _owed(db: sqlite_utils.Database, campaign_id: int) -> int:
 def send_welcomes(settings: Settings) -> list[WelcomeLine]:
     """Send each welcome draft to the readers owed it; one line per welcome draft."""
     lines = []
-    for path in welcome_drafts(settings):
+    found, broken = welcome_drafts(settings)
+    for path, error in broken.items():
+        lines.append(WelcomeLine(path.stem, 0, 0, 0, 0,
+                                 f"welcome {path.stem}: not sent: {error}", error=error))
+    for path in found:
         try:
             issue = build_issue(settings, path)
         except NewsletterError as exc:

@@ -285,12 +285,25 @@ class PublishResult:
 
 
 def _read_manifest(out: Path) -> dict[str, Any]:
+    """What the last publish wrote there; empty when nothing was ever published there.
+
+    A damaged manifest is an error, not "nothing published": read as empty, publish would
+    forget which old pages to take down and give every feed entry a new date.
+    """
+    path = out / MANIFEST
     try:
-        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         return {"files": [], "entries": {}}
-    if not isinstance(data, dict):
-        return {"files": [], "entries": {}}
+    except (OSError, ValueError) as exc:
+        data = exc
+    if not isinstance(data, dict) or not isinstance(data.get("files", []), list) \
+            or not isinstance(data.get("entries", {}), dict):
+        why = data.strerror if isinstance(data, OSError) else "it is not the JSON publish writes"
+        raise ContentError(
+            f"cannot read {path} ({why}): restore it from a backup, or delete it and publish "
+            "again (the feed's entries then get new dates, and pages no longer published stay "
+            "until you remove them)")
     data.setdefault("files", [])
     data.setdefault("entries", {})
     return data

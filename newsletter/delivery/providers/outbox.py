@@ -76,6 +76,8 @@ class OutboxProvider(Provider):
                     f.write(message.as_bytes())
                 os.replace(tmp, path)  # atomic: a reader never sees half a message
             except OSError as exc:
+                # A full disk leaves no half-written file behind, under any name.
+                tmp.unlink(missing_ok=True)
                 raise ProviderError(
                     f"cannot write {path}: {exc.strerror}; free some disk space or fix "
                     "the outbox folder's permissions"

@@ -50,6 +50,7 @@ class ImportReport:
     kept: list[tuple[Path, str]] = field(default_factory=list)  # (draft, why it was left)
     images: int = 0  # downloaded
     image_failures: list[str] = field(default_factory=list)  # "url: reason"
+    dropped: list[str] = field(default_factory=list)  # what the export held but gave no draft
     dry_run: bool = False
 
     @property
@@ -155,8 +156,9 @@ def import_posts(
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Turn a platform export into drafts; see the module docstring for the rules."""
-    platform, posts = read_export(export)
-    report = ImportReport(platform=platform, dry_run=dry_run)
+    read = read_export(export)
+    posts = read.posts
+    report = ImportReport(platform=read.platform, dry_run=dry_run, dropped=read.dropped)
     drafts = settings.drafts_dir
     if dry_run and not settings.database.exists():
         db = store.connect(Path(":memory:"))  # a dry run leaves no database behind

@@ -25,10 +25,31 @@ from newsletter.writer.posts.convert import html_to_markdown
 
 # An export member larger than this is not a post (a 1 GiB "posts.csv" is a mistake).
 MAX_MEMBER = 64 * 1024 * 1024
+# Ghost's JSON export is parsed whole: past this size it is refused by its size on disk,
+# before it is read (a 100 MB one took 4 GB to parse and convert).
+MAX_EXPORT_FILE = 64 * 1024 * 1024
+# One post's body (HTML, Lexical or Mobiledoc, or Markdown): the HTML-to-Markdown
+# conversion holds some twenty times it in memory, and a draft past 2 MB cannot be sent.
+MAX_POST = 8 * 1024 * 1024
 
 
 class PostImportError(ContentError):
     """The export cannot be read; nothing was imported."""
+
+
+@dataclass
+class Export:
+    """What an export holds: its platform, its posts, and what was left out, with why."""
+
+    platform: str
+    posts: list[Post]
+    dropped: list[str] = field(default_factory=list)  # "where: why", one per left-out item
+
+
+def _post_too_big(where: str, what: str, size: int) -> PostImportError:
+    return PostImportError(
+        f"{where}: {what} is {size / 1024 / 1024:.1f} MB, over the {MAX_POST // 1024 // 1024} "
+        "MB a post may be: is this the right export? (a draft past 2 MB cannot be sent)")
 
 
 @dataclass
@@ -76,7 +97,9 @@ def _slugify(text: str) -> str:
     return "post" if slug == "issue" else slug
 
 
-def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> str:
+def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, *, post: bool = False) -> str:
+    if post and info.file_size > MAX_POST:
+        raise _post_too_big(where, info.filename, info.file_size)
     if info.file_size > MAX_MEMBER:
         raise PostImportError(f"{where}: {info.filename} is {info.file_size} bytes, too big "
                               "for a post: is this the right export?")
@@ -106,17 +129,24 @@ def _csv(text: str, where: str, need: tuple[str, ...]) -> list[dict[str, str]]:
 
 # --- Substack ---------------------------------------------------------------------------
 
-def _substack(zf: zipfile.ZipFile, where: str) -> Iterator[Post]:
+def _substack(zf: zipfile.ZipFile, where: str, dropped: list[str]) -> Iterator[Post]:
     members = {Path(i.filename).as_posix(): i for i in zf.infolist() if not i.is_dir()}
     listing = next(i for n, i in members.items() if Path(n).name == "posts.csv")
     rows = _csv(_read(zf, listing, where), f"{where}: posts.csv", ("post_id", "title"))
     html_by_id = {Path(n).name.removesuffix(".html"): i
                   for n, i in members.items() if n.endswith(".html")}
+    listed = {row["post_id"] for row in rows}
+    for post_id, orphan in sorted(html_by_id.items()):
+        if post_id not in listed:
+            dropped.append(f"{orphan.filename}: not in posts.csv, so it has no title or date: "
+                           "export again, or make a draft of it by hand")
     for line, row in enumerate(rows, start=2):
         post_id = row["post_id"]
         info = html_by_id.get(post_id)
         if info is None:
             # Substack lists posts that never got a body (empty drafts): nothing to import.
+            dropped.append(f"posts.csv line {line}: {row.get('title') or post_id!r} has no "
+                           f"{post_id}.html in the export (an empty draft on Substack?)")
             continue
         # post_id is "<number>.<slug>"
         slug = post_id.split(".", 1)[1] if "." in post_id else _slugify(row.get("title", ""))
@@ -126,7 +156,7 @@ def _substack(zf: zipfile.ZipFile, where: str) -> Iterator[Post]:
         except PostImportError as exc:
             raise PostImportError(f"{where}: posts.csv line {line}: {exc}") from None
         extra: dict[str, Any] = {}
-        markdown = html_to_markdown(_read(zf, info, where))
+        markdown = html_to_markdown(_read(zf, info, where, post=True))
         if row.get("type") == "podcast" and row.get("podcast_url"):
             extra["podcast_url"] = row["podcast_url"]
             markdown = f"[Listen to the episode]({row['podcast_url']})\n\n{markdown}"
@@ -248,6 +278,10 @@ def _mobiledoc_html(doc: dict[str, Any]) -> str:
 
 
 def _ghost_markdown(post: dict[str, Any], where: str) -> str:
+    for key in ("html", "lexical", "mobiledoc"):
+        body = post.get(key)
+        if isinstance(body, str) and len(body) > MAX_POST:
+            raise _post_too_big(where, f"post {post.get('slug')!r}: its {key}", len(body))
     if post.get("html"):
         html = post["html"]
     elif post.get("lexical"):
@@ -275,7 +309,7 @@ def _ghost_markdown(post: dict[str, Any], where: str) -> str:
     return "\n\n".join(p.strip() for p in out if p.strip()) + "\n"
 
 
-def _ghost(data: Any, where: str) -> Iterator[Post]:
+def _ghost(data: Any, where: str, dropped: list[str]) -> Iterator[Post]:
     try:
         db = data["db"][0]["data"]
         posts = db["posts"]
@@ -288,6 +322,8 @@ def _ghost(data: Any, where: str) -> Iterator[Post]:
             emailed[email["post_id"]] = _iso(email.get("submitted_at") or email.get("created_at"))
     for post in posts:
         if post.get("type", "post") != "post":
+            dropped.append(f"{post.get('type')} {post.get('slug')!r}: not a post (pages stay "
+                           "on Ghost)")
             continue
         pid = str(post.get("id") or post.get("uuid") or "")
         if not pid or not post.get("slug"):
@@ -319,7 +355,7 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
     return {}, text
 
 
-def _buttondown(zf: zipfile.ZipFile, where: str) -> Iterator[Post]:
+def _buttondown(zf: zipfile.ZipFile, where: str, dropped: list[str]) -> Iterator[Post]:
     members = {Path(i.filename).as_posix(): i for i in zf.infolist() if not i.is_dir()}
     listing = next(i for n, i in members.items() if Path(n).name == "emails.csv")
     rows = _csv(_read(zf, listing, where), f"{where}: emails.csv", ("subject",))
@@ -328,8 +364,13 @@ def _buttondown(zf: zipfile.ZipFile, where: str) -> Iterator[Post]:
     for line, row in enumerate(rows, start=2):
         ident = row.get("id") or row.get("slug") or ""
         info = bodies.get(row.get("slug", "")) or bodies.get(ident)
-        meta, body = _front_matter(_read(zf, info, where)) if info else ({}, row.get("body", ""))
+        if info is None and len(row.get("body", "")) > MAX_POST:
+            raise _post_too_big(where, f"emails.csv line {line}'s body", len(row["body"]))
+        meta, body = (_front_matter(_read(zf, info, where, post=True)) if info
+                      else ({}, row.get("body", "")))
         if not body.strip() and info is None:
+            dropped.append(f"emails.csv line {line}: {row.get('subject')!r} has no body in the "
+                           "export")
             continue
         status = str(meta.get("status") or row.get("status") or "").lower()
         try:
@@ -349,26 +390,37 @@ def _buttondown(zf: zipfile.ZipFile, where: str) -> Iterator[Post]:
         )
 
 
-def read_export(path: Path) -> tuple[str, list[Post]]:
-    """Read a whole export: (platform, posts). Raises PostImportError before any write."""
+def read_export(path: Path) -> Export:
+    """Read a whole export: its posts and what it left out. Raises PostImportError before
+    any write."""
     where = str(path)
     if not path.is_file():
         raise PostImportError(f"{where} does not exist: pass the export file (a Substack or "
                               "Buttondown ZIP, or Ghost's JSON)")
+    dropped: list[str] = []
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
                 # Files only: a folder named posts.csv/ is not the list.
                 names = {Path(i.filename).name for i in zf.infolist() if not i.is_dir()}
                 if "posts.csv" in names:
-                    return "substack", _all(_substack(zf, where), "Substack", where)
+                    return Export("substack", _all(_substack(zf, where, dropped), "Substack",
+                                                   where), dropped)
                 if "emails.csv" in names:
-                    return "buttondown", _all(_buttondown(zf, where), "Buttondown", where)
+                    return Export("buttondown", _all(_buttondown(zf, where, dropped),
+                                                     "Buttondown", where), dropped)
         except (zipfile.BadZipFile, OSError) as exc:
             raise PostImportError(f"{where} is a damaged ZIP ({exc}): download the export "
                                   "again") from None
         raise PostImportError(f"{where} holds neither posts.csv (Substack) nor emails.csv "
                               "(Buttondown): is it the posts export?")
+    size = path.stat().st_size
+    if size > MAX_EXPORT_FILE:
+        # Refused by its size on disk: parsing it whole is what would exhaust memory.
+        raise PostImportError(
+            f"{where} is {size / 1024 / 1024:.0f} MB, over the "
+            f"{MAX_EXPORT_FILE // 1024 // 1024} MB a JSON export may be: is it Ghost's posts "
+            "export? (Settings → Labs → Export)")
     with path.open("rb") as f:
         if f.read(2) == b"PK":
             raise PostImportError(f"{where} is a damaged ZIP: download the export again")
@@ -380,7 +432,7 @@ def read_export(path: Path) -> tuple[str, list[Post]]:
     except ValueError as exc:
         raise PostImportError(f"{where} is not valid JSON ({exc}): pass Ghost's JSON export, "
                               "or a Substack or Buttondown ZIP") from None
-    return "ghost", _all(_ghost(data, where), "Ghost", where)
+    return Export("ghost", _all(_ghost(data, where, dropped), "Ghost", where), dropped)
 
 
 def _all(posts: Iterator[Post], platform: str, where: str) -> list[Post]:
