@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import sqlite_utils
@@ -182,7 +183,8 @@ def confirm(
             # A reader who joins through the form is owed the welcome email, if there is
             # one (`trigger: welcome`; `newsletter run` sends it).
             events.record(db, subscriber_id=reader.id, email=reader.email,
-                          kind="welcome_requested", origin=origin, detail="confirmed")
+                          kind="welcome_requested", origin=replace(origin, consent=None),
+                          detail="confirmed")
         reader = _row(db, "id = ?", [reader.id])
     return reader
 
@@ -217,8 +219,12 @@ def reader_for_address(db: sqlite_utils.Database, email: str) -> Subscriber | No
 
 def unsubscribe(db: sqlite_utils.Database, reader: Subscriber, origin: Origin,
                 detail: str = "unsubscribe link") -> Subscriber:
-    """Stop sending to `reader` at once; a second time changes nothing (idempotent)."""
-    if reader.status not in STOPPED:
+    """Stop sending to `reader` at once; a second time changes nothing (idempotent).
+
+    A stopped reader who asked to come back and now unsubscribes again has changed their
+    mind: that is recorded, so the confirmation link they were sent no longer works.
+    """
+    if reader.status not in STOPPED or asked_to_return(db, reader):
         events.change_status(db, reader.id, "unsubscribed", origin, detail=detail)
     found = _row(db, "id = ?", [reader.id])
     assert found is not None
