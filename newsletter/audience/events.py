@@ -3,9 +3,9 @@
 Every source — the CLI, an import, the web forms of `newsletter serve`, a provider's
 webhook, `newsletter sync`, a bounce during a send — calls `change_status()` (or, for a
 change that is not a status, `record()` inside its own transaction). Each writes one
-`events` row: what happened, when, from where (source, IP, user agent) and the consent
-text the reader was shown, so `newsletter subscribers show EMAIL` can tell a reader's
-whole history (what they agreed to and when).
+`events` row: what happened, when, from where (source, IP, user agent) and, for a sign-up
+or a confirmation, the consent text the reader was shown, so `newsletter subscribers show
+EMAIL` can tell a reader's whole history (what they agreed to and when).
 
 An event that carries the provider's own id (`external_id`) is applied once: the same
 webhook delivered twice, or pulled again by a later sync, changes nothing the second time.
@@ -47,10 +47,14 @@ def now_iso() -> str:
 class Origin:
     """Where a change comes from: recorded with every event."""
 
-    source: str  # cli | import | web | webhook:<provider> | sync:<provider> | mailbox | send
+    # cli | import | web (a page of `serve`) | one-click (a mail client's RFC 8058 POST) |
+    # webhook:<provider> | sync:<provider> | mailbox | send
+    source: str
     ip: str | None = None
     user_agent: str | None = None
-    consent: str | None = None  # the consent text shown to the reader, when there was one
+    # The consent text shown to the reader, on consent events only (a sign-up, a
+    # confirmation): never on an unsubscribe or an update.
+    consent: str | None = None
 
 
 CLI = Origin("cli")

@@ -4,7 +4,7 @@ draft file ──parse──▶ Draft ──Jinja (body)──▶ Markdown ─�
 ──images/links──▶ ──layout (Jinja2)──▶ full HTML + text ──premailer──▶ Issue
 
 All of this runs once per issue. Per-recipient values (`subscriber.*`,
-`unsubscribe_url`) are left as markers listed in `Issue.slots`;
+`unsubscribe_url`, `manage_url`) are left as markers listed in `Issue.slots`;
 `personalize()` fills them in.
 
 Images with a relative path resolve against the draft's folder (a leading `/`
@@ -92,6 +92,8 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
     unsub: Any = (
         slots.get(layouts.Slot("unsubscribe_url")) if settings.base_url else None
     )
+    # The reader's own page: name, topics, leave or come back (every email's footer).
+    manage: Any = slots.get(layouts.Slot("manage_url")) if settings.base_url else None
     mailto = unsubscribe_mailto(settings)
     newsletter = layouts.namespace(
         "newsletter",
@@ -115,6 +117,7 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
         "newsletter": newsletter,
         "subscriber": layouts.SubscriberStandIn(slots),
         "unsubscribe_url": unsub,
+        "manage_url": manage,
         "web_url": web_url,
     }
 

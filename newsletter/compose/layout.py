@@ -6,7 +6,7 @@ Layouts live in the newsletter's `layouts/` folder (`default.html`,
 variables are errors naming the file and line.
 
 Rendering happens once per issue, so per-recipient values cannot be known
-yet. `subscriber.<anything>` and `unsubscribe_url` render as markers (short
+yet. `subscriber.<anything>`, `unsubscribe_url` and `manage_url` render as markers (short
 ASCII words no Markdown, Jinja or premailer step changes); `Slots` remembers
 what each marker stands for, and personalize() splices the real, escaped
 value in per recipient. `{{ subscriber.name | default("friend") }}`, the
@@ -59,17 +59,20 @@ _TRANSFORMS: dict[str, Callable[[str], str]] = {
 # Filters that leave a reader's value as it is: it is HTML-escaped when spliced in anyway.
 _PASS_THROUGH = {"e", "escape", "string", "forceescape"}
 SUPPORTED_FILTERS = ("default", *_TRANSFORMS)
+# Per-reader links made by personalize (already URLs: never percent-encoded again).
+LINK_FIELDS = frozenset({"unsubscribe_url", "manage_url"})
 
 
 @dataclass(frozen=True)
 class Slot:
     """A per-recipient value: which field, its fallback and a case transform."""
 
-    field: str  # "email", "name", "attr:<name>" or "unsubscribe_url"
+    field: str  # "email", "name", "attr:<name>", "unsubscribe_url" or "manage_url"
     default: str = ""
     transforms: tuple[str, ...] = ()
 
-    def value(self, email: str, name: str, attributes: Mapping[str, Any], unsub: str) -> str:
+    def value(self, email: str, name: str, attributes: Mapping[str, Any], unsub: str,
+              manage: str = "") -> str:
         """This slot's text for one recipient (unescaped)."""
         f = self.field
         if f == "email":
@@ -78,6 +81,8 @@ class Slot:
             v = name
         elif f == "unsubscribe_url":
             v = unsub
+        elif f == "manage_url":
+            v = manage
         else:
             v = attributes.get(f[5:], "")
         text = "" if v is None else str(v)
@@ -127,7 +132,7 @@ class Personal(str):
         raise self._refuse("a loop")
 
     def __bool__(self) -> bool:
-        if self.slot.field == "unsubscribe_url":
+        if self.slot.field in LINK_FIELDS:
             return True  # every recipient has one when it exists at all
         name = self.slot.field.replace("attr:", "")
         raise _PersonalTestError(
@@ -236,7 +241,7 @@ def _guard_filter(name: str, builtin: Callable[..., Any]) -> Callable[..., Any]:
 def percent_encode_urls(html: str, slots: Slots) -> str:
     """Reader values inside href/src attributes, percent-encoded for every reader."""
     markers = [m for m, s in slots.by_marker.items()
-               if s.field != "unsubscribe_url" and s.transforms[-1:] != ("urlencode",)]
+               if s.field not in LINK_FIELDS and s.transforms[-1:] != ("urlencode",)]
     if not markers:
         return html
     find = re.compile("|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True)))
@@ -317,7 +322,7 @@ def _explain(exc: BaseException) -> str:
             r"^'(\w+) object' has no attribute '(\w+)'$", r"\1.\2 is undefined", exc.message or ""
         )
         return f"{message}: check the spelling (layouts and drafts can use newsletter, issue, " \
-            "subscriber, unsubscribe_url, web_url)"
+            "subscriber, unsubscribe_url, manage_url, web_url)"
     if isinstance(exc, _PersonalTestError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -39,7 +39,7 @@ from newsletter.compose.parts import (
     escape_html,
     unsubscribe_mailto,
 )
-from newsletter.compose.tokens import TokenMaker, unsubscribe_url
+from newsletter.compose.tokens import Kind, TokenMaker, manage_url, unsubscribe_url
 from newsletter.errors import ContentError, SubscriberError
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Message:
     text: str
     attachments: tuple[InlineImage, ...] = ()
     unsubscribe_url: str | None = None
+    manage_url: str | None = None  # the reader's /manage link, when the layout has one
     raw: bytes | None = None  # set by personalize(); built lazily otherwise
     template: MessageTemplate | None = None
     reader_values: Mapping[str, str] = field(default_factory=dict)  # variable → value, unescaped
@@ -128,11 +129,14 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
         )
     name = " ".join(_CONTROL.sub(" ", recipient.name).split()) if recipient.name else ""
     name = name[:NAME_MAX_CHARS]
-    unsub = None
+    unsub = manage = None
     mailto = prep.mailto
     if prep.tokens is not None and prep.base_url:
         token = prep.tokens.make(recipient.key or email)
         unsub = unsubscribe_url(prep.base_url, token)
+        if prep.has_manage:  # a token of its own kind: it opens /manage, nothing else
+            manage = manage_url(prep.base_url,
+                                prep.tokens.make(recipient.key or email, Kind.MANAGE))
         if mailto and mailto.endswith("?subject=unsubscribe"):
             # The reader's token in the subject: `newsletter sync` reads the mailbox and
             # knows whom a reply is from, whatever address it was sent from.
@@ -141,7 +145,7 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     # Each distinct slot is computed, escaped and encoded once, then put at its positions.
     plain = []
     for slot in prep.slots:
-        value = slot.value(email, name, recipient.attributes, unsub or "")
+        value = slot.value(email, name, recipient.attributes, unsub or "", manage or "")
         plain.append(_CONTROL.sub(" ", value) if value else "")
     escaped = [escape_html(v) for v in plain]
 
@@ -192,6 +196,7 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
         text=text,
         attachments=issue.attachments,
         unsubscribe_url=unsub,
+        manage_url=manage,
         raw=raw,
         template=prep.template,
         reader_values=dict(zip(prep.template.variables, plain, strict=True)),
@@ -246,6 +251,7 @@ class _Prepared:
         html_pieces, html_slots = _cut(issue.html, issue.slots)
         text_pieces, text_slots = _cut(issue.text, issue.slots)
         self.slots: list[Slot] = list(dict.fromkeys(html_slots + text_slots))
+        self.has_manage = any(slot.field == "manage_url" for slot in self.slots)
         index = {slot: i for i, slot in enumerate(self.slots)}
         html_index = [index[s] for s in html_slots]
         text_index = [index[s] for s in text_slots]

@@ -238,6 +238,12 @@ def unsubscribe_url(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}{paths.UNSUBSCRIBE}?token={token}"
 
 
+def manage_url(base_url: str, token: str) -> str:
+    """The link to a reader's subscription (name, topics, leave or come back):
+    `{base_url}/manage?token=…`, with a MANAGE token."""
+    return f"{base_url.rstrip('/')}{paths.MANAGE}?token={token}"
+
+
 def token_from(text: str) -> str | None:
     """The token in an unsubscribe URL (or a bare token); None when `text` holds none.
 

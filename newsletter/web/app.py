@@ -38,4 +38,5 @@ def create_app(settings: Settings) -> Any:
     web = Web(settings)  # checks the settings, opens and migrates the database
     app = Starlette(routes=ROUTES, exception_handlers=dict(error_pages.HANDLERS))
     app.state.web = web
-    return AccessLog(BodyLimit(app, web.config.max_body, web.config.webhook_max_body))
+    return AccessLog(BodyLimit(app, web.config.max_body, web.config.webhook_max_body,
+                               error_pages.too_large(web)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from email.utils import parseaddr
 from typing import Any
 
 import jinja2
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from newsletter.audience.events import Origin
+from newsletter.audience.subscribers import MAX_NAME
 from newsletter.compose.layout import make_environment
 from newsletter.settings import Settings, WebConfig
 from newsletter.store import connect
@@ -45,6 +47,8 @@ class Web:
         # at once starve each other: seconds at p99 instead of milliseconds).
         self.writing = threading.Lock()
         self.db()  # open and migrate once, before serving
+        # The address a reader can write to when a link fails them: reply-to, else from.
+        self.contact = parseaddr(settings.reply_to or settings.sender or "")[1] or None
 
     @staticmethod
     def of(request: Request) -> Web:
@@ -62,8 +66,10 @@ class Web:
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A page from layouts/ (the writer's, else the built-in), with the no-leak headers."""
         s = self.settings
-        base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address},
-                "topics": self.config.topics, "consent": self.config.consent_text(s)}
+        base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address,
+                               "contact": self.contact},
+                "topics": self.config.topics, "consent": self.config.consent_text(s),
+                "name_max": MAX_NAME}
         html = self.env.get_template(template).render({**base, **context})
         return HTMLResponse(html, status, headers=HEADERS)
 
@@ -72,11 +78,13 @@ class Web:
         peer = request.client.host if request.client else None
         return client_ip(peer, request.headers.get("x-forwarded-for"), self.config)
 
-    def origin(self, request: Request) -> Origin:
-        """Where a status change came from: the web, this IP and user agent, the consent text."""
+    def origin(self, request: Request, source: str = "web", *,
+               consent: bool = False) -> Origin:
+        """Where a change came from: `source`, this IP and user agent, and for a consent
+        event (a sign-up, a confirmation) the consent text the page showed."""
         agent = request.headers.get("user-agent", "")[:500] or None
-        return Origin("web", self.client_ip(request), agent,
-                      self.config.consent_text(self.settings))
+        text = self.config.consent_text(self.settings) if consent else None
+        return Origin(source, self.client_ip(request), agent, text)
 
     def public_base(self, request: Request) -> str:
         """The address readers reach the server at (base_url, else as this request came)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -54,6 +55,19 @@ async def database_failed(request: Request, exc: Exception) -> Response:
     return web.page("error.html", 500, title="Something went wrong",
                     text=f"The newsletter could not answer ({reason}). Please try again "
                          "later.")
+
+
+def too_large(web: Web) -> Callable[[int], Response]:
+    """The 413 page for a form post over [server] max_body (the body limit's answer)."""
+
+    def page(limit: int) -> Response:
+        response = web.page("error.html", 413, title="Too much text",
+                            text=f"What you sent is longer than this page accepts ({limit:,} "
+                                 "bytes). Go back, shorten it and send it again.")
+        response.headers["Connection"] = "close"
+        return response
+
+    return page
 
 
 HANDLERS = {sqlite3.Error: database_failed, ConfigError: database_failed}

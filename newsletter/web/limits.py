@@ -40,3 +40,14 @@ def ip_allowed(db: sqlite_utils.Database, ip: str | None, per_hour: int) -> bool
 def confirmation_allowed(db: sqlite_utils.Database, email_key: str, per_day: int) -> bool:
     """False once this address was sent `per_day` confirmation emails today."""
     return hit(db, _scope("confirm", email_key), 86400, per_day)
+
+
+def link_requests_allowed(db: sqlite_utils.Database, ip: str | None, per_hour: int) -> bool:
+    """False once this IP asked for more than `per_hour` manage links this hour."""
+    return hit(db, _scope("link-ip", ip or "unknown"), 3600, per_hour)
+
+
+def link_email_allowed(db: sqlite_utils.Database, email_key: str, per_day: int) -> bool:
+    """False once this address was sent `per_day` manage links today (counted for any
+    address asked about, on the list or not: the answer is the same)."""
+    return hit(db, _scope("link", email_key), 86400, per_day)

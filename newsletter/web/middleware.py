@@ -19,17 +19,32 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 _WEBHOOKS = paths.WEBHOOKS + "/"
 
 
-class BodyLimit:
-    """413 for a request body over the limit, counted as it arrives (chunked included)."""
+TooLarge = Callable[[int], Any]  # the body limit → the 413 response (an ASGI app)
 
-    def __init__(self, app: ASGIApp, limit: int, webhook_limit: int):
+
+def _plain_too_large(limit: int) -> Any:
+    return PlainTextResponse(f"Request body too large (limit {limit} bytes).\n", 413,
+                             headers={"Connection": "close"})
+
+
+class BodyLimit:
+    """413 for a request body over the limit, counted as it arrives (chunked included).
+
+    Readers get `too_large(limit)` (a page in the newsletter's style); providers posting
+    to /webhooks/ get one line of text.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, webhook_limit: int,
+                 too_large: TooLarge = _plain_too_large):
         self.app, self.limit, self.webhook_limit = app, limit, webhook_limit
+        self.too_large = too_large
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        limit = self.webhook_limit if scope["path"].startswith(_WEBHOOKS) else self.limit
+        webhook = scope["path"].startswith(_WEBHOOKS)
+        limit = self.webhook_limit if webhook else self.limit
         declared = dict(scope["headers"]).get(b"content-length")
         too_big = declared is not None and declared.isdigit() and int(declared) > limit
         chunks: list[bytes] = []
@@ -44,8 +59,7 @@ class BodyLimit:
             if not message.get("more_body"):
                 break
         if too_big:
-            response = PlainTextResponse(f"Request body too large (limit {limit} bytes).\n", 413,
-                                         headers={"Connection": "close"})
+            response = _plain_too_large(limit) if webhook else self.too_large(limit)
             await response(scope, receive, send)
             return
         body, sent = b"".join(chunks), False

@@ -61,6 +61,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
     import uvicorn
 
     from newsletter.web.app import create_app
+    from newsletter.web.timeouts import KEEP_ALIVE, GuardedHTTP
 
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -68,6 +69,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
         "host": host, "port": port, "log_config": LOG_CONFIG, "access_log": False,
         "proxy_headers": False,  # client IPs: context.client_ip with [server] trusted_proxies
         "server_header": False, "timeout_graceful_shutdown": 10,
+        # Idle and slow clients are let go: KEEP_ALIVE s between requests, READ_TIMEOUT s
+        # for one request's headers and body (timeouts.py).
+        "timeout_keep_alive": KEEP_ALIVE, "http": GuardedHTTP,
         "log_level": "warning" if quiet else "info",
     }
     app = create_app(settings)  # checks the settings and migrates, before forking workers

@@ -106,14 +106,15 @@ def test_a_message_carries_its_issues_template_and_its_readers_values(issue_and_
     assert template is not None and all(m.template is template for m in messages)  # one per issue
     assert template.subject == issue.subject
     assert template.variables == ("name_0", "city_1", "email_2", "name_upper_3",
-                                  "unsubscribe_url_4")
+                                  "unsubscribe_url_4", "manage_url_5")  # the footer's links
     # The shared fields hold no reader's value; the values render each message exactly.
     assert "Lisboa" not in "".join(template.html.pieces + template.text.pieces)
     for message in messages:
         assert template.render(message.reader_values) == (message.html, message.text)
     assert messages[0].reader_values == {
         "name_0": "Ana", "city_1": "Lisboa", "email_2": "ana@example.com", "name_upper_3": "ANA",
-        "unsubscribe_url_4": messages[0].unsubscribe_url}
+        "unsubscribe_url_4": messages[0].unsubscribe_url,
+        "manage_url_5": messages[0].manage_url}
     assert messages[2].reader_values["name_0"] == "friend"  # the default, as the reader sees it
 
 

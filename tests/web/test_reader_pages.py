@@ -47,15 +47,24 @@ def test_same_answer_for_new_pending_and_active_and_no_email_to_active(site: Sit
     assert len(sent) == 2 and all(p.name.endswith("-new@example.com.eml") for p in sent)
 
 
-def test_unsubscribed_reader_who_subscribes_again_is_pending_until_confirmed(site: Site) -> None:
+def test_unsubscribed_reader_who_subscribes_again_stays_unsubscribed_until_confirmed(
+        site: Site) -> None:
+    # Issue 18: they used to become `pending` at once, before confirming anything.
     site.cli("subscribers", "add", "back@example.com")
     site.cli("subscribers", "unsubscribe", "back@example.com")
     with site.client() as c:
-        subscribe(site, c, "back@example.com")
-        assert site.reader("back@example.com").status == "pending"
+        assert subscribe(site, c, "back@example.com").status_code == 200
+        assert site.reader("back@example.com").status == "unsubscribed"
         token = site.confirm_link("back@example.com").split("token=", 1)[1]
+        assert c.get(f"/confirm?token={token}").status_code == 200
+        assert site.reader("back@example.com").status == "unsubscribed"  # GET changes nothing
         c.post("/confirm", data={"token": token})
-    assert site.reader("back@example.com").status == "active"
+    reader = site.reader("back@example.com")
+    assert reader.status == "active" and reader.unsubscribed_at is None
+    changes = [(e.kind, e.status_before, e.status_after) for e in history(site.db(), reader.id)
+               if e.status_after]
+    assert changes[-2:] == [("subscribed", "unsubscribed", "unsubscribed"),
+                            ("confirmed", "unsubscribed", "active")]
 
 
 def test_bad_address_and_markup_are_escaped(site: Site) -> None:
@@ -87,7 +96,8 @@ def test_unsubscribe_page_masks_and_changes_nothing_then_post_unsubscribes(site:
     reader = site.reader("lea@example.com")
     assert reader.status == "unsubscribed"
     kinds = [(e.kind, e.source) for e in history(site.db(), reader.id)]
-    assert kinds.count(("unsubscribed", "web")) == 1
+    # The body is RFC 8058's: recorded as a mail client's one-click (issue 18), not "web".
+    assert kinds.count(("unsubscribed", "one-click")) == 1
 
 
 def test_forged_altered_and_foreign_tokens_get_the_same_page(site: Site) -> None:
