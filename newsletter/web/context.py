@@ -63,7 +63,8 @@ class Web:
         """A page from layouts/ (the writer's, else the built-in), with the no-leak headers."""
         s = self.settings
         base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address},
-                "topics": self.config.topics, "consent": self.config.consent_text(s)}
+                "topics": self.config.topics, "default_topics": self.config.default_topics,
+                "consent": self.config.consent_text(s)}
         html = self.env.get_template(template).render({**base, **context})
         return HTMLResponse(html, status, headers=HEADERS)
 

@@ -19,7 +19,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from newsletter import paths
-from newsletter.audience.subscribers import Subscriber, normalize_email
+from newsletter.audience.subscribers import (
+    Subscriber,
+    normalize_email,
+    topic_choice,
+    topic_choice_from_form,
+)
 from newsletter.compose.layout import make_environment
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
@@ -84,8 +89,9 @@ async def subscribe(request: Request) -> Response:
                 return web.page("error.html", 429, title="Too many sign-ups",
                                 text="Too many sign-ups came from your network in the "
                                      "last hour. Please try again later.")
-            reader = reader_status.subscribe(db, web.config, email, name,
-                                             form.get("topics", []), origin)
+            reader = reader_status.subscribe(
+                db, web.config, email, name, form.get("topics", []), origin,
+                choice=topic_choice_from_form(web.config.topics, form))
         if reader is not None:
             url = confirmation.confirm_url(web.settings, web.public_base(request), reader)
             try:
@@ -181,15 +187,21 @@ async def manage(request: Request) -> Response:
                     reader = reader_status.unsubscribe(db, reader, origin)
                     return web.page("unsubscribe.html", token=token,
                                     masked=mask(reader.email), done=True)
-                reader = reader_status.update_preferences(db, web.config, reader,
-                                                          _one(form, "name"),
-                                                          form.get("topics", []), origin)
+                reader = reader_status.update_preferences(
+                    db, web.config, reader, _one(form, "name"), form.get("topics", []), origin,
+                    choice=topic_choice_from_form(web.config.topics, form))
             saved = True
         return web.page("manage.html", token=token, masked=mask(reader.email),
-                        reader_name=reader.name, chosen=list(reader.tags),
+                        reader_name=reader.name, **_topics_shown(db, web, reader),
                         reader_status=reader.status, saved=saved)
 
     return await run_in_threadpool(run)
+
+
+def _topics_shown(db: Any, web: Web, reader: Subscriber) -> dict[str, Any]:
+    """What /manage ticks: exactly what the reader gets (everything, or the chosen topics)."""
+    choice = topic_choice(db, reader.id, web.config.topics)
+    return {"everything": choice.everything, "chosen": list(choice.chosen)}
 
 
 def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
@@ -199,4 +211,5 @@ def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
     base = (public_base or settings.base_url or "http://127.0.0.1:8080").rstrip("/")
     return web_env.get_template("subscribe_form.html").render(
         action=f"{base}{paths.SUBSCRIBE}", topics=config.topics,
+        default_topics=config.default_topics,
         consent=config.consent_text(settings), email="", name="", error="")
