@@ -1,16 +1,20 @@
-"""The confirmation email a sign-up on the form is sent: its link and the sending of it."""
+"""The confirmation email a sign-up on the form is sent: its link, and its queueing.
+
+The email leaves through delivery/outgoing.py's durable queue: a request only writes a
+row, and the workers `lifespan` starts with the server send it, so no request waits on
+the provider.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import secrets
-from datetime import UTC, datetime
-from pathlib import Path
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
-from newsletter import paths
+from newsletter import paths, store
 from newsletter.audience.subscribers import Subscriber
 from newsletter.compose import tokens
-from newsletter.errors import NewsletterError
+from newsletter.delivery import outgoing
 from newsletter.settings import Settings
 
 
@@ -21,36 +25,24 @@ def confirm_url(settings: Settings, public_base: str, reader: Subscriber) -> str
 
 
 def send_confirmation(settings: Settings, reader: Subscriber, url: str) -> None:
-    """Build the confirmation email (layouts/confirm.html + .txt) and send it, once."""
-    from newsletter.compose.inline import inline_css
-    from newsletter.compose.issue import Issue
-    from newsletter.compose.layout import load_layout, make_environment, render_template
-    from newsletter.compose.message import personalize
-    from newsletter.delivery.providers.base import Outcome
-    from newsletter.delivery.providers.registry import provider_class
+    """Queue the confirmation email (layouts/confirm.html + .txt) carrying `url`, once.
 
-    env = make_environment(settings.layouts_dir)
-    context = {"newsletter": {"name": settings.name, "base_url": settings.base_url,
-                              "address": settings.address},
-               "subscriber": {"name": reader.name, "email": reader.email},
-               "confirm_url": url, "days": tokens.CONFIRM_MAX_AGE // 86400}
-    html = render_template(load_layout(env, "confirm.html"), context, where="layouts/confirm.html")
-    text = render_template(load_layout(env, "confirm.txt"), context, where="layouts/confirm.txt")
-    subject = f"Confirm your subscription to {settings.name}"
-    issue = Issue(source=Path("layouts/confirm.html"), slug="confirm", title=subject,
-                  subject=subject, preheader="", date=datetime.now(UTC).date(),
-                  html=inline_css(html, where="layouts/confirm.html"), text=text)
-    message = personalize(issue, reader.recipient(),
-                          key=f"{reader.id}-{secrets.token_hex(4)}", settings=settings)
-    ps = dataclasses.replace(settings.provider,
-                             options={**settings.provider.options, "campaign": "confirm"})
-    provider = provider_class(ps.name)(settings, ps)
+    Returns at once: the server's workers (or `newsletter run`) send it, and retry it
+    while the provider is down; the `outgoing` row records what happened.
+    """
+    db = store.connect(settings.database)
     try:
-        provider.open()
-        results = provider.send([message])
+        outgoing.enqueue(db, outgoing.CONFIRM, reader, url)
     finally:
-        provider.close()
-    if not results or results[0].outcome != Outcome.SENT:
-        reason = getattr(results[0], "error", "") if results else "no result"
-        raise NewsletterError(f"the confirmation email was not accepted: {reason}")
+        db.conn.close()
 
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """While the server runs, its outgoing workers send queued confirmation emails (a row
+    left over from before a restart too)."""
+    workers = outgoing.Workers(app.state.web.settings).start()
+    try:
+        yield
+    finally:
+        workers.stop()

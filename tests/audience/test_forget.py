@@ -14,6 +14,7 @@ import pytest
 from newsletter import store
 from newsletter.audience import importers
 from newsletter.audience import subscribers as subs
+from newsletter.delivery.outgoing import send_queued
 from newsletter.settings import load_settings
 from newsletter.web.confirmation import send_confirmation
 
@@ -115,6 +116,7 @@ def test_remove_finds_the_readers_messages_in_campaign_folders_and_confirmations
     for address in ("dana@example.com", "ana@example.com"):
         send_confirmation(settings, subs.get(db, address), "https://example.com/confirm?t=1")
     db.conn.close()
+    assert send_queued(settings).sent == 2  # queued by the request, sent by the queue
     outbox = newsletter_dir / "outbox"
     sent = _recipients(outbox)
     folders = sorted(p.name for p in outbox.iterdir())
