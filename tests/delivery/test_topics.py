@@ -139,3 +139,15 @@ def test_migration_keeps_a_web_readers_ticked_topics_and_gives_others_everything
     db.conn.close()
     assert rows == {"web1@example.com": '["links"]', "web2@example.com": None,
                     "imp@example.com": None}
+
+
+def test_default_topics_is_all_or_none(newsletter_dir: Path) -> None:
+    import pytest
+
+    from newsletter.errors import ConfigError
+    from newsletter.settings import load_settings
+
+    with (newsletter_dir / "newsletter.toml").open("a") as f:
+        f.write(TOPICS + 'default_topics = "some"\n')
+    with pytest.raises(ConfigError, match='default_topics = .some. must be "all"'):
+        load_settings(newsletter_dir)
