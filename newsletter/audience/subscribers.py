@@ -507,6 +507,9 @@ def remove(
         deliveries = cursor.rowcount
         erased = events.erase(db, found.id)
         erased += db.execute("DELETE FROM events WHERE lower(email) = ?", [found.key]).rowcount
+        # The confirmation emails queued for them (sent or not) hold the address: gone too.
+        db.execute("DELETE FROM outgoing WHERE subscriber_id = ? OR lower(email) = ?",
+                   [found.id, found.key])
         db.execute("DELETE FROM subscribers WHERE id = ?", [found.id])
         if suppress and hashed is not None:
             db.execute(

@@ -132,6 +132,10 @@ def test_remove_finds_the_readers_messages_in_campaign_folders_and_confirmations
         "Delete those with --delete-outbox (or by hand) to forget them entirely.",
     ]
     assert _recipients(outbox) == sent  # listed, not deleted
+    db = subs.open_db(settings)
+    queued = [r[0] for r in db.execute("SELECT email FROM outgoing ORDER BY id").fetchall()]
+    db.conn.close()
+    assert queued == ["ana@example.com"]  # dana's confirmation record went with her
 
     assert cli("subscribers", "add", "dana@example.com").exit_code == 0
     run = cli("subscribers", "remove", "dana@example.com", "--delete-outbox")
