@@ -47,7 +47,12 @@ class Audience:
         if self.kind == "test":
             n = len(self.addresses)
             return self.addresses[0] if n == 1 else f"{n} addresses"
-        return self.tags.describe() if self.tags else "everyone"
+        text = self.tags.describe() if self.tags else "everyone"
+        if self.topics:  # those who chose one of the topics, or get everything
+            word = "topic" if len(self.topics) == 1 else "topics"
+            chose = f"{word} {' or '.join(self.topics)} (or everything)"
+            return f"{text}, {chose}" if self.tags else chose
+        return text
 
 
 _LIST_WORDS = ("subscribers", "list", "all")

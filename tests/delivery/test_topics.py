@@ -151,3 +151,19 @@ def test_default_topics_is_all_or_none(newsletter_dir: Path) -> None:
         f.write(TOPICS + 'default_topics = "some"\n')
     with pytest.raises(ConfigError, match='default_topics = .some. must be "all"'):
         load_settings(newsletter_dir)
+
+
+def test_a_topic_nobody_gets_says_so(newsletter_dir: Path, write_draft: Callable[..., Path],
+                                     cli: Callable[..., object]) -> None:
+    with (newsletter_dir / "newsletter.toml").open("a") as f:
+        f.write(TOPICS)
+    cli("subscribers", "add", "ann@example.com")
+    db = store.connect(newsletter_dir / "newsletter.db")
+    with db.conn:
+        set_topic_choice(db, 1, TopicChoice(False, ("links",)))
+    db.conn.close()
+    write_draft("2026-01-01-essay.md", "---\nsubject: Essay\ntopics: [essays]\n---\nHi.\n")
+    result = cli("send", "2026-01-01-essay", "--to", "subscribers", "--yes")
+    assert result.exit_code != 0  # type: ignore[attr-defined]
+    assert ("there are no active subscribers with topic essays (or everything) to send to"
+            in result.stderr)  # type: ignore[attr-defined]
