@@ -2,7 +2,7 @@
 
 In order: `sync` when a provider or mailbox can be read (so nobody who left since the
 last run is mailed), scheduled sends whose time has come (and any a dead run left
-half-sent), then welcome emails owed to readers who joined.
+half-sent), then welcome emails owed to readers who joined, then confirmation emails still queued.
 One run at a time: a second run started while one is still working (a long send) says
 so and exits 0, and the campaign and schedule locks below make even two runs on two
 machines sharing the folder send nothing twice. A run after downtime sends what it
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from newsletter.delivery import schedule, welcome
+from newsletter.delivery import outgoing, schedule, welcome
 from newsletter.errors import NewsletterError
 from newsletter.feedback import pull
 from newsletter.settings import Settings
@@ -29,6 +29,7 @@ class RunReport:
     busy: str | None = None  # another run holds the lock: who
     sends: list[schedule.RunLine] = field(default_factory=list)
     welcomes: list[welcome.WelcomeLine] = field(default_factory=list)
+    outgoing: outgoing.OutgoingReport | None = None  # confirmation emails left queued
     sync: pull.SyncReport | None = None
     sync_error: str | None = None  # the sync before the sends failed (they went on)
 
@@ -66,6 +67,11 @@ def run_once(
         if on_line:
             for line in report.welcomes:
                 on_line(line.text)
+        # Confirmation emails the server queued and could not send (it stopped, or the
+        # provider was down): kept apart from issues, counted on their own line.
+        report.outgoing = outgoing.send_queued(settings)
+        if on_line and report.outgoing.tried:
+            on_line(report.outgoing.text)
     finally:
         os.close(fd)  # releases the lock
     return report

@@ -171,6 +171,9 @@ class WebConfig:
     """[subscribe] and [server], checked: what `newsletter serve` answers and how."""
 
     topics: tuple[str, ...] = ()
+    # What the sign-up form has ticked before the reader changes it: "all" (everything,
+    # including topics added later) or "none" (no box ticked: the reader picks).
+    default_topics: str = "all"
     consent: str = ""
     confirmations_per_day: int = 3
     signups_per_ip_per_hour: int = 20
@@ -881,7 +884,8 @@ def _int(table: dict[str, Any], key: str, default: int, where: str, problems: li
 def _web(sub: dict[str, Any], server: dict[str, Any], problems: list[str],
          configured: bool) -> WebConfig:
     """[subscribe] and [server]; `configured` when either is written."""
-    known_sub = {"topics", "consent", "confirmations_per_day", "signups_per_ip_per_hour"}
+    known_sub = {"topics", "default_topics", "consent", "confirmations_per_day",
+                 "signups_per_ip_per_hour"}
     known_server = {"trusted_proxies", "max_body", "webhook_max_body", "host", "port", "workers"}
     for table, known, name in ((sub, known_sub, "[subscribe]"), (server, known_server, "[server]")):
         for key in sorted(set(table) - known):
@@ -891,6 +895,11 @@ def _web(sub: dict[str, Any], server: dict[str, Any], problems: list[str],
     if not isinstance(topics, list) or not all(isinstance(t, str) and t.strip() for t in topics):
         problems.append('[subscribe] topics must be a list of names, e.g. ["essays", "links"]')
         topics = []
+    default_topics = sub.get("default_topics", "all")
+    if default_topics not in ("all", "none"):
+        problems.append(f'[subscribe] default_topics = {default_topics!r} must be "all" (the form '
+                        'starts with everything ticked) or "none" (nothing ticked)')
+        default_topics = "all"
     consent = sub.get("consent", "")
     if not isinstance(consent, str):
         problems.append("[subscribe] consent must be text (shown beside the form's button)")
@@ -911,6 +920,7 @@ def _web(sub: dict[str, Any], server: dict[str, Any], problems: list[str],
         host = "127.0.0.1"
     return WebConfig(
         topics=tuple(dict.fromkeys(t.strip() for t in topics)),
+        default_topics=default_topics,
         consent=consent.strip(),
         confirmations_per_day=_int(sub, "confirmations_per_day", 3, "[subscribe]", problems),
         signups_per_ip_per_hour=_int(sub, "signups_per_ip_per_hour", 20, "[subscribe]",

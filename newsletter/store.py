@@ -233,6 +233,41 @@ def _m011_delivery_message_ids(db: sqlite_utils.Database) -> None:
     _run(db, "CREATE INDEX deliveries_provider_message_id ON deliveries (provider_message_id)")
 
 
+def _m012_reader_topics(db: sqlite_utils.Database) -> None:
+    # Which topics a reader gets, apart from their tags: NULL is "everything" (imported and
+    # existing readers, and topics added later), a JSON list is the topics they ticked
+    # ('[]': only issues without a topic). Web sign-ups stored their ticked topics as tags
+    # (and nothing else), so those readers keep exactly that choice.
+    _run(db, """
+        ALTER TABLE subscribers ADD COLUMN topics TEXT;
+        UPDATE subscribers SET topics = tags WHERE source = 'web' AND tags NOT IN ('', '[]')
+    """)
+
+
+def _m013_outgoing(db: sqlite_utils.Database) -> None:
+    # Confirmation emails (and any mail a reader's request asks for) wait here for the
+    # outgoing workers, so a request never waits on a provider; the row is the record.
+    _run(db, """
+        CREATE TABLE outgoing (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,                 -- 'confirm'
+            subscriber_id INTEGER,
+            email TEXT NOT NULL,
+            url TEXT NOT NULL DEFAULT '',       -- the link the email carries
+            state TEXT NOT NULL DEFAULT 'queued'
+                CHECK (state IN ('queued','sending','sent','failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at TEXT NOT NULL,              -- not before (ISO 8601 UTC): retry back-off
+            error TEXT,
+            provider TEXT,
+            provider_message_id TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX outgoing_due ON outgoing (state, next_at, id)
+    """)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
@@ -244,6 +279,8 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("009_sync_cursors", _m009_sync_cursors),
     ("010_schedules", _m010_schedules),
     ("011_delivery_message_ids", _m011_delivery_message_ids),
+    ("012_reader_topics", _m012_reader_topics),
+    ("013_outgoing", _m013_outgoing),
 ]
 
 

@@ -507,6 +507,9 @@ def remove(
         deliveries = cursor.rowcount
         erased = events.erase(db, found.id)
         erased += db.execute("DELETE FROM events WHERE lower(email) = ?", [found.key]).rowcount
+        # The confirmation emails queued for them (sent or not) hold the address: gone too.
+        db.execute("DELETE FROM outgoing WHERE subscriber_id = ? OR lower(email) = ?",
+                   [found.id, found.key])
         db.execute("DELETE FROM subscribers WHERE id = ?", [found.id])
         if suppress and hashed is not None:
             db.execute(
@@ -774,3 +777,73 @@ def export_file(
     finally:
         partial.unlink(missing_ok=True)
     return n
+
+
+# --- topics: what a reader chose to get --------------------------------------------------
+#
+# Stored apart from tags, in `subscribers.topics`: NULL is "everything" (every issue, with
+# or without a topic, and topics added later): imported and existing readers, and a reader
+# who ticks "everything"; a JSON list is the topics the reader ticked, and '[]' a reader who
+# unticked every topic, who then gets only issues without a topic.
+
+
+@dataclass(frozen=True)
+class TopicChoice:
+    """What a reader gets: every issue (`everything`), or issues without a topic and those
+    with one of `chosen`."""
+
+    everything: bool
+    chosen: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """For people and the events record: "everything", "links, essays", "no topics"."""
+        if self.everything:
+            return "everything"
+        return ", ".join(self.chosen) or "no topics (only issues without a topic)"
+
+
+EVERYTHING = TopicChoice(everything=True)
+
+
+def topic_choice(db: sqlite_utils.Database, subscriber_id: int,
+                 known: Sequence[str] = ()) -> TopicChoice:
+    """The reader's stored choice; with `known` (the [subscribe] topics) only those remain,
+    in their order."""
+    row = db.execute("SELECT topics FROM subscribers WHERE id = ?", [subscriber_id]).fetchone()
+    if row is None:
+        raise SubscriberError(f"no subscriber has the id {subscriber_id}")
+    if row[0] is None:
+        return EVERYTHING
+    chosen = [t for t in json.loads(row[0]) if isinstance(t, str)]
+    if known:
+        wanted = {t.casefold() for t in chosen}
+        chosen = [t for t in known if t.casefold() in wanted]
+    return TopicChoice(False, tuple(chosen))
+
+
+def set_topic_choice(db: sqlite_utils.Database, subscriber_id: int, choice: TopicChoice) -> None:
+    """Store what the reader chose (inside the caller's transaction)."""
+    db.execute("UPDATE subscribers SET topics = ? WHERE id = ?",
+               [None if choice.everything else _dumps(list(choice.chosen)), subscriber_id])
+
+
+# The sign-up and /manage forms post `topics` (one per ticked topic), `everything` (the
+# "everything" box) and `topics_shown` (a hidden field: the form offered topics, so no
+# ticked box means "none", not "this form had no boxes").
+def topic_choice_from_form(known: Sequence[str], form: Mapping[str, Sequence[str]]
+                           ) -> TopicChoice | None:
+    """The reader's choice as a form posted it; None when the form offered no topics and
+    posted none (an embedded form without boxes: keep what the reader had).
+
+    "Everything" ticked stays everything when the topic boxes are all ticked (as the page
+    shows it) or all left empty; a topic unticked beside it is honoured: that topic is not
+    wanted, so the reader gets the ticked ones.
+    """
+    posted = {t.casefold() for t in form.get("topics", ()) if isinstance(t, str)}
+    ticked = tuple(t for t in known if t.casefold() in posted)
+    shown = bool(form.get("topics_shown"))
+    if not shown and not form.get("everything"):
+        return TopicChoice(False, ticked) if ticked else None
+    if form.get("everything") and len(ticked) in (0, len(known)):
+        return EVERYTHING
+    return TopicChoice(False, ticked)

@@ -37,7 +37,8 @@ def run_cmd(
                    f"counted", err=True)
     if report.sync_error is not None:
         typer.echo(f"sync failed (sends went on): {report.sync_error}", err=True)
-    if not report.sends and not report.welcomes:
+    if not report.sends and not report.welcomes and not (report.outgoing
+                                                         and report.outgoing.tried):
         typer.echo("run: nothing was due", err=True)
     failed = (any(line.outcome == "failed" for line in report.sends)
               or any(line.error is not None for line in report.welcomes))

@@ -91,6 +91,8 @@ class _Confirm:
         for warning in plan.warnings:
             typer.echo(f"Warning: {warning}", err=True)
         self.warned = True
+        if topics := plan.audience.topic_line():  # who gets it, and why
+            typer.echo(f"Recipients by {topics}.")
         if self.yes:
             return True
         if not sys.stdin.isatty():
@@ -270,6 +272,8 @@ def send(
             f"Dry run: {result.messages:,} messages built for “{result.subject}” → "
             f"{result.audience.spec} via {result.provider}; nothing was sent."
         )
+        if topics := result.audience.topic_line():
+            typer.echo(f"Recipients by {topics}.")
         average = result.total_bytes // max(1, result.messages)
         typer.echo(
             f"Size: {_size(result.total_bytes)} in all, {_size(average)} on average, "

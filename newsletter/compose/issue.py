@@ -34,7 +34,13 @@ from newsletter.compose.inline import inline_css
 from newsletter.compose.markdown import render_markdown
 from newsletter.compose.parts import InlineImage, unsubscribe_mailto
 from newsletter.compose.plaintext import html_to_text
-from newsletter.compose.source import Draft, lines_to_paragraphs, parse_draft, read_text
+from newsletter.compose.source import (
+    Draft,
+    check_topics,
+    lines_to_paragraphs,
+    parse_draft,
+    read_text,
+)
 from newsletter.errors import ContentError
 from newsletter.settings import Settings
 
@@ -84,6 +90,7 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
     """
     text = read_text(draft)
     parsed = parse_draft(draft, text)
+    parsed.topics = check_topics(parsed, settings.web.topics)  # an unknown topic is an error
     slots = layouts.Slots(avoid=text)
     # The issue's page in the archive `newsletter publish` writes (site/<slug>/index.html);
     # none for an issue kept off the web with `publish: false`.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -57,6 +58,9 @@ class Draft:
     layout: str | None = None
     paragraphs: str = "markdown"  # "lines": one paragraph per line (a pasted draft)
     extra: dict[str, Any] = field(default_factory=dict)  # front matter keys we do not know
+    # `topics: [links]`: a list send goes to readers who chose one of them and readers who
+    # get everything; none: to everyone on the list.
+    topics: tuple[str, ...] = ()
     # The file's text as read (front matter included): `check` finds its lines in it.
     text: str = field(default="", repr=False)
 
@@ -184,6 +188,44 @@ def _one_line(path: Path, text: str, key: str, value: str) -> str:
             "character: write it on one line"
         )
     return value.strip()
+
+
+def _topics(path: Path, text: str, meta: dict[str, Any]) -> tuple[str, ...]:
+    """`topics: [links, essays]`, `topics: links` or `topics: "links, essays"` → names."""
+    value = meta.get("topics")
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else str(value).split(",")
+    names: list[str] = []
+    for item in items:
+        if isinstance(item, (dict, list)) or not str(item).strip():
+            raise ContentError(
+                f"{path}:{_line_of_key(path, text, 'topics')}: topics must be a list of topic "
+                "names, like topics: [links]"
+            )
+        name = _BREAK_OR_CONTROL.sub(" ", str(item)).strip()
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def check_topics(draft: Draft, known: Sequence[str]) -> tuple[str, ...]:
+    """The draft's topics spelled as in [subscribe] topics; ContentError names one that is
+    not there (a typo would otherwise send the issue to the readers who get everything only).
+    """
+    spelled = {t.casefold(): t for t in known}
+    out: list[str] = []
+    for topic in draft.topics:
+        if topic.casefold() not in spelled:
+            have = ", ".join(known) if known else "none are set"
+            raise ContentError(
+                f"{draft.path}:{_line_of_key(draft.path, draft.text, 'topics')}: the topic "
+                f"{topic!r} is not one of [subscribe] topics in newsletter.toml ({have}): fix "
+                "the draft's front matter or add it there"
+            )
+        if spelled[topic.casefold()] not in out:
+            out.append(spelled[topic.casefold()])
+    return tuple(out)
 
 
 def parse_date(value: Any) -> date | None:
@@ -426,6 +468,7 @@ def parse_draft(path: Path, text: str | None = None) -> Draft:
         layout=layout.strip() if layout else None,
         paragraphs="lines" if pasted else "markdown",
         extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+        topics=_topics(path, text, meta),
         text=text,
     )
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from newsletter import store
 from newsletter.errors import SubscriberError
+from newsletter.settings import Settings
 
 if TYPE_CHECKING:
     from newsletter.audience.subscribers import TagFilter
@@ -24,13 +26,33 @@ class Audience:
     tag: str | None = None  # the tag expression after `tag:` (lower case), for messages
     addresses: tuple[str, ...] = ()
     tags: TagFilter | None = None
+    # The issue's topics (front matter `topics:`): a list send goes to readers who chose
+    # one of them and to readers who get everything; () sends to the whole audience.
+    topics: tuple[str, ...] = ()
+    # For a list send with topics: (readers who chose a topic, readers who get everything).
+    topic_split: tuple[int, int] | None = None
+
+    def topic_line(self) -> str | None:
+        """For people: "topic links: 40 readers chose it, 80 get everything"; None without
+        topics (or for a test send, which goes to its addresses whatever they chose)."""
+        if self.kind != "list" or not self.topics or self.topic_split is None:
+            return None
+        chose, everything = self.topic_split
+        word = "topic" if len(self.topics) == 1 else "topics"
+        return (f"{word} {', '.join(self.topics)}: {chose:,} reader(s) chose it, "
+                f"{everything:,} get everything")
 
     def describe(self) -> str:
         """For people: "everyone", "tag founders but not press", "2 addresses"."""
         if self.kind == "test":
             n = len(self.addresses)
             return self.addresses[0] if n == 1 else f"{n} addresses"
-        return self.tags.describe() if self.tags else "everyone"
+        text = self.tags.describe() if self.tags else "everyone"
+        if self.topics:  # those who chose one of the topics, or get everything
+            word = "topic" if len(self.topics) == 1 else "topics"
+            chose = f"{word} {' or '.join(self.topics)} (or everything)"
+            return f"{text}, {chose}" if self.tags else chose
+        return text
 
 
 _LIST_WORDS = ("subscribers", "list", "all")
@@ -74,6 +96,25 @@ def parse_audience(text: str) -> Audience:
     return Audience(",".join(addresses), "test", addresses=tuple(addresses))
 
 
+def audience_for_issue(settings: Settings, to: str, topics: Sequence[str]) -> Audience:
+    """`--to` for an issue with `topics` (checked against [subscribe] topics when the issue
+    was built): the audience narrowed to those topics, with how many readers get it because
+    of a topic and how many because they want everything."""
+    audience = parse_audience(to)
+    if audience.kind != "list" or not topics:
+        return audience
+    audience = replace(audience, topics=tuple(topics))
+    db = store.connect(settings.database)
+    try:
+        where, params = audience_where(db, audience)
+        chose, everything = db.execute(
+            f"SELECT count(*) FILTER (WHERE topics IS NOT NULL), count(*) FILTER (WHERE topics "
+            f"IS NULL) FROM subscribers WHERE {where}", params).fetchone()
+    finally:
+        db.conn.close()
+    return replace(audience, topic_split=(chose, everything))
+
+
 def describe_audience(spec: str) -> str:
     """A stored campaigns.audience, for people ("everyone", "tag a but not b", "2 addresses")."""
     try:
@@ -89,10 +130,17 @@ def audience_where(db: sqlite_utils.Database, audience: Audience) -> tuple[str, 
     """
     from newsletter.audience.subscribers import tag_where
 
+    sql, params = "status = 'active'", list[Any]()
     if audience.tags is not None:
-        sql, params = tag_where(db, audience.tags)
-        return f"status = 'active' AND {sql}", params
-    return "status = 'active'", []
+        tag_sql, params = tag_where(db, audience.tags)
+        sql += f" AND {tag_sql}"
+    if audience.topics:
+        # NULL: the reader gets everything (subscribers.topic_choice).
+        sql += (" AND (subscribers.topics IS NULL OR EXISTS (SELECT 1 FROM "
+                "json_each(subscribers.topics) WHERE json_each.value IN "
+                f"({','.join('?' * len(audience.topics))})))")
+        params = [*params, *audience.topics]
+    return sql, params
 
 
 def count_audience(db: sqlite_utils.Database, audience: Audience) -> int:

@@ -44,6 +44,7 @@ from newsletter.delivery.providers.registry import provider_class
 from newsletter.delivery.recipients import (
     Audience,
     DeliveryRow,
+    audience_for_issue,
     count_audience,
     iter_audience_rows,
     parse_audience,
@@ -392,7 +393,7 @@ def send_draft(
     DeliveryError. Everything is recorded in the delivery log before the first
     message goes out.
     """
-    audience = parse_audience(to)
+    audience = audience_for_issue(settings, to, issue.draft.topics if issue.draft else ())
     ps = provider_settings_for(settings, provider, concurrency, rate)
     _check_ready(settings, ps)
     # The outbox sends nothing anywhere: on a fresh machine it works before the
@@ -495,7 +496,7 @@ def dry_run(
     recipients from the database, so memory stays flat for any list size.
     """
     started = time.monotonic()
-    audience = parse_audience(to)
+    audience = audience_for_issue(settings, to, issue.draft.topics if issue.draft else ())
     ps = provider_settings_for(settings, provider)
     provider_class(ps.name)  # an unknown provider is an error even in a dry run
     warnings = _pre_send_check(settings, issue, audience, check, force=True, dry_run=True)

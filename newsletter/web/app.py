@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from newsletter import paths
 from newsletter.settings import Settings
-from newsletter.web import error_pages, health, reader_pages, webhooks
+from newsletter.web import confirmation, error_pages, health, reader_pages, webhooks
 from newsletter.web.context import Web
 from newsletter.web.middleware import AccessLog, BodyLimit
 
@@ -36,7 +36,8 @@ ROUTES = [
 def create_app(settings: Settings) -> Any:
     """The ASGI app for `settings` (the same database as the CLI)."""
     web = Web(settings)  # checks the settings, opens and migrates the database
-    app = Starlette(routes=ROUTES, exception_handlers=dict(error_pages.HANDLERS))
+    app = Starlette(routes=ROUTES, exception_handlers=dict(error_pages.HANDLERS),
+                    lifespan=confirmation.lifespan)  # the outgoing email workers
     app.state.web = web
     return AccessLog(BodyLimit(app, web.config.max_body, web.config.webhook_max_body,
                                error_pages.too_large(web)))

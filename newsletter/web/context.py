@@ -68,8 +68,8 @@ class Web:
         s = self.settings
         base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address,
                                "contact": self.contact},
-                "topics": self.config.topics, "consent": self.config.consent_text(s),
-                "name_max": MAX_NAME}
+                "topics": self.config.topics, "default_topics": self.config.default_topics,
+                "consent": self.config.consent_text(s), "name_max": MAX_NAME}
         html = self.env.get_template(template).render({**base, **context})
         return HTMLResponse(html, status, headers=HEADERS)
 

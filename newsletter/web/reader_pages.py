@@ -27,6 +27,8 @@ from newsletter.audience.subscribers import (
     clean_name,
     email_key,
     normalize_email,
+    topic_choice,
+    topic_choice_from_form,
 )
 from newsletter.compose.layout import make_environment
 from newsletter.errors import NewsletterError
@@ -117,8 +119,9 @@ async def subscribe(request: Request) -> Response:
                 return web.page("error.html", 429, title="Too many sign-ups",
                                 text="Too many sign-ups came from your network in the "
                                      "last hour. Please try again later.")
-            reader = reader_status.subscribe(db, web.config, email, name,
-                                             form.get("topics", []), origin)
+            reader = reader_status.subscribe(
+                db, web.config, email, name, form.get("topics", []), origin,
+                choice=topic_choice_from_form(web.config.topics, form))
         if reader is not None:
             failed = _send_confirmation(web, request, reader)
             if failed is not None:
@@ -248,17 +251,18 @@ async def manage(request: Request) -> Response:
         if name_error:
             return _manage_page(web, reader, 400, error=name_error, **page)
         with web.writing:
-            reader = reader_status.update_preferences(db, web.config, reader, name,
-                                                      form.get("topics", []),
-                                                      web.origin(request))
+            reader = reader_status.update_preferences(
+                db, web.config, reader, name, form.get("topics", []), web.origin(request),
+                choice=topic_choice_from_form(web.config.topics, form))
         return _manage_page(web, reader, saved=True, **page)
 
     return await run_in_threadpool(run)
 
 
 def _manage_page(web: Web, reader: Subscriber, status: int = 200, **context: Any) -> Response:
-    return web.page("manage.html", status, reader_name=reader.name, chosen=list(reader.tags),
-                    reader_status=reader.status, stopped=reader.status in STOPPED, **context)
+    return web.page("manage.html", status, reader_name=reader.name,
+                    **_topics_shown(web.db(), web, reader), reader_status=reader.status,
+                    stopped=reader.status in STOPPED, **context)
 
 
 def _send_manage_link(web: Web, request: Request, email: str) -> Response:
@@ -296,6 +300,12 @@ def _mail_manage_link(web: Web, reader: Subscriber, url: str) -> None:
         log.error("manage link email failed: %s", _redacted(exc))
 
 
+def _topics_shown(db: Any, web: Web, reader: Subscriber) -> dict[str, Any]:
+    """What /manage ticks: exactly what the reader gets (everything, or the chosen topics)."""
+    choice = topic_choice(db, reader.id, web.config.topics)
+    return {"everything": choice.everything, "chosen": list(choice.chosen)}
+
+
 def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
     """The sign-up form as HTML to paste into any page (it posts to {base_url}/subscribe)."""
     web_env = make_environment(settings.layouts_dir)
@@ -303,5 +313,6 @@ def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
     base = (public_base or settings.base_url or "http://127.0.0.1:8080").rstrip("/")
     return web_env.get_template("subscribe_form.html").render(
         action=f"{base}{paths.SUBSCRIBE}", topics=config.topics,
+        default_topics=config.default_topics,
         consent=config.consent_text(settings), email="", name="", error="",
         name_max=MAX_NAME)

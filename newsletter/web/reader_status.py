@@ -24,9 +24,12 @@ from newsletter.audience import events
 from newsletter.audience.events import STOPPED, Origin, now_iso
 from newsletter.audience.subscribers import (
     Subscriber,
+    TopicChoice,
     check_name,
     email_key,
     normalize_email,
+    set_topic_choice,
+    topic_choice,
 )
 from newsletter.compose import tokens
 from newsletter.settings import Settings, WebConfig
@@ -66,6 +69,7 @@ def subscribe(
     name: str,
     topics: Iterable[str],
     origin: Origin,
+    choice: TopicChoice | None = None,
 ) -> Subscriber | None:
     """Record a sign-up; the pending reader to send a confirmation to, or None.
 
@@ -90,6 +94,9 @@ def subscribe(
                 "VALUES (?, ?, ?, 'pending', ?, '{}', 'web', ?, ?, ?)",
                 [address, key, name, json.dumps(tags), now, now, origin.ip],
             )
+            assert cursor.lastrowid is not None  # an INSERT's cursor always has it
+            if choice is not None:  # none: everything
+                set_topic_choice(db, cursor.lastrowid, choice)
             events.record(db, subscriber_id=cursor.lastrowid, email=address, kind=SIGNUP,
                           origin=origin, after="pending", detail="subscribe form")
         elif found.status == "active":
@@ -101,6 +108,8 @@ def subscribe(
                 "WHERE id = ?",
                 [name or found.name, json.dumps(tags), origin.ip, now, found.id],
             )
+            if choice is not None:
+                set_topic_choice(db, found.id, choice)
             if found.status in STOPPED:
                 _ask_to_return(db, found, origin, "subscribe form")
         reader = _row(db, "email_key = ?", [key])
@@ -233,7 +242,7 @@ def unsubscribe(db: sqlite_utils.Database, reader: Subscriber, origin: Origin,
 
 def update_preferences(
     db: sqlite_utils.Database, config: WebConfig, reader: Subscriber, name: str,
-    topics: Iterable[str], origin: Origin,
+    topics: Iterable[str], origin: Origin, choice: TopicChoice | None = None,
 ) -> Subscriber:
     """Change a reader's name and chosen topics (not a status: a name change is recorded
     as 'renamed', a change of topics as 'updated'). SubscriberError for a name over
@@ -243,17 +252,20 @@ def update_preferences(
         current = _row(db, "id = ?", [reader.id])
         assert current is not None
         tags = _with_topics(current.tags, topics, config)
-        if name != current.name or tags != current.tags:
+        before = topic_choice(db, reader.id, config.topics)
+        after = before if choice is None else choice
+        if name != current.name or tags != current.tags or after != before:
             db.execute("UPDATE subscribers SET name = ?, tags = ?, updated_at = ? WHERE id = ?",
                        [name, json.dumps(tags), now_iso(), reader.id])
+            set_topic_choice(db, reader.id, after)
         if name != current.name:
             events.record(db, subscriber_id=reader.id, email=current.email, kind="renamed",
                           origin=origin, before=current.status, after=current.status,
                           detail=f"name: {current.name!r} -> {name!r}")
-        if tags != current.tags:
+        if tags != current.tags or after != before:
             events.record(db, subscriber_id=reader.id, email=current.email, kind="updated",
                           origin=origin, before=current.status, after=current.status,
-                          detail=f"topics: {', '.join(t for t in tags if t in config.topics)}")
+                          detail=f"topics: {after.describe()}")
         found = _row(db, "id = ?", [reader.id])
     assert found is not None
     return found

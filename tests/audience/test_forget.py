@@ -14,6 +14,7 @@ import pytest
 from newsletter import store
 from newsletter.audience import importers
 from newsletter.audience import subscribers as subs
+from newsletter.delivery.outgoing import send_queued
 from newsletter.settings import load_settings
 from newsletter.web.confirmation import send_confirmation
 
@@ -115,6 +116,7 @@ def test_remove_finds_the_readers_messages_in_campaign_folders_and_confirmations
     for address in ("dana@example.com", "ana@example.com"):
         send_confirmation(settings, subs.get(db, address), "https://example.com/confirm?t=1")
     db.conn.close()
+    assert send_queued(settings).sent == 2  # queued by the request, sent by the queue
     outbox = newsletter_dir / "outbox"
     sent = _recipients(outbox)
     folders = sorted(p.name for p in outbox.iterdir())
@@ -130,6 +132,10 @@ def test_remove_finds_the_readers_messages_in_campaign_folders_and_confirmations
         "Delete those with --delete-outbox (or by hand) to forget them entirely.",
     ]
     assert _recipients(outbox) == sent  # listed, not deleted
+    db = subs.open_db(settings)
+    queued = [r[0] for r in db.execute("SELECT email FROM outgoing ORDER BY id").fetchall()]
+    db.conn.close()
+    assert queued == ["ana@example.com"]  # dana's confirmation record went with her
 
     assert cli("subscribers", "add", "dana@example.com").exit_code == 0
     run = cli("subscribers", "remove", "dana@example.com", "--delete-outbox")

@@ -64,7 +64,19 @@ class Site:
             db.conn.close()
 
     def outbox(self, folder: str = "confirm") -> list[Path]:
+        """The .eml files in outbox/<folder>, once the server's outgoing queue is empty (a
+        confirmation email is queued by the request and sent by the server's workers)."""
+        wait_for(lambda: self.queued() == 0, 20, "the outgoing queue to empty")
         return sorted((self.root / "outbox" / folder).glob("*.eml"))
+
+    def queued(self) -> int:
+        """Confirmation emails queued or being sent (not yet sent or failed)."""
+        db = self.db()
+        try:
+            return db.execute("SELECT count(*) FROM outgoing WHERE state IN ('queued', "
+                              "'sending')").fetchone()[0]
+        finally:
+            db.conn.close()
 
     def confirm_link(self, address: str) -> str:
         """The confirmation link in the newest confirmation email to `address`."""

@@ -14,7 +14,7 @@ import pytest
 from newsletter.errors import ConfigError
 from newsletter.settings import load_settings
 from newsletter.web.context import client_ip
-from tests.web.conftest import Site, start_site, stop_site, subscribe, write_site
+from tests.web.conftest import Site, start_site, stop_site, subscribe, wait_for, write_site
 
 
 @pytest.fixture
@@ -100,8 +100,10 @@ def test_sigterm_stops_both_workers_cleanly_after_answering(two_workers: Site) -
         httpx.get(site.url + "/healthz", timeout=2)
 
 
-def test_a_provider_that_is_down_gets_a_retry_page_and_the_log_names_no_one(
+def test_a_provider_that_is_down_keeps_the_email_queued_and_the_log_names_no_one(
         tmp_path: Path) -> None:
+    # Issue 18: the reader's request never waits on the provider (it used to answer 503
+    # "try again in a few minutes"); the email stays queued and is retried.
     from tests.conftest import dead_port
 
     dead = f'name = "smtp"\nhost = "127.0.0.1"\nport = {dead_port()}\nsecurity = "none"'
@@ -109,8 +111,19 @@ def test_a_provider_that_is_down_gets_a_retry_page_and_the_log_names_no_one(
     try:
         with site.client() as c:
             r = subscribe(site, c, "waiting@example.com")
-        assert r.status_code == 503 and "try again in a few minutes" in r.text
+        assert r.status_code == 200 and "Check your inbox" in r.text
         assert site.reader("waiting@example.com").status == "pending"
+
+        def tried() -> list[tuple[str, str]]:
+            db = site.db()
+            try:
+                return db.execute("SELECT state, error FROM outgoing WHERE error IS NOT NULL"
+                                  ).fetchall()
+            finally:
+                db.conn.close()
+
+        [(state, error)] = wait_for(tried, 20, "the worker's first try")
+        assert state in ("queued", "sending") and "waiting@example.com" not in error
     finally:
         stop_site(site)
     log = site.log.read_text()
