@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from newsletter.cli.app import app, newsletter_dir, settings
-from newsletter.delivery.log import Counts
+from newsletter.delivery.log import REHEARSAL_PROVIDER, Counts
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 
 if TYPE_CHECKING:
@@ -138,6 +138,12 @@ def _summary(report: Any, warned: bool = False) -> None:
     )
     if campaign.kind == "test":
         typer.echo("A test send: the draft is not marked as sent to the list.")
+    elif campaign.provider == REHEARSAL_PROVIDER:
+        typer.echo(
+            "A rehearsal: the outbox wrote the messages as .eml files and mailed nobody, "
+            "so the draft is not marked as sent to the list; set a real [provider] and "
+            "send it again to mail your readers."
+        )
     if c.failed:
         typer.echo(
             f"{c.failed:,} failed: `newsletter campaigns {campaign.id}` shows why; "

@@ -15,6 +15,9 @@ from newsletter.errors import DeliveryError
 
 STATES = ("queued", "sending", "sent", "failed", "uncertain", "skipped")
 
+# The outbox writes .eml files and mails nobody: a send through it is a rehearsal, which
+# never makes a draft "sent to the list" (the writer's `drafts` listing says "rehearsed").
+REHEARSAL_PROVIDER = "outbox"
 
 
 @dataclass
@@ -135,11 +138,16 @@ def campaign_problems(
 
 
 def latest_campaign(
-    db: sqlite_utils.Database, slug: str, kind: str, audience: str | None = None
+    db: sqlite_utils.Database, slug: str, kind: str, audience: str | None = None,
+    *, rehearsals: bool = True,
 ) -> Campaign | None:
-    """The newest campaign of this draft (and audience, when given)."""
+    """The newest campaign of this draft (and audience, when given); without the outbox's
+    rehearsals when `rehearsals` is False."""
     sql = f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE slug = ? AND kind = ?"
     params: list[Any] = [slug, kind]
+    if not rehearsals:
+        sql += " AND provider != ?"
+        params.append(REHEARSAL_PROVIDER)
     if audience is not None:
         sql += " AND lower(audience) = lower(?)"  # tag:Friends from before tags ignored case
         params.append(audience)
@@ -159,13 +167,13 @@ def body_hash(text: str) -> str:
 def _same_content(
     db: sqlite_utils.Database, slug: str, subject: str | None, hashed: str | None
 ) -> Campaign | None:
-    """The newest list campaign of another draft with this subject or this body."""
+    """The newest real list campaign of another draft with this subject or this body."""
     if subject is None and hashed is None:
         return None
     row = db.execute(
         f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE kind = 'list' AND slug != ? "
-        "AND (subject = ? OR body_hash = ?) ORDER BY id DESC LIMIT 1",
-        [slug, subject, hashed],
+        "AND provider != ? AND (subject = ? OR body_hash = ?) ORDER BY id DESC LIMIT 1",
+        [slug, REHEARSAL_PROVIDER, subject, hashed],
     ).fetchone()
     if row is None:
         return None
@@ -182,14 +190,15 @@ def refuse_resend(
 
     A repeat is an earlier list send of the same draft, or of another draft with
     the same `subject` or the same `body` hash (the post saved under another name).
-    An unfinished campaign of the same audience is not a repeat: it is resumed.
+    An unfinished campaign of the same audience is not a repeat: it is resumed. A
+    rehearsal through the outbox mailed nobody, so it is never a send to repeat.
     """
     if audience.kind != "list" or resend:
         return
     same = latest_campaign(db, slug, "list", audience.spec)
     if same is not None and same.status != "done":
         return
-    earlier = latest_campaign(db, slug, "list")
+    earlier = latest_campaign(db, slug, "list", rehearsals=False)
     if earlier is None:
         twin = _same_content(db, slug, subject, body)
         if twin is not None:
