@@ -102,10 +102,16 @@ class _Confirm:
         typer.echo(f"To:         {plan.audience.spec} ({plan.recipients:,} recipients)", err=True)
         typer.echo(f"Provider:   {plan.provider}", err=True)
         try:
-            return typer.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
+            answer = typer.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
         except typer.Abort:  # Ctrl-C (or end of input) at the question: exit as Ctrl-C does
             typer.echo("\nCancelled: nothing was sent.", err=True)
             raise typer.Exit(130) from None
+        if not answer:
+            # The writer's own choice, not an error; exit 1 as apt-get does for "n", so
+            # `newsletter send … && echo sent` never says it went out.
+            typer.echo("Cancelled: nothing was sent.", err=True)
+            raise typer.Exit(1)
+        return True
 
 
 def _summary(report: Any, warned: bool = False) -> None:
