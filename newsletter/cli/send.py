@@ -229,7 +229,8 @@ def send(
     ] = None,
     cancel: Annotated[
         int | None,
-        typer.Option("--cancel", metavar="ID", help="Cancel scheduled send ID."),
+        typer.Option("--cancel", metavar="ID",
+                     help="Cancel scheduled send ID (the number `--at` and `campaigns` show)."),
     ] = None,
     no_sync: Annotated[
         bool,
@@ -344,8 +345,8 @@ def _schedule(s: Any, draft: str | None, to: str | None, at: str, provider: str 
     local = when.astimezone().strftime("%Y-%m-%d %H:%M %Z")
     typer.echo(
         f"Scheduled #{found.id}: “{found.subject}” → {found.audience} at {local}. Nothing was "
-        "sent now: `newsletter run` (from cron or a timer) sends it when due; "
-        f"`newsletter send --cancel {found.id}` cancels it."
+        "sent now: `newsletter run` (from cron or a timer) sends it when due, as campaign "
+        f"{found.id}; `newsletter send --cancel {found.id}` cancels it."
     )
 
 

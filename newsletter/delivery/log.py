@@ -236,6 +236,26 @@ def refuse_resend(
     )
 
 
+def next_number(db: sqlite_utils.Database) -> int:
+    """The next free number for a campaign or a scheduled send: they share one numbering,
+    so `send --at`, `campaigns` and `send --cancel` never mean two things by one number."""
+    row = db.execute(
+        "SELECT max(coalesce((SELECT max(id) FROM campaigns), 0), "
+        "coalesce((SELECT max(id) FROM schedules), 0))"
+    ).fetchone()
+    return int(row[0]) + 1
+
+
+def _number_for(db: sqlite_utils.Database, slug: str, audience: str) -> int:
+    """A scheduled send being sent now keeps the number the writer was given for it."""
+    row = db.execute(
+        "SELECT id FROM schedules WHERE slug = ? AND audience = ? AND status = 'sending' "
+        "AND campaign_id IS NULL AND id NOT IN (SELECT id FROM campaigns) "
+        "ORDER BY id LIMIT 1", [slug, audience],
+    ).fetchone()
+    return int(row[0]) if row is not None else next_number(db)
+
+
 def find_or_create_campaign(
     db: sqlite_utils.Database,
     *,
@@ -260,13 +280,13 @@ def find_or_create_campaign(
             return same, False
         refuse_resend(db, slug, audience, resend, subject=subject, body=body)
         created = now_iso()
-        cursor = db.execute(
-            "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "
-            "created_at, status, body_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
-            [slug, draft_path, subject, audience.spec, audience.kind, provider, created, body],
+        campaign_id = _number_for(db, slug, audience.spec)
+        db.execute(
+            "INSERT INTO campaigns (id, slug, draft_path, subject, audience, kind, provider, "
+            "created_at, status, body_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
+            [campaign_id, slug, draft_path, subject, audience.spec, audience.kind, provider,
+             created, body],
         )
-        campaign_id = cursor.lastrowid
-        assert campaign_id is not None  # an INSERT always sets it
         if audience.kind == "test":
             for address in audience.addresses:
                 db.execute(
