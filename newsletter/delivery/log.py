@@ -139,14 +139,14 @@ def campaign_problems(
 
 def latest_campaign(
     db: sqlite_utils.Database, slug: str, kind: str, audience: str | None = None,
-    *, rehearsals: bool = True,
+    *, rehearsal: bool | None = None,
 ) -> Campaign | None:
-    """The newest campaign of this draft (and audience, when given); without the outbox's
-    rehearsals when `rehearsals` is False."""
+    """The newest campaign of this draft (and audience, when given); only the outbox's
+    rehearsals when `rehearsal` is True, only real sends when it is False."""
     sql = f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE slug = ? AND kind = ?"
     params: list[Any] = [slug, kind]
-    if not rehearsals:
-        sql += " AND provider != ?"
+    if rehearsal is not None:
+        sql += " AND provider = ?" if rehearsal else " AND provider != ?"
         params.append(REHEARSAL_PROVIDER)
     if audience is not None:
         sql += " AND lower(audience) = lower(?)"  # tag:Friends from before tags ignored case
@@ -195,10 +195,10 @@ def refuse_resend(
     """
     if audience.kind != "list" or resend:
         return
-    same = latest_campaign(db, slug, "list", audience.spec)
+    same = latest_campaign(db, slug, "list", audience.spec, rehearsal=False)
     if same is not None and same.status != "done":
         return
-    earlier = latest_campaign(db, slug, "list", rehearsals=False)
+    earlier = latest_campaign(db, slug, "list", rehearsal=False)
     if earlier is None:
         twin = _same_content(db, slug, subject, body)
         if twin is not None:
@@ -275,7 +275,10 @@ def find_or_create_campaign(
     """
     with db.conn:
         db.execute("BEGIN IMMEDIATE")  # two sends starting at once are serialized here
-        same = latest_campaign(db, slug, audience.kind, audience.spec)
+        # A rehearsal never finishes a real send, nor a real send a rehearsal: the rows
+        # the outbox wrote to files reached nobody.
+        same = latest_campaign(db, slug, audience.kind, audience.spec,
+                               rehearsal=provider == REHEARSAL_PROVIDER)
         if same is not None and same.status != "done":
             return same, False
         refuse_resend(db, slug, audience, resend, subject=subject, body=body)

@@ -159,3 +159,26 @@ def test_an_outbox_send_is_a_rehearsal_and_the_real_send_after_it_is_not_a_resen
         assert again.exit_code != 0
         assert again.stderr.startswith("Error: spring was sent to the list already (campaign 3")
         assert len(server.received) == 1
+
+
+def test_a_real_send_never_finishes_a_half_done_rehearsal(
+    cli: Callable, newsletter_dir: Path, write_draft: Callable
+) -> None:
+    write_draft("spring.md", DRAFT)
+    for address in ("a@example.com", "b@example.com"):
+        assert cli("subscribers", "add", address).exit_code == 0
+    assert cli("send", "spring", "--to", "subscribers", "--yes").exit_code == 0
+    _interrupt(newsletter_dir, "queued")  # the rehearsal stopped with a@ written, b@ not
+
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        real = cli("send", "spring", "--to", "subscribers", "--yes")
+        assert real.exit_code == 0, real.stderr
+        # Both readers are mailed: a@'s .eml file in the outbox reached nobody.
+        assert sorted(r.recipient for r in server.received) == ["a@example.com",
+                                                                  "b@example.com"]
+        assert "Campaign 2 " in real.stdout and "was being sent through outbox" \
+            not in real.stderr
+        # That real send counts: a second one is refused.
+        again = cli("send", "spring", "--to", "subscribers", "--yes")
+        assert again.exit_code != 0 and "sent to the list already (campaign 2" in again.stderr
