@@ -275,10 +275,10 @@ def find_or_create_campaign(
     """
     with db.conn:
         db.execute("BEGIN IMMEDIATE")  # two sends starting at once are serialized here
-        # A rehearsal never finishes a real send, nor a real send a rehearsal: the rows
-        # the outbox wrote to files reached nobody.
+        # A real send never finishes a rehearsal: the rows the outbox wrote to files
+        # reached nobody. (The outbox may finish a real send: the writer is told.)
         same = latest_campaign(db, slug, audience.kind, audience.spec,
-                               rehearsal=provider == REHEARSAL_PROVIDER)
+                               rehearsal=None if provider == REHEARSAL_PROVIDER else False)
         if same is not None and same.status != "done":
             return same, False
         refuse_resend(db, slug, audience, resend, subject=subject, body=body)

@@ -350,7 +350,7 @@ def _plan(
 ) -> tuple[SendPlan, bool]:
     """What a send would do (for the confirmation), and whether a resume changed since."""
     unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec,
-                                 rehearsal=provider == REHEARSAL_PROVIDER)
+                                 rehearsal=None if provider == REHEARSAL_PROVIDER else False)
     if unfinished is not None and unfinished.status == "done":
         unfinished = None
     changed = (
