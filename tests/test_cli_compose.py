@@ -124,7 +124,7 @@ def test_drafts_lists_date_subject_and_sent_state(cli, newsletter_dir, write_dra
     db["campaigns"].insert({
         "slug": "2026-01-01-first", "draft_path": "drafts/2026-01-01-first.md",
         "subject": "First one", "audience": "subscribers", "kind": "list",
-        "provider": "outbox", "created_at": "2026-01-03T10:00:00Z",
+        "provider": "smtp", "created_at": "2026-01-03T10:00:00Z",
         "finished_at": "2026-01-03T10:05:00Z", "status": "done",
     })
     db["campaigns"].insert({

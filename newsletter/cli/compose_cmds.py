@@ -92,11 +92,12 @@ def drafts(ctx: typer.Context) -> None:
         typer.echo('No drafts yet: start one with newsletter draft "Title"', err=True)
         return
     width = max(len(i.slug) for i in infos)
+    state_width = max(15, *(len(i.sent) for i in infos))
     for info in infos:
         day = info.date.isoformat() if info.date else "          "
         state = info.sent or "not sent"
         subject = info.subject if info.error is None else f"(cannot read: {info.error})"
-        typer.echo(f"{day}  {info.slug:<{width}}  {state:<15}  {subject}")
+        typer.echo(f"{day}  {info.slug:<{width}}  {state:<{state_width}}  {subject}")
 
 
 @app.command()

@@ -40,8 +40,9 @@ def preview(
     """Serve the issue as subscribers will get it, and refresh it on every save.
 
     The page shows the inbox row (from, subject, preheader), desktop and phone
-    widths, dark mode, the text part, the raw source and a view without
-    <style> blocks. Saving the draft, a layout or newsletter.toml rebuilds it.
+    widths, dark mode, the text part, the raw source, a view without <style>
+    blocks, and a reader with no name (what default("friend") falls back to).
+    Saving the draft, a layout or newsletter.toml rebuilds it.
     Ctrl-C stops.
 
     Example: newsletter preview leaving-facebook-meta --no-open

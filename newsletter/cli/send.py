@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from newsletter.cli.app import app, newsletter_dir, settings
-from newsletter.delivery.log import Counts
+from newsletter.delivery.log import REHEARSAL_PROVIDER, Counts
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 
 if TYPE_CHECKING:
@@ -104,10 +104,16 @@ class _Confirm:
         typer.echo(f"To:         {plan.audience.spec} ({plan.recipients:,} recipients)", err=True)
         typer.echo(f"Provider:   {plan.provider}", err=True)
         try:
-            return typer.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
+            answer = typer.confirm(f"Send to {plan.recipients:,} recipients?", err=True)
         except typer.Abort:  # Ctrl-C (or end of input) at the question: exit as Ctrl-C does
             typer.echo("\nCancelled: nothing was sent.", err=True)
             raise typer.Exit(130) from None
+        if not answer:
+            # The writer's own choice, not an error; exit 1 as apt-get does for "n", so
+            # `newsletter send … && echo sent` never says it went out.
+            typer.echo("Cancelled: nothing was sent.", err=True)
+            raise typer.Exit(1)
+        return True
 
 
 def _summary(report: Any, warned: bool = False) -> None:
@@ -140,6 +146,12 @@ def _summary(report: Any, warned: bool = False) -> None:
     )
     if campaign.kind == "test":
         typer.echo("A test send: the draft is not marked as sent to the list.")
+    elif campaign.provider == REHEARSAL_PROVIDER:
+        typer.echo(
+            "A rehearsal: the outbox wrote the messages as .eml files and mailed nobody, "
+            "so the draft is not marked as sent to the list; set a real [provider] and "
+            "send it again to mail your readers."
+        )
     if c.failed:
         typer.echo(
             f"{c.failed:,} failed: `newsletter campaigns {campaign.id}` shows why; "
@@ -219,7 +231,8 @@ def send(
     ] = None,
     cancel: Annotated[
         int | None,
-        typer.Option("--cancel", metavar="ID", help="Cancel scheduled send ID."),
+        typer.Option("--cancel", metavar="ID",
+                     help="Cancel scheduled send ID (the number `--at` and `campaigns` show)."),
     ] = None,
     no_sync: Annotated[
         bool,
@@ -336,8 +349,8 @@ def _schedule(s: Any, draft: str | None, to: str | None, at: str, provider: str 
     local = when.astimezone().strftime("%Y-%m-%d %H:%M %Z")
     typer.echo(
         f"Scheduled #{found.id}: “{found.subject}” → {found.audience} at {local}. Nothing was "
-        "sent now: `newsletter run` (from cron or a timer) sends it when due; "
-        f"`newsletter send --cancel {found.id}` cancels it."
+        "sent now: `newsletter run` (from cron or a timer) sends it when due, as campaign "
+        f"{found.id}; `newsletter send --cancel {found.id}` cancels it."
     )
 
 

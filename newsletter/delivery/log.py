@@ -15,6 +15,9 @@ from newsletter.errors import DeliveryError
 
 STATES = ("queued", "sending", "sent", "failed", "uncertain", "skipped")
 
+# The outbox writes .eml files and mails nobody: a send through it is a rehearsal, which
+# never makes a draft "sent to the list" (the writer's `drafts` listing says "rehearsed").
+REHEARSAL_PROVIDER = "outbox"
 
 
 @dataclass
@@ -135,11 +138,16 @@ def campaign_problems(
 
 
 def latest_campaign(
-    db: sqlite_utils.Database, slug: str, kind: str, audience: str | None = None
+    db: sqlite_utils.Database, slug: str, kind: str, audience: str | None = None,
+    *, rehearsal: bool | None = None,
 ) -> Campaign | None:
-    """The newest campaign of this draft (and audience, when given)."""
+    """The newest campaign of this draft (and audience, when given); only the outbox's
+    rehearsals when `rehearsal` is True, only real sends when it is False."""
     sql = f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE slug = ? AND kind = ?"
     params: list[Any] = [slug, kind]
+    if rehearsal is not None:
+        sql += " AND provider = ?" if rehearsal else " AND provider != ?"
+        params.append(REHEARSAL_PROVIDER)
     if audience is not None:
         sql += " AND lower(audience) = lower(?)"  # tag:Friends from before tags ignored case
         params.append(audience)
@@ -159,13 +167,13 @@ def body_hash(text: str) -> str:
 def _same_content(
     db: sqlite_utils.Database, slug: str, subject: str | None, hashed: str | None
 ) -> Campaign | None:
-    """The newest list campaign of another draft with this subject or this body."""
+    """The newest real list campaign of another draft with this subject or this body."""
     if subject is None and hashed is None:
         return None
     row = db.execute(
         f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE kind = 'list' AND slug != ? "
-        "AND (subject = ? OR body_hash = ?) ORDER BY id DESC LIMIT 1",
-        [slug, subject, hashed],
+        "AND provider != ? AND (subject = ? OR body_hash = ?) ORDER BY id DESC LIMIT 1",
+        [slug, REHEARSAL_PROVIDER, subject, hashed],
     ).fetchone()
     if row is None:
         return None
@@ -182,14 +190,15 @@ def refuse_resend(
 
     A repeat is an earlier list send of the same draft, or of another draft with
     the same `subject` or the same `body` hash (the post saved under another name).
-    An unfinished campaign of the same audience is not a repeat: it is resumed.
+    An unfinished campaign of the same audience is not a repeat: it is resumed. A
+    rehearsal through the outbox mailed nobody, so it is never a send to repeat.
     """
     if audience.kind != "list" or resend:
         return
-    same = latest_campaign(db, slug, "list", audience.spec)
+    same = latest_campaign(db, slug, "list", audience.spec, rehearsal=False)
     if same is not None and same.status != "done":
         return
-    earlier = latest_campaign(db, slug, "list")
+    earlier = latest_campaign(db, slug, "list", rehearsal=False)
     if earlier is None:
         twin = _same_content(db, slug, subject, body)
         if twin is not None:
@@ -227,6 +236,26 @@ def refuse_resend(
     )
 
 
+def next_number(db: sqlite_utils.Database) -> int:
+    """The next free number for a campaign or a scheduled send: they share one numbering,
+    so `send --at`, `campaigns` and `send --cancel` never mean two things by one number."""
+    row = db.execute(
+        "SELECT max(coalesce((SELECT max(id) FROM campaigns), 0), "
+        "coalesce((SELECT max(id) FROM schedules), 0))"
+    ).fetchone()
+    return int(row[0]) + 1
+
+
+def _number_for(db: sqlite_utils.Database, slug: str, audience: str) -> int:
+    """A scheduled send being sent now keeps the number the writer was given for it."""
+    row = db.execute(
+        "SELECT id FROM schedules WHERE slug = ? AND audience = ? AND status = 'sending' "
+        "AND campaign_id IS NULL AND id NOT IN (SELECT id FROM campaigns) "
+        "ORDER BY id LIMIT 1", [slug, audience],
+    ).fetchone()
+    return int(row[0]) if row is not None else next_number(db)
+
+
 def find_or_create_campaign(
     db: sqlite_utils.Database,
     *,
@@ -246,18 +275,21 @@ def find_or_create_campaign(
     """
     with db.conn:
         db.execute("BEGIN IMMEDIATE")  # two sends starting at once are serialized here
-        same = latest_campaign(db, slug, audience.kind, audience.spec)
+        # A real send never finishes a rehearsal: the rows the outbox wrote to files
+        # reached nobody. (The outbox may finish a real send: the writer is told.)
+        same = latest_campaign(db, slug, audience.kind, audience.spec,
+                               rehearsal=None if provider == REHEARSAL_PROVIDER else False)
         if same is not None and same.status != "done":
             return same, False
         refuse_resend(db, slug, audience, resend, subject=subject, body=body)
         created = now_iso()
-        cursor = db.execute(
-            "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "
-            "created_at, status, body_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
-            [slug, draft_path, subject, audience.spec, audience.kind, provider, created, body],
+        campaign_id = _number_for(db, slug, audience.spec)
+        db.execute(
+            "INSERT INTO campaigns (id, slug, draft_path, subject, audience, kind, provider, "
+            "created_at, status, body_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
+            [campaign_id, slug, draft_path, subject, audience.spec, audience.kind, provider,
+             created, body],
         )
-        campaign_id = cursor.lastrowid
-        assert campaign_id is not None  # an INSERT always sets it
         if audience.kind == "test":
             for address in audience.addresses:
                 db.execute(

@@ -133,7 +133,7 @@ def schedule_send(
     provider: str | None = None, resend: bool = False,
 ) -> Scheduled:
     """Record a scheduled send; checks now what can be checked now (draft, audience, resend)."""
-    from newsletter.delivery.log import refuse_resend
+    from newsletter.delivery.log import next_number, refuse_resend
     from newsletter.delivery.recipients import parse_audience
 
     audience = parse_audience(to)
@@ -157,16 +157,17 @@ def schedule_send(
                     f"{issue.slug} is already scheduled for {audience.spec} (#{twin[0]}, "
                     f"{twin[1]}): cancel it first with `newsletter send --cancel {twin[0]}`"
                 )
-            cursor = db.execute(
-                "INSERT INTO schedules (draft_path, slug, subject, audience, send_at, status, "
-                "created_at, draft_sha, provider, resend, note) "
-                "VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, '')",
-                [label, issue.slug, issue.subject, audience.spec,
+            # One numbering with campaigns: its campaign, when sent, keeps this number.
+            number = next_number(db)
+            db.execute(
+                "INSERT INTO schedules (id, draft_path, slug, subject, audience, send_at, "
+                "status, created_at, draft_sha, provider, resend, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, '')",
+                [number, label, issue.slug, issue.subject, audience.spec,
                  at.strftime("%Y-%m-%dT%H:%M:%SZ"), now_iso(), _sha(path), provider,
                  int(resend)],
             )
-        assert cursor.lastrowid is not None  # an INSERT's cursor always has it
-        return get(db, cursor.lastrowid)
+        return get(db, number)
     finally:
         db.conn.close()
 
@@ -191,6 +192,12 @@ def cancel(settings: Settings, schedule_id: int) -> Scheduled:
     try:
         with db.conn:
             db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT 1 FROM schedules WHERE id = ?", [schedule_id]).fetchone()
+            if row is None and db.execute(
+                    "SELECT 1 FROM campaigns WHERE id = ?", [schedule_id]).fetchone():
+                raise DeliveryError(
+                    f"campaign {schedule_id} has started: it can no longer be cancelled "
+                    f"(`newsletter campaigns {schedule_id}` shows how far it got)")
             found = get(db, schedule_id)
             if found.status in ("sending", "sent"):
                 raise DeliveryError(

@@ -28,6 +28,7 @@ from newsletter.compose.message import Recipient, personalize
 from newsletter.delivery.journal import journal_paths
 from newsletter.delivery.lock import CampaignLock
 from newsletter.delivery.log import (
+    REHEARSAL_PROVIDER,
     Campaign,
     Counts,
     body_hash,
@@ -349,7 +350,8 @@ def _plan(
     warnings: list[str], retry_uncertain: bool,
 ) -> tuple[SendPlan, bool]:
     """What a send would do (for the confirmation), and whether a resume changed since."""
-    unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec)
+    unfinished = latest_campaign(db, issue.slug, audience.kind, audience.spec,
+                                 rehearsal=None if provider == REHEARSAL_PROVIDER else False)
     if unfinished is not None and unfinished.status == "done":
         unfinished = None
     changed = (

@@ -86,6 +86,10 @@ def new_draft(
     return path
 
 
+# The delivery log's name for the provider whose sends are rehearsals (delivery/log.py's
+# REHEARSAL_PROVIDER: the writer reads the campaigns table, never delivery's modules).
+REHEARSAL_PROVIDER = "outbox"
+
 PREHEADER_HINT = "# preheader: the line inboxes show after the subject (remove the #)"
 
 
@@ -95,23 +99,29 @@ class DraftInfo:
     slug: str
     date: date | None
     subject: str
-    sent: str  # "" when never sent to the list, else e.g. "sent 2026-11-21"
+    sent: str  # "" when never sent to the list, else e.g. "sent 2026-11-21", "rehearsed (outbox)"
     error: str | None = None  # why the draft cannot be read, if it cannot
 
 
 def sent_states(settings: Settings) -> dict[str, str]:
     """slug → sent state from the campaigns table; {} when there is no database yet.
 
-    Opens the database read-only: listing drafts never creates or migrates it.
+    A send through the outbox mailed nobody: it is shown as "rehearsed (outbox)", and any
+    real send of the draft says more than it. Opens the database read-only: listing drafts
+    never creates or migrates it.
     """
     rows = store.read_only_rows(
         settings.database,
-        "SELECT slug, status, created_at, finished_at FROM campaigns WHERE kind = 'list' "
-        "AND audience != 'welcome' ORDER BY id",
+        "SELECT slug, status, created_at, finished_at, provider FROM campaigns "
+        "WHERE kind = 'list' AND audience != 'welcome' ORDER BY id",
     )
     states: dict[str, str] = {}
-    for slug, status, created, finished in rows:
-        if status == "done":
+    for slug, status, created, finished, provider in rows:
+        if provider == REHEARSAL_PROVIDER:
+            if states.get(slug, "rehearsed").startswith("rehearsed"):
+                when = f" {(finished or created or '')[:10]}" if status == "done" else ""
+                states[slug] = f"rehearsed (outbox){when}".strip()
+        elif status == "done":
             states[slug] = f"sent {(finished or created or '')[:10]}".strip()
         elif not states.get(slug, "").startswith("sent"):
             states[slug] = "partly sent" if status == "stopped" else "sending"
@@ -129,7 +139,8 @@ def list_drafts(settings: Settings) -> list[DraftInfo]:
             infos.append(DraftInfo(path, path.stem, date_from_path(path), "", "", str(exc)))
             continue
         state = states.get(draft.slug, "")
-        if not state and draft.extra.get("sent"):  # emailed from another platform
+        # Emailed from another platform: that says more than a rehearsal here.
+        if (not state or state.startswith("rehearsed")) and draft.extra.get("sent"):
             state = f"sent {str(draft.extra['sent'])[:10]} (imported)"
         elif not state and str(draft.extra.get("trigger", "")).lower() == "welcome":
             state = "welcome email"

@@ -9,7 +9,9 @@ build error becomes a readable page; the server keeps running and the next
 good save recovers.
 
 Endpoints: `/` the toolbar page, `/meta.json`, `/events?since=N`,
-`/email.html`, `/email-nostyle.html`, `/text.txt`, `/source.txt`,
+`/email.html`, `/email-nostyle.html`, `/text.txt`, `/source.txt`, each of
+the last four (and `/`) with `?reader=noname` for what a reader without a
+name gets (the toolbar links to it: no script needed),
 `/cid/<content-id>` (embedded images), `/files/<path>` (images inside the
 newsletter folder only, never a hidden file, whatever a symlink says).
 A connection silent for IDLE_SECONDS is closed and at most MAX_CONNECTIONS are
@@ -18,6 +20,7 @@ served at once, so stray or half-open sockets cannot pile up threads.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import html
@@ -49,6 +52,10 @@ from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, load_settings
 
 SAMPLE_READER = compose_message.SAMPLE_RECIPIENT  # the one sample reader, kept by this name
+# A reader who gave no name, as the delivery log hands one to personalize(): name "".
+# `{{ subscriber.name | default("friend") }}` shows its fallback for them.
+NAMELESS_READER = dataclasses.replace(SAMPLE_READER, name="")
+READERS = {"sample": SAMPLE_READER, "noname": NAMELESS_READER}
 POLL_SECONDS = 0.25  # how often the watcher looks at mtimes: well inside the 1 s promise
 LONG_POLL_SECONDS = 25.0
 # A connection that sends nothing for this long is closed: half-open sockets must
@@ -85,10 +92,15 @@ class Build:
     message: Message | None = None
     error: str | None = None
     seconds: float = 0.0
+    nameless: Message | None = None  # the same issue for NAMELESS_READER
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def message_for(self, reader: str) -> Message | None:
+        """The message for "sample" or "noname" (None when the draft does not build)."""
+        return self.nameless if reader == "noname" else self.message
 
 
 def is_loopback(host: str) -> bool:
@@ -205,9 +217,12 @@ class Preview:
             issue = compose_issue.build_issue(settings, self.draft)
             message = compose_message.personalize(issue, SAMPLE_READER, key="preview",
                                                   settings=settings)
-            message.as_bytes()  # fail now, not when the Source view is opened
+            nameless = compose_message.personalize(issue, NAMELESS_READER, key="preview",
+                                                   settings=settings)
+            for built in (message, nameless):
+                built.as_bytes()  # fail now, not when the Source view is opened
             result = Build(version, stamp, settings, issue, message,
-                           seconds=time.perf_counter() - started)
+                           seconds=time.perf_counter() - started, nameless=nameless)
         except NewsletterError as exc:
             result = Build(version, stamp, settings, error=str(exc),
                            seconds=time.perf_counter() - started)
@@ -379,12 +394,22 @@ class Preview:
         }
         return result
 
-    def email_html(self, *, strip_style: bool = False) -> str:
+    def shell(self, reader: str = "sample") -> str:
+        """The toolbar page; `reader` ("sample" or "noname") is whose email it frames."""
+        page = _resource("shell.html")
+        for name in READERS:
+            mark = ' aria-current="page"' if name == reader else ""
+            page = page.replace(f' data-reader="{name}"', f' data-reader="{name}"{mark}')
+        # The frame starts on the email even without scripts; the script takes over.
+        frame = "/email.html" + ("?reader=noname" if reader == "noname" else "")
+        return page.replace('src="/email.html"', f'src="{frame}"')
+
+    def email_html(self, *, strip_style: bool = False, reader: str = "sample") -> str:
         """The message HTML with embedded images pointed at this server."""
-        build = self.build
-        if build.message is None:
+        message = self.build.message_for(reader)
+        if message is None:
             return self.error_page()
-        text = self._for_browser(build.message.html)
+        text = self._for_browser(message.html)
         # Links open in a new tab rather than inside the frame.
         text = _HEAD.sub(lambda m: m.group(0) + '<base target="_blank">', text, count=1)
         if strip_style:
@@ -458,17 +483,19 @@ class Preview:
             message=html.escape(error), where=where
         )
 
-    def text_part(self) -> str:
+    def text_part(self, reader: str = "sample") -> str:
         build = self.build
-        if build.message is None:
+        message = build.message_for(reader)
+        if message is None:
             return f"The draft does not build:\n\n{build.error}"
-        return build.message.text
+        return message.text
 
-    def source(self) -> bytes:
+    def source(self, reader: str = "sample") -> bytes:
         build = self.build
-        if build.message is None:
+        message = build.message_for(reader)
+        if message is None:
             return f"The draft does not build:\n\n{build.error}".encode()
-        return build.message.as_bytes()
+        return message.as_bytes()
 
     def attachment(self, cid: str) -> tuple[bytes, str] | None:
         build = self.build
@@ -572,8 +599,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         query = parse_qs(parts.query)
         email_headers = {"Content-Security-Policy": "script-src 'none'"}
+        reader = query.get("reader", ["sample"])[0]
+        if reader not in READERS:
+            self._refuse(HTTPStatus.BAD_REQUEST, "reader must be sample or noname "
+                         "(?reader=noname: a reader without a name)")
+            return
         if path in {"/", "/index.html"}:
-            self._send(200, _resource("shell.html").encode(), "text/html; charset=utf-8")
+            self._send(200, preview.shell(reader).encode(), "text/html; charset=utf-8")
         elif path == "/meta.json":
             self._send(200, json.dumps(preview.meta()).encode(), "application/json")
         elif path == "/events":
@@ -585,12 +617,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps({"version": version}).encode(), "application/json")
         elif path in {"/email.html", "/email-nostyle.html"}:
             status = 200 if preview.build.ok else 500
-            body = preview.email_html(strip_style=path == "/email-nostyle.html")
+            body = preview.email_html(strip_style=path == "/email-nostyle.html", reader=reader)
             self._send(status, body.encode(), "text/html; charset=utf-8", email_headers)
         elif path == "/text.txt":
-            self._send(200, preview.text_part().encode(), "text/plain; charset=utf-8")
+            self._send(200, preview.text_part(reader).encode(), "text/plain; charset=utf-8")
         elif path == "/source.txt":
-            self._send(200, preview.source(), "text/plain; charset=utf-8")
+            self._send(200, preview.source(reader), "text/plain; charset=utf-8")
         elif path.startswith("/cid/"):
             found = preview.attachment(unquote(path[len("/cid/"):]))
             if found is None:

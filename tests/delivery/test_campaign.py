@@ -34,6 +34,7 @@ from newsletter.settings import Settings
 
 from .contract import add_subscribers, emails, new_campaign, rows, write_letter
 from .messages import make_test_message
+from .smtpserver import SMTPServer
 
 
 @pytest.fixture
@@ -138,26 +139,30 @@ def test_no_active_subscribers_is_an_error_and_leaves_no_campaign(letter: Settin
 
 
 def test_unfinished_campaign_is_resumed_and_a_finished_one_is_not_resent(
-    letter: Settings,
+    letter: Settings, tmp_path: Path
 ) -> None:
-    add_subscribers(letter, emails(3))
-    first = new_campaign(letter)
-    assert new_campaign(letter) == first  # unfinished: the same campaign continues
-    run_campaign(letter, first, make_test_message)
-    with pytest.raises(DeliveryError, match="sent to the list already.*--resend"):
-        new_campaign(letter)
-    with pytest.raises(DeliveryError, match="--resend"):
-        new_campaign(letter, "tag:anything")  # any list send of the same draft
-    db = store.connect(letter.database)
-    again, created = find_or_create_campaign(
-        db, slug="contract", draft_path="d.md", subject="s",
-        audience=parse_audience("subscribers"), provider="outbox", resend=True,
-    )
-    assert created and again.id != first
-    # Test sends never count as list sends, and may repeat.
-    test_id = new_campaign(letter, "me@example.org")
-    run_campaign(letter, test_id, make_test_message)
-    assert new_campaign(letter, "me@example.org") != test_id
+    server = SMTPServer()  # a real send: one through the outbox is a rehearsal
+    with server:
+        letter = write_letter(tmp_path / "smtp-letter", {
+            "name": "smtp", "host": "127.0.0.1", "port": server.port, "security": "none"})
+        add_subscribers(letter, emails(3))
+        first = new_campaign(letter)
+        assert new_campaign(letter) == first  # unfinished: the same campaign continues
+        run_campaign(letter, first, make_test_message)
+        with pytest.raises(DeliveryError, match="sent to the list already.*--resend"):
+            new_campaign(letter)
+        with pytest.raises(DeliveryError, match="--resend"):
+            new_campaign(letter, "tag:anything")  # any list send of the same draft
+        db = store.connect(letter.database)
+        again, created = find_or_create_campaign(
+            db, slug="contract", draft_path="d.md", subject="s",
+            audience=parse_audience("subscribers"), provider="outbox", resend=True,
+        )
+        assert created and again.id != first
+        # Test sends never count as list sends, and may repeat.
+        test_id = new_campaign(letter, "me@example.org")
+        run_campaign(letter, test_id, make_test_message)
+        assert new_campaign(letter, "me@example.org") != test_id
 
 
 # --- the runner ----------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from newsletter.store import connect
+
+from .smtpserver import SMTPServer
 
 DRAFT = """\
 ---
@@ -14,6 +18,22 @@ preheader: what grew
 ---
 Hello {{ subscriber.name | default("reader") }}.
 """
+
+
+@pytest.fixture
+def smtp(newsletter_dir: Path) -> Iterator[SMTPServer]:
+    """Sends go to a real SMTP server: an outbox send is a rehearsal the guard ignores."""
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        yield server
+
+
+def use_smtp(root: Path, port: int) -> None:
+    """Point newsletter.toml's [provider] at the test server."""
+    text = (root / "newsletter.toml").read_text().split("[provider]")[0]
+    (root / "newsletter.toml").write_text(text + "\n".join([
+        "[provider]", 'name = "smtp"', 'host = "127.0.0.1"', f"port = {port}",
+        'security = "none"', "timeout = 5", "retry_delay = 0.02"]) + "\n")
 
 
 def _interrupt(root: Path, state: str) -> None:
@@ -27,7 +47,7 @@ def _interrupt(root: Path, state: str) -> None:
 
 
 def test_an_unfinished_tag_send_is_named_with_the_command_that_finishes_it(
-    cli: Callable, newsletter_dir: Path, write_draft: Callable
+    cli: Callable, newsletter_dir: Path, write_draft: Callable, smtp: SMTPServer
 ) -> None:
     write_draft("spring.md", DRAFT)
     for address in ("a@example.com", "b@example.com"):
@@ -67,7 +87,7 @@ def test_to_names_what_it_takes_when_forms_are_mixed(
 
 
 def test_the_same_post_under_another_file_name_is_refused(
-    cli: Callable, newsletter_dir: Path, write_draft: Callable
+    cli: Callable, newsletter_dir: Path, write_draft: Callable, smtp: SMTPServer
 ) -> None:
     write_draft("spring.md", DRAFT)
     assert cli("subscribers", "add", "a@example.com").exit_code == 0
@@ -110,3 +130,55 @@ def test_a_tag_send_begun_before_tags_ignored_case_is_resumed(
     run = cli("send", "spring", "--to", "tag:friends", "--yes")
     assert run.exit_code == 0, run.stderr
     assert "Campaign 1 " in run.stdout and "2 sent" in run.stdout
+
+
+def test_an_outbox_send_is_a_rehearsal_and_the_real_send_after_it_is_not_a_resend(
+    cli: Callable, newsletter_dir: Path, write_draft: Callable
+) -> None:
+    # The README's quick start: the list sent through the default outbox provider.
+    write_draft("spring.md", DRAFT)
+    assert cli("subscribers", "add", "a@example.com").exit_code == 0
+    rehearsal = cli("send", "spring", "--to", "subscribers", "--yes")
+    assert rehearsal.exit_code == 0, rehearsal.stderr
+    assert "A rehearsal: the outbox wrote the messages as .eml files and mailed nobody" \
+        in rehearsal.stdout
+    listed = cli("drafts").stdout
+    assert "rehearsed (outbox) 20" in listed and "sent 20" not in listed
+    # A second rehearsal is no resend either: nobody was mailed.
+    assert cli("send", "spring", "--to", "subscribers", "--yes").exit_code == 0
+
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        real = cli("send", "spring", "--to", "subscribers", "--yes")
+        assert real.exit_code == 0, real.stderr
+        assert "1 sent" in real.stdout and "rehearsal" not in real.stdout
+        assert [r.recipient for r in server.received] == ["a@example.com"]
+        assert "sent 20" in cli("drafts").stdout
+        # The real send counts: a second one is refused as a resend.
+        again = cli("send", "spring", "--to", "subscribers", "--yes")
+        assert again.exit_code != 0
+        assert again.stderr.startswith("Error: spring was sent to the list already (campaign 3")
+        assert len(server.received) == 1
+
+
+def test_a_real_send_never_finishes_a_half_done_rehearsal(
+    cli: Callable, newsletter_dir: Path, write_draft: Callable
+) -> None:
+    write_draft("spring.md", DRAFT)
+    for address in ("a@example.com", "b@example.com"):
+        assert cli("subscribers", "add", address).exit_code == 0
+    assert cli("send", "spring", "--to", "subscribers", "--yes").exit_code == 0
+    _interrupt(newsletter_dir, "queued")  # the rehearsal stopped with a@ written, b@ not
+
+    with SMTPServer() as server:
+        use_smtp(newsletter_dir, server.port)
+        real = cli("send", "spring", "--to", "subscribers", "--yes")
+        assert real.exit_code == 0, real.stderr
+        # Both readers are mailed: a@'s .eml file in the outbox reached nobody.
+        assert sorted(r.recipient for r in server.received) == ["a@example.com",
+                                                                  "b@example.com"]
+        assert "Campaign 2 " in real.stdout and "was being sent through outbox" \
+            not in real.stderr
+        # That real send counts: a second one is refused.
+        again = cli("send", "spring", "--to", "subscribers", "--yes")
+        assert again.exit_code != 0 and "sent to the list already (campaign 2" in again.stderr

@@ -354,3 +354,31 @@ def test_a_send_the_provider_refuses_waits_and_run_says_so(letter, cli):
         db = store.connect(letter / "newsletter.db")
         assert db.execute("SELECT status FROM schedules").fetchone() == ("scheduled",)
         db.conn.close()
+
+
+def test_schedules_and_campaigns_share_one_numbering(letter, cli, write_draft):
+    # Campaign 1 is an earlier send; the scheduled send must not be another "1".
+    write_draft("2031-05-01-earlier.md", "---\ntitle: Earlier\npreheader: hi\n---\nBefore.\n")
+    assert cli("send", "earlier", "--to", "subscribers", "--yes").exit_code == 0
+    scheduled = cli("send", "hello", "--to", "subscribers", "--at", AT)
+    assert scheduled.exit_code == 0, scheduled.stderr
+    assert "Scheduled #2" in scheduled.stdout and "as campaign 2" in scheduled.stdout
+    assert "newsletter send --cancel 2" in scheduled.stdout
+    listing = cli("campaigns").stdout
+    assert "#2   scheduled for 2031-06-01" in listing and "--cancel 2)" in listing
+
+    # The number of a campaign that went out is not some scheduled send's number.
+    refused = cli("send", "--cancel", "1")
+    assert refused.exit_code == 5
+    assert refused.stderr == ("Error: campaign 1 has started: it can no longer be cancelled "
+                              "(`newsletter campaigns 1` shows how far it got)\n")
+    assert "#2   scheduled" in cli("campaigns").stdout  # still scheduled
+
+    # Sent when due, it is campaign 2: the number the writer was given all along.
+    report = run_once(load_settings(letter), now=DUE, do_sync=False)
+    assert "campaign 2:" in report.sends[0].text
+    shown = cli("campaigns", "2")
+    assert shown.exit_code == 0 and "hello" in shown.stdout
+    # A schedule made after it takes the next number, past both.
+    write_draft("2031-07-01-later.md", "---\ntitle: Later\npreheader: hi\n---\nAfter.\n")
+    assert "Scheduled #3" in cli("send", "later", "--to", "subscribers", "--at", AT).stdout

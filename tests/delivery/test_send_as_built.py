@@ -23,6 +23,9 @@ from newsletter.errors import DeliveryError
 from newsletter.settings import Settings, load_settings
 from newsletter.writer.check import pre_send_errors
 
+from .smtpserver import SMTPServer
+from .test_refused_resend import use_smtp
+
 DRAFT = """\
 ---
 subject: Spring notes
@@ -60,12 +63,15 @@ def test_a_draft_built_without_sent_goes_out_though_the_file_says_sent_later(
     path = write_draft("spring.md", DRAFT.format(extra=""))
     issue = build_issue(letter, path)
     path.write_text(DRAFT.format(extra="sent: 2025-03-01\n").replace("Spring", "Autumn"))
-    report = send_draft(letter, issue, "subscribers", check=pre_send_errors)
-    assert report.campaign.counts.sent == 2
-    assert report.campaign.subject == "Spring notes"  # the subject as built
-    # Sent once from here: the resend guard refuses it now, from the same built issue.
-    with pytest.raises(DeliveryError, match="--resend"):
-        send_draft(letter, issue, "subscribers", check=pre_send_errors)
+    with SMTPServer() as server:  # a real send: an outbox one is a rehearsal the guard ignores
+        use_smtp(letter.root, server.port)
+        real = load_settings(letter.root)
+        report = send_draft(real, issue, "subscribers", check=pre_send_errors)
+        assert report.campaign.counts.sent == 2
+        assert report.campaign.subject == "Spring notes"  # the subject as built
+        # Sent once from here: the resend guard refuses it now, from the same built issue.
+        with pytest.raises(DeliveryError, match="--resend"):
+            send_draft(real, issue, "subscribers", check=pre_send_errors)
 
 
 def test_the_check_handed_in_runs_against_the_audience_of_the_send(

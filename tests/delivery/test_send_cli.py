@@ -201,8 +201,9 @@ def test_confirmation_prompt_on_a_terminal(letter: Path, server: SMTPServer) -> 
     assert "Subject:    Issue #1 — hello" in text
     assert "To:         subscribers (2 recipients)" in text
     assert "Provider:   smtp" in text
-    assert "send cancelled: nothing was sent" in text
-    assert os.waitstatus_to_exitcode(status) == 5
+    # A declined prompt is the writer's choice, not an error: one plain line, exit 1 (as apt).
+    assert "Cancelled: nothing was sent." in text and "Error" not in text
+    assert os.waitstatus_to_exitcode(status) == 1
     assert server.received == []
 
 

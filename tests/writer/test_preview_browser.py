@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import urllib.request
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from newsletter.settings import load_settings
 from newsletter.writer.preview import Preview
 from tests.writer.pngs import read_png
 
@@ -203,3 +205,57 @@ def test_editing_settings_or_a_layout_reloads_too(
     html = layouts / "default.html"
     html.write_text(html.read_text().replace("<body>", "<body>\n<p>Custom layout banner</p>"))
     wait_until(browser, FRAME_TEXT + ".indexOf('Custom layout banner') >= 0", timeout=5)
+
+
+NAMED_DRAFT = """\
+---
+subject: Hello
+preheader: a short one
+---
+Hello {{ subscriber.name | default("friend") }}, welcome.
+"""
+
+
+def test_the_reader_with_no_name_toggle_shows_the_default_fallback(
+    browser: Any, write_draft: Any, newsletter_dir: Path
+) -> None:
+    draft = write_draft("hello.md", NAMED_DRAFT)
+    preview = Preview(load_settings(newsletter_dir), draft, poll_seconds=0.1)
+    preview.start()
+    try:
+        open_preview(browser, preview)
+        assert "Hello Sample Reader, welcome." in frame_text(browser)
+        assert browser.execute_script(
+            "return document.querySelector('a[data-reader=sample]')"
+            ".getAttribute('aria-current')") == "page"
+
+        # The toolbar's link: a plain link to ?reader=noname, the page's own address.
+        click(browser, "a[data-reader=noname]")
+        wait_until(browser, "return location.search == '?reader=noname'")
+        open_preview_here(browser, preview)
+        wait_until(browser, FRAME_TEXT + ".indexOf('Hello friend, welcome.') >= 0")
+        assert "Sample Reader" not in frame_text(browser)
+        assert browser.execute_script(
+            "return document.querySelector('a[data-reader=noname]')"
+            ".getAttribute('aria-current')") == "page"
+        # The other views show the same reader.
+        click(browser, "button[data-view=text]")
+        wait_until(browser, FRAME_TEXT + ".indexOf('Hello friend, welcome.') >= 0")
+        click(browser, "button[data-view=email]")
+        wait_until(browser, FRAME_TEXT + ".indexOf('Hello friend, welcome.') >= 0")
+
+        # No script needed: the page as served already frames the nameless email.
+        with urllib.request.urlopen(preview.url + "?reader=noname") as answer:
+            page = answer.read().decode()
+        assert 'src="/email.html?reader=noname"' in page and 'href="/?reader=noname"' in page
+        with urllib.request.urlopen(preview.url + "email.html?reader=noname") as answer:
+            assert "Hello friend, welcome." in answer.read().decode()
+    finally:
+        preview.stop()
+
+
+def open_preview_here(driver: Any, preview: Preview) -> None:
+    """Wait for the page already open (at whatever address) to frame the current build."""
+    wait_until(driver, f"return document.body.dataset.loadedVersion == '{preview.build.version}'")
+    wait_until(driver, "var d = document.getElementById('frame').contentDocument;"
+                       "return d && d.readyState == 'complete'")
