@@ -364,7 +364,6 @@ def _status(campaign: Any, database: Any) -> str:
     return campaign.status
 
 
-@app.command()
 def campaigns(
     ctx: typer.Context,
     campaign_id: Annotated[

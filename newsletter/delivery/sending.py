@@ -35,6 +35,7 @@ from newsletter.delivery.log import (
     finish_campaign,
     get_campaign,
     latest_campaign,
+    mark_uncertain_sent,
     nobody_to_send_to,
     refuse_resend,
     requeue,
@@ -458,6 +459,63 @@ def retry_failed(
             f"campaign {campaign_id} has no failed deliveries to retry "
             "(`newsletter campaigns " + str(campaign_id) + "` shows its rows)"
         )
+    return _send_again(settings, campaign, provider=provider, concurrency=concurrency,
+                       rate=rate, retry_failed=True, retry_uncertain=retry_uncertain,
+                       on_progress=on_progress)
+
+
+def _no_uncertain(campaign: Campaign) -> DeliveryError:
+    return DeliveryError(
+        f"campaign {campaign.id} has no uncertain deliveries to settle "
+        f"(`newsletter campaigns {campaign.id}` shows its rows)"
+    )
+
+
+def settle_as_sent(settings: Settings, campaign_id: int) -> tuple[Campaign, int]:
+    """The writer knows the uncertain messages of a campaign went out (the provider's
+    log says so): mark them sent. Returns the campaign as it ends and how many."""
+    with CampaignLock(settings.database, campaign_id):
+        db = store.connect(settings.database)
+        try:
+            campaign = get_campaign(db, campaign_id)
+            if not campaign.counts.uncertain:
+                raise _no_uncertain(campaign)
+            n = mark_uncertain_sent(db, campaign_id)
+            return get_campaign(db, campaign_id), n
+        finally:
+            db.conn.close()
+
+
+def resend_uncertain(
+    settings: Settings,
+    campaign_id: int,
+    *,
+    provider: str | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> SendReport:
+    """The writer chooses to send the uncertain readers of a campaign the issue (again):
+    they are queued and sent now, the draft rebuilt as for --retry-failed."""
+    db = store.connect(settings.database)
+    try:
+        campaign = get_campaign(db, campaign_id)
+    finally:
+        db.conn.close()
+    if not campaign.counts.uncertain:
+        raise _no_uncertain(campaign)
+    return _send_again(settings, campaign, provider=provider, concurrency=concurrency,
+                       rate=rate, retry_failed=False, retry_uncertain=True,
+                       on_progress=on_progress)
+
+
+def _send_again(
+    settings: Settings, campaign: Campaign, *, provider: str | None,
+    concurrency: int | None, rate: float | None, retry_failed: bool, retry_uncertain: bool,
+    on_progress: ProgressCallback | None,
+) -> SendReport:
+    """Rebuild the campaign's draft and send its failed and/or uncertain rows again."""
+    campaign_id = campaign.id
     ps = provider_settings_for(settings, provider, concurrency, rate)
     _check_ready(settings, ps)
     path = Path(campaign.draft_path)
@@ -466,7 +524,7 @@ def retry_failed(
     if not path.exists():
         raise DeliveryError(
             f"the draft of campaign {campaign_id} ({campaign.draft_path}) is gone: restore it "
-            "to retry its failed deliveries"
+            "to send its deliveries again"
         )
     issue = build_issue(settings, path)
     return run_campaign(
@@ -474,7 +532,7 @@ def retry_failed(
         campaign_id,
         message_factory(settings, issue),
         provider_settings=ps,
-        retry_failed=True,
+        retry_failed=retry_failed,
         retry_uncertain=retry_uncertain,
         on_progress=on_progress,
     )
@@ -533,7 +591,9 @@ __all__ = [
     "message_factory",
     "parse_audience",
     "provider_settings_for",
+    "resend_uncertain",
     "retry_failed",
     "run_campaign",
     "send_draft",
+    "settle_as_sent",
 ]
