@@ -52,6 +52,8 @@ factory and a function that turns a delivery row into a Message.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import heapq
 import queue
 import sqlite3
@@ -79,7 +81,7 @@ from newsletter.delivery.providers.base import (
 )
 from newsletter.delivery.rate import RateLimiter
 from newsletter.delivery.recipients import DELIVERY_ROW_SELECT, DeliveryRow, delivery_row
-from newsletter.errors import ProviderError
+from newsletter.errors import DeliveryError, ProviderError
 from newsletter.signals import stop_signals_call
 
 if TYPE_CHECKING:
@@ -405,6 +407,8 @@ class _Dispatcher:
         claim.reply.put(answer)
 
     def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, sqlite3.Error | OSError):  # a full disk above all: say so, once
+            exc = storage_error(exc, self.runner.database)
         self.errors.append(exc)
         self.stopping.set()
 
@@ -419,10 +423,19 @@ class _Dispatcher:
         self.errors += done.errors
         if not done.results and not done.untouched and not done.stopped and not items:
             return []
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._record(done)
-            claimed = self._claim(items) if items else []
+        # What the counts said before: a transaction that fails (a full disk) changed no
+        # row, so it changes no count either, and the summary matches the rows.
+        counts, result = dataclasses.replace(self.counts), dataclasses.replace(self.result)
+        pending = self.pending
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self._record(done)
+                claimed = self._claim(items) if items else []
+        except BaseException:
+            self.counts, self.result, self.pending = counts, result, pending
+            self.result.counts = counts
+            raise
         self._progress()
         return claimed
 
@@ -575,6 +588,8 @@ class _Worker:
                 self._send_chunk(claimed, done)
         except BaseException as exc:  # noqa: B036 — handed over; run() reports it
             self.stopping.set()
+            if isinstance(exc, OSError):  # the journal could not be written (a full disk)
+                exc = storage_error(exc, self.journal.path)
             done.errors.append(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
             self.requests.put(_Claim(self.index, done, 0, self.claims))
             if self.claims.get() is not None:
@@ -594,8 +609,10 @@ class _Worker:
             done.untouched += [row for row, _ in part]  # in case send blows up
             outcome = self._send_batch(part)
             del done.untouched[-len(part):]
-            self.journal.results((row.id, r) for row, r in outcome.results)
+            # The answers are handed to the dispatcher even when the journal line cannot
+            # be written (a full disk): an answer is never lost to a failed append.
             done.extend(outcome)
+            self.journal.results((row.id, r) for row, r in outcome.results)
 
     def _send_batch(self, claimed: list[_Item]) -> _Outcome:
         provider = self.provider
@@ -721,6 +738,20 @@ def _count_states(conn: sqlite3.Connection, campaign_id: int) -> Counts:
     ).fetchall():
         setattr(counts, state, n)
     return counts
+
+
+def storage_error(exc: sqlite3.Error | OSError, path: Path) -> Exception:
+    """A full disk (or another failed write) as one line that says what to do."""
+    full = (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or getattr(exc, "errno", None) == errno.ENOSPC)
+    if not full:
+        return exc if isinstance(exc, OSError) else DeliveryError(
+            f"the database {path.name} failed during the send ({_describe(exc)}): what was "
+            "sent is kept in the worker journals; fix it, then run the same command to resume")
+    return DeliveryError(
+        f"the disk holding {path.parent} is full: the send stopped, and what was sent is kept "
+        "in the database or its worker journals; free some space, then run the same command "
+        "to resume (nobody gets the issue twice)")
 
 
 def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, DeliveryResult]:

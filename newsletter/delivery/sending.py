@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,12 @@ from newsletter.delivery.recipients import (
     parse_audience,
 )
 from newsletter.delivery.recovery import recover_interrupted
-from newsletter.delivery.runner import CampaignRunner, ProgressCallback, RunResult
+from newsletter.delivery.runner import (
+    CampaignRunner,
+    ProgressCallback,
+    RunResult,
+    storage_error,
+)
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
 
@@ -176,7 +182,12 @@ def run_campaign(
                 on_progress=on_progress,
             )
             report.run = runner.run()
-            report.campaign = finish_campaign(db, campaign_id)
+            try:
+                report.campaign = finish_campaign(db, campaign_id)
+            except sqlite3.Error as exc:  # a full disk: the rows are read, the status waits
+                report.campaign = get_campaign(db, campaign_id)
+                if report.run.error is None:
+                    report.run.error = storage_error(exc, settings.database)
         finally:
             db.conn.close()
     return report
