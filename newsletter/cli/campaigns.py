@@ -30,7 +30,7 @@ campaigns_app = typer.Typer(
     cls=_ShowByDefault,
     help="Past sends with their delivery counts, and settling readers a send left uncertain.\n\n"
     "newsletter campaigns [ID] lists them, or shows one (the same as `campaigns show`).\n\n"
-    "Example: newsletter campaigns settle 3 --as-sent",
+    "Example: newsletter campaigns",
     rich_markup_mode=None,
 )
 app.add_typer(campaigns_app, name="campaigns")
@@ -52,7 +52,7 @@ def settle(
     dropped connection, a crash mid-send). Check the provider's log, then decide; after
     that `newsletter run` stops reporting the campaign.
 
-    Example: newsletter campaigns settle 3 --as-sent
+    Example: newsletter campaigns settle 1 --as-sent
     """
     from newsletter.delivery import sending
 
@@ -63,10 +63,16 @@ def settle(
     s = settings(ctx)
     if as_sent:
         campaign, n = sending.settle_as_sent(s, campaign_id)
-        typer.echo(f"Campaign {campaign.id} ({campaign.slug}): {n:,} uncertain delivery(ies) "
-                   f"marked sent; status {campaign.status}.")
+        if n:
+            typer.echo(f"Campaign {campaign.id} ({campaign.slug}): {n:,} uncertain "
+                       f"delivery(ies) marked sent; status {campaign.status}.")
+        else:
+            _nothing(campaign)
         return
     report = sending.resend_uncertain(s, campaign_id)
+    if report.run is None:
+        _nothing(report.campaign)
+        return
     c = report.campaign.counts
     typer.echo(f"Campaign {report.campaign.id} ({report.campaign.slug}): sent again; now "
                f"{c.sent:,} sent, {c.failed:,} failed, {c.uncertain:,} uncertain, "
@@ -78,3 +84,8 @@ def settle(
         raise DeliveryError(f"the send stopped on an unexpected error ({type(error).__name__}: "
                             f"{' '.join(str(error).split())}); `newsletter campaigns "
                             f"{report.campaign.id}` shows what is left") from error
+
+
+def _nothing(campaign: Any) -> None:
+    typer.echo(f"Campaign {campaign.id} ({campaign.slug}) has no uncertain deliveries: nothing "
+               "to settle.")

@@ -345,5 +345,6 @@ def mark_uncertain_sent(db: sqlite_utils.Database, campaign_id: int) -> int:
             "WHERE campaign_id = ? AND state = 'uncertain'",
             [stamp, stamp, campaign_id],
         ).rowcount
-    finish_campaign(db, campaign_id)
+    if n:
+        finish_campaign(db, campaign_id)
     return n

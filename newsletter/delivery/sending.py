@@ -475,22 +475,14 @@ def retry_failed(
                        on_progress=on_progress)
 
 
-def _no_uncertain(campaign: Campaign) -> DeliveryError:
-    return DeliveryError(
-        f"campaign {campaign.id} has no uncertain deliveries to settle "
-        f"(`newsletter campaigns {campaign.id}` shows its rows)"
-    )
-
-
 def settle_as_sent(settings: Settings, campaign_id: int) -> tuple[Campaign, int]:
     """The writer knows the uncertain messages of a campaign went out (the provider's
-    log says so): mark them sent. Returns the campaign as it ends and how many."""
+    log says so): mark them sent. Returns the campaign as it ends and how many (0 when
+    none is uncertain: settling twice is no error)."""
     with CampaignLock(settings.database, campaign_id):
         db = store.connect(settings.database)
         try:
-            campaign = get_campaign(db, campaign_id)
-            if not campaign.counts.uncertain:
-                raise _no_uncertain(campaign)
+            get_campaign(db, campaign_id)  # no such campaign: an error
             n = mark_uncertain_sent(db, campaign_id)
             return get_campaign(db, campaign_id), n
         finally:
@@ -507,14 +499,15 @@ def resend_uncertain(
     on_progress: ProgressCallback | None = None,
 ) -> SendReport:
     """The writer chooses to send the uncertain readers of a campaign the issue (again):
-    they are queued and sent now, the draft rebuilt as for --retry-failed."""
+    they are queued and sent now, the draft rebuilt as for --retry-failed. With none
+    uncertain nothing is sent (`report.run` is None)."""
     db = store.connect(settings.database)
     try:
         campaign = get_campaign(db, campaign_id)
     finally:
         db.conn.close()
     if not campaign.counts.uncertain:
-        raise _no_uncertain(campaign)
+        return SendReport(campaign)
     return _send_again(settings, campaign, provider=provider, concurrency=concurrency,
                        rate=rate, retry_failed=False, retry_uncertain=True,
                        on_progress=on_progress)

@@ -109,9 +109,13 @@ def test_settle_needs_one_choice_and_a_campaign_with_uncertain_readers(
     neither = cli("campaigns", "settle", "1")
     assert neither.exit_code == 2
     assert neither.stderr.startswith("Error: settle needs one of --as-sent")
-    nothing = cli("campaigns", "settle", "1", "--as-sent")
-    assert nothing.stderr == ("Error: campaign 1 has no uncertain deliveries to settle "
-                              "(`newsletter campaigns 1` shows its rows)\n")
+    for how in ("--as-sent", "--resend"):  # settling twice is no error, and sends nothing
+        nothing = cli("campaigns", "settle", "1", how)
+        assert nothing.exit_code == 0, nothing.stderr
+        assert nothing.stdout == ("Campaign 1 (hello) has no uncertain deliveries: nothing to "
+                                  "settle.\n")
+    assert cli("campaigns", "settle", "9", "--as-sent").stderr == (
+        "Error: there is no campaign 9: `newsletter campaigns` lists them\n")
     # `campaigns [ID]` as before, beside `settle`.
     assert "Campaign 1: Hello" in cli("campaigns", "1").stdout
     assert "hello" in cli("campaigns").stdout
