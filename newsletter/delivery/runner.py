@@ -8,9 +8,10 @@ queued → sending → sent | failed | uncertain | skipped:
   read and write (the dispatcher): it reads queued rows and builds their
   messages ahead into a small bounded buffer (memory stays flat;
   personalization overlaps the network wait), and answers the workers;
-- a worker (one per connection, each with its own provider instance) only
-  talks to its provider. Over a queue it hands the dispatcher the results of
-  its previous chunk and asks for the next; the dispatcher records those
+- a worker (one per connection, each with its own provider instance) talks
+  to its provider and writes nothing to SQLite (it only reads, see below).
+  Over a queue it hands the dispatcher the results of its previous chunk and
+  asks for the next; the dispatcher records those
   results and marks the new chunk `sending` in one short transaction,
   re-checking that each subscriber is still active (else `skipped`), so at
   most one chunk per worker is ever `sending`, and the log costs one commit
@@ -557,7 +558,8 @@ class _Dispatcher:
 
 
 class _Worker:
-    """One sending thread: it talks to its provider and to the dispatcher, never to SQLite."""
+    """One sending thread: it talks to its provider and the dispatcher; it never writes to
+    SQLite (it only reads whether its readers stopped, on its own read-only connection)."""
 
     def __init__(self, index: int, provider: Provider, journal: Journal,
                  requests: queue.SimpleQueue[_Claim], stopping: threading.Event,
