@@ -4,8 +4,8 @@ A campaign and one `deliveries` row per recipient are written in one
 transaction before anything is sent. A row then moves
 queued → sending → sent | failed | uncertain | skipped:
 
-- the thread that calls `run()` owns the one SQLite connection and does every
-  read and write (the dispatcher): it reads queued rows and builds their
+- the thread that calls `run()` owns the SQLite connection that does every
+  write and reads the queue (the dispatcher): it reads queued rows and builds their
   messages ahead into a small bounded buffer (memory stays flat;
   personalization overlaps the network wait), and answers the workers;
 - a worker (one per connection, each with its own provider instance) talks
