@@ -7,6 +7,11 @@ One run at a time: a second run started while one is still working (a long send)
 so and exits 0, and the campaign and schedule locks below make even two runs on two
 machines sharing the folder send nothing twice. A run after downtime sends what it
 missed, with a line saying how late.
+
+A run is honest about what is left: every campaign that still has readers uncertain
+(the writer decides: `campaigns settle`) or queued and not being sent, and the failed
+readers of the sends it made, are reported as `troubles`; the CLI exits non-zero on
+any, so cron tells the writer, run after run, until they are settled.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from newsletter import store
 from newsletter.delivery import outgoing, schedule, welcome
+from newsletter.delivery.lock import is_being_sent
+from newsletter.delivery.log import Campaign, get_campaign, unsettled_campaigns
 from newsletter.errors import NewsletterError
 from newsletter.feedback import pull
 from newsletter.settings import Settings
@@ -32,6 +40,30 @@ class RunReport:
     outgoing: outgoing.OutgoingReport | None = None  # confirmation emails left queued
     sync: pull.SyncReport | None = None
     sync_error: str | None = None  # the sync before the sends failed (they went on)
+    troubles: list[Trouble] = field(default_factory=list)  # readers left unsettled
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """Readers of one campaign a run leaves uncertain, failed or queued: said, not hidden."""
+
+    campaign: Campaign
+    state: str  # uncertain | failed | queued
+    count: int
+
+    @property
+    def text(self) -> str:
+        c = self.campaign
+        head = f"campaign {c.id} ({c.slug} → {c.audience}): {self.count:,} reader(s) {self.state}"
+        if self.state == "uncertain":
+            return (f"{head}: they may or may not have been mailed; check the provider's log, "
+                    f"then `newsletter campaigns settle {c.id} --as-sent` (they went out) or "
+                    "`--resend` (send them the issue)")
+        if self.state == "failed":
+            return (f"{head}: `newsletter campaigns {c.id}` shows why; `newsletter send "
+                    f"--retry-failed {c.id}` tries them again")
+        return (f"{head}, not sent: `newsletter send {c.slug} --to {c.audience}` sends "
+                "the rest")
 
 
 def run_once(
@@ -72,6 +104,36 @@ def run_once(
         report.outgoing = outgoing.send_queued(settings)
         if on_line and report.outgoing.tried:
             on_line(report.outgoing.text)
+        report.troubles = troubles(settings, report.sends)
     finally:
         os.close(fd)  # releases the lock
     return report
+
+
+def troubles(settings: Settings, sends: list[schedule.RunLine]) -> list[Trouble]:
+    """What is left unsettled: every campaign with uncertain readers, or queued ones that
+    no live process is sending and no pending schedule will resume; and the failed
+    readers of the campaigns this run sent (a failure is final: said once)."""
+    found: list[Trouble] = []
+    db = store.connect(settings.database)
+    try:
+        resumed = {s.campaign_id for s in schedule.list_schedules(db, pending_only=True)}
+        for campaign in reversed(unsettled_campaigns(db)):  # oldest first
+            if is_being_sent(settings.database, campaign.id):
+                continue
+            n = campaign.counts
+            if n.uncertain:
+                found.append(Trouble(campaign, "uncertain", n.uncertain))
+            if (n.queued or n.sending) and campaign.id not in resumed:
+                found.append(Trouble(campaign, "queued", n.queued + n.sending))
+        for line in sends:
+            if line.outcome != "sent":
+                continue
+            campaign_id = schedule.get(db, line.schedule.id).campaign_id
+            if campaign_id is not None:
+                campaign = get_campaign(db, campaign_id)
+                if campaign.counts.failed:
+                    found.append(Trouble(campaign, "failed", campaign.counts.failed))
+    finally:
+        db.conn.close()
+    return found

@@ -187,7 +187,8 @@ def test_ctrl_c_at_the_send_question_exits_130_and_sends_nothing(
 EXAMPLE_TOUR = [
     "", "init", "draft", "drafts", "build", "preview", "check",
     "subscribers", "subscribers import", "subscribers add", "subscribers list",
-    "subscribers count", "subscribers export", "send", "campaigns", "import-posts", "publish",
+    "subscribers count", "subscribers export", "send", "campaigns", "campaigns show",
+    "campaigns settle", "import-posts", "publish",
     "sync", "run", "providers", "serve",
     "subscribers show", "subscribers unsubscribe", "subscribers remove",
 ]

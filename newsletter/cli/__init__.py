@@ -10,6 +10,7 @@ from newsletter.cli import compose_cmds as _compose_cmds  # noqa: F401
 from newsletter.cli import preview as _preview  # noqa: F401
 from newsletter.cli import subscribers as _subscribers  # noqa: F401
 from newsletter.cli import send as _send  # noqa: F401
+from newsletter.cli import campaigns as _campaigns  # noqa: F401
 from newsletter.cli import posts as _posts  # noqa: F401
 from newsletter.cli import sync as _sync  # noqa: F401
 from newsletter.cli import run as _run  # noqa: F401

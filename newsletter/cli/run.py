@@ -19,8 +19,11 @@ def run_cmd(
     """Do everything that is due, once: sync, then scheduled sends and welcome emails.
 
     Safe to run every minute: an overlapping run exits at once, and nothing is ever sent
-    twice. After downtime it sends what it missed, saying how late. Cron:
-    `* * * * * cd /path/to/newsletter && newsletter run`
+    twice. After downtime it sends what it missed, saying how late. Readers left
+    uncertain, failed or unsent are named per campaign and the exit code is non-zero
+    (5), run after run, until `newsletter campaigns settle ID` settles them. Cron (it
+    mails what a command prints, to MAILTO):
+    `* * * * * cd /path/to/newsletter && newsletter run >> run.log 2>&1 || tail -n 20 run.log`
 
     Example: newsletter run
     """
@@ -40,9 +43,11 @@ def run_cmd(
     if not report.sends and not report.welcomes and not (report.outgoing
                                                          and report.outgoing.tried):
         typer.echo("run: nothing was due", err=True)
+    for trouble in report.troubles:
+        typer.echo(f"run: {trouble.text}", err=True)
     failed = (any(line.outcome == "failed" for line in report.sends)
               or any(line.error is not None for line in report.welcomes))
-    if failed or report.sync_error is not None:
+    if failed or report.sync_error is not None or report.troubles:
         raise typer.Exit(5)
     # A provider that refused (a revoked key, a server down): the send waits for the next
     # run, and a non-zero exit makes cron say so instead of retrying silently every minute.

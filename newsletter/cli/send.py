@@ -136,7 +136,8 @@ def _summary(report: Any, warned: bool = False) -> None:
     run = report.run
     parts = [f"{c.sent:,} sent", f"{c.failed:,} failed"]
     parts += [f"{n:,} {state}" for state, n in
-              (("skipped", c.skipped), ("uncertain", c.uncertain), ("queued", c.queued)) if n]
+              (("skipped", c.skipped), ("uncertain", c.uncertain), ("queued", c.queued),
+               ("claimed, left to the resume (the journal says which went out)", c.sending)) if n]
     took = ""
     if run is not None and run.seconds > 0 and run.sent:
         took = f" in {run.seconds:.1f} s ({run.sent / run.seconds:,.0f} msg/s)"
@@ -381,7 +382,6 @@ def _status(campaign: Any, database: Any) -> str:
     return campaign.status
 
 
-@app.command()
 def campaigns(
     ctx: typer.Context,
     campaign_id: Annotated[

@@ -51,9 +51,17 @@ class CampaignLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        except OSError as exc:  # a full disk: one line, and the lock is let go
+            self.release()
+            raise DeliveryError(
+                f"cannot write the lock file {self.path.name} in {self.path.parent} "
+                f"({exc.strerror}): free some space there (or make it writable), then run "
+                "the same command"
+            ) from None
         return self
 
     def release(self) -> None:

@@ -352,3 +352,31 @@ def finish_campaign(db: sqlite_utils.Database, campaign_id: int) -> Campaign:
             ["done" if done else "stopped", now_iso() if done else None, campaign_id],
         )
     return get_campaign(db, campaign_id)
+
+
+def unsettled_campaigns(db: sqlite_utils.Database) -> list[Campaign]:
+    """Campaigns not done that still hold uncertain or unsent (queued, sending) rows."""
+    return [
+        c for c in list_campaigns(db)
+        if c.status != "done" and (c.counts.uncertain or c.counts.queued or c.counts.sending)
+    ]
+
+
+def mark_uncertain_sent(db: sqlite_utils.Database, campaign_id: int) -> int:
+    """Mark the uncertain rows of a campaign sent (the writer knows they went out).
+
+    Returns how many; the campaign is finished afterwards. Call while holding its lock.
+    """
+    stamp = now_iso()
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        n = db.execute(
+            "UPDATE deliveries SET state = 'sent', sent_at = coalesce(sent_at, ?), "
+            "updated_at = ?, error = 'settled as sent by the writer (was uncertain: ' || "
+            "coalesce(error, 'no reason given') || ')' "
+            "WHERE campaign_id = ? AND state = 'uncertain'",
+            [stamp, stamp, campaign_id],
+        ).rowcount
+    if n:
+        finish_campaign(db, campaign_id)
+    return n

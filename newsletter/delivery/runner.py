@@ -4,20 +4,26 @@ A campaign and one `deliveries` row per recipient are written in one
 transaction before anything is sent. A row then moves
 queued → sending → sent | failed | uncertain | skipped:
 
-- the thread that calls `run()` owns the one SQLite connection and does every
-  read and write (the dispatcher): it reads queued rows and builds their
+- the thread that calls `run()` owns the SQLite connection that does every
+  write and reads the queue (the dispatcher): it reads queued rows and builds their
   messages ahead into a small bounded buffer (memory stays flat;
   personalization overlaps the network wait), and answers the workers;
-- a worker (one per connection, each with its own provider instance) only
-  talks to its provider. Over a queue it hands the dispatcher the results of
-  its previous chunk and asks for the next; the dispatcher records those
+- a worker (one per connection, each with its own provider instance) talks
+  to its provider and writes nothing to SQLite (it only reads, see below).
+  Over a queue it hands the dispatcher the results of its previous chunk and
+  asks for the next; the dispatcher records those
   results and marks the new chunk `sending` in one short transaction,
   re-checking that each subscriber is still active (else `skipped`), so at
   most one chunk per worker is ever `sending`, and the log costs one commit
   per chunk, not per message. The worker hands the chunk to `provider.send`
   in batches of at most `provider.max_batch`, pacing by the shared rate
-  limiter; right before each batch it asks the dispatcher whether a reader
-  stopped (unsubscribed, removed) meanwhile, and those rows are `skipped`;
+  limiter. After the limiter's wait, right before each batch starts, it looks
+  whether a reader stopped (unsubscribed, removed) meanwhile: on its own
+  read-only connection it reads `PRAGMA data_version`, which moves only when
+  another connection commits, and reads its chunk's readers again only then
+  (a few microseconds per message, no round trip to the dispatcher). Those
+  rows never start; the dispatcher records them `skipped` with the next claim.
+  So once an unsubscribe is committed, no new message to that reader starts;
 - around every `provider.send` the worker appends to its journal file (see
   `journal.py`) "handed over: these rows" and then their results. Appends are
   cheap and survive kill -9 (no fsync: the kernel has them), so after a crash
@@ -47,6 +53,8 @@ factory and a function that turns a delivery row into a Message.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import heapq
 import queue
 import sqlite3
@@ -74,7 +82,7 @@ from newsletter.delivery.providers.base import (
 )
 from newsletter.delivery.rate import RateLimiter
 from newsletter.delivery.recipients import DELIVERY_ROW_SELECT, DeliveryRow, delivery_row
-from newsletter.errors import ProviderError
+from newsletter.errors import DeliveryError, ProviderError
 from newsletter.signals import stop_signals_call
 
 if TYPE_CHECKING:
@@ -177,14 +185,17 @@ class _Outcome:
     results: list[tuple[DeliveryRow, DeliveryResult]] = field(default_factory=list)
     untouched: list[DeliveryRow] = field(default_factory=list)  # never reached the provider
     errors: list[Exception] = field(default_factory=list)  # what stopped the send, if anything
+    # Claimed, but their reader stopped before the message started: (row, status now).
+    stopped: list[tuple[DeliveryRow, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.results or self.untouched or self.errors)
+        return bool(self.results or self.untouched or self.errors or self.stopped)
 
     def extend(self, other: _Outcome) -> None:
         self.results += other.results
         self.untouched += other.untouched
         self.errors += other.errors
+        self.stopped += other.stopped
 
 
 @dataclass
@@ -201,18 +212,6 @@ class _Claim:
     reply: queue.SimpleQueue[list[_Item] | None]
 
 
-@dataclass
-class _Check:
-    """From a worker, right before a batch: which of these rows' readers stopped meanwhile?
-
-    The answer on `reply`: the ids now `skipped`; None when the send must stop instead.
-    """
-
-    worker: int
-    ids: list[int]
-    reply: queue.SimpleQueue[set[int] | None]
-
-
 class _Dispatcher:
     """One run: the thread that calls `run()` owns the connection; workers ask it over a queue."""
 
@@ -226,7 +225,7 @@ class _Dispatcher:
         self.result = RunResult(self.counts)
         self.errors: list[Exception] = []
         self.stopping = threading.Event()
-        self.requests: queue.SimpleQueue[_Claim | _Check] = queue.SimpleQueue()
+        self.requests: queue.SimpleQueue[_Claim] = queue.SimpleQueue()
 
         first = providers[0]
         rate = runner.rate if runner.rate is not None else first.default_rate
@@ -257,7 +256,8 @@ class _Dispatcher:
         ]
         self.workers = [
             _Worker(i, provider, self.journals[i], self.requests, self.stopping, limiter,
-                    claim_size=claim_size, check_subscribers=runner.check_subscribers)
+                    claim_size=claim_size,
+                    readers=_ReaderWatch(runner.database) if runner.check_subscribers else None)
             for i, provider in enumerate(providers)
         ]
         self.working = len(self.workers)  # workers that have not ended yet
@@ -283,7 +283,6 @@ class _Dispatcher:
             if self.working:  # we are leaving early (a bug, a second Ctrl-C): let them end
                 for worker in self.workers:
                     worker.claims.put(None)
-                    worker.checks.put(None)
         for t in threads:
             t.join()
         for i, journal in enumerate(self.journals):
@@ -306,10 +305,7 @@ class _Dispatcher:
             except queue.Empty:
                 self._serve_parked()
                 return
-        if isinstance(request, _Check):
-            self._answer_check(request)
-        else:
-            self._answer_claim(request)
+        self._answer_claim(request)
         if self.parked:
             self._serve_parked()
 
@@ -411,14 +407,9 @@ class _Dispatcher:
         self.working -= 1
         claim.reply.put(answer)
 
-    def _answer_check(self, check: _Check) -> None:
-        try:
-            check.reply.put(self._drop_stopped(check.ids))
-        except Exception as exc:
-            self._fail(exc)
-            check.reply.put(None)
-
     def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, sqlite3.Error | OSError):  # a full disk above all: say so, once
+            exc = storage_error(exc, self.runner.database)
         self.errors.append(exc)
         self.stopping.set()
 
@@ -431,12 +422,21 @@ class _Dispatcher:
     def _commit(self, done: _Outcome, items: list[_Item]) -> list[_Item]:
         """One short transaction: record `done`, claim `items`; returns the claimed ones."""
         self.errors += done.errors
-        if not done.results and not done.untouched and not items:
+        if not done.results and not done.untouched and not done.stopped and not items:
             return []
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._record(done)
-            claimed = self._claim(items) if items else []
+        # What the counts said before: a transaction that fails (a full disk) changed no
+        # row, so it changes no count either, and the summary matches the rows.
+        counts, result = dataclasses.replace(self.counts), dataclasses.replace(self.result)
+        pending = self.pending
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self._record(done)
+                claimed = self._claim(items) if items else []
+        except BaseException:
+            self.counts, self.result, self.pending = counts, result, pending
+            self.result.counts = counts
+            raise
         self._progress()
         return claimed
 
@@ -491,39 +491,6 @@ class _Dispatcher:
         self.counts.sending += len(claimed)
         return claimed
 
-    def _drop_stopped(self, ids: list[int]) -> set[int]:
-        """Just before a batch goes to the provider: skip the rows of readers who stopped.
-
-        A chunk is claimed ahead of its batches, so a reader may unsubscribe (or be
-        removed) after the claim; one indexed query per batch sees that change.
-        """
-        marks = ",".join("?" * len(ids))
-        # A plain read first (the usual answer is "all still active"): no write lock.
-        if not self.conn.execute(
-            f"SELECT 1 FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
-            f"WHERE d.id IN ({marks}) AND coalesce(s.status, 'removed') != 'active' LIMIT 1",
-            ids,
-        ).fetchone():
-            return set()
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            stopped = {r[0] for r in self.conn.execute(
-                "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
-                " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
-                "deliveries.subscriber_id), 'removed') || ' before sending' "
-                f"WHERE id IN ({marks}) AND state = 'sending' AND coalesce((SELECT status "
-                "FROM subscribers s WHERE s.id = deliveries.subscriber_id), 'removed') "
-                "!= 'active' RETURNING id",
-                [now_iso(), *ids],
-            ).fetchall()}
-        n = len(stopped)
-        self.result.skipped += n
-        self.counts.sending -= n
-        self.counts.skipped += n
-        self.pending -= n
-        self._progress()
-        return stopped
-
     def _record(self, outcome: _Outcome) -> None:
         """Within the open transaction: write one batch's results."""
         stamp = now_iso()
@@ -564,12 +531,21 @@ class _Dispatcher:
                 self.conn.execute(sql, params[0])
             elif params:
                 self.conn.executemany(sql, params)
+        if outcome.stopped:  # their reader stopped after the claim: never started
+            self.conn.executemany(
+                "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = ? "
+                "WHERE id = ? AND state = 'sending'",
+                [(stamp, f"subscriber {status} before sending", row.id)
+                 for row, status in outcome.stopped],
+            )
         for row, reason in unknown:  # after the row: the bounce names this campaign
             apply_feedback(self.db, Feedback("hard_bounce", row.email, "send", detail=reason,
                                              campaign_id=self.campaign_id),
                            self.runner.bounce_policy)
-        n = len(outcome.results) + len(outcome.untouched)
+        n = len(outcome.results) + len(outcome.untouched) + len(outcome.stopped)
         self.counts.sending -= n
+        self.counts.skipped += len(outcome.stopped)
+        self.result.skipped += len(outcome.stopped)
         self.counts.sent += len(sent)
         self.counts.failed += len(failed)
         self.counts.uncertain += len(uncertain)
@@ -582,11 +558,12 @@ class _Dispatcher:
 
 
 class _Worker:
-    """One sending thread: it talks to its provider and to the dispatcher, never to SQLite."""
+    """One sending thread: it talks to its provider and the dispatcher; it never writes to
+    SQLite (it only reads whether its readers stopped, on its own read-only connection)."""
 
     def __init__(self, index: int, provider: Provider, journal: Journal,
-                 requests: queue.SimpleQueue[_Claim | _Check], stopping: threading.Event,
-                 limiter: RateLimiter, *, claim_size: int, check_subscribers: bool):
+                 requests: queue.SimpleQueue[_Claim], stopping: threading.Event,
+                 limiter: RateLimiter, *, claim_size: int, readers: _ReaderWatch | None):
         self.index = index
         self.provider = provider
         self.journal = journal
@@ -594,10 +571,9 @@ class _Worker:
         self.stopping = stopping
         self.limiter = limiter
         self.claim_size = claim_size
-        self.check_subscribers = check_subscribers
+        self.readers = readers  # None: a test send, to addresses whatever their status
         self.per_call = max(1, provider.max_batch)
         self.claims: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
-        self.checks: queue.SimpleQueue[set[int] | None] = queue.SimpleQueue()
 
     def run(self) -> None:
         done = _Outcome()  # results journaled but not yet in the database
@@ -614,45 +590,52 @@ class _Worker:
                 self._send_chunk(claimed, done)
         except BaseException as exc:  # noqa: B036 — handed over; run() reports it
             self.stopping.set()
+            if isinstance(exc, OSError):  # the journal could not be written (a full disk)
+                exc = storage_error(exc, self.journal.path)
             done.errors.append(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
             self.requests.put(_Claim(self.index, done, 0, self.claims))
             if self.claims.get() is not None:
                 self.journal.clear()
+        finally:
+            if self.readers is not None:
+                self.readers.close()
 
     def _send_chunk(self, claimed: list[_Item], done: _Outcome) -> None:
+        if self.readers is not None:
+            self.readers.watch([row.id for row, _ in claimed])
         for start in range(0, len(claimed), self.per_call):
             part = claimed[start:start + self.per_call]
             if self.stopping.is_set():
                 done.untouched += [row for row, _ in claimed[start:]]
                 return
-            # The claim itself checked every reader moments ago: ask again from the
-            # second batch of the chunk on (a round trip between threads per batch).
-            if self.check_subscribers and start > 0:
-                self.requests.put(_Check(self.index, [row.id for row, _ in part], self.checks))
-                stopped = self.checks.get()
-                if stopped is None:  # the dispatcher could not look: stop here
-                    done.untouched += [row for row, _ in claimed[start:]]
-                    return
-                if stopped:
-                    part = [(row, m) for row, m in part if row.id not in stopped]
-                    if not part:
-                        continue
             done.untouched += [row for row, _ in part]  # in case send blows up
             outcome = self._send_batch(part)
             del done.untouched[-len(part):]
-            self.journal.results((row.id, r) for row, r in outcome.results)
+            # The answers are handed to the dispatcher even when the journal line cannot
+            # be written (a full disk): an answer is never lost to a failed append.
             done.extend(outcome)
+            self.journal.results((row.id, r) for row, r in outcome.results)
 
     def _send_batch(self, claimed: list[_Item]) -> _Outcome:
         provider = self.provider
         outcome = _Outcome()
-        by_key = {m.key: row for row, m in claimed}  # type: ignore[union-attr]
-        messages: list[Message] = [m for _, m in claimed]  # type: ignore[misc]
-        units = len(messages) if provider.rate_unit == "message" else 1
+        units = len(claimed) if provider.rate_unit == "message" else 1
         wait = self.limiter.reserve(units)
         if self.stopping.is_set() or (wait > 0 and self.stopping.wait(wait)):
             outcome.untouched = [row for row, _ in claimed]
             return outcome
+        # Right before the batch starts, after the wait: a reader who stopped meanwhile
+        # (even a moment ago) is not mailed.
+        if self.readers is not None:
+            stopped = self.readers.stopped()
+            if stopped:
+                outcome.stopped = [(row, stopped[row.id]) for row, _ in claimed
+                                   if row.id in stopped]
+                claimed = [(row, m) for row, m in claimed if row.id not in stopped]
+                if not claimed:
+                    return outcome
+        by_key = {m.key: row for row, m in claimed}  # type: ignore[union-attr]
+        messages: list[Message] = [m for _, m in claimed]  # type: ignore[misc]
         self.journal.handed(row.id for row, _ in claimed)
         try:
             results = provider.send(messages)
@@ -703,6 +686,52 @@ class _Worker:
         outcome.errors.append(exc)
 
 
+class _ReaderWatch:
+    """A worker's own read-only view of whether the readers of its chunk stopped.
+
+    `PRAGMA data_version` on this connection changes only when another connection
+    commits (an unsubscribe from `serve`, the dispatcher's own claims), so the
+    readers are read again only then; otherwise the last answer still holds. Exact
+    (it looks at the moment a batch starts) and cheap (no round trip to the
+    dispatcher, a few microseconds when nothing changed).
+    """
+
+    def __init__(self, database: Path):
+        self.database = database
+        self.conn: sqlite3.Connection | None = None
+        self.ids: list[int] = []
+        self.version: int | None = None
+        self.found: dict[int, str] = {}  # delivery id → its reader's status, when not active
+
+    def watch(self, ids: list[int]) -> None:
+        """The rows of a newly claimed chunk: read them at the next look."""
+        self.ids = ids
+        self.version = None
+
+    def stopped(self) -> dict[int, str]:
+        """The watched rows whose reader is no longer active, with the status they have."""
+        if self.conn is None:  # opened in the worker's thread: sqlite3 wants that
+            self.conn = sqlite3.connect(
+                self.database.resolve().as_uri() + "?mode=ro", uri=True, timeout=30,
+                isolation_level=None)
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.version:
+            marks = ",".join("?" * len(self.ids))
+            self.found = dict(self.conn.execute(
+                "SELECT d.id, coalesce(s.status, 'removed') FROM deliveries d "
+                "LEFT JOIN subscribers s ON s.id = d.subscriber_id "
+                f"WHERE d.id IN ({marks}) AND coalesce(s.status, 'removed') != 'active'",
+                self.ids,
+            ).fetchall())
+            self.version = version
+        return self.found
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 def _count_states(conn: sqlite3.Connection, campaign_id: int) -> Counts:
     counts = Counts()
     for state, n in conn.execute(
@@ -711,6 +740,20 @@ def _count_states(conn: sqlite3.Connection, campaign_id: int) -> Counts:
     ).fetchall():
         setattr(counts, state, n)
     return counts
+
+
+def storage_error(exc: sqlite3.Error | OSError, path: Path) -> Exception:
+    """A full disk (or another failed write) as one line that says what to do."""
+    full = (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or getattr(exc, "errno", None) == errno.ENOSPC)
+    if not full:
+        return exc if isinstance(exc, OSError) else DeliveryError(
+            f"the database {path.name} failed during the send ({_describe(exc)}): what was "
+            "sent is kept in the worker journals; fix it, then run the same command to resume")
+    return DeliveryError(
+        f"the disk holding {path.parent} is full: the send stopped, and what was sent is kept "
+        "in the database or its worker journals; free some space, then run the same command "
+        "to resume (nobody gets the issue twice)")
 
 
 def _early_results(exc: Exception, by_key: dict[str, DeliveryRow]) -> dict[str, DeliveryResult]:

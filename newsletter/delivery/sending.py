@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from newsletter.delivery.log import (
     finish_campaign,
     get_campaign,
     latest_campaign,
+    mark_uncertain_sent,
     nobody_to_send_to,
     refuse_resend,
     requeue,
@@ -51,7 +53,12 @@ from newsletter.delivery.recipients import (
     parse_audience,
 )
 from newsletter.delivery.recovery import recover_interrupted
-from newsletter.delivery.runner import CampaignRunner, ProgressCallback, RunResult
+from newsletter.delivery.runner import (
+    CampaignRunner,
+    ProgressCallback,
+    RunResult,
+    storage_error,
+)
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
 from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
 
@@ -177,7 +184,12 @@ def run_campaign(
                 on_progress=on_progress,
             )
             report.run = runner.run()
-            report.campaign = finish_campaign(db, campaign_id)
+            try:
+                report.campaign = finish_campaign(db, campaign_id)
+            except sqlite3.Error as exc:  # a full disk: the rows are read, the status waits
+                report.campaign = get_campaign(db, campaign_id)
+                if report.run.error is None:
+                    report.run.error = storage_error(exc, settings.database)
         finally:
             db.conn.close()
     return report
@@ -461,6 +473,56 @@ def retry_failed(
             f"campaign {campaign_id} has no failed deliveries to retry "
             "(`newsletter campaigns " + str(campaign_id) + "` shows its rows)"
         )
+    return _send_again(settings, campaign, provider=provider, concurrency=concurrency,
+                       rate=rate, retry_failed=True, retry_uncertain=retry_uncertain,
+                       on_progress=on_progress)
+
+
+def settle_as_sent(settings: Settings, campaign_id: int) -> tuple[Campaign, int]:
+    """The writer knows the uncertain messages of a campaign went out (the provider's
+    log says so): mark them sent. Returns the campaign as it ends and how many (0 when
+    none is uncertain: settling twice is no error)."""
+    with CampaignLock(settings.database, campaign_id):
+        db = store.connect(settings.database)
+        try:
+            get_campaign(db, campaign_id)  # no such campaign: an error
+            n = mark_uncertain_sent(db, campaign_id)
+            return get_campaign(db, campaign_id), n
+        finally:
+            db.conn.close()
+
+
+def resend_uncertain(
+    settings: Settings,
+    campaign_id: int,
+    *,
+    provider: str | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> SendReport:
+    """The writer chooses to send the uncertain readers of a campaign the issue (again):
+    they are queued and sent now, the draft rebuilt as for --retry-failed. With none
+    uncertain nothing is sent (`report.run` is None)."""
+    db = store.connect(settings.database)
+    try:
+        campaign = get_campaign(db, campaign_id)
+    finally:
+        db.conn.close()
+    if not campaign.counts.uncertain:
+        return SendReport(campaign)
+    return _send_again(settings, campaign, provider=provider, concurrency=concurrency,
+                       rate=rate, retry_failed=False, retry_uncertain=True,
+                       on_progress=on_progress)
+
+
+def _send_again(
+    settings: Settings, campaign: Campaign, *, provider: str | None,
+    concurrency: int | None, rate: float | None, retry_failed: bool, retry_uncertain: bool,
+    on_progress: ProgressCallback | None,
+) -> SendReport:
+    """Rebuild the campaign's draft and send its failed and/or uncertain rows again."""
+    campaign_id = campaign.id
     ps = provider_settings_for(settings, provider, concurrency, rate)
     _check_ready(settings, ps)
     path = Path(campaign.draft_path)
@@ -469,7 +531,7 @@ def retry_failed(
     if not path.exists():
         raise DeliveryError(
             f"the draft of campaign {campaign_id} ({campaign.draft_path}) is gone: restore it "
-            "to retry its failed deliveries"
+            "to send its deliveries again"
         )
     issue = build_issue(settings, path)
     return run_campaign(
@@ -477,7 +539,7 @@ def retry_failed(
         campaign_id,
         message_factory(settings, issue),
         provider_settings=ps,
-        retry_failed=True,
+        retry_failed=retry_failed,
         retry_uncertain=retry_uncertain,
         on_progress=on_progress,
     )
@@ -536,7 +598,9 @@ __all__ = [
     "message_factory",
     "parse_audience",
     "provider_settings_for",
+    "resend_uncertain",
     "retry_failed",
     "run_campaign",
     "send_draft",
+    "settle_as_sent",
 ]

@@ -39,6 +39,7 @@ class Received:
     sender: str
     recipient: str
     data: bytes
+    started: float = 0.0  # time.time() at its MAIL FROM: when the message began
 
     def parsed(self) -> EmailMessage:
         return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
@@ -58,6 +59,7 @@ class _Handler:
             return "421 4.4.2 closing"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        envelope.started = time.time()
         return "250 OK"
 
     async def handle_RCPT(self, smtp, session, envelope, address, options):  # noqa: ANN001
@@ -85,7 +87,8 @@ class _Handler:
         with s.lock:
             n = len(s.received)
             for rcpt in envelope.rcpt_tos:
-                s.received.append(Received(envelope.mail_from, rcpt, envelope.original_content))
+                s.received.append(Received(envelope.mail_from, rcpt, envelope.original_content,
+                                           getattr(envelope, "started", 0.0)))
             vanish = any(r.lower() in s.drop_after_data for r in envelope.rcpt_tos)
         if vanish:  # accepted, but the client never hears so
             smtp.transport.close()
