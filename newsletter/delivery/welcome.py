@@ -28,6 +28,7 @@ from newsletter.audience import events
 from newsletter.audience.events import Origin, now_iso
 from newsletter.compose.issue import build_issue
 from newsletter.compose.source import draft_files, parse_draft
+from newsletter.delivery.log import next_number
 from newsletter.delivery.sending import message_factory, run_campaign
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
@@ -103,12 +104,13 @@ def _campaign(db: sqlite_utils.Database, slug: str, draft_label: str, subject: s
             db.execute("UPDATE campaigns SET subject = ?, draft_path = ? WHERE id = ?",
                        [subject, draft_label, row[0]])
             return row[0], False
-        cursor = db.execute(
-            "INSERT INTO campaigns (slug, draft_path, subject, audience, kind, provider, "
-            "created_at, status) VALUES (?, ?, ?, ?, 'list', ?, ?, 'done')",
-            [slug, draft_label, subject, AUDIENCE, provider, now_iso()])
-        assert cursor.lastrowid is not None  # an INSERT's cursor always has it
-        return cursor.lastrowid, True
+        # Campaigns and scheduled sends share one numbering: never a pending schedule's.
+        number = next_number(db)
+        db.execute(
+            "INSERT INTO campaigns (id, slug, draft_path, subject, audience, kind, provider, "
+            "created_at, status) VALUES (?, ?, ?, ?, ?, 'list', ?, ?, 'done')",
+            [number, slug, draft_label, subject, AUDIENCE, provider, now_iso()])
+        return number, True
 
 
 def _owed(db: sqlite_utils.Database, campaign_id: int) -> int:

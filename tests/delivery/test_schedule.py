@@ -382,3 +382,17 @@ def test_schedules_and_campaigns_share_one_numbering(letter, cli, write_draft):
     # A schedule made after it takes the next number, past both.
     write_draft("2031-07-01-later.md", "---\ntitle: Later\npreheader: hi\n---\nAfter.\n")
     assert "Scheduled #3" in cli("send", "later", "--to", "subscribers", "--at", AT).stdout
+
+
+def test_a_welcome_campaign_never_takes_a_scheduled_sends_number(letter, cli, write_draft):
+    scheduled = cli("send", "hello", "--to", "subscribers", "--at", AT)
+    assert "Scheduled #1" in scheduled.stdout, scheduled.stdout
+    write_draft("welcome.md", WELCOME)
+    report = run_once(load_settings(letter), now=DUE - timedelta(days=1), do_sync=False)
+    assert "enabled" in report.welcomes[0].text
+    listing = cli("campaigns").stdout
+    assert "#1   scheduled" in listing
+    assert cli("campaigns", "2").exit_code == 0 and "welcome" in cli("campaigns", "2").stdout
+    # Sent when due, the scheduled send is still campaign 1, as the writer was told.
+    sent = run_once(load_settings(letter), now=DUE, do_sync=False)
+    assert "campaign 1:" in sent.sends[0].text
