@@ -109,3 +109,14 @@ def test_quickstart_works_on_a_fresh_clone(tmp_path: Path) -> None:
         cwd=clone, capture_output=True, text=True, check=True,
     ).stdout
     assert Path(where.strip()).resolve().is_relative_to(clone.resolve())
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    # The README backs its promises with named tests: a rename must not leave it pointing
+    # at nothing.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", readme)
+    assert len(named) >= 5
+    for path, name in named:
+        source = (REPO / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name}"
