@@ -296,3 +296,25 @@ def read_token(
             or not isinstance(value[1], str)):
         return None
     return value[0], value[1]
+
+
+# --- text a page carries back (the consent text a sign-up form showed) ---------------------
+
+
+def seal_text(settings: Settings, purpose: str, text: str) -> str:
+    """A short signature of `text` for `purpose`, by this newsletter's secret and identity.
+
+    A form printed once and kept (an archived page, the snippet pasted into another site)
+    posts back the consent text it showed with this seal, so the record holds that text,
+    not whatever the settings say today, and nobody can post a text the writer never wrote.
+    """
+    message = f"{purpose}|{_normalize_context(settings.base_url or settings.name)}|{text}"
+    digest = hmac.new(settings.secret_key(), message.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+
+
+def unseal_text(settings: Settings, purpose: str, text: str, seal: str) -> str | None:
+    """`text` when `seal` is its seal for `purpose`, else None."""
+    if not text or not seal:
+        return None
+    return text if hmac.compare_digest(seal_text(settings, purpose, text), seal) else None

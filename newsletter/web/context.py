@@ -18,9 +18,12 @@ from starlette.responses import HTMLResponse
 
 from newsletter.audience.events import Origin
 from newsletter.audience.subscribers import MAX_NAME
+from newsletter.compose import tokens
 from newsletter.compose.layout import make_environment
 from newsletter.settings import Settings, WebConfig
 from newsletter.store import connect
+
+CONSENT = "consent"  # the purpose a sign-up form's consent text is sealed for
 
 # Token pages must not leak their URL (the token) to another site, nor be cached.
 HEADERS = {
@@ -69,7 +72,9 @@ class Web:
         base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address,
                                "contact": self.contact},
                 "topics": self.config.topics, "default_topics": self.config.default_topics,
-                "consent": self.config.consent_text(s), "name_max": MAX_NAME}
+                "consent": self.config.consent_text(s),
+                "consent_seal": tokens.seal_text(s, CONSENT, self.config.consent_text(s)),
+                "name_max": MAX_NAME}
         html = self.env.get_template(template).render({**base, **context})
         return HTMLResponse(html, status, headers=HEADERS)
 
@@ -79,11 +84,21 @@ class Web:
         return client_ip(peer, request.headers.get("x-forwarded-for"), self.config)
 
     def origin(self, request: Request, source: str = "web", *,
-               consent: bool = False) -> Origin:
+               consent: bool = False, form: dict[str, Any] | None = None) -> Origin:
         """Where a change came from: `source`, this IP and user agent, and for a consent
-        event (a sign-up, a confirmation) the consent text the page showed."""
+        event (a sign-up, a confirmation) the consent text the page showed.
+
+        A sign-up `form` that carries its consent text sealed (an archived copy, the
+        snippet on another site) records that text: what the reader saw, even when the
+        settings say something else today. Without a valid seal, today's text.
+        """
         agent = request.headers.get("user-agent", "")[:500] or None
         text = self.config.consent_text(self.settings) if consent else None
+        if consent and form is not None:
+            shown = tokens.unseal_text(self.settings, CONSENT,
+                                       (form.get("consent_text") or [""])[0],
+                                       (form.get("consent_seal") or [""])[0])
+            text = shown or text
         return Origin(source, self.client_ip(request), agent, text)
 
     def public_base(self, request: Request) -> str:

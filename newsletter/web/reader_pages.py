@@ -30,11 +30,12 @@ from newsletter.audience.subscribers import (
     topic_choice,
     topic_choice_from_form,
 )
+from newsletter.compose import tokens
 from newsletter.compose.layout import make_environment
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
 from newsletter.web import confirmation, limits, reader_status
-from newsletter.web.context import Web
+from newsletter.web.context import CONSENT, Web
 
 log = logging.getLogger("newsletter.web")
 
@@ -100,7 +101,7 @@ async def subscribe(request: Request) -> Response:
     email, name = _one(form, "email").strip(), _one(form, "name")
     if _one(form, "website"):  # the honeypot: people never see it, bots fill it
         return web.page("subscribed.html")
-    origin = web.origin(request, consent=True)
+    origin = web.origin(request, consent=True, form=form)
 
     def run() -> Response:
         name_error = _name_error(name)
@@ -314,5 +315,7 @@ def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
     return web_env.get_template("subscribe_form.html").render(
         action=f"{base}{paths.SUBSCRIBE}", topics=config.topics,
         default_topics=config.default_topics,
-        consent=config.consent_text(settings), email="", name="", error="",
+        consent=config.consent_text(settings),
+        consent_seal=tokens.seal_text(settings, CONSENT, config.consent_text(settings)),
+        email="", name="", error="",
         name_max=MAX_NAME)

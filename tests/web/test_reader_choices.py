@@ -217,3 +217,32 @@ def test_a_body_over_the_limit_gets_a_page_in_the_newsletters_style(site: Site) 
     assert r.status_code == 413 and r.headers["content-type"].startswith("text/html")
     assert "<title>Too much text · Field Notes</title>" in r.text and "<h1>" in r.text
     assert "65,536 bytes" in r.text
+
+
+def test_a_kept_copy_of_the_form_records_the_consent_text_it_showed(tmp_path: Path) -> None:
+    # The snippet pasted into another site, or an archived page, shows the consent text of
+    # the day it was printed. Signing up through it records that text, not today's.
+    site = start_site(tmp_path / "letter", 'consent = "New words: daily emails."')
+    try:
+        toml = site.root / "newsletter.toml"
+        today = toml.read_text()
+        toml.write_text(today.replace("New words: daily emails.", "Old words: one email a week."))
+        kept = site.cli("serve", "--embed")  # printed back when the settings said that
+        toml.write_text(today)
+        assert kept.returncode == 0, kept.stderr
+        fields = dict(re.findall(r'name="(consent_text|consent_seal)" value="([^"]*)"',
+                                 kept.stdout))
+        assert fields["consent_text"] == "Old words: one email a week."
+        with site.client() as c:
+            c.post("/subscribe", data={"email": "kept@example.com", **fields})
+            forged = {**fields, "consent_text": "Words the writer never wrote."}
+            c.post("/subscribe", data={"email": "forged@example.com", **forged})
+            c.post("/subscribe", data={"email": "plain@example.com"})
+        shown = {address: [e.consent for e in events_of(site, address)
+                           if e.kind == "subscribed"]
+                 for address in ("kept@example.com", "forged@example.com", "plain@example.com")}
+    finally:
+        stop_site(site)
+    assert shown == {"kept@example.com": ["Old words: one email a week."],
+                     "forged@example.com": ["New words: daily emails."],
+                     "plain@example.com": ["New words: daily emails."]}
