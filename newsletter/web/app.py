@@ -3,8 +3,8 @@
 The routes table maps the paths named in newsletter/paths.py to views in the modules
 named for what they serve: reader_pages (subscribe, confirm, unsubscribe, manage),
 webhooks, health, and last the published site (site: `/`, `/{slug}/`, feeds, images), so
-the reader and webhook routes win over any file. What the pages change is reader_status; what they share is
-context.Web, on `app.state.web`; database failures are error_pages.
+the reader and webhook routes win over any file. What the pages change is reader_status;
+what they share is context.Web, on `app.state.web`; database failures are error_pages.
 """
 
 from __future__ import annotations
