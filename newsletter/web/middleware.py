@@ -43,7 +43,10 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        webhook = scope["path"].startswith(_WEBHOOKS)
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root):]  # under base_url's path (BasePath)
+        webhook = path.startswith(_WEBHOOKS)
         limit = self.webhook_limit if webhook else self.limit
         declared = dict(scope["headers"]).get(b"content-length")
         too_big = declared is not None and declared.isdigit() and int(declared) > limit

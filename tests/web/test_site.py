@@ -199,4 +199,8 @@ def test_a_base_url_with_a_path_answers_with_and_without_the_prefix(published: S
             r = c.get(f"{prefix}/{SLUG}", follow_redirects=True)
             assert r.status_code == 200 and r.url.path == f"{prefix}/{SLUG}/", prefix
         assert c.get("/news").status_code == 200
+        # A webhook under the prefix has the webhook body limit (1 MB), not the form's 64 KB.
+        hook = c.post("/news/webhooks/nosuch", content=b"{" + b" " * 100_000 + b"}")
+        assert hook.status_code != 413 and hook.status_code == c.post(
+            "/webhooks/nosuch", content=b"{" + b" " * 100_000 + b"}").status_code
         assert f"{published.url}/news/{SLUG}/" in c.get("/news/").text  # links carry the path
