@@ -2,26 +2,27 @@
 
 The routes table maps the paths named in newsletter/paths.py to views in the modules
 named for what they serve: reader_pages (subscribe, confirm, unsubscribe, manage),
-webhooks, health. What the pages change is reader_status; what they share is
-context.Web, on `app.state.web`; database failures are error_pages.
+webhooks, health, and last the published site (site: `/`, `/{slug}/`, feeds, images), so
+the reader and webhook routes win over any file. What the pages change is reader_status;
+what they share is context.Web, on `app.state.web`; database failures are error_pages.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from newsletter import paths
 from newsletter.settings import Settings
-from newsletter.web import confirmation, error_pages, health, reader_pages, webhooks
+from newsletter.web import confirmation, error_pages, health, reader_pages, site, webhooks
 from newsletter.web.context import Web
-from newsletter.web.middleware import AccessLog, BodyLimit
+from newsletter.web.middleware import AccessLog, BasePath, BodyLimit
 
 ROUTES = [
     Route(paths.HEALTHZ, health.healthz, methods=["GET"]),
-    Route("/", reader_pages.subscribe_form, methods=["GET"]),
     Route(paths.SUBSCRIBE, reader_pages.subscribe_form, methods=["GET"]),
     Route(paths.SUBSCRIBE, reader_pages.subscribe, methods=["POST"]),
     Route(paths.CONFIRM, reader_pages.confirm_form, methods=["GET"]),
@@ -30,6 +31,9 @@ ROUTES = [
     Route(paths.UNSUBSCRIBE, reader_pages.unsubscribe, methods=["POST"]),
     Route(paths.MANAGE, reader_pages.manage, methods=["GET", "POST"]),
     Route(paths.WEBHOOKS + "/{provider}", webhooks.receive, methods=["POST"]),
+    # The published site, after every reader route (GET also answers HEAD).
+    Route("/", site.home, methods=["GET"]),
+    Route("/{path:path}", site.site_file, methods=["GET"]),
 ]
 
 
@@ -39,5 +43,6 @@ def create_app(settings: Settings) -> Any:
     app = Starlette(routes=ROUTES, exception_handlers=dict(error_pages.HANDLERS),
                     lifespan=confirmation.lifespan)  # the outgoing email workers
     app.state.web = web
-    return AccessLog(BodyLimit(app, web.config.max_body, web.config.webhook_max_body,
-                               error_pages.too_large(web)))
+    prefix = urlsplit(settings.base_url or "").path  # base_url's path, if it has one
+    return AccessLog(BasePath(BodyLimit(app, web.config.max_body, web.config.webhook_max_body,
+                                        error_pages.too_large(web)), prefix))

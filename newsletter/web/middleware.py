@@ -43,7 +43,10 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        webhook = scope["path"].startswith(_WEBHOOKS)
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root):]  # under base_url's path (BasePath)
+        webhook = path.startswith(_WEBHOOKS)
         limit = self.webhook_limit if webhook else self.limit
         declared = dict(scope["headers"]).get(b"content-length")
         too_big = declared is not None and declared.isdigit() and int(declared) > limit
@@ -100,3 +103,23 @@ class AccessLog:
         finally:
             access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
                             (time.perf_counter() - start) * 1000)
+
+
+class BasePath:
+    """Answer under base_url's path too (`https://example.com/news` → `/news/slug/`).
+
+    A proxy may strip the prefix (Caddy's `handle_path`) or forward it (`handle`): both
+    work. A request under the prefix gets it as its ASGI root_path, which Starlette's
+    router takes off before matching; any other path is matched as it came.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str):
+        self.app, self.prefix = app, prefix.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if self.prefix and scope["type"] == "http" and (
+                path == self.prefix or path.startswith(self.prefix + "/")):
+            scope = dict(scope, root_path=scope.get("root_path", "") + self.prefix,
+                         path=path if path != self.prefix else path + "/")
+        await self.app(scope, receive, send)
