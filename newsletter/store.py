@@ -268,6 +268,16 @@ def _m013_outgoing(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m014_meta(db: sqlite_utils.Database) -> None:
+    """Facts about the database itself: which key signed its links (a fingerprint)."""
+    _run(db, """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )
+    """)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
@@ -281,7 +291,18 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("011_delivery_message_ids", _m011_delivery_message_ids),
     ("012_reader_topics", _m012_reader_topics),
     ("013_outgoing", _m013_outgoing),
+    ("014_meta", _m014_meta),
 ]
+
+
+def remember_once(db: sqlite_utils.Database, key: str, value: str) -> str:
+    """Record `value` under `key` in meta unless one is there; return the one that stays.
+
+    The first writer wins, so two processes binding at once agree on one value.
+    """
+    db.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    row = db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(row[0])
 
 
 def connect(path: Path, *, threads: bool = False) -> sqlite_utils.Database:

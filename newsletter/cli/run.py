@@ -29,7 +29,11 @@ def run_cmd(
     """
     from newsletter.run import run_once
 
-    report = run_once(settings(ctx), do_sync=not no_sync, on_line=typer.echo)
+    from newsletter.compose.tokens import bind_key
+
+    current = settings(ctx)
+    bind_key(current)  # scheduled sends mail links: only with the database's key
+    report = run_once(current, do_sync=not no_sync, on_line=typer.echo)
     if report.busy:
         typer.echo(f"another `newsletter run` is still working ({report.busy}): nothing done",
                    err=True)
