@@ -27,9 +27,8 @@ def run_cmd(
 
     Example: newsletter run
     """
-    from newsletter.run import run_once
-
     from newsletter.compose.tokens import bind_key
+    from newsletter.run import run_once
 
     current = settings(ctx)
     bind_key(current)  # scheduled sends mail links: only with the database's key
