@@ -159,3 +159,13 @@ def test_with_the_original_key_a_link_mailed_before_the_move_still_unsubscribes(
     run = cli("send", "hello", "--to", "subscribers", "--yes", "--resend")
     assert run.exit_code == 0, run.stderr
     assert not (new / ".newsletter-secret").exists()  # the key stays in the variable
+
+
+def test_preview_still_builds_without_the_key(moved: dict) -> None:
+    from newsletter.settings import load_settings
+    from newsletter.writer.preview import Preview
+
+    new = moved["new"]
+    preview = Preview(load_settings(new), new / "drafts" / "hello.md")
+    assert preview.build.error is None, preview.build.error
+    assert not (new / ".newsletter-secret").exists()
