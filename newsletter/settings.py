@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, database_error
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_FILE = ".newsletter-secret"
@@ -411,11 +411,9 @@ def recorded_fingerprint(database: Path) -> str | None:
     except sqlite3.OperationalError as exc:
         if str(exc).startswith("no such table"):
             return None
-        raise ConfigError(f"cannot read {database}: {exc}: check the file and its folder") \
-            from None
+        raise database_error(exc, database) from None
     except sqlite3.Error as exc:
-        raise ConfigError(f"cannot read {database}: {exc}: check the file and its folder") \
-            from None
+        raise database_error(exc, database) from None
     return str(row[0]) if row else None
 
 

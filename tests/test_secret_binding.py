@@ -10,7 +10,6 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -62,7 +61,11 @@ def moved(tmp_path: Path, cli: Callable, monkeypatch: pytest.MonkeyPatch) -> dic
     run = cli("send", "hello", "--to", "subscribers", "--yes")
     assert run.exit_code == 0, run.stderr
     assert (old / ".newsletter-secret").exists()
-    shutil.copy(old / "newsletter.db", new / "newsletter.db")  # closed: no -wal left beside it
+    # A consistent copy (what sqlite3's .backup does): the rows may still be in the -wal.
+    source, target = sqlite3.connect(old / "newsletter.db"), sqlite3.connect(new / "newsletter.db")
+    source.backup(target)
+    source.close()
+    target.close()
     monkeypatch.chdir(new)
     return {"old": old, "new": new, "port": port, "links": _links(old),
             "secret": (old / ".newsletter-secret").read_text().strip()}

@@ -50,7 +50,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from newsletter import paths, store
 from newsletter.errors import ConfigError
-from newsletter.settings import FINGERPRINT_META, Settings, key_fingerprint
+from newsletter.settings import FINGERPRINT_META, Settings, key_fingerprint, recorded_fingerprint
 
 LEGACY_VERSION = "1"
 BOUND_VERSION = "2"
@@ -330,6 +330,10 @@ def bind_key(settings: Settings) -> bytes:
     """
     key = settings.secret_key()
     mine = key_fingerprint(key)
+    if recorded_fingerprint(settings.database) == mine:
+        # Already bound: no write, and no connection of ours whose close would checkpoint
+        # the WAL into the database (on a full disk that takes the space the command needs).
+        return key
     db = store.connect(settings.database)
     try:
         kept = store.remember_once(db, FINGERPRINT_META, mine)
