@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import hmac
 import ipaddress
 import math
 import os
 import re
 import secrets
+import sqlite3
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -36,11 +38,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, database_error
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_FILE = ".newsletter-secret"
 SECRET_ENV = "NEWSLETTER_SECRET"
+# The database's `meta` row naming the key that signed its links (a fingerprint, never the key).
+FINGERPRINT_META = "key_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,9 @@ class Settings:
     web: WebConfig = field(default_factory=WebConfig)  # [subscribe] and [server]
     publish: PublishSettings = field(default_factory=PublishSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    # preview/check/build: their links are never mailed, so a moved newsletter without its
+    # key still renders drafts (with a throwaway key) instead of refusing.
+    drafts_only: bool = False
 
     @property
     def drafts_dir(self) -> Path:
@@ -319,8 +326,45 @@ class Settings:
         """The HMAC key for unsubscribe tokens: NEWSLETTER_SECRET, else the secret file.
 
         The file is created (git-ignored, mode 600) on first use, so a fresh
-        newsletter works with nothing set up.
+        newsletter works with nothing set up. A database that records the fingerprint
+        of the key that signed its links gets that key or a ConfigError: never a new
+        file (links already mailed would die) and never another key.
         """
+        key = self._own_key()
+        recorded = recorded_fingerprint(self.database) if key is None or not \
+            _known_match(self.database, key) else None
+        if key is None:
+            if recorded is not None:
+                if self.drafts_only:
+                    return _THROWAWAY_KEY
+                raise ConfigError(
+                    f"{self.database.name} holds links signed with a key this folder does not "
+                    f"have (fingerprint {recorded}): set {SECRET_ENV} to the content of "
+                    f"{SECRET_FILE} in the folder the database came from (or to the "
+                    f"{SECRET_ENV} set where it was made), or copy that file to "
+                    f"{self.root / SECRET_FILE}; a new key would break every link already mailed"
+                )
+            path = self.root / SECRET_FILE
+            write_secret_file(path)
+            _git_ignore(self.root, SECRET_FILE)
+            key = self._own_key()
+            assert key is not None
+            return key
+        if recorded is not None and not self.drafts_only:
+            mine = key_fingerprint(key)
+            if not hmac.compare_digest(mine, recorded):
+                source = SECRET_ENV if os.environ.get(SECRET_ENV) else str(self.root / SECRET_FILE)
+                raise ConfigError(
+                    f"{source} is not the key that signed the links of {self.database.name} "
+                    f"(its fingerprint is {mine}, the database's {recorded}): use the "
+                    f"{SECRET_FILE} of the folder the database came from, or the {SECRET_ENV} "
+                    "set where it was made; this key would break every link already mailed"
+                )
+            _MATCHED.add((str(self.database), mine))
+        return key
+
+    def _own_key(self) -> bytes | None:
+        """NEWSLETTER_SECRET, else the secret file's key; None when there is neither."""
         value = os.environ.get(SECRET_ENV)
         if value:
             # A short key can be guessed offline from any reader's own link, and then
@@ -334,8 +378,7 @@ class Settings:
             return value.encode()
         path = self.root / SECRET_FILE
         if not path.exists():
-            write_secret_file(path)
-            _git_ignore(self.root, SECRET_FILE)
+            return None
         text = path.read_text().strip()
         if len(text) < 32:
             raise ConfigError(
@@ -343,6 +386,46 @@ class Settings:
                 f"(old unsubscribe links stop working) or set {SECRET_ENV}"
             )
         return text.encode()
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Which key this is, in 16 hex characters that do not reveal it."""
+    return hmac.new(key, b"newsletter key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def recorded_fingerprint(database: Path) -> str | None:
+    """The fingerprint of the key that signed the database's links; None before any.
+
+    Read here, read-only, because this floor cannot import the store (which writes it).
+    No file, or no `meta` table yet, means no link was made against it.
+    """
+    if not database.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?",
+                               (FINGERPRINT_META,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        if str(exc).startswith("no such table"):
+            return None
+        raise database_error(exc, database) from None
+    except sqlite3.Error as exc:
+        raise database_error(exc, database) from None
+    return str(row[0]) if row else None
+
+
+# (database, fingerprint) pairs already checked in this process: a fingerprint once recorded
+# never changes, so the many calls of one send (one per token) need not read it again.
+_MATCHED: set[tuple[str, str]] = set()
+# Signs a preview's links when the key is elsewhere: they are never mailed.
+_THROWAWAY_KEY = secrets.token_urlsafe(48).encode()
+
+
+def _known_match(database: Path, key: bytes) -> bool:
+    return (str(database), key_fingerprint(key)) in _MATCHED
 
 
 _BREAK_OR_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, database_error
 
 
 def _run(db: sqlite_utils.Database, script: str) -> None:
@@ -268,6 +268,16 @@ def _m013_outgoing(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m014_meta(db: sqlite_utils.Database) -> None:
+    """Facts about the database itself: which key signed its links (a fingerprint)."""
+    _run(db, """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )
+    """)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
@@ -281,7 +291,18 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("011_delivery_message_ids", _m011_delivery_message_ids),
     ("012_reader_topics", _m012_reader_topics),
     ("013_outgoing", _m013_outgoing),
+    ("014_meta", _m014_meta),
 ]
+
+
+def remember_once(db: sqlite_utils.Database, key: str, value: str) -> str:
+    """Record `value` under `key` in meta unless one is there; return the one that stays.
+
+    The first writer wins, so two processes binding at once agree on one value.
+    """
+    db.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    row = db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(row[0])
 
 
 def connect(path: Path, *, threads: bool = False) -> sqlite_utils.Database:
@@ -345,26 +366,6 @@ def _has_no_migrations(conn: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return False  # unreadable: the caller reports the first error
     return "campaigns" not in names
-
-
-def database_error(exc: sqlite3.Error, path: Path | None = None) -> ConfigError:
-    """A ConfigError saying what is wrong with the database file and how to fix it.
-
-    SQLite reports a damaged file, a file that is not a database, or one that cannot be
-    written only when it is used, so the CLI maps these wherever they surface.
-    """
-    text = str(exc)
-    if "not a database" in text or "malformed" in text:
-        fix = ("it is damaged or not a newsletter database: restore it from a backup, or move "
-               "it aside and run the command again to start an empty one")
-    elif "readonly" in text or "read-only" in text:
-        fix = "it is read-only: make the file and its folder writable"
-    elif "locked" in text or "busy" in text:
-        fix = "another command is using it: wait for that one to finish and run this again"
-    else:
-        fix = "check that the file and its folder are readable and writable"
-    name = f"the database {path}" if path is not None else "the database (newsletter.db)"
-    return ConfigError(f"{name} failed ({text}): {fix}")
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:

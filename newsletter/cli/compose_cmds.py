@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -120,7 +121,7 @@ def build(
 
     from newsletter.writer.drafts import build_draft
 
-    current = settings(ctx)
+    current = replace(settings(ctx), drafts_only=True)  # a build's links are never mailed
     console = Console(stderr=True)
     with console.status("Rendering the issue…"):
         result = build_draft(current, draft, out)

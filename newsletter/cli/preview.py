@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -49,7 +50,7 @@ def preview(
     """
     from newsletter.writer.preview import run_preview
 
-    current = settings(ctx)
+    current = replace(settings(ctx), drafts_only=True)
     run_preview(current, _draft_path(current, draft), host=host, port=port,
                 open_browser=not no_open)
 
@@ -76,7 +77,7 @@ def check(
     from newsletter.writer.check import check_draft, format_finding, shown_path
 
     try:
-        current = settings(ctx)
+        current = replace(settings(ctx), drafts_only=True)
         report = check_draft(current, _draft_path(current, draft))
     except NewsletterError as exc:
         # The check itself could not run: distinct from "found problems" for scripts.

@@ -27,9 +27,12 @@ def run_cmd(
 
     Example: newsletter run
     """
+    from newsletter.compose.tokens import bind_key
     from newsletter.run import run_once
 
-    report = run_once(settings(ctx), do_sync=not no_sync, on_line=typer.echo)
+    current = settings(ctx)
+    bind_key(current)  # scheduled sends mail links: only with the database's key
+    report = run_once(current, do_sync=not no_sync, on_line=typer.echo)
     if report.busy:
         typer.echo(f"another `newsletter run` is still working ({report.busy}): nothing done",
                    err=True)

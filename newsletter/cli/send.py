@@ -257,6 +257,9 @@ def send(
         found = cancel_schedule(s, cancel)
         typer.echo(f"Cancelled scheduled send #{found.id}: {found.slug} → {found.audience}.")
         return
+    from newsletter.compose.tokens import bind_key
+
+    bind_key(s)  # before anything is mailed: only with the key that signed the database's links
     if at is not None:
         _schedule(s, draft, to, at, provider, resend, dry_run)
         return

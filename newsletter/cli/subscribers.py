@@ -187,7 +187,7 @@ def unsubscribe(
     token = tokens.token_from(email)
     if token is not None:
         conf = settings(ctx)
-        key = tokens.verify_unsubscribe_token(conf.secret_key(), token, conf.base_url)
+        key = tokens.verify_unsubscribe_token(tokens.bind_key(conf), token, conf.base_url)
         if key is None:
             raise SubscriberError(
                 "that unsubscribe link was not made by this newsletter (or was altered): "

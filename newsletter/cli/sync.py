@@ -34,7 +34,11 @@ def sync_cmd(
     def progress(line: str) -> None:
         typer.echo(f"{line}…", err=True)
 
-    report = sync(settings(ctx), dry_run=dry_run,
+    from newsletter.compose.tokens import bind_key
+
+    current = settings(ctx)
+    bind_key(current)  # mailto unsubscribes carry links signed with the database's key
+    report = sync(current, dry_run=dry_run,
                   progress=progress if sys.stderr.isatty() else None)
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)

@@ -48,8 +48,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from newsletter import paths
-from newsletter.settings import Settings
+from newsletter import paths, store
+from newsletter.errors import ConfigError
+from newsletter.settings import FINGERPRINT_META, Settings, key_fingerprint, recorded_fingerprint
 
 LEGACY_VERSION = "1"
 BOUND_VERSION = "2"
@@ -318,3 +319,29 @@ def unseal_text(settings: Settings, purpose: str, text: str, seal: str) -> str |
     if not text or not seal:
         return None
     return text if hmac.compare_digest(seal_text(settings, purpose, text), seal) else None
+
+
+def bind_key(settings: Settings) -> bytes:
+    """The key for the database's links, its fingerprint recorded there the first time.
+
+    Commands that mail or check links (send, run, serve, sync, unsubscribing by a link)
+    call this before anything else: `secret_key` refuses a missing or different key for
+    a database that has a fingerprint, and this makes a fresh database remember its key.
+    """
+    key = settings.secret_key()
+    mine = key_fingerprint(key)
+    if recorded_fingerprint(settings.database) == mine:
+        # Already bound: no write, and no connection of ours whose close would checkpoint
+        # the WAL into the database (on a full disk that takes the space the command needs).
+        return key
+    db = store.connect(settings.database)
+    try:
+        kept = store.remember_once(db, FINGERPRINT_META, mine)
+    finally:
+        db.close()
+    if kept != mine:  # another process bound another key in between
+        raise ConfigError(
+            f"{settings.database.name} was just bound to another key (fingerprint {kept}): "
+            f"run again with that key in NEWSLETTER_SECRET or .newsletter-secret"
+        )
+    return key

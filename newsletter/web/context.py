@@ -41,7 +41,9 @@ class Web:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.config: WebConfig = settings.web
-        settings.secret_key()  # fail at start, not on the first reader, when it is unusable
+        # Fail at start, not on the first reader, when the key is unusable or not the one
+        # that signed the database's links (a newsletter moved without its secret).
+        tokens.bind_key(settings)
         self.env = make_environment(settings.layouts_dir)
         self.env.undefined = jinja2.ChainableUndefined  # pages: a missing value prints nothing
         self._local = threading.local()

@@ -212,7 +212,8 @@ class Preview:
         stamp = time.strftime("%H:%M:%S")
         settings: Settings | None = None
         try:
-            settings = load_settings(self.root)
+            # Its links are never mailed: a moved folder without its key still previews.
+            settings = dataclasses.replace(load_settings(self.root), drafts_only=True)
             self._settings = settings
             issue = compose_issue.build_issue(settings, self.draft)
             message = compose_message.personalize(issue, SAMPLE_READER, key="preview",
