@@ -188,7 +188,7 @@ EXAMPLE_TOUR = [
     "", "init", "draft", "drafts", "build", "preview", "check",
     "subscribers", "subscribers import", "subscribers add", "subscribers list",
     "subscribers count", "subscribers export", "send", "campaigns", "campaigns show",
-    "campaigns settle", "import-posts", "publish",
+    "campaigns settle", "stats", "import-posts", "publish",
     "sync", "run", "providers", "serve",
     "subscribers show", "subscribers unsubscribe", "subscribers remove",
 ]

@@ -6,6 +6,7 @@ import email
 import email.policy
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 DRAFT = "---\nsubject: Hello\npreheader: hi\n---\nHello {{ subscriber.name }}.\n"
 
@@ -39,7 +40,8 @@ def test_an_altered_or_foreign_link_is_refused(
     path = next((newsletter_dir / "outbox").rglob("*.eml"))
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     link = message["List-Unsubscribe"].strip("<>")
-    altered = link[:-2] + ("AA" if not link.endswith("AA") else "BB")
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    altered = link.replace(token, token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
     for bad in (altered, "https://example.com/news/unsubscribe?token=1forged"):
         run = cli("subscribers", "unsubscribe", bad)
         assert run.exit_code != 0

@@ -403,6 +403,9 @@ _NAME_COLUMNS = ("name", "full name", "full_name")
 _FIRST_COLUMNS = ("first name", "first_name", "firstname")
 _LAST_COLUMNS = ("last name", "last_name", "lastname")
 _TAG_COLUMNS = ("tags", "tag")
+# The reader's own sign-up date: `stats` dates their join by it, not by the import.
+_JOINED_COLUMNS = ("created_at", "created", "subscribed_at", "signup_date", "sign_up_date",
+                   "joined", "joined_at", "date_subscribed", "subscription_date")
 
 
 def _first_of(cols: Columns, names: Sequence[str]) -> int | None:
@@ -422,7 +425,8 @@ def _sheet(cols: Columns) -> Mapper:
         _first_of(cols, _LAST_COLUMNS),
     )
     tags_i = _first_of(cols, _TAG_COLUMNS)
-    used = {email_i, name_i, first_i, last_i, tags_i}
+    joined_i = _first_of(cols, _JOINED_COLUMNS)
+    used = {email_i, name_i, first_i, last_i, tags_i, joined_i}
     extra = [(i, h) for i, h in enumerate(cols.header) if h and i not in used]
 
     def cell(row: Sequence[str], i: int | None) -> str:
@@ -431,8 +435,11 @@ def _sheet(cols: Columns) -> Mapper:
     def read(row: Sequence[str]) -> Record:
         attributes = {h: value for i, h in extra if (value := cell(row, i))}
         name = cell(row, name_i) or join_name(cell(row, first_i), cell(row, last_i))
+        joined = cell(row, joined_i)
         return Record(email=cell(row, email_i), name=name, tags=parse_tags(cell(row, tags_i)),
-                      attributes=attributes)
+                      attributes=attributes,
+                      created_at=parse_date(joined, cols.header[joined_i])
+                      if joined_i is not None else None)
 
     return read
 

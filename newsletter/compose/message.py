@@ -119,8 +119,13 @@ _BREAK_OR_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _NEEDS_QUOTES = re.compile(r"[()<>\[\]:;@\\,.\"]")
 
 
-def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Settings) -> Message:
-    """The message for one recipient: values spliced into templates prepared once per issue."""
+def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Settings,
+                campaign: int | None = None) -> Message:
+    """The message for one recipient: values spliced into templates prepared once per issue.
+
+    `campaign`, when the message belongs to one, goes into its unsubscribe and manage
+    links so that `newsletter stats` can tell which issue a reader left from.
+    """
     prep = _prepared(issue, settings)
     email = recipient.email.strip()
     if not email or "@" not in email or _BAD_ADDRESS.search(email):
@@ -133,10 +138,10 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     mailto = prep.mailto
     if prep.tokens is not None and prep.base_url:
         token = prep.tokens.make(recipient.key or email)
-        unsub = unsubscribe_url(prep.base_url, token)
+        unsub = unsubscribe_url(prep.base_url, token, campaign)
         if prep.has_manage:  # a token of its own kind: it opens /manage, nothing else
             manage = manage_url(prep.base_url,
-                                prep.tokens.make(recipient.key or email, Kind.MANAGE))
+                                prep.tokens.make(recipient.key or email, Kind.MANAGE), campaign)
         if mailto and mailto.endswith("?subject=unsubscribe"):
             # The reader's token in the subject: `newsletter sync` reads the mailbox and
             # knows whom a reply is from, whatever address it was sent from.

@@ -234,15 +234,31 @@ def verify_unsubscribe_token(
     return TokenMaker(secret, context, accept_legacy=accept_legacy).verify(token)
 
 
-def unsubscribe_url(base_url: str, token: str) -> str:
-    """The one-click unsubscribe URL for a token: `{base_url}/unsubscribe?token=…`."""
-    return f"{base_url.rstrip('/')}{paths.UNSUBSCRIBE}?token={token}"
+def unsubscribe_url(base_url: str, token: str, campaign: int | None = None) -> str:
+    """The one-click unsubscribe URL for a token: `{base_url}/unsubscribe?token=…`.
+
+    `campaign` adds `&c=ID`, the issue the link came in, for `newsletter stats`. It sits
+    beside the token, not in it: links mailed before it existed keep working, and the
+    server counts it only for a reader the campaign was sent to.
+    """
+    return f"{base_url.rstrip('/')}{paths.UNSUBSCRIBE}?token={token}{_from(campaign)}"
 
 
-def manage_url(base_url: str, token: str) -> str:
+def manage_url(base_url: str, token: str, campaign: int | None = None) -> str:
     """The link to a reader's subscription (name, topics, leave or come back):
-    `{base_url}/manage?token=…`, with a MANAGE token."""
-    return f"{base_url.rstrip('/')}{paths.MANAGE}?token={token}"
+    `{base_url}/manage?token=…`, with a MANAGE token (and the issue it came in)."""
+    return f"{base_url.rstrip('/')}{paths.MANAGE}?token={token}{_from(campaign)}"
+
+
+def _from(campaign: int | None) -> str:
+    return "" if campaign is None else f"&c={int(campaign)}"
+
+
+def campaign_from(value: str | None) -> int | None:
+    """The campaign number a link's `c` parameter names; None when absent or not a number."""
+    if not value or not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 def token_from(text: str) -> str | None:

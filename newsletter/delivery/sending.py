@@ -239,13 +239,15 @@ def _issue_hash(issue: Issue) -> str:
 
 
 def message_factory(
-    settings: Settings, issue: Issue
+    settings: Settings, issue: Issue, campaign_id: int | None = None
 ) -> Callable[[DeliveryRow], Message]:
-    """Each delivery row's message: `issue` personalized for its reader."""
+    """Each delivery row's message: `issue` personalized for its reader, its links naming
+    the campaign (`newsletter stats` counts the unsubscribes that came from it)."""
 
     def make(row: DeliveryRow) -> Message:
         recipient = Recipient(row.email, row.name, row.attributes, key=row.key)
-        return personalize(issue, recipient, key=str(row.id), settings=settings)
+        return personalize(issue, recipient, key=str(row.id), settings=settings,
+                           campaign=campaign_id)
 
     return make
 
@@ -442,7 +444,7 @@ def send_draft(
     report = run_campaign(
         settings,
         campaign.id,
-        message_factory(settings, issue),
+        message_factory(settings, issue, campaign.id),
         provider_settings=ps,
         retry_uncertain=retry_uncertain,
         on_progress=on_progress,
@@ -537,7 +539,7 @@ def _send_again(
     return run_campaign(
         settings,
         campaign_id,
-        message_factory(settings, issue),
+        message_factory(settings, issue, campaign_id),
         provider_settings=ps,
         retry_failed=retry_failed,
         retry_uncertain=retry_uncertain,

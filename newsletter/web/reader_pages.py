@@ -206,7 +206,8 @@ async def unsubscribe(request: Request) -> Response:
         if reader is None:
             return _invalid(web)
         with web.writing:
-            reader = reader_status.unsubscribe(db, reader, origin, detail)
+            reader = reader_status.unsubscribe(db, reader, origin, detail,
+                                               tokens.campaign_from(request.query_params.get("c")))
         return web.page("unsubscribe.html", token=token, masked=mask(reader.email), done=True)
 
     return await run_in_threadpool(run)
@@ -235,8 +236,9 @@ async def manage(request: Request) -> Response:
             return _manage_page(web, reader, **page)
         if action == "unsubscribe":
             with web.writing:
-                reader = reader_status.unsubscribe(db, reader, web.origin(request),
-                                                   "the button on the manage page")
+                reader = reader_status.unsubscribe(
+                    db, reader, web.origin(request), "the button on the manage page",
+                    tokens.campaign_from(request.query_params.get("c")))
             return web.page("unsubscribe.html", done=True, **page)
         if action == "resubscribe":
             with web.writing:

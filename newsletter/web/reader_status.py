@@ -227,17 +227,29 @@ def reader_for_address(db: sqlite_utils.Database, email: str) -> Subscriber | No
 
 
 def unsubscribe(db: sqlite_utils.Database, reader: Subscriber, origin: Origin,
-                detail: str = "unsubscribe link") -> Subscriber:
+                detail: str = "unsubscribe link", campaign: int | None = None) -> Subscriber:
     """Stop sending to `reader` at once; a second time changes nothing (idempotent).
 
     A stopped reader who asked to come back and now unsubscribes again has changed their
     mind: that is recorded, so the confirmation link they were sent no longer works.
+    `campaign` is the issue the link came in: recorded with the change only when that
+    campaign went to this reader (the number in a link is not signed, so it is checked).
     """
     if reader.status not in STOPPED or asked_to_return(db, reader):
-        events.change_status(db, reader.id, "unsubscribed", origin, detail=detail)
+        events.change_status(db, reader.id, "unsubscribed", origin, detail=detail,
+                             campaign_id=_received(db, reader, campaign))
     found = _row(db, "id = ?", [reader.id])
     assert found is not None
     return found
+
+
+def _received(db: sqlite_utils.Database, reader: Subscriber, campaign: int | None) -> int | None:
+    """`campaign` when it was sent to `reader`, else None."""
+    if campaign is None:
+        return None
+    row = db.execute("SELECT 1 FROM deliveries WHERE campaign_id = ? AND subscriber_id = ? "
+                     "AND state = 'sent'", [campaign, reader.id]).fetchone()
+    return campaign if row is not None else None
 
 
 def update_preferences(

@@ -1,0 +1,333 @@
+"""How each issue did and how the list grows, from records the newsletter keeps anyway.
+
+Nothing here tracks a reader: per-issue results come from the delivery log (sent,
+failed, uncertain) and the events record (bounces, complaints and unsubscribes a
+provider or the issue's own links attributed to that campaign); list growth from each
+reader's own dates (`created_at` keeps the sign-up date an import brought with it, not
+the day of the import) and the status changes in the events record.
+
+`newsletter stats` only reads (opening the database brings its schema up to date, as
+every command does). It stands above delivery and audience (it reads what both record),
+like `newsletter run`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from newsletter import store
+from newsletter.audience.events import STOPPED
+from newsletter.delivery import welcome
+from newsletter.delivery.log import REHEARSAL_PROVIDER, Campaign, get_campaign, list_campaigns
+from newsletter.errors import ConfigError
+
+PERIODS = ("week", "month")
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    """One campaign's results: what the delivery log and the events record say."""
+
+    id: int
+    slug: str
+    subject: str
+    audience: str
+    kind: str  # list | test
+    provider: str  # "outbox": a rehearsal, nobody was mailed
+    created_at: str
+    status: str
+    sent: int
+    failed: int
+    uncertain: int
+    skipped: int
+    pending: int  # queued or sending: the send has not finished
+    hard_bounces: int
+    soft_bounces: int
+    complaints: int
+    unsubscribes: int  # status changes to unsubscribed attributed to this campaign
+
+    @property
+    def rehearsal(self) -> bool:
+        """Sent to the outbox: .eml files, nobody mailed."""
+        return self.provider == REHEARSAL_PROVIDER
+
+    def rate(self, count: int) -> float:
+        """`count` as a share of the messages sent (0.0 when none went out)."""
+        return count / self.sent if self.sent else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rehearsal"] = self.rehearsal
+        data["rates"] = {
+            k: round(self.rate(getattr(self, k)), 4)
+            for k in ("failed", "hard_bounces", "soft_bounces", "complaints", "unsubscribes")
+        }
+        return data
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One week or month of the list's life."""
+
+    start: date
+    joined: int = 0  # new readers, dated by their own sign-up date
+    confirmed: int = 0
+    unsubscribed: int = 0
+    bounced: int = 0
+    complained: int = 0
+    active: int = 0  # active readers at the end of the period
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "start": self.start.isoformat()}
+
+
+@dataclass
+class Growth:
+    period: str
+    segment: str  # "everyone", "tag:NAME" or "topic:NAME"
+    buckets: list[Bucket] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"period": self.period, "segment": self.segment,
+                "buckets": [b.as_dict() for b in self.buckets]}
+
+
+@dataclass(frozen=True)
+class Transactional:
+    """Mail that is not an issue: confirmations, manage links and welcomes, counted apart."""
+
+    confirmations_sent: int
+    manage_links_sent: int
+    queued_or_failed: int
+    welcomes_sent: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def issue_results(database: Path, campaign_id: int | None = None, *,
+                  include_tests: bool = False) -> list[IssueResult]:
+    """Per-campaign results, newest first (welcome emails are counted apart)."""
+    db = _open(database)
+    try:
+        if campaign_id is not None:
+            campaigns = [get_campaign(db, campaign_id)]
+        else:
+            campaigns = [c for c in list_campaigns(db)
+                         if c.audience != welcome.AUDIENCE and (include_tests or c.kind == "list")]
+        feedback = _feedback_by_campaign(db, [c.id for c in campaigns])
+        return [_result(c, feedback.get(c.id, {})) for c in campaigns]
+    finally:
+        db.conn.close()
+
+
+def _feedback_by_campaign(db: Any, ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """campaign id → {kind: distinct readers} for bounces, complaints and unsubscribes."""
+    found: dict[int, dict[str, int]] = {}
+    if not ids:
+        return found
+    marks = ",".join("?" * len(ids))
+    # One reader bouncing three times for one issue is one bounce of that issue.
+    rows = db.execute(
+        f"SELECT campaign_id, kind, count(DISTINCT email) FROM events "
+        f"WHERE campaign_id IN ({marks}) AND kind IN ('hard_bounce','soft_bounce','complaint') "
+        f"GROUP BY campaign_id, kind", list(ids)).fetchall()
+    for cid, kind, n in rows:
+        found.setdefault(cid, {})[kind] = n
+    # An unsubscribe is a reader's status becoming unsubscribed, however it arrived
+    # (the issue's link, its one-click header, a provider's unsubscribe report).
+    rows = db.execute(
+        f"SELECT campaign_id, count(DISTINCT email) FROM events "
+        f"WHERE campaign_id IN ({marks}) AND status_after = 'unsubscribed' "
+        f"AND (status_before IS NULL OR status_before <> 'unsubscribed') "
+        f"GROUP BY campaign_id", list(ids)).fetchall()
+    for cid, n in rows:
+        found.setdefault(cid, {})["unsubscribed"] = n
+    return found
+
+
+def _result(c: Campaign, fb: dict[str, int]) -> IssueResult:
+    n = c.counts
+    return IssueResult(
+        id=c.id, slug=c.slug, subject=c.subject, audience=c.audience, kind=c.kind,
+        provider=c.provider, created_at=c.created_at, status=c.status, sent=n.sent, failed=n.failed,
+        uncertain=n.uncertain, skipped=n.skipped, pending=n.queued + n.sending,
+        hard_bounces=fb.get("hard_bounce", 0), soft_bounces=fb.get("soft_bounce", 0),
+        complaints=fb.get("complaint", 0), unsubscribes=fb.get("unsubscribed", 0),
+    )
+
+
+def transactional(database: Path) -> Transactional:
+    """Confirmation, manage-link and welcome emails: kept apart from issues."""
+    db = _open(database)
+    try:
+        counts = dict(db.execute(
+            "SELECT kind || ':' || state, count(*) FROM outgoing GROUP BY kind, state").fetchall())
+        welcomes = db.execute(
+            "SELECT count(*) FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id "
+            "WHERE c.audience = ? AND d.state = 'sent'", [welcome.AUDIENCE]).fetchone()[0]
+    finally:
+        db.conn.close()
+    waiting = sum(n for k, n in counts.items() if not k.endswith(":sent"))
+    return Transactional(confirmations_sent=counts.get("confirm:sent", 0),
+                         manage_links_sent=counts.get("manage:sent", 0),
+                         queued_or_failed=waiting, welcomes_sent=welcomes)
+
+
+def parse_segment(text: str | None) -> tuple[str, str | None]:
+    """`tag:NAME` or `topic:NAME` (or nothing: everyone) → (kind, name)."""
+    if not text or text in ("everyone", "subscribers"):
+        return "everyone", None
+    kind, sep, name = text.partition(":")
+    if not sep or kind not in ("tag", "topic") or not name.strip():
+        raise ConfigError(
+            f"--segment {text!r} is not a segment: use tag:NAME or topic:NAME "
+            "(or leave it out for the whole list)"
+        )
+    return kind, name.strip()
+
+
+def list_growth(database: Path, period: str = "month", segment: str | None = None, *,
+                today: date | None = None) -> Growth:
+    """Joins, confirmations, stops and the active count per week or month, oldest first."""
+    if period not in PERIODS:
+        raise ConfigError(f"--by {period!r}: use week or month")
+    kind, name = parse_segment(segment)
+    db = _open(database)
+    try:
+        readers = _segment_readers(db, kind, name)
+        stops = _stops(db, readers)
+    finally:
+        db.conn.close()
+    growth = Growth(period, "everyone" if name is None else f"{kind}:{name}")
+    if not readers:
+        return growth
+    first = min(_day(r[1]) for r in readers.values())
+    last = today or datetime.now(UTC).date()
+    starts = _period_starts(first, last, period)
+    index = {s: i for i, s in enumerate(starts)}
+    tallies = [dict.fromkeys(("joined", "confirmed", "unsubscribed", "bounced", "complained"), 0)
+               for _ in starts]
+    changes = [0] * (len(starts) + 1)  # +1 when a reader becomes active, -1 when they stop
+
+    def slot(day: date) -> int | None:
+        return index.get(_period_start(day, period))
+
+    for sid, (status, created, confirmed) in readers.items():
+        joined = slot(_day(created))
+        if joined is not None:
+            tallies[joined]["joined"] += 1
+        if confirmed and (at := slot(_day(confirmed))) is not None:
+            tallies[at]["confirmed"] += 1
+        stop = stops.get(sid)
+        if stop is not None and (at := slot(_day(stop[1]))) is not None:
+            tallies[at][stop[0]] += 1
+        if status == "pending":
+            continue  # never active yet
+        # Active from confirmation (a reader added by the writer or an import: from joining)
+        # until the stop, if any.
+        began = slot(_day(confirmed or created))
+        if began is None:
+            continue
+        changes[began] += 1
+        if stop is not None and (ended := slot(_day(stop[1]))) is not None:
+            changes[max(ended, began)] -= 1
+    active = 0
+    for i, start in enumerate(starts):
+        active += changes[i]
+        growth.buckets.append(Bucket(start=start, active=active, **tallies[i]))
+    return growth
+
+
+_Readers = dict[int, tuple[str, str, str | None]]  # id → (status, created_at, confirmed_at)
+
+
+def _segment_readers(db: Any, kind: str, name: str | None) -> _Readers:
+    """subscriber id → (status, created_at, confirmed_at) for the readers in the segment."""
+    sql = "SELECT id, status, created_at, confirmed_at FROM subscribers"
+    params: list[Any] = []
+    if kind == "tag":
+        sql += " WHERE EXISTS (SELECT 1 FROM json_each(subscribers.tags) WHERE value = ?)"
+        params.append(name)
+    elif kind == "topic":
+        # NULL topics: the reader gets everything, every topic included.
+        sql += (" WHERE topics IS NULL OR EXISTS "
+                "(SELECT 1 FROM json_each(subscribers.topics) WHERE value = ?)")
+        params.append(name)
+    return {row[0]: (row[1], row[2], row[3]) for row in db.execute(sql, params).fetchall()}
+
+
+_STOP_KIND = {"unsubscribed": "unsubscribed", "bounced": "bounced", "complained": "complained"}
+
+
+def _stops(db: Any, readers: _Readers) -> dict[int, tuple[str, str]]:
+    """subscriber id → (unsubscribed|bounced|complained, when) for readers who stopped."""
+    stopped = {sid for sid, (status, _c, _f) in readers.items() if status in STOPPED}
+    found: dict[int, tuple[str, str]] = {}
+    if not stopped:
+        return found
+    # The events record dates each stop; an imported reader who had left before the import
+    # has the date their export carried (subscribers.unsubscribed_at).
+    for sid, status, at in db.execute(
+            "SELECT id, status, coalesce(unsubscribed_at, updated_at) FROM subscribers "
+            "WHERE status IN ('unsubscribed','bounced','complained')").fetchall():
+        if sid in stopped:
+            found[sid] = (_STOP_KIND[status], at)
+    return found
+
+
+def _day(text: str) -> date:
+    return date.fromisoformat(text[:10])
+
+
+def _period_start(day: date, period: str) -> date:
+    if period == "week":
+        return day - timedelta(days=day.weekday())  # Monday
+    return day.replace(day=1)
+
+
+def _period_starts(first: date, last: date, period: str) -> list[date]:
+    starts = []
+    current = _period_start(first, period)
+    end = _period_start(max(first, last), period)
+    while current <= end:
+        starts.append(current)
+        if period == "week":
+            current += timedelta(days=7)
+        else:
+            current = (current.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return starts
+
+
+def _open(database: Path) -> Any:
+    if not database.exists():
+        raise ConfigError(
+            f"no database at {database}: nothing has been sent or imported yet "
+            "(`newsletter subscribers add` or `newsletter send` make it)"
+        )
+    return store.connect(database)
+
+
+def sparkline(values: Iterable[int]) -> str:
+    """A row of block characters, one per value, scaled to the largest."""
+    values = list(values)
+    if not values:
+        return ""
+    bars = " ▁▂▃▄▅▆▇█"
+    top = max(values) or 1
+    return "".join(bars[round(v / top * (len(bars) - 1))] if v > 0 else bars[0] for v in values)
+
+
+def as_json(results: Sequence[IssueResult], growth: Growth | None,
+            extra: Transactional | None) -> str:
+    data: dict[str, Any] = {"issues": [r.as_dict() for r in results]}
+    if growth is not None:
+        data["growth"] = growth.as_dict()
+    if extra is not None:
+        data["transactional"] = extra.as_dict()
+    return json.dumps(data, indent=2, ensure_ascii=False)
