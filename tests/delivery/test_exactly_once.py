@@ -103,28 +103,28 @@ def test_a_provider_bug_is_one_error_line_and_the_rows_are_uncertain(
 
 
 def _kill_while_a_message_is_in_flight(root: Path, server: SMTPServer, *args: str) -> None:
-    """Start `newsletter send *args` and kill -9 it while the server holds a message unanswered."""
-    server.delay = 0.02
+    """Start `newsletter send *args` and kill -9 it while the server holds a message unanswered.
+
+    The server accepts three messages and holds the fourth until the kill: no timing to
+    race, however slow the machine (a fixed delay let a loaded machine finish the send first).
+    """
+    server.hold_after = 3
+    server.release.clear()
     env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
     child = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "send", *args],
         cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        while len(server.received) < 3:
-            assert child.poll() is None, child.stderr.read().decode()  # type: ignore[union-attr]
-            time.sleep(0.005)
-        with server.lock:
-            server.delay = 4  # the next message is held (under the 5 s timeout) until the kill
-            mails = server.mail_count
-        while not (server.mail_count > mails and server.mail_count == len(server.received) + 1):
+        while not (len(server.received) == 3 and server.mail_count == 4):
             assert child.poll() is None, child.stderr.read().decode()  # type: ignore[union-attr]
             time.sleep(0.005)
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
         child.stderr.close()  # type: ignore[union-attr]
-    server.delay = 0
+        server.hold_after = None
+        server.release.set()
 
 
 def test_resuming_through_another_provider_does_not_resend_what_was_in_flight(
