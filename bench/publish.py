@@ -12,11 +12,20 @@ issue (what changed is found by comparing bytes), so re-publishing saves the
 disk writes, not the rendering: the ratio says how much that is.
 
 Run: .venv/bin/python bench/publish.py [--issues N]
+
+With --peers, the same posts are also built by Hugo (Debian's `hugo`) and Pelican
+(PyPI's `pelican`: `pip install pelican`, or --pelican PATH to its executable) in the
+same run, rounds interleaved, and the issue 21 goals are checked (exit 1 when one is
+missed): a re-publish after one issue changed within 2x Hugo's full build, and a first
+publish faster than Pelican's first build.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,10 +75,111 @@ def timed(settings, site: Path, now: datetime):  # noqa: ANN001, ANN201
     return time.perf_counter() - t0, result
 
 
+def peer_sites(root: Path, paths: list[Path]) -> tuple[Path, Path]:
+    """The same posts (text and images) as a Hugo site and a Pelican site under `root`."""
+    hugo, pelican = root / "hugo", root / "pelican"
+    for folder in (hugo / "content" / "posts", hugo / "static" / "images",
+                   hugo / "layouts" / "_default", pelican / "content" / "images"):
+        folder.mkdir(parents=True)
+    (hugo / "config.toml").write_text(
+        'baseURL = "https://example.com/news/"\ntitle = "Bench Letter"\n'
+        "disableKinds = ['taxonomy', 'term']\n")
+    # The smallest layouts that make what publish makes: a page per post, a home listing
+    # every post, and the RSS feed (Hugo's built-in template).
+    (hugo / "layouts" / "_default" / "baseof.html").write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ .Title }}'
+        "</title></head><body>{{ block \"main\" . }}{{ end }}</body></html>\n")
+    (hugo / "layouts" / "_default" / "single.html").write_text(
+        '{{ define "main" }}<article><h1>{{ .Title }}</h1>{{ .Content }}</article>{{ end }}\n')
+    (hugo / "layouts" / "_default" / "list.html").write_text(
+        '{{ define "main" }}<ul>{{ range .Site.RegularPages }}<li><a href="{{ .RelPermalink }}">'
+        "{{ .Title }}</a> {{ .Summary }}</li>{{ end }}</ul>{{ end }}\n")
+    (pelican / "pelicanconf.py").write_text(
+        'SITENAME = "Bench Letter"\nSITEURL = "https://example.com/news"\nPATH = "content"\n'
+        'TIMEZONE = "UTC"\nDEFAULT_LANG = "en"\nSTATIC_PATHS = ["images"]\n'
+        'FEED_ALL_ATOM = "feeds/all.atom.xml"\nCACHE_CONTENT = True\nLOAD_CONTENT_CACHE = True\n'
+        'CACHE_PATH = "cache"\n')
+    for image in (paths[0].parent / "images").iterdir():
+        shutil.copy(image, hugo / "static" / "images" / image.name)
+        shutil.copy(image, pelican / "content" / "images" / image.name)
+    for i, path in enumerate(paths):
+        body = path.read_text().split("---\n", 2)[2].replace(
+            '{{ subscriber.name | default("reader") }}', "reader")
+        day = path.name[:10]
+        (hugo / "content" / "posts" / path.name).write_text(
+            f'---\ntitle: "Issue {i}"\ndate: {day}\n---\n'
+            + body.replace("](images/", "](/news/images/"))
+        (pelican / "content" / path.name).write_text(
+            f"Title: Issue {i}\nDate: {day}\nSlug: issue-{i}\n\n"
+            + body.replace("](images/", "]({static}/images/"))
+    return hugo, pelican
+
+
+def run_timed(command: list[str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+    return time.perf_counter() - t0
+
+
+def peers(root: Path, paths: list[Path], settings, pelican_bin: str,  # noqa: ANN001
+          rounds: int) -> int:
+    """Interleaved rounds of ours, Hugo and Pelican; the median of each; 1 if a goal is missed."""
+    if shutil.which("hugo") is None:
+        sys.exit("hugo is not installed: apt-get install hugo")
+    if shutil.which(pelican_bin) is None:
+        sys.exit(f"{pelican_bin} not found: pip install pelican, or pass --pelican PATH")
+    hugo, pelican = peer_sites(root, paths)
+    times: dict[str, list[float]] = {k: [] for k in (
+        "ours first", "ours one changed", "hugo full", "pelican first", "pelican cached")}
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    for n in range(rounds):
+        site = root / f"site-{n}"
+        times["ours first"].append(timed(settings, site, now)[0])
+        old = paths[len(paths) // 2]
+        old.write_text(old.read_text().replace("Hello", f"Hello {n}", 1))
+        times["ours one changed"].append(timed(settings, site, now)[0])
+        times["hugo full"].append(run_timed(
+            ["hugo", "--quiet", "--destination", str(root / f"hugo-out-{n}")], hugo))
+        shutil.rmtree(pelican / "cache", ignore_errors=True)
+        out = root / f"pelican-out-{n}"
+        times["pelican first"].append(run_timed(
+            [pelican_bin, "content", "-s", "pelicanconf.py", "-o", str(out), "-q"], pelican))
+        times["pelican cached"].append(run_timed(
+            [pelican_bin, "content", "-s", "pelicanconf.py", "-o", str(out), "-q"], pelican))
+    median = {k: statistics.median(v) for k, v in times.items()}
+    for name, values in times.items():
+        each = ", ".join(f"{v:.2f}" for v in values)
+        print(f"  {name:<18} median {median[name]:6.2f} s  ({each})")
+    goals = [
+        ("re-publish after one change within 2x Hugo's full build",
+         median["ours one changed"], 2 * median["hugo full"]),
+        ("first publish faster than Pelican's first build",
+         median["ours first"], median["pelican first"]),
+    ]
+    missed = 0
+    for text, ours, limit in goals:
+        ok = ours <= limit
+        missed += not ok
+        print(f"{'ok  ' if ok else 'MISS'} {text}: {ours:.2f} s vs {limit:.2f} s "
+              f"({ours / limit:.2f}x of the limit)")
+    return 1 if missed else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--issues", type=int, default=1000)
+    parser.add_argument("--peers", action="store_true",
+                        help="also build the same posts with Hugo and Pelican; check the goals")
+    parser.add_argument("--pelican", default="pelican", help="the pelican executable")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.peers:
+        with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
+            root = Path(tmp)
+            paths = write_letter(root, args.issues)
+            print(f"{args.issues} issues, {args.rounds} interleaved rounds:")
+            sys.exit(peers(root, paths, load_settings(root), args.pelican, args.rounds))
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
         root = Path(tmp)
         paths = write_letter(root, args.issues)
