@@ -24,12 +24,14 @@ import httpx
 import pytest
 from dnslib import QTYPE, RCODE, RR, TXT
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from typer.testing import CliRunner
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from newsletter.cli import app
 from newsletter.settings import recorded_fingerprint
 from tests.providers_http.fakes import FakePostmark
-from tests.web.conftest import BIN, SECRET, Site, start_site, stop_site
+from tests.web.conftest import BIN, SECRET, Site, free_port, start_site, stop_site
 
 DOMAIN = "example.com"  # the From domain of tests/web/conftest.py's site
 SELECTOR = "pm20261207"  # Postmark's selectors are per account: set in [provider]
@@ -61,20 +63,6 @@ class Zone(BaseResolver):
         elif not any(n == name or n.endswith("." + name) for n in self.records):
             reply.header.rcode = RCODE.NXDOMAIN
         return reply
-
-
-@pytest.fixture
-def zone() -> Iterator[tuple[Zone, str]]:
-    """A DNS server on 127.0.0.1 answering the good zone: (its records, "127.0.0.1:PORT")."""
-    records = Zone(GOOD_ZONE)
-    server = DNSServer(records, address="127.0.0.1", port=0,
-                       logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data",
-                                        logf=lambda _: None))
-    server.start_thread()
-    try:
-        yield records, f"127.0.0.1:{server.server.server_address[1]}"
-    finally:
-        server.stop()
 
 
 class Proxy:
@@ -113,6 +101,7 @@ class Ready:
     fake: FakePostmark
     zone: Zone
     dns: str
+    good_toml: str = ""
 
     @property
     def toml(self) -> Path:
@@ -121,20 +110,24 @@ class Ready:
     def doctor(self, *args: str, **env: str) -> tuple[int, dict[str, Any]]:
         """`newsletter doctor --json`: (exit code, the JSON)."""
         result = self.run("--json", *args, **env)
-        return result.returncode, json.loads(result.stdout)
+        return result.exit_code, json.loads(result.stdout)
 
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN), "doctor", "--dns", self.dns, "--timeout", "5", *args],
-                              cwd=self.site.root, env={**self.site.env, **env}, text=True,
-                              capture_output=True, timeout=60)
+    def run(self, *args: str, **env: str) -> Any:
+        """`newsletter doctor` in this process (a subprocess costs a second a run here)."""
+        return CliRunner().invoke(
+            app, ["--dir", str(self.site.root), "doctor", "--dns", self.dns, "--timeout", "5",
+                  *args],
+            env={"NEWSLETTER_SECRET": SECRET, "POSTMARK_SERVER_TOKEN": self.fake.key, **env})
 
     def behind_proxy(self, broken: dict[tuple[str, str], int]) -> Proxy:
         """base_url now names a proxy in front of serve that gets `broken` wrong."""
         proxy = Proxy(self.site.url, broken)
-        text = self.toml.read_text().replace(f'base_url = "{self.site.url}"',
-                                             f'base_url = "{proxy.url}"')
-        self.toml.write_text(text)
+        self.set_base_url(proxy.url)
         return proxy
+
+    def set_base_url(self, url: str) -> None:
+        self.toml.write_text(self.toml.read_text().replace(f'base_url = "{self.site.url}"',
+                                                           f'base_url = "{url}"'))
 
 
 def record_backup(root: Path, when: dt.datetime) -> None:
@@ -148,21 +141,41 @@ def record_backup(root: Path, when: dt.datetime) -> None:
     conn.close()
 
 
-@pytest.fixture
-def ready(tmp_path: Path, zone: tuple[Zone, str],
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[Ready]:
-    """A newsletter set up right: serve running, Postmark's key good, DNS good, a backup."""
-    with FakePostmark() as fake:
-        monkeypatch.setenv("POSTMARK_SERVER_TOKEN", fake.key)
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ready]:
+    """serve, the Postmark fake and the DNS server, started once for this module."""
+    zone = Zone(GOOD_ZONE)
+    dns = DNSServer(zone, address="127.0.0.1", port=0,
+                    logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data",
+                                     logf=lambda _: None))
+    dns.start_thread()
+    with FakePostmark() as fake, pytest.MonkeyPatch.context() as env:
+        env.setenv("POSTMARK_SERVER_TOKEN", fake.key)
         provider = (f'name = "postmark"\nendpoint = "{fake.url}"\ntimeout = 5\n'
                     f'dkim_selector = "{SELECTOR}"')
-        site = start_site(tmp_path / "site", provider=provider)
+        site = start_site(tmp_path_factory.mktemp("doctor") / "site", provider=provider)
         try:
-            record_backup(site.root, dt.datetime.now(dt.UTC) - dt.timedelta(hours=3))
-            yield Ready(site, fake, zone[0], zone[1])
+            ready = Ready(site, fake, zone, f"127.0.0.1:{dns.server.server_address[1]}")
+            ready.good_toml = ready.toml.read_text()
+            yield ready
         finally:
             stop_site(site)
+            dns.stop()
         assert fake.delivered == []  # doctor never sends
+
+
+@pytest.fixture
+def ready(running: Ready) -> Ready:
+    """A newsletter set up right: serve running, Postmark's key good, DNS good, a backup."""
+    running.toml.write_text(running.good_toml)
+    running.zone.records = {k: list(v) for k, v in GOOD_ZONE.items()}
+    running.fake.requests.clear()
+    conn = sqlite3.connect(running.site.root / "newsletter.db")
+    with conn:
+        conn.execute("DELETE FROM meta WHERE key LIKE 'last_backup%'")
+    conn.close()
+    record_backup(running.site.root, dt.datetime.now(dt.UTC) - dt.timedelta(hours=3))
+    return running
 
 
 def flagged(answer: dict[str, Any]) -> dict[str, str]:
@@ -184,7 +197,7 @@ def test_a_newsletter_set_up_right_is_all_ok(ready: Ready) -> None:
     assert not (ready.site.root / ".newsletter-secret").exists()
     assert ready.site.db().execute("SELECT * FROM subscribers").fetchall() == readers_before
     text = ready.run()
-    assert text.returncode == 0
+    assert text.exit_code == 0
     assert "ok       dkim       DKIM key found at pm20261207._domainkey.example.com" in text.stdout
     assert "0 errors, 0 warnings: ready to send" in text.stderr
 
@@ -197,7 +210,7 @@ def test_broken_settings_are_one_error_line(ready: Ready) -> None:
         ("settings", "error")]
     assert "unknown table [providers]" in answer["lines"][0]["message"]
     text = ready.run()
-    assert "Traceback" not in text.stderr and text.returncode == 1
+    assert "Traceback" not in text.stderr and text.exit_code == 1
     assert text.stdout.startswith("error    settings ")
 
 
@@ -246,8 +259,8 @@ def test_a_one_click_post_that_redirects(ready: Ready) -> None:
     assert "mail clients do not follow it" in answer["lines"][5]["message"]
 
 
-def test_serve_down(ready: Ready) -> None:
-    stop_site(ready.site)
+def test_nothing_answering_at_base_url(ready: Ready) -> None:
+    ready.set_base_url(f"http://127.0.0.1:{free_port()}")
     code, answer = ready.doctor()
     assert flagged(answer) == {"healthz": "error", "archive": "error", "one-click": "error"}
     assert "cannot connect" in answer["lines"][3]["message"]
