@@ -360,3 +360,38 @@ def test_secret_is_never_made(tmp_path: Path) -> None:
     assert lines["secret"]["status"] == "ok" and "no key yet" in lines["secret"]["message"]
     assert sorted(p.name for p in root.iterdir()) == ["newsletter.toml"]
     assert SECRET not in result.stdout
+
+
+def test_a_database_from_before_the_meta_table_has_no_backup(tmp_path: Path) -> None:
+    from newsletter.doctor.backup import check_backup
+    from newsletter.doctor.report import Report
+    from newsletter.settings import Settings
+
+    conn = sqlite3.connect(tmp_path / "newsletter.db")
+    with conn:
+        conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+        conn.execute("INSERT INTO _migrations VALUES ('001_initial', '2026-01-01')")
+        conn.execute("CREATE TABLE campaigns (id INTEGER PRIMARY KEY)")
+    conn.close()
+    report = Report()
+    check_backup(Settings(root=tmp_path, database=tmp_path / "newsletter.db"), report)
+    assert [(line.check, line.status) for line in report.lines] == [("backup", "warning")]
+    assert "no backup yet" in report.lines[0].message
+
+
+def test_mailgun_publishes_spf_and_dkim_on_its_sending_subdomain(ready: Ready) -> None:
+    from newsletter.doctor.mail_dns import check_dns
+    from newsletter.doctor.report import Report
+    from newsletter.settings import ProviderSettings, Settings
+
+    ready.zone.records["mg.example.com"] = ["v=spf1 include:mailgun.org ~all"]
+    ready.zone.records["k1._domainkey.mg.example.com"] = [DKIM_KEY]
+    provider = ProviderSettings(name="mailgun", options={"domain": "mg.example.com",
+                                                         "dkim_selector": "k1"})
+    settings = Settings(root=ready.site.root, sender="Ada <ada@example.com>", provider=provider)
+    report = Report()
+    check_dns(settings, report, ready.dns)
+    assert [(line.check, line.status) for line in report.lines] == [
+        ("spf", "ok"), ("dkim", "ok"), ("dmarc", "ok")], report.lines
+    assert "k1._domainkey.mg.example.com" in report.lines[1].message
+    assert "_dmarc.example.com" in report.lines[2].message

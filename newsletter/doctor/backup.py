@@ -18,9 +18,13 @@ FIX = "run `newsletter backup` (daily, from cron or a systemd timer) and keep th
 def check_backup(settings: Settings, report: Report, now: dt.datetime | None = None) -> None:
     now = now or dt.datetime.now(dt.UTC)
     try:
+        # A database made before the meta table (not migrated yet) has no backup recorded.
+        has_meta = store.read_only_rows(
+            settings.database, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+            "name = 'meta'")
         rows = dict(store.read_only_rows(
             settings.database, "SELECT key, value FROM meta WHERE key IN (?, ?)",
-            (LAST_BACKUP_AT, LAST_BACKUP_FILE)))
+            (LAST_BACKUP_AT, LAST_BACKUP_FILE))) if has_meta else {}
     except NewsletterError as exc:
         report.add("backup", "error", str(exc))
         return

@@ -71,9 +71,13 @@ def check_dns(settings: Settings, report: Report, server: str | None = None,
     except NewsletterError:
         cls = None  # the provider line says why; the DNS is checked without its hints
     resolver = make_resolver(server, timeout)
-    for check in (_spf, _dkim, _dmarc):
+    # A provider that sends as a subdomain of From (Mailgun's `domain = "mg.example.com"`)
+    # publishes SPF and DKIM there; DMARC's relaxed alignment takes it for the From domain.
+    sending = str(settings.provider.get("domain") or "").lower().rstrip(".")
+    signing = sending if sending.endswith("." + domain) else domain
+    for check, where in ((_spf, signing), (_dkim, signing), (_dmarc, domain)):
         try:
-            check(resolver, domain, settings, cls, report)
+            check(resolver, where, settings, cls, report)
         except DNSTrouble as exc:
             report.add(check.__name__.strip("_"), "error",
                        f"{exc}: check the network (or the server given with --dns)")
