@@ -17,5 +17,6 @@ from newsletter.cli import run as _run  # noqa: F401
 from newsletter.cli import publish as _publish  # noqa: F401
 from newsletter.cli import serve as _serve  # noqa: F401
 from newsletter.cli import stats as _stats  # noqa: F401
+from newsletter.cli import doctor as _doctor  # noqa: F401
 
 __all__ = ["app", "main"]

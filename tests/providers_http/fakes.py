@@ -233,6 +233,10 @@ class FakePostmark(FakeAPI):
         if token != self.key:
             return json_response({"ErrorCode": 10, "Message": f"Bad or missing Server API token "
                                   f"'{token}'."}, 401)
+        if request.method == "GET" and request.path == "/server":
+            # "Get the server" (Server API): read-only, what `newsletter doctor` asks.
+            return json_response({"ID": 1, "Name": "Field Notes", "Color": "blue",
+                                  "DeliveryType": "Live", "SmtpApiActivated": True})
         if request.method != "POST" or request.path not in ("/email/batch", "/email"):
             return json_response({"ErrorCode": 404, "Message": "Not found"}, 404)
         if len(body) > self.max_bytes:
@@ -287,12 +291,15 @@ class FakeSendGrid(FakeAPI):
     def __init__(self, key: str = "SG.test-key-0123456789"):
         super().__init__(key)
         self.api = openapi("sendgrid", ("/v3/mail/send",))
+        self.scopes = ["mail.send", "scopes.read", "user.profile.read"]  # GET /v3/scopes
 
     def handle(self, request: Request, body: bytes) -> Response:
         if not bearer_ok(request, self.key):
             return json_response({"errors": [{"field": None, "message": "The provided "
                                   f"authorization grant is invalid: {presented_key(request)}"}]},
                                  401)
+        if request.method == "GET" and request.path == "/v3/scopes":
+            return json_response({"scopes": self.scopes})  # the key's permissions, read-only
         if request.path != "/v3/mail/send":
             return json_response({"errors": [{"message": "not found"}]}, 404)
         problem = self.validate(self.api, request)
@@ -369,12 +376,20 @@ class FakeMailgun(FakeAPI):
 
     name = "mailgun"
     domain = "mg.example.com"
+    domain_state = "active"  # GET /v3/domains/{domain}: "unverified" until its DNS checks pass
 
     def handle(self, request: Request, body: bytes) -> Response:
         auth = request.authorization
         if auth is None or auth.username != "api" or auth.password != self.key:
             got = auth.password if auth else ""
             return Response(f"Forbidden: key {got} is not valid", status=401)
+        if request.method == "GET" and request.path.startswith("/v3/domains/"):
+            name = request.path.removeprefix("/v3/domains/")
+            if name != self.domain:
+                return json_response({"message": "Domain not found"}, 404)
+            return json_response({"domain": {"name": name, "state": self.domain_state,
+                                             "type": "custom", "spam_action": "disabled"},
+                                  "receiving_dns_records": [], "sending_dns_records": []})
         if request.path != f"/v3/{self.domain}/messages":
             return json_response({"message": f"Domain not found: {request.path}"}, 404)
         form = request.form
@@ -430,12 +445,18 @@ class FakeResend(FakeAPI):
         super().__init__(key)
         self.api = openapi("resend", ("/emails", "/emails/batch"))
         self.idempotent: dict[str, tuple[bytes, Response]] = {}
+        self.domains = {"example.com": "verified"}  # GET /domains: name → status
 
     def handle(self, request: Request, body: bytes) -> Response:
         if not bearer_ok(request, self.key):
             return json_response({"statusCode": 401, "name": "validation_error",
                                   "message": f"API key is invalid: {presented_key(request)}"},
                                  401)
+        if request.method == "GET" and request.path == "/domains":
+            return json_response({"object": "list", "data": [
+                {"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)), "name": name, "status": status,
+                 "created_at": "2026-01-01 00:00:00.000000+00", "region": "us-east-1"}
+                for name, status in self.domains.items()]})
         problem = self.validate(self.api, request)
         if problem:
             return json_response({"statusCode": 422, "name": "validation_error",
@@ -490,6 +511,8 @@ class FakeSES(FakeAPI):
 
     name = "ses"
     region = "eu-west-1"
+    sending_enabled = True  # GetAccount's SendingEnabled
+    production = True  # GetAccount's ProductionAccessEnabled (False: the sandbox)
 
     def __init__(self, key: str = "AKIDFAKE0123456789", secret: str = "fake/secret+key0123456789",
                  token: str | None = None):
@@ -537,6 +560,14 @@ class FakeSES(FakeAPI):
             kind = ("UnrecognizedClientException" if "token" in problem
                     else "SignatureDoesNotMatch")
             return json_response({"message": problem}, 403, {"x-amzn-ErrorType": kind})
+        if request.method == "GET" and request.path == "/v2/email/account":
+            # GetAccount: the quota and whether the account may send, read-only.
+            return json_response({
+                "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0,
+                              "SentLast24Hours": 0.0},
+                "SendingEnabled": self.sending_enabled,
+                "ProductionAccessEnabled": self.production,
+                "EnforcementStatus": "HEALTHY", "DedicatedIpAutoWarmupEnabled": False})
         if request.path != "/v2/email/outbound-emails":
             return json_response({"message": "not found"}, 404,
                                  {"x-amzn-ErrorType": "NotFoundException"})

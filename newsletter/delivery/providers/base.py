@@ -56,6 +56,15 @@ class DeliveryResult:
     retry_after: float | None = None  # seconds, when the provider said
 
 
+@dataclass(frozen=True)
+class CredentialsAnswer:
+    """What a provider's credentials check found: they work (`detail` says how it knows),
+    with a `warning` when something still needs fixing before a real send."""
+
+    detail: str
+    warning: str | None = None
+
+
 class TransientBatchError(Exception):
     """The whole batch should be retried after a pause: it was not taken (429, 503, …)."""
 
@@ -90,6 +99,11 @@ class Provider:
     # settings refuse any other key, and a value of the wrong type, when they load.
     # None (a plug-in written before options were declared): its keys are not checked.
     options: ClassVar[Mapping[str, Option] | None] = None
+    # What `newsletter doctor` looks for in the From domain's DNS, where every account of
+    # the provider is the same: the host its SPF record should include, and the DKIM
+    # selector it signs with (`[provider] dkim_selector` names an account's own).
+    spf_include: ClassVar[str | None] = None
+    default_dkim_selector: ClassVar[str | None] = None
 
     def __init__(self, settings: Settings, provider_settings: ProviderSettings):
         self.settings = settings
@@ -104,6 +118,17 @@ class Provider:
     def close(self) -> None:
         """Release connections. Must be safe to call twice, or after a failed open()."""
 
+    def check_credentials(self) -> CredentialsAnswer:
+        """A harmless authenticated call that sends nothing (`newsletter doctor`).
+
+        Raises ProviderError (or ConfigError) when the credentials do not work. This
+        default opens and closes the provider; adapters with a read-only call override it.
+        """
+        self.open()
+        self.close()
+        return CredentialsAnswer(f"{self.name} opened (it has no read-only call to check "
+                                 "its credentials further)")
+
     def __enter__(self) -> Provider:
         self.open()
         return self
@@ -113,6 +138,7 @@ class Provider:
 
 
 __all__ = [
+    "CredentialsAnswer",
     "DeliveryResult",
     "Option",
     "Outcome",

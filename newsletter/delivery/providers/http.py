@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 
 from newsletter.delivery.providers.base import (
+    CredentialsAnswer,
     DeliveryResult,
     Outcome,
     Provider,
@@ -80,7 +81,12 @@ class HTTPProvider(Provider):
         "endpoint": Option(str, None, "the API's base URL: EU region, proxy, local test server"),
         "api_key_env": Option(str, None, "the environment variable holding the API key"),
         "timeout": Option(float, 30, "seconds to wait for an answer", minimum=0.1),
+        "dkim_selector": Option(str, None, "the DKIM selector your account signs with "
+                                "(`newsletter doctor` looks up its key in DNS)"),
     }
+    # The read-only GET the provider's documentation names: `newsletter doctor` calls it
+    # to check the key without sending anything.
+    credentials_path: ClassVar[str] = ""
 
     _transport: Transport | None = None
     _redactor: Redactor | None = None
@@ -140,6 +146,48 @@ class HTTPProvider(Provider):
         except ConfigError:  # a repr must not raise, even with broken settings
             endpoint = "?"
         return f"<{type(self).__name__} endpoint={endpoint!r}>"
+
+    # -- the credentials check (newsletter doctor) ---------------------------
+
+    def check_credentials(self) -> CredentialsAnswer:
+        """GET `credentials_path` with the key: ProviderError when it is refused."""
+        if not self.credentials_path:
+            return super().check_credentials()
+        self.open()
+        try:
+            path = self.credentials_request_path()
+            try:
+                response = self.transport.request(
+                    "GET", path, headers=self.credentials_headers(path))
+            except (NotSent, MaybeSent) as exc:
+                raise ProviderError(f"{exc.reason}: try again in a minute; if it lasts, "
+                                    f"check {self.name}'s status page") from None
+            return self.read_credentials_answer(path, response)
+        finally:
+            self.close()
+
+    def credentials_request_path(self) -> str:
+        return self.credentials_path
+
+    def credentials_headers(self, path: str) -> dict[str, str]:
+        """Headers the credentials request needs beyond the key's (SES signs each request)."""
+        return {}
+
+    def read_credentials_answer(self, path: str, response: httpx.Response) -> CredentialsAnswer:
+        """The answer to the credentials GET: 2xx works, 401/403 is a refused key."""
+        status = response.status_code
+        if status in (401, 403):
+            raise ProviderError(
+                f"{self.name} refused the {self.key_label} (HTTP {status}: "
+                f"{self.reason(response)}): put a current key with access to this account "
+                f"in ${self.key_env}"
+            )
+        if not 200 <= status < 300:
+            raise ProviderError(
+                f"{self.name} answered GET {path} with HTTP {status} ({self.reason(response)}): "
+                "check [provider] endpoint and the account's settings"
+            )
+        return CredentialsAnswer(f"{self.name} accepted the {self.key_label} (GET {path})")
 
     # -- secrets ---------------------------------------------------------
 

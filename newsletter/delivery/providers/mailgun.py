@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.base import CredentialsAnswer, DeliveryResult, Outcome
 from newsletter.delivery.providers.fields import form_dict
 from newsletter.delivery.providers.http import (
     HTTPProvider,
@@ -34,10 +34,12 @@ from newsletter.delivery.providers.http import (
     unfold,
 )
 from newsletter.delivery.providers.merge import MergeGroup, TagSyntax, merge_groups
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, ProviderError
 from newsletter.settings import Option
 
 if TYPE_CHECKING:
+    import httpx
+
     from newsletter.compose.message import Message
 
 ENDPOINTS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
@@ -99,6 +101,29 @@ class MailgunProvider(HTTPProvider):
     def open(self) -> None:
         self.domain  # noqa: B018 -- check the setting before anything goes out
         super().open()
+
+    credentials_path = "/v3/domains/{domain}"  # the sending domain, read-only
+    spf_include = "mailgun.org"
+
+    def credentials_request_path(self) -> str:
+        return self.credentials_path.format(domain=self.domain)
+
+    def read_credentials_answer(self, path: str, response: httpx.Response) -> CredentialsAnswer:
+        if response.status_code == 404:
+            raise ProviderError(
+                f"Mailgun accepted the API key but has no domain {self.domain} in this account "
+                "(or region): check [provider] domain and region"
+            )
+        answer = super().read_credentials_answer(path, response)
+        try:
+            state = response.json().get("domain", {}).get("state")
+        except (ValueError, AttributeError):
+            state = None
+        if state is not None and state != "active":
+            return CredentialsAnswer(
+                answer.detail, f"Mailgun says the domain {self.domain} is {state}: finish its "
+                "DNS verification in Mailgun's Domains page")
+        return answer
 
     def auth_headers(self, key: str) -> dict[str, str]:
         token = base64.b64encode(f"api:{key}".encode()).decode()

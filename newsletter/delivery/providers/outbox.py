@@ -14,7 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
+from newsletter.delivery.providers.base import (
+    CredentialsAnswer,
+    DeliveryResult,
+    Outcome,
+    Provider,
+)
 from newsletter.errors import ProviderError
 from newsletter.settings import Option
 
@@ -61,6 +66,12 @@ class OutboxProvider(Provider):
                 f"cannot create the outbox folder {self.directory}: {exc.strerror}; "
                 "check its permissions or set [provider] directory"
             ) from None
+
+    def check_credentials(self) -> CredentialsAnswer:
+        """Nothing to log in to: always works (and creates no folder)."""
+        folder = outbox_folder(self.settings, self.provider_settings)
+        return CredentialsAnswer(f"outbox needs no credentials (messages become .eml files "
+                                 f"under {folder}; nothing is sent)")
 
     def path_for(self, message: Message) -> Path:
         """Where `message` is (or will be) written."""

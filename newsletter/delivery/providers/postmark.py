@@ -13,7 +13,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
+from newsletter.delivery.providers.base import (
+    CredentialsAnswer,
+    DeliveryResult,
+    Outcome,
+    TransientBatchError,
+)
 from newsletter.delivery.providers.http import (
     HTTPProvider,
     b64,
@@ -26,6 +31,8 @@ from newsletter.errors import ProviderError
 from newsletter.settings import Option
 
 if TYPE_CHECKING:
+    import httpx
+
     from newsletter.compose.message import Message
 
 MAX_BATCH_BYTES = 50 * 1024 * 1024
@@ -53,6 +60,19 @@ class PostmarkProvider(HTTPProvider):
         "track_clicks": Option(bool, False, "the provider's click tracking"),
     }
     key_label = "server token"
+    credentials_path = "/server"  # "Get the server": read-only, with the server token
+    spf_include = "spf.mtasv.net"
+
+    def read_credentials_answer(self, path: str, response: httpx.Response) -> CredentialsAnswer:
+        answer = super().read_credentials_answer(path, response)
+        try:
+            name = response.json().get("Name")
+        except (ValueError, AttributeError):
+            name = None
+        if name:
+            return CredentialsAnswer(f"postmark server {str(name)!r} accepted the server token "
+                                     f"(GET {path})")
+        return answer
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"X-Postmark-Server-Token": key}

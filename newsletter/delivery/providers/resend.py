@@ -38,7 +38,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.base import CredentialsAnswer, DeliveryResult, Outcome
 from newsletter.delivery.providers.bisect import Refused, bisect_batch
 from newsletter.delivery.providers.http import (
     HTTPProvider,
@@ -51,6 +51,8 @@ from newsletter.delivery.providers.http import (
 from newsletter.settings import Option
 
 if TYPE_CHECKING:
+    import httpx
+
     from newsletter.compose.message import Message
 
 
@@ -73,6 +75,34 @@ class ResendProvider(HTTPProvider):
     default_endpoint = "https://api.resend.com"
     default_key_env = "RESEND_API_KEY"
     options: ClassVar[Mapping[str, Option]] = HTTPProvider.options
+    credentials_path = "/domains"  # the account's domains: read-only
+    spf_include = "amazonses.com"  # Resend sends through SES (its send subdomain's record)
+    default_dkim_selector = "resend"
+
+    def read_credentials_answer(self, path: str, response: httpx.Response) -> CredentialsAnswer:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 401 and isinstance(body, dict) and \
+                body.get("name") == "restricted_api_key":
+            # A "sending access" key may not list domains: it is valid, which is the question.
+            return CredentialsAnswer(f"resend accepted the API key (a sending-only key: GET "
+                                     f"{path} is not allowed to it)")
+        answer = super().read_credentials_answer(path, response)
+        domains = body.get("data") if isinstance(body, dict) else None
+        mine = self.settings.sender_address.rpartition("@")[2].lower()
+        if not isinstance(domains, list) or not mine:
+            return answer
+        for domain in domains:
+            if isinstance(domain, dict) and str(domain.get("name", "")).lower() == mine:
+                status = domain.get("status")
+                if status != "verified":
+                    return CredentialsAnswer(answer.detail, f"Resend says the domain {mine} is "
+                                             f"{status}: finish its DNS records in Resend")
+                return answer
+        return CredentialsAnswer(answer.detail, f"the From domain {mine} is not among this "
+                                 "Resend account's domains: add and verify it in Resend")
 
     def payload(self, message: Message) -> dict[str, Any]:
         """One email in Resend's JSON form."""

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome
+from newsletter.delivery.providers.base import CredentialsAnswer, DeliveryResult, Outcome
 from newsletter.delivery.providers.http import (
     HTTPProvider,
     attachment_key,
@@ -35,9 +35,12 @@ from newsletter.delivery.providers.http import (
     unfold,
 )
 from newsletter.delivery.providers.merge import MergeGroup, TagSyntax, merge_groups
+from newsletter.errors import ProviderError
 from newsletter.settings import Option
 
 if TYPE_CHECKING:
+    import httpx
+
     from newsletter.compose.message import Message
 
 _FIELD_INDEX = re.compile(r"personalizations\.(\d+)")
@@ -73,6 +76,23 @@ class SendGridProvider(HTTPProvider):
         "track_opens": Option(bool, False, "the provider's open tracking"),
         "track_clicks": Option(bool, False, "the provider's click tracking"),
     }
+
+    credentials_path = "/v3/scopes"  # the key's permissions: read-only
+    spf_include = "sendgrid.net"
+    default_dkim_selector = "s1"  # domain authentication's s1._domainkey (and s2)
+
+    def read_credentials_answer(self, path: str, response: httpx.Response) -> CredentialsAnswer:
+        answer = super().read_credentials_answer(path, response)
+        try:
+            scopes = response.json().get("scopes")
+        except (ValueError, AttributeError):
+            scopes = None
+        if isinstance(scopes, list) and "mail.send" not in scopes:
+            raise ProviderError(
+                f"the SendGrid key in ${self.key_env} works but lacks the Mail Send "
+                "permission: give it \"Mail Send\" access in SendGrid's API key settings"
+            )
+        return answer
 
     def build_requests(self, messages: Sequence[Message]) -> list[tuple[list[Message], bytes]]:
         """The requests for one batch: (the messages each carries, its JSON body)."""

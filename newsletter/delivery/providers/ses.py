@@ -27,7 +27,12 @@ from newsletter.aws import (
     read_region,
     ses_endpoint,
 )
-from newsletter.delivery.providers.base import DeliveryResult, Outcome, TransientBatchError
+from newsletter.delivery.providers.base import (
+    CredentialsAnswer,
+    DeliveryResult,
+    Outcome,
+    TransientBatchError,
+)
 from newsletter.delivery.providers.http import HTTPProvider, b64, send_in_parts
 from newsletter.errors import ProviderError
 from newsletter.settings import Option
@@ -99,6 +104,42 @@ class SESProvider(HTTPProvider):
         super().close()
         self._credentials = None
         self._signer = None
+
+    credentials_path = "/v2/email/account"  # GetAccount: quota and sending status, read-only
+    spf_include = "amazonses.com"
+
+    def credentials_headers(self, path: str) -> dict[str, str]:
+        return self.signer().headers("GET", self.endpoint + path, {}, b"")
+
+    def read_credentials_answer(self, path: str, response: httpx.Response) -> CredentialsAnswer:
+        if response.status_code in (400, 403) and error_type(response) in STOP_TYPES:
+            raise ProviderError(
+                f"ses {error_type(response)}: {self.reason(response)}: check the AWS "
+                f"credentials in ${self.key_env} and $"
+                f"{self.provider_settings.get('secret_key_env') or 'AWS_SECRET_ACCESS_KEY'}, "
+                "their ses:GetAccount permission and [provider] region"
+            )
+        answer = super().read_credentials_answer(path, response)
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        if body.get("SendingEnabled") is False:
+            raise ProviderError(
+                f"SES sending is paused for this account in {self.region}: resume it in the SES "
+                "console (Account dashboard) before sending"
+            )
+        found = body.get("SendQuota")
+        quota: dict[str, object] = found if isinstance(found, dict) else {}
+        detail = (f"ses accepted the AWS credentials (GetAccount in {self.region}: "
+                  f"{quota.get('Max24HourSend', '?')} messages a day, "
+                  f"{quota.get('MaxSendRate', '?')} a second)")
+        if body.get("ProductionAccessEnabled") is False:
+            return CredentialsAnswer(detail, f"SES in {self.region} is in the sandbox: it only "
+                                     "sends to verified addresses; request production access "
+                                     "in the SES console")
+        return CredentialsAnswer(detail or answer.detail)
 
     def signer(self) -> SigV4Signer:
         """The request signer, made once per open() from the credentials read_key() read."""

@@ -25,7 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
-from newsletter.delivery.providers.base import DeliveryResult, Outcome, Provider
+from newsletter.delivery.providers.base import (
+    CredentialsAnswer,
+    DeliveryResult,
+    Outcome,
+    Provider,
+)
 from newsletter.delivery.providers.options import number_option
 from newsletter.delivery.providers.smtp_connect import SMTPConnection
 from newsletter.delivery.providers.smtp_session import Dropped, SMTPTransaction
@@ -62,6 +67,8 @@ class SMTPProvider(SMTPConnection, SMTPTransaction, Provider):
         "batch": Option(int, 1, "messages one worker hands over between checks", minimum=1),
         "pipelining": Option((str, bool), "auto", "PIPELINING: auto uses it when offered",
                              choices=("auto",)),
+        "dkim_selector": Option(str, None, "the DKIM selector your server signs with "
+                                "(`newsletter doctor` looks up its key in DNS)"),
     }
 
     def __init__(self, settings, provider_settings):
@@ -102,6 +109,20 @@ class SMTPProvider(SMTPConnection, SMTPTransaction, Provider):
             self._connect()
         except ProviderError as exc:
             raise self._redacted(exc) from None
+
+    def check_credentials(self) -> CredentialsAnswer:
+        """Connect, EHLO, STARTTLS when configured and AUTH, then QUIT: no MAIL, nothing sent."""
+        self.open()
+        self.close()
+        steps = ["EHLO"]
+        if self.security == "starttls":
+            steps.append("STARTTLS")
+        elif self.security == "tls":
+            steps.insert(0, "TLS")
+        if self.username:
+            steps.append(f"AUTH as {self.username}")
+        return CredentialsAnswer(f"the SMTP server {self._where()} accepted "
+                                 f"{', '.join(steps)} (nothing was sent)")
 
     def _redacted(self, exc: Exception) -> Exception:
         """`exc` as an exception of the same meaning whose text and results hide the login.
