@@ -1,5 +1,8 @@
 """The published site (`newsletter publish`'s folder, [publish] out) at base_url.
 
+With the archive on a static host ([server] url set: this server is not at base_url), `/`
+redirects to the archive and no file is served: the reader routes answer alone.
+
 `/` is the archive home when the site exists (else the subscribe form), `/{slug}/` each
 issue's page, and every other file publish wrote: images, feeds, the sitemap. The reader
 and webhook routes are matched first (web/app.py), and a path whose first segment is a

@@ -34,11 +34,12 @@ def documented_caddyfile() -> str:
     return found.group(1) + "\n"
 
 
-def send_first(root: Path, server: SMTPServer, *extra: str) -> list:
-    result = letter.cli(root, "send", "first", "--to", "subscribers", "--yes", *extra)
+def send_first(root: Path, server: SMTPServer) -> tuple[list, str]:
+    """The messages the list send of `first` mailed, and what the send said on stderr."""
+    result = letter.cli(root, "send", "first", "--to", "subscribers", "--yes")
     assert result.returncode == 0, result.stderr
     assert sorted(server.recipients()) == sorted(letter.READERS)
-    return [r.parsed() for r in server.received]
+    return [r.parsed() for r in server.received], " ".join(result.stderr.split())
 
 
 def one_click_ips(root: Path) -> list[str]:
@@ -58,7 +59,7 @@ def test_way_1_serve_at_base_url_behind_the_documented_caddy(tmp_path: Path) -> 
     with SMTPServer() as smtp:
         root = letter.make_letter(tmp_path / "letter", base_url, smtp.port,
                                   server='trusted_proxies = ["127.0.0.1", "::1"]')
-        messages = send_first(root, smtp)
+        messages, _ = send_first(root, smtp)
     # The one edit the issue allows: the site address, as a local http:// address.
     caddyfile = documented_caddyfile()
     site_address = caddyfile.split("{", 1)[0].strip()
@@ -107,7 +108,7 @@ def test_way_2_archive_on_a_static_host_and_serve_at_its_own_url(tmp_path: Path)
         draft.write_text(draft.read_text().replace("title:", "publish: true\ntitle:"))
         with letter.static_host(root / "site", static_port):
             assert letter.cli(root, "publish").returncode == 0  # "uploaded": the host serves it
-            messages = send_first(root, smtp)
+            messages, _ = send_first(root, smtp)
             with letter.serve(root, serve_port), httpx.Client(timeout=10) as client:
                 answers = letter.crawl(messages, client)
                 home = client.get(f"{base_url}/")
@@ -137,9 +138,11 @@ def test_way_3_no_server_unsubscribe_by_mailto(tmp_path: Path) -> None:
         assert "5,000 messages a day" in check.stdout + check.stderr
         with letter.static_host(root / "site", static_port):
             assert letter.cli(root, "publish").returncode == 0
-            messages = send_first(root, smtp)
+            messages, said = send_first(root, smtp)
             with httpx.Client(timeout=10) as client:
                 answers = letter.crawl(messages, client, mailto="leave@example.com")
+    # The send says what readers lose, as check does.
+    assert "Warning:" in said and "no one-click" in said and "5,000 messages a day" in said
     for message in messages:
         assert message["List-Unsubscribe-Post"] is None  # no one-click without a server
         assert str(message["List-Unsubscribe"]).startswith("<mailto:leave@example.com")

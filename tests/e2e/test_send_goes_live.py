@@ -68,25 +68,32 @@ def test_a_first_issue_is_online_before_its_first_message_arrives(tmp_path: Path
 
 def test_a_test_send_publishes_its_page_unlisted(tmp_path: Path) -> None:
     root = tmp_path / "letter"
+    site = root / "site"
     server, handler = watching(root)
     with server:
         letter.make_letter(root, BASE_URL, server.port)
         result = letter.cli(root, "send", "first", "--to", "me@example.org")
         assert result.returncode == 0, result.stderr
-    assert handler.seen is not None
-    assert "first/index.html" in handler.seen and "images/red.png" in handler.seen
-    site = root / "site"
-    assert '<meta name="robots" content="noindex">' in (site / "first" / "index.html").read_text()
-    # In no index, feed or sitemap: those are not written at all for a test send.
-    assert not any((site / name).exists() for name in ("index.html", "feed.xml", "sitemap.xml"))
-    html = server.received[0].parsed().get_body(("html",)).get_content()
-    assert f"{BASE_URL}/first/" in html  # its "View online" is the page just written
-    # A later publish keeps the unlisted page (mailed test messages link to it) and lists
-    # nothing that was not sent.
-    assert letter.cli(root, "publish").returncode == 0
-    assert (site / "first" / "index.html").is_file()
-    assert "/first/" not in (site / "index.html").read_text()
-    assert "/first/" not in (site / "sitemap.xml").read_text()
+        assert handler.seen is not None
+        assert "first/index.html" in handler.seen and "images/red.png" in handler.seen
+        page = (site / "first" / "index.html").read_text()
+        assert '<meta name="robots" content="noindex">' in page
+        # In no index, feed or sitemap: those are not written at all for a test send.
+        assert not any((site / name).exists()
+                       for name in ("index.html", "feed.xml", "sitemap.xml"))
+        html = server.received[0].parsed().get_body(("html",)).get_content()
+        assert f"{BASE_URL}/first/" in html  # its "View online" is the page just written
+        # A later publish keeps the unlisted page (mailed test messages link to it) and
+        # lists nothing that was not sent.
+        assert letter.cli(root, "publish").returncode == 0
+        assert (site / "first" / "index.html").is_file()
+        assert "/first/" not in (site / "index.html").read_text()
+        assert "/first/" not in (site / "sitemap.xml").read_text()
+        # Then the list send lists it: its page is no longer noindex, the home page has it.
+        sent = letter.cli(root, "send", "first", "--to", "subscribers", "--yes")
+        assert sent.returncode == 0, sent.stderr
+    assert "noindex" not in (site / "first" / "index.html").read_text()
+    assert "/first/" in (site / "index.html").read_text()
 
 
 def test_a_dry_run_publishes_nothing(tmp_path: Path) -> None:
