@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from newsletter.compose.issue import Issue
+from newsletter.errors import ConfigError, ContentError
 from newsletter.settings import Settings
 from newsletter.writer.publish import publish_issue
 
@@ -43,7 +44,12 @@ def make_live(issue: Issue, settings: Settings, test: bool, /) -> list[str]:
     if not urls:
         return []
     if settings.web.hosting == "serve":
-        publish_issue(settings, issue.source, unlisted=test)
+        try:
+            publish_issue(settings, issue.source, unlisted=test)
+        except (ConfigError, ContentError) as exc:  # what stopped the send, nothing mailed
+            raise type(exc)(
+                f"nothing was sent: publishing the issue's page before the send failed: {exc}"
+                " (or pass --no-web-check to send without publishing)") from exc
         return missing_files(settings, urls)
     return missing_over_http(urls)
 

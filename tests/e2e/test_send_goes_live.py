@@ -96,6 +96,22 @@ def test_a_test_send_publishes_its_page_unlisted(tmp_path: Path) -> None:
     assert "/first/" in (site / "index.html").read_text()
 
 
+def test_a_site_that_cannot_be_published_stops_the_send_before_any_message(
+        tmp_path: Path) -> None:
+    with SMTPServer() as server:
+        root = letter.make_letter(tmp_path / "letter", BASE_URL, server.port)
+        (root / "drafts" / "other.md").write_text(
+            "---\ntitle: Other\npublish: true\n---\n![gone](images/gone.png)\n")
+        result = letter.cli(root, "send", "first", "--to", "subscribers", "--yes")
+        assert result.returncode != 0
+        assert server.received == []
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: nothing was sent: publishing the issue's page before the "
+                           "send failed: ")
+    assert "gone.png" in line and "--no-web-check" in line
+    assert json.loads(letter.cli(root, "campaigns", "--json").stdout) == []
+
+
 def test_a_dry_run_publishes_nothing(tmp_path: Path) -> None:
     root = letter.make_letter(tmp_path / "letter", BASE_URL, free_port())
     result = letter.cli(root, "send", "first", "--to", "subscribers", "--dry-run")
