@@ -30,6 +30,7 @@ from newsletter.errors import NewsletterError
 from newsletter.feedback import pull
 from newsletter.settings import Settings
 from newsletter.writer.check import pre_send_errors
+from newsletter.writer.hosting import make_live
 
 
 @dataclass
@@ -90,9 +91,10 @@ def run_once(
                 report.sync = pull.sync(settings)
             except NewsletterError as exc:
                 report.sync_error = str(exc)
-        # Delivery does not import the writer's tools: the pre-send check is handed to it.
+        # Delivery does not import the writer's tools: the pre-send check, and what puts
+        # the page and images online before it is mailed, are handed to it.
         report.sends = schedule.run_due(
-            settings, check=pre_send_errors, now=now or datetime.now(UTC),
+            settings, check=pre_send_errors, web=make_live, now=now or datetime.now(UTC),
             on_line=(lambda line: on_line(line.text)) if on_line else None,
         )
         report.welcomes = welcome.send_welcomes(settings)

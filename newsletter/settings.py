@@ -188,6 +188,10 @@ class WebConfig:
     port: int = 8080
     workers: int = 1
     configured: bool = False  # True when newsletter.toml has [server] or [subscribe]
+    # [server] url: where `serve` answers when it is not at base_url (the archive is on a
+    # static host); None: at base_url. `hosting` says which of the three ways this is.
+    url: str | None = None
+    hosting: str = "serve"  # serve | static (archive elsewhere, serve at url) | none
 
     def consent_text(self, settings: Settings) -> str:
         return self.consent or (
@@ -316,6 +320,15 @@ class Settings:
     @property
     def config_path(self) -> Path:
         return self.root / CONFIG_NAME
+
+    @property
+    def server_url(self) -> str | None:
+        """Where reader links (unsubscribe, manage, confirm, the sign-up form) and webhooks
+        go: [server] url when the archive is hosted elsewhere, else base_url; None when
+        there is no server (`[server] url = "none"`: unsubscribe by mailto)."""
+        if self.web.hosting == "none":
+            return None
+        return self.web.url or self.base_url
 
     @property
     def sender_address(self) -> str:
@@ -673,6 +686,15 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
                configured="server" in data or "subscribe" in data)
     publish = _publish(tables["publish"], problems)
     schedule = _schedule(tables["schedule"], problems)
+    if web.hosting == "none" and not news.get("unsubscribe_mailto"):
+        problems.append(
+            '[server] url = "none" (no server) needs [newsletter] unsubscribe_mailto: with no '
+            "server, readers unsubscribe by email, e.g. unsubscribe_mailto = "
+            '"unsubscribe@example.com"')
+    if web.hosting == "static" and not news.get("base_url"):
+        problems.append(
+            "[server] url puts reader links on their own server, so the archive needs "
+            "[newsletter] base_url (where the static host serves it)")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     database = Path(news.get("database", "newsletter.db"))
@@ -969,7 +991,8 @@ def _web(sub: dict[str, Any], server: dict[str, Any], problems: list[str],
     """[subscribe] and [server]; `configured` when either is written."""
     known_sub = {"topics", "default_topics", "consent", "confirmations_per_day",
                  "signups_per_ip_per_hour"}
-    known_server = {"trusted_proxies", "max_body", "webhook_max_body", "host", "port", "workers"}
+    known_server = {"trusted_proxies", "max_body", "webhook_max_body", "host", "port", "workers",
+                    "url"}
     for table, known, name in ((sub, known_sub, "[subscribe]"), (server, known_server, "[server]")):
         for key in sorted(set(table) - known):
             problems.append(f"{name} {key} is not a setting (known: {', '.join(sorted(known))})"
@@ -997,6 +1020,7 @@ def _web(sub: dict[str, Any], server: dict[str, Any], problems: list[str],
             networks.append(ipaddress.ip_network(str(item), strict=False))
         except ValueError:
             problems.append(f"[server] trusted_proxies: {item!r} is not an IP address or network")
+    url, hosting = _server_url(server.get("url"), problems)
     host = server.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host.strip():
         problems.append('[server] host must be an address to listen on, e.g. "127.0.0.1"')
@@ -1015,7 +1039,42 @@ def _web(sub: dict[str, Any], server: dict[str, Any], problems: list[str],
         port=_int(server, "port", 8080, "[server]", problems),
         workers=_int(server, "workers", 1, "[server]", problems),
         configured=configured,
+        url=url,
+        hosting=hosting,
     )
+
+
+NO_SERVER = "none"  # [server] url = "none": no `serve` anywhere (docs/deploy.md, way 3)
+
+
+def hosting_warnings(settings: Settings) -> list[str]:
+    """What readers lose with the hosting these settings choose (`check` and every send
+    say it): with no server, no one-click unsubscribe, manage page or web sign-up."""
+    if settings.web.hosting != "none":
+        return []
+    return [
+        '[server] url = "none": with no server, readers unsubscribe by email only (no '
+        "one-click List-Unsubscribe-Post header, no page to manage their subscription, no "
+        "sign-up form on the archive), and bounces arrive only by `newsletter sync`; Gmail and "
+        "Yahoo require one-click unsubscribe (an RFC 8058 POST endpoint) from senders of more "
+        "than 5,000 messages a day: run `newsletter serve` and set [server] url to it (or "
+        "remove the line to serve at base_url) before your list grows that large"
+    ]
+
+
+def _server_url(value: Any, problems: list[str]) -> tuple[str | None, str]:
+    """[server] url: (the server's own URL or None, the hosting way it names)."""
+    if value is None:
+        return None, "serve"
+    if value == NO_SERVER:
+        return None, "none"
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        problems.append(
+            f"[server] url = {value!r} must be the address `newsletter serve` answers at, e.g. "
+            '"https://news-api.example.com" (the archive then lives at base_url on a static '
+            'host), or "none" when no server runs (unsubscribe by mailto)')
+        return None, "serve"
+    return value.rstrip("/"), "static"
 
 
 PUBLISH_KEYS = {"out", "lang", "description", "feed_entries"}

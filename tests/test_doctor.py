@@ -395,3 +395,25 @@ def test_mailgun_publishes_spf_and_dkim_on_its_sending_subdomain(ready: Ready) -
         ("spf", "ok"), ("dkim", "ok"), ("dmarc", "ok")], report.lines
     assert "k1._domainkey.mg.example.com" in report.lines[1].message
     assert "_dmarc.example.com" in report.lines[2].message
+
+
+def test_with_the_archive_on_a_static_host_each_address_is_checked_for_its_part(
+        ready: Ready) -> None:
+    # [server] url: the reader links go to serve; base_url (here nothing answers) only
+    # has to answer the archive.
+    server = ready.site.url
+    dead = f"http://127.0.0.1:{free_port()}"
+    ready.set_base_url(dead)
+    ready.toml.write_text(ready.toml.read_text() + f'\n[server]\nurl = "{server}"\n')
+    code, answer = ready.doctor()
+    assert flagged(answer) == {"archive": "error"}, answer
+    assert code == 1
+    # No server at all: the archive alone is checked, and doctor says what readers lose.
+    ready.toml.write_text(ready.toml.read_text().replace(f'url = "{server}"', 'url = "none"')
+                          .replace("[newsletter]\n",
+                                   '[newsletter]\nunsubscribe_mailto = "leave@example.com"\n')
+                          .replace(f'base_url = "{dead}"', f'base_url = "{server}"'))
+    code, answer = ready.doctor()
+    assert flagged(answer) == {"hosting": "warning"}, answer
+    assert "5,000 messages a day" in next(
+        line["message"] for line in answer["lines"] if line["check"] == "hosting")

@@ -239,12 +239,24 @@ def send(
         bool,
         typer.Option("--no-sync", help="Do not pull bounces and unsubscribes before a list send."),
     ] = False,
+    no_web_check: Annotated[
+        bool,
+        typer.Option("--no-web-check",
+                     help="Neither publish nor check the issue's web page and images before "
+                     "sending (by default they are published, or, with the archive on a static "
+                     "host, asked for, and a list send is refused until they answer)."),
+    ] = False,
 ) -> None:
     """Send a draft to the list, a tag, or test addresses; resumes an interrupted send.
 
     Every recipient gets their own message. The campaign and one delivery row per
     recipient are saved before anything goes out, so running the same command again
     after a crash or Ctrl-C continues where it stopped, without duplicates.
+
+    Before the first message leaves, the issue's web page and images are made live: when
+    `serve` hosts the archive the issue is published into [publish] out (a test send's
+    page unlisted: noindex, in no index or feed); when the archive is on a static host
+    ([server] url) each is asked over HTTP, and a list send is refused until they answer.
 
     Example: newsletter send leaving-facebook-meta --to subscribers --yes
     """
@@ -279,6 +291,7 @@ def send(
             "(or --to you@example.com for a test send)"
         )
     from newsletter.writer.check import pre_send_errors
+    from newsletter.writer.hosting import make_live
 
     if dry_run:
         result = sending.dry_run(s, _issue(s, draft), to, check=pre_send_errors,
@@ -304,9 +317,11 @@ def send(
     issue = _issue(s, draft)
     confirm = _Confirm(yes)
     with _SendProgress() as progress:
-        # Delivery does not import the writer's tools: the pre-send check is handed to it.
+        # Delivery does not import the writer's tools: the pre-send check and make_live
+        # (the issue's page and images online before the first message) are handed to it.
         report = sending.send_draft(
-            s, issue, to, check=pre_send_errors, provider=provider, concurrency=concurrency,
+            s, issue, to, check=pre_send_errors, web=None if no_web_check else make_live,
+            provider=provider, concurrency=concurrency,
             rate=rate, resend=resend, force=force, retry_uncertain=retry_uncertain,
             confirm=confirm, on_progress=progress,
         )

@@ -96,11 +96,14 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
     # none for an issue kept off the web with `publish: false`.
     on_web = settings.base_url and parsed.extra.get("publish") is not False
     web_url = f"{settings.base_url}/{parsed.slug}/" if on_web else None
+    # Reader links go to the server (settings.server_url: base_url, or [server] url when
+    # the archive is on a static host); with no server at all, the footer's mailto.
+    reader_links = bool(settings.base_url and settings.server_url)
     unsub: Any = (
-        slots.get(layouts.Slot("unsubscribe_url")) if settings.base_url else None
+        slots.get(layouts.Slot("unsubscribe_url")) if reader_links else None
     )
     # The reader's own page: name, topics, leave or come back (every email's footer).
-    manage: Any = slots.get(layouts.Slot("manage_url")) if settings.base_url else None
+    manage: Any = slots.get(layouts.Slot("manage_url")) if reader_links else None
     mailto = unsubscribe_mailto(settings)
     newsletter = layouts.namespace(
         "newsletter",

@@ -136,12 +136,14 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     name = name[:NAME_MAX_CHARS]
     unsub = manage = None
     mailto = prep.mailto
-    if prep.tokens is not None and prep.base_url:
+    if prep.tokens is not None:
         token = prep.tokens.make(recipient.key or email)
-        unsub = unsubscribe_url(prep.base_url, token, campaign)
-        if prep.has_manage:  # a token of its own kind: it opens /manage, nothing else
-            manage = manage_url(prep.base_url,
-                                prep.tokens.make(recipient.key or email, Kind.MANAGE), campaign)
+        if prep.server_url:  # none without a server: the mailto alone unsubscribes
+            unsub = unsubscribe_url(prep.server_url, token, campaign)
+            if prep.has_manage:  # a token of its own kind: it opens /manage, nothing else
+                manage = manage_url(prep.server_url,
+                                    prep.tokens.make(recipient.key or email, Kind.MANAGE),
+                                    campaign)
         if mailto and mailto.endswith("?subject=unsubscribe"):
             # The reader's token in the subject: `newsletter sync` reads the mailbox and
             # knows whom a reply is from, whatever address it was sent from.
@@ -216,8 +218,9 @@ class _Prepared:
 
     def __init__(self, issue: Issue, settings: Settings):
         self.settings = settings
-        self.base_url = settings.base_url
-        # Tokens are bound to this newsletter's base_url (see tokens.py).
+        # Reader links go to the server (base_url, or [server] url); tokens stay bound to
+        # the newsletter's identity, its base_url (see tokens.py), wherever the server is.
+        self.server_url = settings.server_url if settings.base_url else None
         self.tokens = (
             TokenMaker(settings.secret_key(), context=settings.base_url)
             if settings.base_url else None

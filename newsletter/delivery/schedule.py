@@ -31,7 +31,7 @@ from newsletter import store
 from newsletter.audience.events import now_iso
 from newsletter.compose.issue import build_issue
 from newsletter.compose.source import draft_files, parse_draft, resolve_draft
-from newsletter.delivery.sending import PreSendCheck, send_draft
+from newsletter.delivery.sending import MakeLive, PreSendCheck, send_draft
 from newsletter.errors import DeliveryError, NewsletterError, ProviderError
 from newsletter.settings import Settings
 
@@ -259,13 +259,14 @@ def _finish(db: sqlite_utils.Database, item: Scheduled, status: str, note: str,
 
 
 def run_due(
-    settings: Settings, *, check: PreSendCheck, now: datetime | None = None,
-    on_line: Callable[[RunLine], None] | None = None,
+    settings: Settings, *, check: PreSendCheck, web: MakeLive | None = None,
+    now: datetime | None = None, on_line: Callable[[RunLine], None] | None = None,
     on_progress: Callable[..., None] | None = None,
 ) -> list[RunLine]:
     """Send every schedule whose time has come (and resume any a dead run left half-sent).
 
-    `check` is the pre-send check each send runs (the writer's `pre_send_errors`).
+    `check` is the pre-send check each send runs (the writer's `pre_send_errors`), `web`
+    what puts its page and images online first (the writer's `make_live`).
     """
     now = now or datetime.now(UTC)
     policy = settings.schedule.if_edited
@@ -316,7 +317,7 @@ def run_due(
                 try:
                     # Built once, as it is now: checked and sent as built.
                     issue = build_issue(settings, path.resolve())
-                    report = send_draft(settings, issue, item.audience, check=check,
+                    report = send_draft(settings, issue, item.audience, check=check, web=web,
                                         provider=item.provider, resend=item.resend,
                                         confirm=None, on_progress=on_progress)
                 except ProviderError as exc:

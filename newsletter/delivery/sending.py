@@ -60,7 +60,7 @@ from newsletter.delivery.runner import (
     storage_error,
 )
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
-from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings
+from newsletter.settings import MAX_CONCURRENCY, ProviderSettings, Settings, hosting_warnings
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -76,6 +76,15 @@ class PreSendCheck(Protocol):
 
     def __call__(self, issue: Issue, settings: Settings, db: sqlite_utils.Database,
                  where_sql: str, params: Sequence[Any], /) -> list[str]: ...
+
+
+class MakeLive(Protocol):
+    """Makes what the email links to on the web live before the first message leaves
+    (the writer's `hosting.make_live`, handed in by the caller like the check): publishes
+    the issue where `serve` answers from it, or checks the static host. Returns the URLs
+    that would not answer ("URL (why)"); `test` is True for a test send."""
+
+    def __call__(self, issue: Issue, settings: Settings, test: bool, /) -> list[str]: ...
 
 
 @dataclass
@@ -295,6 +304,25 @@ def _pre_send_check(
     return [f"check: {m}" for m in errors]
 
 
+def _go_live(settings: Settings, issue: Issue, audience: Audience, web: MakeLive) -> list[str]:
+    """Run `web` for this send: a list send is refused while any URL its email links to
+    would not answer; for a test send they are warnings."""
+    missing = web(issue, settings, audience.kind == "test")
+    if not missing:
+        return []
+    if audience.kind == "test":
+        return [f"this test email links to {url}, which is not online yet" for url in missing]
+    if settings.web.hosting == "serve":
+        fix = (f"publishing into [publish] out ({settings.publish.out}) did not write them: "
+               "check that folder, then send again")
+    else:
+        fix = ("publish the site (`newsletter publish`) and upload it to base_url first, or "
+               "pass --no-web-check to send anyway")
+    raise DeliveryError(
+        f"the email links to {len(missing)} address(es) that do not answer: "
+        f"{', '.join(missing)}; {fix}")
+
+
 def _refuse_sent_elsewhere(issue: Issue, audience: Audience, resend: bool) -> None:
     """A post emailed from another platform (`sent:` in its front matter, as import-posts
     writes it) is refused for the list like one sent from here, unless --resend."""
@@ -391,6 +419,7 @@ def send_draft(
     to: str,
     *,
     check: PreSendCheck,
+    web: MakeLive | None = None,
     provider: str | None = None,
     concurrency: int | None = None,
     rate: float | None = None,
@@ -406,7 +435,10 @@ def send_draft(
     `check` is the pre-send check (the writer's `pre_send_errors`), run here with this
     send's audience. `confirm(plan)` is asked before a list send (not for test sends or
     resumes of a campaign the user already confirmed); returning False cancels with a
-    DeliveryError. Everything is recorded in the delivery log before the first
+    DeliveryError. `web` (the writer's `make_live`; None: not checked, as --no-web-check)
+    then puts the issue's page and images online, or checks they are, before anything is
+    recorded or mailed: a list send is refused while one would not answer. Everything is
+    recorded in the delivery log before the first
     message goes out.
     """
     audience = audience_for_issue(settings, to, issue.draft.topics if issue.draft else ())
@@ -416,6 +448,7 @@ def send_draft(
     # draft passes every check (the findings are shown as warnings instead).
     local = not provider_class(ps.name).remote
     warnings = _pre_send_check(settings, issue, audience, check, force or local, dry_run=False)
+    warnings += hosting_warnings(settings)
     hashed = _issue_hash(issue)
     db = store.connect(settings.database)
     try:
@@ -429,6 +462,8 @@ def send_draft(
         if audience.kind == "list" and (plan.resuming is None or changed) and confirm is not None:
             if not confirm(plan):
                 raise DeliveryError("send cancelled: nothing was sent")
+        if web is not None and provider_class(ps.name).remote:  # the outbox mails nobody
+            plan.warnings.extend(_go_live(settings, issue, audience, web))
         campaign, created = find_or_create_campaign(
             db,
             slug=issue.slug,
@@ -592,6 +627,7 @@ def dry_run(
 __all__ = [
     "Counts",
     "DryRunReport",
+    "MakeLive",
     "NewsletterError",
     "PreSendCheck",
     "SendPlan",

@@ -20,7 +20,7 @@ from newsletter.doctor.report import Line, Report, format_line
 from newsletter.doctor.secret import check_secret
 from newsletter.doctor.urls import check_urls, served_urls
 from newsletter.errors import ConfigError
-from newsletter.settings import find_root, load_settings
+from newsletter.settings import find_root, hosting_warnings, load_settings
 
 __all__ = ["Line", "Report", "diagnose", "format_line", "served_urls"]
 
@@ -40,6 +40,8 @@ def diagnose(root: Path | None = None, *, dns_server: str | None = None,
         report.add("settings", "error", str(exc))
         return report
     report.add("settings", "ok", f"{settings.config_path} is valid")
+    for warning in hosting_warnings(settings):  # no server: what readers lose
+        report.add("hosting", "warning", warning)
     check_secret(settings, report)
     check_provider(settings, report)
     check_urls(settings, report, timeout)

@@ -34,10 +34,20 @@ class Served:
 
 
 def served_urls(settings: Settings) -> list[Served]:
-    """The addresses to check: base_url answers everything (the reader pages, the one-click
-    POST, the archive). A reader-link server apart from base_url adds its own entry here."""
+    """The addresses to check, each for what the emails need from it.
+
+    By default base_url answers everything (the reader pages, the one-click POST, the
+    archive). With the archive on a static host (`[server] url`), base_url answers the
+    archive and the server the rest; with no server (`url = "none"`), only the archive.
+    """
     if not settings.base_url:
         return []
+    hosting = settings.web.hosting
+    if hosting == "static" and settings.server_url:
+        return [Served(settings.base_url, (ARCHIVE,)),
+                Served(settings.server_url, (HEALTHZ, ONE_CLICK))]
+    if hosting == "none":
+        return [Served(settings.base_url, (ARCHIVE,))]
     return [Served(settings.base_url, (HEALTHZ, ARCHIVE, ONE_CLICK))]
 
 

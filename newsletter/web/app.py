@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> Any:
     app = Starlette(routes=ROUTES, exception_handlers=dict(error_pages.HANDLERS),
                     lifespan=confirmation.lifespan)  # the outgoing email workers
     app.state.web = web
-    prefix = urlsplit(settings.base_url or "").path  # base_url's path, if it has one
+    # The server's own path, if its address has one ([server] url, else base_url).
+    prefix = urlsplit(settings.server_url or "").path
     return AccessLog(BasePath(BodyLimit(app, web.config.max_body, web.config.webhook_max_body,
                                         error_pages.too_large(web)), prefix))

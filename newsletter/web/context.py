@@ -104,8 +104,9 @@ class Web:
         return Origin(source, self.client_ip(request), agent, text)
 
     def public_base(self, request: Request) -> str:
-        """The address readers reach the server at (base_url, else as this request came)."""
-        return self.settings.base_url or str(request.base_url).rstrip("/")
+        """The address readers reach the server at ([server] url, else base_url, else as this
+        request came)."""
+        return self.settings.server_url or str(request.base_url).rstrip("/")
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, config: WebConfig) -> str | None:

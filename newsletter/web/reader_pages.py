@@ -313,7 +313,7 @@ def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
     """The sign-up form as HTML to paste into any page (it posts to {base_url}/subscribe)."""
     web_env = make_environment(settings.layouts_dir)
     config = settings.web
-    base = (public_base or settings.base_url or "http://127.0.0.1:8080").rstrip("/")
+    base = (public_base or settings.server_url or "http://127.0.0.1:8080").rstrip("/")
     return web_env.get_template("subscribe_form.html").render(
         action=f"{base}{paths.SUBSCRIBE}", topics=config.topics,
         default_topics=config.default_topics,

@@ -1,5 +1,8 @@
 """The published site (`newsletter publish`'s folder, [publish] out) at base_url.
 
+With the archive on a static host ([server] url set: this server is not at base_url), `/`
+redirects to the archive and no file is served: the reader routes answer alone.
+
 `/` is the archive home when the site exists (else the subscribe form), `/{slug}/` each
 issue's page, and every other file publish wrote: images, feeds, the sitemap. The reader
 and webhook routes are matched first (web/app.py), and a path whose first segment is a
@@ -120,9 +123,18 @@ def not_found(web: Web) -> Response:
     return web.page("not_found.html", 404, title="Page not found")
 
 
+def _archive_elsewhere(web: Web) -> bool:
+    # [server] url: this server answers reader links and webhooks; a static host the archive.
+    return web.settings.web.hosting == "static"
+
+
 async def home(request: Request) -> Response:
-    """GET /: the archive home once `newsletter publish` has written it, else the form."""
+    """GET /: the archive home once `newsletter publish` has written it, else the form.
+
+    With the archive on a static host ([server] url), a redirect to it at base_url."""
     web = Web.of(request)
+    if _archive_elsewhere(web) and web.settings.base_url:
+        return RedirectResponse(f"{web.settings.base_url}/", 302)
     index = await run_in_threadpool(resolve, site_root(web), "index.html")
     if index is None or not index.is_file():
         return await reader_pages.subscribe_form(request)
@@ -133,7 +145,7 @@ async def site_file(request: Request) -> Response:
     """GET /{path}: a file publish wrote, `slug/` its index.html; `slug` redirects to `slug/`."""
     web = Web.of(request)
     path: str = request.path_params["path"]
-    if paths.is_reserved(path):
+    if paths.is_reserved(path) or _archive_elsewhere(web):
         return not_found(web)  # /subscribe/x, /webhooks: never a file, whatever is on disk
     target = await run_in_threadpool(resolve, site_root(web), path)
     if target is not None and target.is_dir():

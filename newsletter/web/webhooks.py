@@ -14,12 +14,13 @@ from newsletter.web.context import Web
 def public_url(settings: Settings, request: Request) -> str:
     """The URL as the provider called it (signatures cover it).
 
-    Behind the proxy that is base_url + path, not the loopback address uvicorn sees.
+    Behind the proxy that is the server's address (base_url, or [server] url) + path, not
+    the loopback address uvicorn sees.
     """
-    if not settings.base_url:
+    if not settings.server_url:
         return str(request.url)
     query = request.url.query
-    return f"{settings.base_url.rstrip('/')}{request.url.path}" + (f"?{query}" if query else "")
+    return f"{settings.server_url.rstrip('/')}{request.url.path}" + (f"?{query}" if query else "")
 
 
 async def receive(request: Request) -> Response:

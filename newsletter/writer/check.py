@@ -33,7 +33,7 @@ from newsletter.compose.parts import unsubscribe_mailto
 from newsletter.compose.personal import personalization_problems
 from newsletter.compose.source import Draft, parse_draft, split_front_matter
 from newsletter.errors import ContentError
-from newsletter.settings import Settings
+from newsletter.settings import Settings, hosting_warnings
 from newsletter.writer import css_support
 from newsletter.writer.publish import unpublished
 
@@ -218,6 +218,8 @@ def _settings_rules(report: Report, settings: Settings) -> None:
         report.add("error", "no-from",
                    f"newsletter.from is still the example address {INIT_SENDER} that "
                    "`newsletter init` wrote: set your own in newsletter.toml")
+    for warning in hosting_warnings(settings):
+        report.add("warning", "no-server", warning)
     if not settings.address.strip():
         report.add("warning", "no-postal-address",
                    "no postal address for the footer: anti-spam laws (CAN-SPAM) ask for one; "
@@ -463,11 +465,18 @@ def _slug_rule(report: Report, issue: Issue) -> None:
 
 def _publish_rule(report: Report, settings: Settings, issue: Issue) -> None:
     missing = unpublished(settings, issue)
-    if missing:
-        report.add("warning", "not-published",
-                   f"not on the published site yet: {', '.join(missing)}; the email links "
-                   "there: run newsletter publish right after sending (or add `publish: true` "
-                   "to the front matter and publish first)")
+    if not missing:
+        return
+    if settings.web.hosting == "serve":  # `serve` answers from [publish] out
+        how = ("`newsletter send` publishes them there before the first message leaves (a "
+               "test send's page unlisted); `newsletter publish` after sending updates the rest")
+    else:  # the archive on a static host: what is uploaded there is what answers
+        how = ("publish (add `publish: true` to the front matter, then `newsletter publish`) "
+               "and upload the site to base_url before a list send, which asks for each "
+               "and refuses while one does not answer")
+    report.add("warning", "not-published",
+               f"not on the published site yet: {', '.join(missing)}; the email links there: "
+               f"{how}")
 
 
 def _read_draft(path: Path) -> str:

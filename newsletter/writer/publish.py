@@ -29,7 +29,7 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import format_datetime, parseaddr
@@ -60,9 +60,10 @@ _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _subscribe_action(settings: Settings) -> str | None:
-    # The subscribe form appears once the server is set up (`newsletter serve` takes it).
-    if settings.base_url and settings.web.configured:
-        return f"{settings.base_url}/subscribe"
+    # The subscribe form appears once the server is set up (`newsletter serve` takes it, at
+    # [server] url when the archive is on a static host; no form without a server).
+    if settings.base_url and settings.server_url and settings.web.configured:
+        return f"{settings.server_url}/subscribe"
     return None
 
 
@@ -111,11 +112,14 @@ def _utc(value: Any) -> str:
     raise ValueError(value)
 
 
-def choose_issues(settings: Settings) -> tuple[list[Chosen], list[str]]:
+def choose_issues(settings: Settings, include: Collection[Path] = ()
+                  ) -> tuple[list[Chosen], list[str]]:
     """The drafts to publish, newest first, and warnings (drafts skipped as unreadable).
 
-    Sent drafts marked `publish: false` are among them with `page=False`.
+    Sent drafts marked `publish: false` are among them with `page=False`; so are the
+    drafts in `include` (the one a list send is about to mail) as if already sent.
     """
+    included = {p.resolve() for p in include}
     sent = sent_to_list(settings)
     chosen: list[Chosen] = []
     warnings: list[str] = []
@@ -140,7 +144,7 @@ def choose_issues(settings: Settings) -> tuple[list[Chosen], list[str]]:
                 raise ContentError(
                     f"{path}: sent: {front_sent!r} is not a date: write it as YYYY-MM-DD"
                 ) from None
-        if when is None and flag is not True:
+        if when is None and flag is not True and path.resolve() not in included:
             continue
         if not _SLUG_OK.fullmatch(draft.slug) or draft.slug in RESERVED:
             raise ContentError(
@@ -316,9 +320,11 @@ def _tag_id(base_url: str, day: date, slug: str) -> str:
     return f"tag:{parts.hostname},{day.isoformat()}:{path + '/' if path else ''}{slug}"
 
 
-def publish(settings: Settings, out: Path | None = None, *, now: datetime | None = None
-            ) -> PublishResult:
+def publish(settings: Settings, out: Path | None = None, *, now: datetime | None = None,
+            include: Collection[Path] = ()) -> PublishResult:
     """Write the static site to `out` ([publish] out, default site/); see the module docstring.
+
+    `include`: drafts published as if sent already (see `publish_issue`).
 
     Everything is rendered before anything is written, so a broken draft or
     layout leaves the site as it was.
@@ -336,7 +342,7 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
     base = settings.base_url
     manifest = _read_manifest(out)
     old_entries: dict[str, Any] = manifest["entries"]
-    chosen, warnings = choose_issues(settings)
+    chosen, warnings = choose_issues(settings, include)
     env = layouts.make_environment(settings.layouts_dir)
 
     files: dict[str, bytes] = {}
@@ -393,6 +399,47 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
     except OSError as exc:  # a folder where a file goes, a full or read-only disk
         raise ContentError(
             f"cannot write {exc.filename or out}: {exc.strerror or exc}: pass another --out"
+        ) from None
+    return result
+
+
+_HEAD = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
+NOINDEX = '<meta name="robots" content="noindex">'
+
+
+def publish_issue(settings: Settings, path: Path, *, unlisted: bool = False) -> PublishResult:
+    """Put the issue of draft `path` on the web before it is mailed: the entry point a send
+    uses, so "View online" and every image answer when the first message lands.
+
+    Listed (a list send): the site is published with this draft among its issues (its
+    page and images, the home page, feeds and sitemap), as `publish` will keep it once sent.
+    Unlisted (a test send): only its page, marked noindex, and its images, written outside
+    the manifest: in no index, feed or sitemap, and no later `publish` removes them while
+    mailed test messages link to them. A page already published listed is left as it is.
+    """
+    if not unlisted:
+        return publish(settings, include=(path,))
+    if not settings.base_url:
+        raise ConfigError("publishing an issue needs [newsletter] base_url in newsletter.toml")
+    out = (settings.root / settings.publish.out).absolute()
+    listed = set(_read_manifest(out)["files"])
+    issue = build_issue(settings, path, inline=False)
+    files: dict[str, bytes] = {rel: source.read_bytes() for rel, source in issue.assets}
+    if issue.web_url and issue.draft is not None and f"{issue.slug}/index.html" not in listed:
+        page = render_web_page(settings, issue, issue.draft, page_base=issue.web_url)
+        html = _HEAD.sub(lambda m: m.group(0) + NOINDEX, page.html, count=1)
+        files[f"{issue.slug}/index.html"] = html.encode("utf-8")
+        files.update({f"{issue.slug}/{name}": data for name, data in page.images.items()})
+    result = PublishResult(out, [])
+    try:
+        for rel in sorted(files):
+            if _write_if_changed(out / rel, files[rel]):
+                result.written.append(rel)
+            else:
+                result.unchanged += 1
+    except OSError as exc:
+        raise ContentError(
+            f"cannot write {exc.filename or out}: {exc.strerror or exc}: check [publish] out"
         ) from None
     return result
 
