@@ -316,7 +316,7 @@ def find_or_create_campaign(
 
 def nobody_to_send_to(audience: Audience) -> DeliveryError:
     """The error for a list send that would reach nobody."""
-    where_text = f"with {audience.describe()}" if audience.tags or audience.topics else ""
+    where_text = f"with {audience.describe()}" if audience.segment or audience.topics else ""
     return DeliveryError(
         f"there are no active subscribers {where_text} to send to: add some with "
         "`newsletter subscribers add EMAIL` or import a list".replace("  ", " ")
