@@ -61,9 +61,10 @@ class Term:
         """The canonical text of the term (quoted where the grammar needs it)."""
         sign = "-" if self.negated else ""
         if self.kind in _KINDS:
-            return f"{sign}{self.kind}:{_quote(self.name)}"
+            return f"{sign}{self.kind}:{_quote(self.name, spaces=self.kind == 'has')}"
         op = "=" if self.kind == "eq" else "!="
-        return f"{sign}{_quote(self.name, name=True)}{op}{_quote(self.value)}"
+        return (f"{sign}{_quote(self.name, name=True, spaces=True)}{op}"
+                f"{_quote(self.value, spaces=True)}")
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,12 @@ def _describe(term: Term) -> str:
     return Term(term.kind, term.name, term.value).text()
 
 
-def _quote(text: str, name: bool = False) -> str:
-    """`text` as the grammar reads it back: bare when it can be, else in double quotes
-    (a tag written `tag:early birds` before quoting existed keeps that spelling)."""
+def _quote(text: str, name: bool = False, spaces: bool = False) -> str:
+    """`text` as the grammar reads it back: bare when it can be, else in double quotes.
+    Values and attribute names with spaces are quoted (`city="New York"`), tag names are
+    not (`tag:early birds` keeps the text campaigns stored before quoting existed)."""
     if (text and not re.search(r'[+,="!@\\]', text) and not text.startswith("-")
-            and not (name and ":" in text)
+            and not (name and ":" in text) and not (spaces and re.search(r"\s", text))
             and text.lower() not in ("subscribers", "list", "all")):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

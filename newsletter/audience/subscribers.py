@@ -574,10 +574,11 @@ def segment_for(
     if to is not None and to.strip().lower() in ("subscribers", "list", "all"):
         return None
     if to is not None:
-        if "@" in to and not any(c in to for c in '"=:'):
+        if any("@" in part and '"' not in part and "=" not in part
+               for part in to.split(",")):
             raise SubscriberError(
-                f"--to {to!r} names addresses; here it takes a segment ({GRAMMAR}); "
-                "`subscribers show EMAIL` shows one reader")
+                f"{GRAMMAR}; here it takes a segment, not addresses ({to!r}): "
+                "`newsletter subscribers show EMAIL` shows one reader")
         return replace(parse_segment(to, option="--to"), known_topics=tuple(topics))
     if tag is not None:
         return replace(parse_segment(tag, option="--tag", bare_is_tag=True),

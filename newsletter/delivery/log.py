@@ -149,8 +149,10 @@ def latest_campaign(
         sql += " AND provider = ?" if rehearsal else " AND provider != ?"
         params.append(REHEARSAL_PROVIDER)
     if audience is not None:
-        sql += " AND lower(audience) = lower(?)"  # tag:Friends from before tags ignored case
-        params.append(audience)
+        # tag:Friends from before tags ignored case; a segment's values keep their case
+        # (city=Oslo is not city=oslo), so only a spec without `=` is compared ignoring it.
+        sql += " AND (audience = ? OR (lower(audience) = lower(?) AND instr(audience, '=') = 0))"
+        params += [audience, audience]
     row = db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
     if row is None:
         return None
