@@ -4,7 +4,7 @@ attribute, as one parameterized SQL condition on `subscribers`.
     EXPR  := TERM ('+' TERM)* (',' '-' TERM)*      '+': and; ',-X': and not X
     TERM  := ['-'] ( tag:NAME | topic:NAME | has:ATTR | ATTR=VALUE | ATTR!=VALUE )
 
-Rules (documented in docs/sending.md):
+Rules (README: "Sending to a segment"):
 - tag and topic names, and attribute names, ignore letter case; values compare as text,
   case-sensitively, after trimming spaces on both sides (JSON true/false are `true`/`false`,
   numbers as written: `age=30`);
