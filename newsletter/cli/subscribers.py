@@ -218,7 +218,7 @@ def count(
     """How many subscribers have each status (only active ones are sent to); with --to,
     how many a send to that segment would reach before you send.
 
-    Example: newsletter subscribers count --to tag:friends+plan=paid
+    Example: newsletter subscribers count --to tag:friends
     """
     segment = _segment(ctx, to, tag)
     counts = subs.count_by_status(_db(ctx), tag=segment)
@@ -250,7 +250,7 @@ def list_(
 ) -> None:
     """List subscribers in the order they joined (streams, however long the list).
 
-    Example: newsletter subscribers list --to plan=paid --limit 20
+    Example: newsletter subscribers list --to tag:friends --limit 20
     """
     write = sys.stdout.write  # not echo: it flushes every line, slow over a million
     for sub in subs.iter_subscribers(_db(ctx), status=status, tag=_segment(ctx, to, tag),
