@@ -330,3 +330,33 @@ def test_a_substack_reader_whose_subscription_lapsed_is_no_longer_paid_after_rei
     assert cli("subscribers", "import", "email_list.csv").exit_code == 0  # type: ignore
     assert who(cli, "paid=true") == ["comp", "gift"]
     assert "pay" in who(cli, "paid=false")
+
+
+def test_odd_keys_booleans_and_attributes_that_are_not_an_object(
+    letter: Path, cli: Callable[..., object]
+) -> None:
+    odd = [("hal", "active", [], {'say "hi"': " yo ", "paid": False, "Plan": "paid"}),
+           ("ivy", "active", [], {"seats": 1})]
+    (letter / "odd.csv").write_text(_csv(odd), encoding="utf-8")
+    assert cli("subscribers", "import", "odd.csv").exit_code == 0  # type: ignore
+    db = store.connect(letter / "newsletter.db")
+    with db.conn:  # a row another tool wrote: never an SQL error, just no attributes
+        db.execute("UPDATE subscribers SET attributes = '[1, 2]' WHERE email = 'eve@example.com'")
+    db.conn.close()
+    assert who(cli, '"say \\"hi\\""=yo') == ["hal"]
+    assert who(cli, 'has:"say \\"hi\\""') == ["hal"]
+    assert who(cli, '"say \\"hi\\""!=yo') == ["ann", "bob", "cat", "dan", "eve", "gus", "ivy"]
+    assert who(cli, "paid=false") == ["hal"]
+    assert who(cli, "paid=true") == ["gus"]
+    assert who(cli, "seats=1") == ["ivy"]  # a number 1 is not JSON true, nor true 1
+    assert who(cli, "paid=1") == []
+    assert who(cli, "plan=paid") == ["ann", "cat", "hal"]  # "Plan" and "plan" alike
+    assert "eve" in who(cli, "plan!=paid") and "eve" in who(cli, "-has:plan")
+    db = store.connect(letter / "newsletter.db")
+    with db.conn:  # not JSON at all (`list` cannot show it, but a count or a send go on)
+        db.execute("UPDATE subscribers SET attributes = 'not json' WHERE email = 'dan@example.com'")
+    db.conn.close()
+    for expr, active in (("plan!=paid", 5), ("plan=paid", 3), ("has:seats", 2)):
+        run = cli("subscribers", "count", "--to", expr, "--json")
+        assert run.exit_code == 0, run.stderr  # type: ignore[attr-defined]
+        assert json.loads(run.stdout)["active"] == active, expr  # type: ignore
