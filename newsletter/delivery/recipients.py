@@ -81,7 +81,10 @@ def parse_audience(text: str) -> Audience:
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if any(p.lower() in _LIST_WORDS for p in parts):
         raise SubscriberError(f"{GRAMMAR}, not a mix of them ({text!r})")
-    if parts and all(_is_address(p) for p in parts):
+    segment_like = [p for p in parts if not _is_address(p) and (
+        p.startswith("-") or any(c in p for c in ':="'))]
+    if any(_is_address(p) for p in parts) and not segment_like:
+        # Addresses, one of them perhaps mistyped: normalize_email says what is wrong.
         addresses: list[str] = []
         for part in parts:
             address = normalize_email(part)

@@ -360,3 +360,12 @@ def test_odd_keys_booleans_and_attributes_that_are_not_an_object(
         run = cli("subscribers", "count", "--to", expr, "--json")
         assert run.exit_code == 0, run.stderr  # type: ignore[attr-defined]
         assert json.loads(run.stdout)["active"] == active, expr  # type: ignore
+
+
+def test_a_mistyped_address_in_a_test_send_is_named_as_an_address(
+    letter: Path, cli: Callable[..., object]
+) -> None:
+    run = cli("send", "paid", "--to", "ann@example.com,bob@example", "--yes")
+    assert run.exit_code != 0  # type: ignore[attr-defined]
+    assert "not a mix" not in run.stderr and "bob@example" in run.stderr  # type: ignore
+    assert run.stderr.count("\n") == 1  # type: ignore[attr-defined]
