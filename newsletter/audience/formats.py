@@ -207,9 +207,11 @@ def _substack(cols: Columns) -> Mapper:
     created = cols.getter("created_at")
 
     def read(row: Sequence[str]) -> Record:
-        attributes: dict[str, Any] = {}
-        if parse_bool(paid(row), "active_subscription"):
-            attributes["paid"] = True
+        # `paid` is always written, true or false (comp and gift subscriptions are active
+        # ones in Substack's export): a re-import after a subscription lapsed turns it off,
+        # so `--to paid=true` never reaches a reader who stopped paying.
+        attributes: dict[str, Any] = {
+            "paid": parse_bool(paid(row), "active_subscription")}
         if plan(row):
             attributes["plan"] = plan(row)
         if expiry(row):

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,6 +27,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from newsletter import store
 from newsletter.audience import events
 from newsletter.audience.events import STATUSES, STOPPED, Origin
+from newsletter.audience.segments import GRAMMAR, Segment, parse_segment, segment_where
 from newsletter.compose.message import Recipient, header_address
 from newsletter.errors import SubscriberError
 from newsletter.settings import Settings
@@ -547,7 +548,7 @@ def show(db: sqlite_utils.Database, email: str) -> Profile:
 
 
 def count_by_status(
-    db: sqlite_utils.Database, tag: str | TagFilter | None = None
+    db: sqlite_utils.Database, tag: str | Segment | None = None
 ) -> dict[str, int]:
     """How many subscribers have each status (every status listed, zeros included)."""
     counts = dict.fromkeys(STATUSES, 0)
@@ -563,97 +564,30 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-@dataclass(frozen=True)
-class TagFilter:
-    """Readers with every tag in `all_of` and none in `none_of` (tags compared ignoring case)."""
-
-    all_of: tuple[str, ...]
-    none_of: tuple[str, ...] = ()
-
-    @property
-    def spec(self) -> str:
-        """The canonical text: `tag:a+tag:b,-tag:c` (lower case)."""
-        text = "+".join(f"tag:{t}" for t in self.all_of)
-        return ",".join([text, *(f"-tag:{t}" for t in self.none_of)])
-
-    def describe(self) -> str:
-        """For people: "tag founders", "tags a and b but not press"."""
-        word = "tag" if len(self.all_of) == 1 else "tags"
-        text = f"{word} {' and '.join(self.all_of)}"
-        if self.none_of:
-            text += f" but not {' or '.join(self.none_of)}"
-        return text
-
-
-TAG_FORMS = "`NAME`, `a+b` (both), `a,-b` (a but not b); `tag:` before a name is optional"
-
-
-def parse_tags(text: str, option: str = "--tag") -> TagFilter:
-    """`founders`, `tag:a+tag:b` or `tag:a,-tag:b` → TagFilter (SubscriberError if bad)."""
-    def name(term: str) -> str:
-        term = term.strip()
-        if term.lower().startswith("tag:"):
-            term = term[4:].strip()
-        term = _CONTROLS.sub(" ", term).strip()
-        if not term:
-            raise SubscriberError(f"{option} {text!r} has an empty tag name: it takes {TAG_FORMS}")
-        return term.casefold()
-
-    all_of: list[str] = []
-    none_of: list[str] = []
-    for n, term in enumerate(text.split(",")):
-        term = term.strip()
-        if term.startswith("-"):
-            none_of += [name(t) for t in term[1:].split("+")]
-        elif n == 0:
-            all_of += [name(t) for t in term.split("+")]
-        else:
+def segment_for(
+    to: str | None = None, tag: str | None = None, topics: Sequence[str] = (),
+) -> Segment | None:
+    """The readers `--to EXPR` (or its alias `--tag EXPR`, where `tag:` is optional) name;
+    None for the whole list (`--to subscribers`, or neither). `topics`: [subscribe] topics."""
+    if to is not None and tag is not None:
+        raise SubscriberError("--to and --tag name the same thing: give one of them")
+    if to is not None and to.strip().lower() in ("subscribers", "list", "all"):
+        return None
+    if to is not None:
+        if any("@" in part and '"' not in part and "=" not in part
+               for part in to.split(",")):
             raise SubscriberError(
-                f"{option} {text!r}: after a comma comes a tag to leave out (`-tag:NAME`); "
-                f"for readers with both tags write `tag:a+tag:b`. It takes {TAG_FORMS}"
-            )
-    if not all_of:
-        raise SubscriberError(f"{option} {text!r} names no tag to include: it takes {TAG_FORMS}")
-    return TagFilter(tuple(dict.fromkeys(all_of)), tuple(dict.fromkeys(none_of)))
-
-
-def known_tags(db: sqlite_utils.Database) -> list[str]:
-    """Every tag in use, as spelled, sorted ignoring case."""
-    rows = db.execute(
-        "SELECT DISTINCT json_each.value FROM subscribers, json_each(subscribers.tags)"
-    ).fetchall()
-    return sorted({r[0] for r in rows if isinstance(r[0], str)}, key=str.casefold)
-
-
-def tag_where(db: sqlite_utils.Database, tags: TagFilter) -> tuple[str, list[Any]]:
-    """SQL (on `subscribers`) and parameters for `tags`; SubscriberError naming an unknown tag.
-
-    Tags are stored as written ("Founders"); a filter matches every spelling of a
-    name, so it is resolved against the tags in use first (Unicode-aware casefold).
-    """
-    spellings: dict[str, list[str]] = {}
-    for tag in known_tags(db):
-        spellings.setdefault(tag.casefold(), []).append(tag)
-    unknown = [t for t in (*tags.all_of, *tags.none_of) if t not in spellings]
-    if unknown:
-        have = ", ".join(sorted(spellings)[:30]) or "none yet"
-        raise SubscriberError(
-            f"no subscriber has the tag {unknown[0]!r}; tags in use: {have} "
-            "(`newsletter subscribers add EMAIL --tag NAME` tags a reader)"
-        )
-    where: list[str] = []
-    params: list[Any] = []
-    for test, names in [("EXISTS", spellings[t]) for t in tags.all_of] + [
-        ("NOT EXISTS", spellings[t]) for t in tags.none_of
-    ]:
-        where.append(f"{test} (SELECT 1 FROM json_each(subscribers.tags) "
-                     f"WHERE json_each.value IN ({','.join('?' * len(names))}))")
-        params += names
-    return " AND ".join(where), params
+                f"{GRAMMAR}; here it takes a segment, not addresses ({to!r}): "
+                "`newsletter subscribers show EMAIL` shows one reader")
+        return replace(parse_segment(to, option="--to"), known_topics=tuple(topics))
+    if tag is not None:
+        return replace(parse_segment(tag, option="--tag", bare_is_tag=True),
+                       known_topics=tuple(topics))
+    return None
 
 
 def _filters(
-    db: sqlite_utils.Database, status: str | None, tag: str | TagFilter | None,
+    db: sqlite_utils.Database, status: str | None, tag: str | Segment | None,
     search: str | None,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (or '') and its parameters for the list filters."""
@@ -663,7 +597,8 @@ def _filters(
         where.append("status = ?")
         params.append(check_status(status))
     if tag:
-        sql, tag_params = tag_where(db, parse_tags(tag) if isinstance(tag, str) else tag)
+        segment = segment_for(tag=tag) if isinstance(tag, str) else tag
+        sql, tag_params = segment_where(db, segment) if segment else ("1", [])
         where.append(sql)
         params += tag_params
     if search:
@@ -673,7 +608,7 @@ def _filters(
 
 
 def _rows(
-    db: sqlite_utils.Database, status: str | None = None, tag: str | TagFilter | None = None,
+    db: sqlite_utils.Database, status: str | None = None, tag: str | Segment | None = None,
     search: str | None = None, limit: int | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """Raw rows (as COLUMNS) in id order, streamed from the cursor a thousand at a time."""
@@ -693,7 +628,7 @@ def _rows(
 
 
 def count(
-    db: sqlite_utils.Database, status: str | None = None, tag: str | TagFilter | None = None,
+    db: sqlite_utils.Database, status: str | None = None, tag: str | Segment | None = None,
     search: str | None = None,
 ) -> int:
     """How many subscribers match the list filters."""
@@ -704,14 +639,14 @@ def count(
 def iter_subscribers(
     db: sqlite_utils.Database,
     status: str | None = None,
-    tag: str | TagFilter | None = None,
+    tag: str | Segment | None = None,
     search: str | None = None,
     limit: int | None = None,
 ) -> Iterator[Subscriber]:
     """Subscribers in the order they were added, streamed (memory does not grow with the list).
 
     `search` matches part of the address or the name, ignoring case; `tag` is a tag
-    expression (`founders`, `a+b`, `a,-b`, see `parse_tags`).
+    expression (`founders`, `a+b`, `a,-b`) or a Segment (see audience/segments.py).
     """
     for row in _rows(db, status, tag, search, limit):
         yield Subscriber.from_row(row)
@@ -721,7 +656,7 @@ def export_csv(
     db: sqlite_utils.Database,
     out: TextIO,
     status: str | None = None,
-    tag: str | None = None,
+    tag: str | Segment | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write subscribers as CSV in our own format (which `import` reads back); return the count.
@@ -760,7 +695,7 @@ def export_file(
     db: sqlite_utils.Database,
     path: Path,
     status: str | None = None,
-    tag: str | None = None,
+    tag: str | Segment | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """`export_csv` into a file, written beside it and renamed: never half a file."""

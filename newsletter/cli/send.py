@@ -190,7 +190,10 @@ def send(
         str | None,
         typer.Option(
             "--to",
-            help="subscribers (the list), tag:NAME, or addresses a@x.org,b@y.org (a test send).",
+            metavar="EXPR",
+            help="subscribers (the list); a segment: tag:NAME, plan=paid, city!=Oslo, has:city, "
+            "topic:NAME, joined with + (tag:friends+plan=paid, -tag:press); or addresses "
+            "a@x.org,b@y.org (a test send).",
         ),
     ] = None,
     provider: Annotated[

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from newsletter.audience import importers
 from newsletter.audience import subscribers as subs
+from newsletter.audience.segments import Segment
 from newsletter.cli.app import app, settings
 from newsletter.compose import tokens
 from newsletter.delivery.providers.outbox import outbox_folder
@@ -32,11 +33,20 @@ StatusOpt = Annotated[
     str | None,
     typer.Option("--status", help=f"Only this status: {', '.join(subs.STATUSES)}."),
 ]
-TagOpt = Annotated[str | None, typer.Option("--tag", help="Only subscribers with this tag.")]
 TagExprOpt = Annotated[str | None, typer.Option(
     "--tag", metavar="EXPR",
-    help="Only subscribers with this tag (any letter case); `a+b`: both; `a,-b`: a but not b.",
+    help="The same as --to, where `tag:` is optional: `a+b`: both tags; `a,-b`: a but not b.",
 )]
+ToOpt = Annotated[str | None, typer.Option(
+    "--to", metavar="EXPR",
+    help="Only the readers a send --to EXPR would pick (any status here): tag:NAME, "
+    "plan=paid, city!=Oslo, has:city, topic:NAME, joined with + (tag:friends+plan=paid, "
+    "-tag:press).",
+)]
+
+
+def _segment(ctx: typer.Context, to: str | None, tag: str | None) -> Segment | None:
+    return subs.segment_for(to=to, tag=tag, topics=settings(ctx).web.topics)
 
 
 def _db(ctx: typer.Context):
@@ -201,27 +211,34 @@ def unsubscribe(
 @subscribers_app.command("count")
 def count(
     ctx: typer.Context,
+    to: ToOpt = None,
     tag: TagExprOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """How many subscribers have each status (only active ones are sent to).
+    """How many subscribers have each status (only active ones are sent to); with --to,
+    how many a send to that segment would reach before you send.
 
-    Example: newsletter subscribers count
+    Example: newsletter subscribers count --to tag:friends
     """
-    counts = subs.count_by_status(_db(ctx), tag=tag)
+    segment = _segment(ctx, to, tag)
+    counts = subs.count_by_status(_db(ctx), tag=segment)
     if as_json:
-        typer.echo(json.dumps({**counts, "total": sum(counts.values())}))
+        extra = {"to": segment.spec} if segment else {}
+        typer.echo(json.dumps({**counts, "total": sum(counts.values()), **extra}))
         return
     width = max(len(s) for s in counts)
     for status, n in counts.items():
         typer.echo(f"{status:<{width}}  {n}")
     typer.echo(f"{'total':<{width}}  {sum(counts.values())}")
+    if segment:
+        typer.echo(f"A send --to {segment.spec} reaches the {counts['active']} active.")
 
 
 @subscribers_app.command("list")
 def list_(
     ctx: typer.Context,
     status: StatusOpt = None,
+    to: ToOpt = None,
     tag: TagExprOpt = None,
     search: Annotated[
         str | None, typer.Option("--search", help="Part of the address or name.")
@@ -233,11 +250,11 @@ def list_(
 ) -> None:
     """List subscribers in the order they joined (streams, however long the list).
 
-    Example: newsletter subscribers list --tag friends --limit 20
+    Example: newsletter subscribers list --to tag:friends --limit 20
     """
     write = sys.stdout.write  # not echo: it flushes every line, slow over a million
-    for sub in subs.iter_subscribers(_db(ctx), status=status, tag=tag, search=search,
-                                     limit=limit):
+    for sub in subs.iter_subscribers(_db(ctx), status=status, tag=_segment(ctx, to, tag),
+                                     search=search, limit=limit):
         if as_json:
             write(json.dumps(sub.as_dict(), ensure_ascii=False) + "\n")
         else:
@@ -249,7 +266,8 @@ def list_(
 def export(
     ctx: typer.Context,
     status: StatusOpt = None,
-    tag: TagOpt = None,
+    to: ToOpt = None,
+    tag: TagExprOpt = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write to FILE (default: stdout).")
     ] = None,
@@ -259,11 +277,12 @@ def export(
     Example: newsletter subscribers export -o subscribers.csv
     """
     db = _db(ctx)
+    segment = _segment(ctx, to, tag)
     if output is None:
-        subs.export_csv(db, sys.stdout, status=status, tag=tag)
+        subs.export_csv(db, sys.stdout, status=status, tag=segment)
         return
     with _progress_bar("Exporting") as update:
-        n = subs.export_file(db, output, status=status, tag=tag,
+        n = subs.export_file(db, output, status=status, tag=segment,
                              progress=lambda done, total: update("Exporting", done, total))
     typer.echo(f"Exported {n} subscribers to {output}", err=True)
 

@@ -149,8 +149,10 @@ def latest_campaign(
         sql += " AND provider = ?" if rehearsal else " AND provider != ?"
         params.append(REHEARSAL_PROVIDER)
     if audience is not None:
-        sql += " AND lower(audience) = lower(?)"  # tag:Friends from before tags ignored case
-        params.append(audience)
+        # tag:Friends from before tags ignored case; a segment's values keep their case
+        # (city=Oslo is not city=oslo), so only a spec without `=` is compared ignoring it.
+        sql += " AND (audience = ? OR (lower(audience) = lower(?) AND instr(audience, '=') = 0))"
+        params += [audience, audience]
     row = db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
     if row is None:
         return None
@@ -316,7 +318,7 @@ def find_or_create_campaign(
 
 def nobody_to_send_to(audience: Audience) -> DeliveryError:
     """The error for a list send that would reach nobody."""
-    where_text = f"with {audience.describe()}" if audience.tags or audience.topics else ""
+    where_text = f"with {audience.describe()}" if audience.segment or audience.topics else ""
     return DeliveryError(
         f"there are no active subscribers {where_text} to send to: add some with "
         "`newsletter subscribers add EMAIL` or import a list".replace("  ", " ")

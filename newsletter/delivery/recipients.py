@@ -5,27 +5,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlite_utils
 
 from newsletter import store
+from newsletter.audience.segments import GRAMMAR, Segment, parse_segment, segment_where
 from newsletter.errors import SubscriberError
 from newsletter.settings import Settings
-
-if TYPE_CHECKING:
-    from newsletter.audience.subscribers import TagFilter
 
 
 @dataclass(frozen=True)
 class Audience:
-    """Who a send goes to: the list, some of it by tags, or explicit addresses (a test send)."""
+    """Who a send goes to: the list, a segment of it, or explicit addresses (a test send)."""
 
-    spec: str  # as stored in campaigns.audience: 'subscribers', 'tag:a,-tag:b' or 'a@x.org,b@y.org'
+    # As stored in campaigns.audience: 'subscribers', a segment's canonical text
+    # ('tag:a+plan=paid,-tag:b') or 'a@x.org,b@y.org'.
+    spec: str
     kind: str  # 'list' or 'test'
-    tag: str | None = None  # the tag expression after `tag:` (lower case), for messages
+    tag: str | None = None  # the segment's text after `tag:` (lower case), for messages
     addresses: tuple[str, ...] = ()
-    tags: TagFilter | None = None
+    segment: Segment | None = None
     # The issue's topics (front matter `topics:`): a list send goes to readers who chose
     # one of them and to readers who get everything; () sends to the whole audience.
     topics: tuple[str, ...] = ()
@@ -47,53 +47,57 @@ class Audience:
         if self.kind == "test":
             n = len(self.addresses)
             return self.addresses[0] if n == 1 else f"{n} addresses"
-        text = self.tags.describe() if self.tags else "everyone"
+        text = self.segment.describe() if self.segment else "everyone"
         if self.topics:  # those who chose one of the topics, or get everything
             word = "topic" if len(self.topics) == 1 else "topics"
             chose = f"{word} {' or '.join(self.topics)} (or everything)"
-            return f"{text}, {chose}" if self.tags else chose
+            return f"{text}, {chose}" if self.segment else chose
         return text
 
 
 _LIST_WORDS = ("subscribers", "list", "all")
-_TO_FORMS = (
-    "--to takes `subscribers`, `tag:NAME` (`tag:a+tag:b`: both; `tag:a,-tag:b`: a but not b), "
-    "or email addresses separated by commas"
-)
+
+
+def _is_address(term: str) -> bool:
+    """An address, not a segment term: it has an `@` and is not quoted, negated or `kind:`."""
+    term = term.strip()
+    return ("@" in term and '"' not in term and not term.startswith("-")
+            and term.split(":", 1)[0].lower() not in ("tag", "topic", "has"))
 
 
 def parse_audience(text: str) -> Audience:
-    """`subscribers`, `tag:NAME` (`tag:a+tag:b`, `tag:a,-tag:b`) or `a@x.org,b@y.org` → Audience.
+    """`subscribers`, a segment (`tag:a+plan=paid,-tag:b`, see audience/segments.py) or
+    `a@x.org,b@y.org` → Audience.
 
-    SubscriberError when the text is none of these.
+    SubscriberError (naming the grammar) when the text is none of these.
     """
-    from newsletter.audience.subscribers import normalize_email, parse_tags
+    from newsletter.audience.subscribers import normalize_email
 
     text = text.strip()
     if text.lower() in _LIST_WORDS:
         return Audience("subscribers", "list")
+    if text.lower() in ("tag:", "-tag:"):
+        raise SubscriberError(f"--to tag: needs a tag name, like --to tag:friends. {GRAMMAR}")
     parts = [part.strip() for part in text.split(",") if part.strip()]
-    if text.lower().startswith("tag:"):
-        if not text[4:].strip():
-            raise SubscriberError("--to tag: needs a tag name, like --to tag:friends")
-        if any(not p.lstrip("-").lower().startswith("tag:") for p in parts):
-            raise SubscriberError(f"{_TO_FORMS}, not a mix of them ({text!r})")
-        try:
-            tags = parse_tags(text, option="--to")
-        except SubscriberError as exc:
-            raise SubscriberError(f"{_TO_FORMS}: {exc}") from None
-        spec = tags.spec
-        return Audience(spec, "list", tag=spec.removeprefix("tag:"), tags=tags)
-    if any(p.lower() in _LIST_WORDS or p.lstrip("-").lower().startswith("tag:") for p in parts):
-        raise SubscriberError(f"{_TO_FORMS}, not a mix of them ({text!r})")
-    addresses: list[str] = []
-    for part in parts:
-        address = normalize_email(part)
-        if address.lower() not in {a.lower() for a in addresses}:
-            addresses.append(address)
-    if not addresses:
-        raise SubscriberError(_TO_FORMS)
-    return Audience(",".join(addresses), "test", addresses=tuple(addresses))
+    if any(p.lower() in _LIST_WORDS for p in parts):
+        raise SubscriberError(f"{GRAMMAR}, not a mix of them ({text!r})")
+    segment_like = [p for p in parts if not _is_address(p) and (
+        p.startswith("-") or any(c in p for c in ':="'))]
+    if any(_is_address(p) for p in parts) and not segment_like:
+        # Addresses, one of them perhaps mistyped: normalize_email says what is wrong.
+        addresses: list[str] = []
+        for part in parts:
+            address = normalize_email(part)
+            if address.lower() not in {a.lower() for a in addresses}:
+                addresses.append(address)
+        return Audience(",".join(addresses), "test", addresses=tuple(addresses))
+    if any(_is_address(p) for p in parts):
+        raise SubscriberError(f"{GRAMMAR}, not a mix of them ({text!r})")
+    if not parts:
+        raise SubscriberError(GRAMMAR)
+    segment = parse_segment(text, option="--to")
+    spec = segment.spec
+    return Audience(spec, "list", tag=spec.removeprefix("tag:"), segment=segment)
 
 
 def audience_for_issue(settings: Settings, to: str, topics: Sequence[str]) -> Audience:
@@ -101,6 +105,9 @@ def audience_for_issue(settings: Settings, to: str, topics: Sequence[str]) -> Au
     was built): the audience narrowed to those topics, with how many readers get it because
     of a topic and how many because they want everything."""
     audience = parse_audience(to)
+    if audience.segment is not None:  # `topic:NAME` may name a topic no reader chose yet
+        audience = replace(audience, segment=replace(audience.segment,
+                                                     known_topics=settings.web.topics))
     if audience.kind != "list" or not topics:
         return audience
     audience = replace(audience, topics=tuple(topics))
@@ -126,14 +133,12 @@ def describe_audience(spec: str) -> str:
 def audience_where(db: sqlite_utils.Database, audience: Audience) -> tuple[str, list[Any]]:
     """WHERE clause and parameters on `subscribers` for a list audience.
 
-    SubscriberError names a tag that no reader has.
+    SubscriberError names a tag, attribute or topic that no reader has.
     """
-    from newsletter.audience.subscribers import tag_where
-
     sql, params = "status = 'active'", list[Any]()
-    if audience.tags is not None:
-        tag_sql, params = tag_where(db, audience.tags)
-        sql += f" AND {tag_sql}"
+    if audience.segment is not None:
+        segment_sql, params = segment_where(db, audience.segment)
+        sql += f" AND {segment_sql}"
     if audience.topics:
         # NULL: the reader gets everything (subscribers.topic_choice).
         sql += (" AND (subscribers.topics IS NULL OR EXISTS (SELECT 1 FROM "

@@ -134,16 +134,19 @@ def schedule_send(
 ) -> Scheduled:
     """Record a scheduled send; checks now what can be checked now (draft, audience, resend)."""
     from newsletter.delivery.log import next_number, refuse_resend
-    from newsletter.delivery.recipients import parse_audience
+    from newsletter.delivery.recipients import audience_for_issue, audience_where
 
-    audience = parse_audience(to)
+    audience = audience_for_issue(settings, to, ())
     if audience.kind != "list":
-        raise DeliveryError("--at schedules a send to the list or a tag: send a test to "
+        raise DeliveryError("--at schedules a send to the list or a segment: send a test to "
                             "addresses now, without --at")
     path = resolve_draft(settings, draft)
     issue = build_issue(settings, path)  # a broken draft is refused now, not at 7 am
     db = store.connect(settings.database)
     try:
+        # A segment naming a tag or attribute nobody has is refused now too; the stored
+        # text is the canonical one the send re-reads at its time.
+        audience_where(db, audience)
         refuse_resend(db, issue.slug, audience, resend)
         label = os.path.relpath(path, settings.root)
         with db.conn:
