@@ -128,6 +128,12 @@ def test_growth_dates_imported_readers_by_their_own_sign_up_date(
     assert sum(b["joined"] for b in friends["buckets"]) == 2
     assert friends["buckets"][-1]["active"] == 1
 
+    # Any segment --to takes: an attribute here (the sheet's other columns are attributes).
+    sheet.write_text("email,plan\nb@example.com,paid\n")
+    assert cli("subscribers", "import", str(sheet)).exit_code == 0
+    paid = json.loads(cli("stats", "--json", "--segment", "plan=paid").stdout)["growth"]
+    assert (paid["segment"], sum(b["joined"] for b in paid["buckets"])) == ("plan=paid", 1)
+
     weeks = json.loads(cli("stats", "--json", "--by", "week").stdout)["growth"]["buckets"]
     assert weeks[0]["start"] == "2024-12-30"  # the Monday of 5 January 2025's week
 
@@ -139,7 +145,8 @@ def test_growth_dates_imported_readers_by_their_own_sign_up_date(
 def test_bad_options_are_one_line_errors(newsletter_dir: Path, cli: Callable[..., Run]) -> None:
     assert cli("subscribers", "add", "a@example.com").exit_code == 0
     for args, words in ((("--by", "day"), "--by 'day'"),
-                        (("--segment", "plan=paid"), "tag:NAME or topic:NAME"),
+                        (("--segment", "plan=paid"), "no subscriber has the attribute 'plan'"),
+                        (("--segment", "tag:a+"), "--segment"),
                         (("42",), "there is no campaign 42")):
         out = cli("stats", *args)
         assert out.exit_code != 0 and out.exception is None

@@ -23,7 +23,8 @@ def stats(
     ] = None,
     by: Annotated[str, typer.Option("--by", help="List growth per week or month.")] = "month",
     segment: Annotated[str | None, typer.Option(
-        "--segment", help="List growth of tag:NAME or topic:NAME instead of the whole list.",
+        "--segment", help="List growth of part of the list, written as --to writes it: "
+        "tag:NAME, topic:NAME, plan=paid, has:city, joined with + (tag:friends+plan=paid).",
     )] = None,
     tests: Annotated[bool, typer.Option(
         "--tests", help="Include test sends (left out by default).")] = False,

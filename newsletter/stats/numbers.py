@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from newsletter import store
+from newsletter.audience import segments
 from newsletter.audience.events import STOPPED
 from newsletter.delivery import welcome
 from newsletter.delivery.log import REHEARSAL_PROVIDER, Campaign, get_campaign, list_campaigns
@@ -89,7 +90,7 @@ class Bucket:
 @dataclass
 class Growth:
     period: str
-    segment: str  # "everyone", "tag:NAME" or "topic:NAME"
+    segment: str  # "everyone", or the segment as `--to` writes it
     buckets: list[Bucket] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -179,32 +180,21 @@ def transactional(database: Path) -> Transactional:
                          queued_or_failed=waiting, welcomes_sent=welcomes)
 
 
-def parse_segment(text: str | None) -> tuple[str, str | None]:
-    """`tag:NAME` or `topic:NAME` (or nothing: everyone) → (kind, name)."""
-    if not text or text in ("everyone", "subscribers"):
-        return "everyone", None
-    kind, sep, name = text.partition(":")
-    if not sep or kind not in ("tag", "topic") or not name.strip():
-        raise ConfigError(
-            f"--segment {text!r} is not a segment: use tag:NAME or topic:NAME "
-            "(or leave it out for the whole list)"
-        )
-    return kind, name.strip()
-
-
 def list_growth(database: Path, period: str = "month", segment: str | None = None, *,
                 today: date | None = None) -> Growth:
     """Joins, confirmations, stops and the active count per week or month, oldest first."""
     if period not in PERIODS:
         raise ConfigError(f"--by {period!r}: use week or month")
-    kind, name = parse_segment(segment)
+    chosen = None
+    if segment and segment not in ("everyone", "subscribers"):
+        chosen = segments.parse_segment(segment, "--segment")
     db = _open(database)
     try:
-        readers = _segment_readers(db, kind, name)
+        readers = _segment_readers(db, chosen)
         stops = _stops(db, readers)
     finally:
         db.conn.close()
-    growth = Growth(period, "everyone" if name is None else f"{kind}:{name}")
+    growth = Growth(period, "everyone" if chosen is None else chosen.spec)
     if not readers:
         return growth
     first = min(_day(r[1]) for r in readers.values())
@@ -247,18 +237,14 @@ def list_growth(database: Path, period: str = "month", segment: str | None = Non
 _Readers = dict[int, tuple[str, str, str | None]]  # id → (status, created_at, confirmed_at)
 
 
-def _segment_readers(db: Any, kind: str, name: str | None) -> _Readers:
-    """subscriber id → (status, created_at, confirmed_at) for the readers in the segment."""
+def _segment_readers(db: Any, segment: segments.Segment | None) -> _Readers:
+    """subscriber id → (status, created_at, confirmed_at) for the readers in the segment
+    (`--to`'s language: tags, topics, reader attributes), whatever their status."""
     sql = "SELECT id, status, created_at, confirmed_at FROM subscribers"
     params: list[Any] = []
-    if kind == "tag":
-        sql += " WHERE EXISTS (SELECT 1 FROM json_each(subscribers.tags) WHERE value = ?)"
-        params.append(name)
-    elif kind == "topic":
-        # NULL topics: the reader gets everything, every topic included.
-        sql += (" WHERE topics IS NULL OR EXISTS "
-                "(SELECT 1 FROM json_each(subscribers.topics) WHERE value = ?)")
-        params.append(name)
+    if segment is not None:
+        where, params = segments.segment_where(db, segment)
+        sql += f" WHERE {where}"
     return {row[0]: (row[1], row[2], row[3]) for row in db.execute(sql, params).fetchall()}
 
 
