@@ -268,7 +268,7 @@ def _newsletter(settings: Settings) -> Any:
 
 
 def _subscribe(settings: Settings) -> Any:
-    """What the pages' sign-up form (layouts/subscribe_form.html) needs, or None."""
+    """What the archive pages' sign-up form needs (its action, the name's limit), or None."""
     action = _subscribe_action(settings)
     if not action:
         return None
