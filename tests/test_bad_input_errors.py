@@ -189,6 +189,7 @@ EXAMPLE_TOUR = [
     "subscribers", "subscribers import", "subscribers add", "subscribers list",
     "subscribers count", "subscribers export", "send", "campaigns", "campaigns show",
     "campaigns settle", "stats", "import-posts", "publish",
+    "layouts", "layouts list", "layouts diff",
     "sync", "run", "providers", "serve",
     "subscribers show", "subscribers unsubscribe", "subscribers remove", "doctor",
 ]

@@ -15,6 +15,7 @@ from newsletter.cli import posts as _posts  # noqa: F401
 from newsletter.cli import sync as _sync  # noqa: F401
 from newsletter.cli import run as _run  # noqa: F401
 from newsletter.cli import publish as _publish  # noqa: F401
+from newsletter.cli import layouts as _layouts  # noqa: F401
 from newsletter.cli import serve as _serve  # noqa: F401
 from newsletter.cli import stats as _stats  # noqa: F401
 from newsletter.cli import doctor as _doctor  # noqa: F401

@@ -5,6 +5,13 @@ Layouts live in the newsletter's `layouts/` folder (`default.html`,
 `newsletter/templates/layouts/`. HTML layouts are autoescaped; undefined
 variables are errors naming the file and line.
 
+A layout file the writer never edited follows the built-in: `init` records what it copied
+(`.newsletter-layouts.json`: file name → sha256, and the tool's version), and a file still
+equal to what was copied is read from the built-ins, so a newer version of the tool brings
+its pages (and the manage link) to an older newsletter. A folder made before the record
+existed counts a file equal to any past built-in (templates/past_layouts.json) as unedited.
+An edited file is used as it is; `layouts_behind` names those whose built-in moved on.
+
 Rendering happens once per issue, so per-recipient values cannot be known
 yet. `subscriber.<anything>`, `unsubscribe_url` and `manage_url` render as markers (short
 ASCII words no Markdown, Jinja or premailer step changes); `Slots` remembers
@@ -29,6 +36,9 @@ is spliced in after rendering, HTML-escaped, so `{{ … }}` in a name stays text
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import re
 import types
 from collections.abc import Callable, Mapping
@@ -45,6 +55,8 @@ from newsletter.errors import ContentError
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "templates"
 BUILTIN_LAYOUTS = BUILTIN_DIR / "layouts"
+PAST_LAYOUTS = BUILTIN_DIR / "past_layouts.json"  # scripts/past_layouts.py writes it
+RECORD = ".newsletter-layouts.json"  # in the newsletter folder: what init copied
 
 _TRANSFORMS: dict[str, Callable[[str], str]] = {
     "upper": str.upper,
@@ -283,7 +295,7 @@ def make_environment(
     """
     loaders: list[jinja2.BaseLoader] = []
     if layouts_dir is not None:
-        loaders.append(jinja2.FileSystemLoader(str(layouts_dir)))
+        loaders.append(_WritersLayouts(layouts_dir))
     loaders.append(jinja2.FileSystemLoader(str(BUILTIN_LAYOUTS)))
     comments: dict[str, Any] = (
         {"comment_start_string": "{##", "comment_end_string": "##}"} if markdown else {})
@@ -303,6 +315,164 @@ def make_environment(
         env.filters[name] = _marker_filter(name)
     env.filters["default"] = env.filters["d"] = _default_filter
     return env
+
+
+# --- the writer's layouts and the built-ins they were copied from -------------------------
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _past_builtins() -> dict[str, frozenset[str]]:
+    data = json.loads(PAST_LAYOUTS.read_text(encoding="utf-8"))
+    return {name: frozenset(hashes) for name, hashes in data.items()}
+
+
+def read_record(root: Path) -> dict[str, str]:
+    """What `init` copied into `root`/layouts: file name → sha256; {} before the record."""
+    path = root / RECORD
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "it is not JSON"
+        raise ContentError(f"cannot read {path} ({why}): delete it (layouts equal to a "
+                           "built-in then still follow it)") from None
+    copied = data.get("copied") if isinstance(data, dict) else None
+    if not isinstance(copied, dict):
+        raise ContentError(f"{path} is not the record init writes: delete it")
+    return {str(k): str(v) for k, v in copied.items()}
+
+
+def write_record(root: Path, copied: Mapping[str, bytes], version: str) -> None:
+    """Add the layouts init just copied (file name → the bytes) to `root`'s record."""
+    record = {**read_record(root), **{name: _digest(data) for name, data in copied.items()}}
+    (root / RECORD).write_text(json.dumps(
+        {"about": "What `newsletter init` copied into layouts/ (sha256 of each file). A file "
+                  "still equal to its copy follows the built-in layout of the installed "
+                  "version; edit it and yours is used.",
+         "version": version, "copied": dict(sorted(record.items()))}, indent=1) + "\n",
+        encoding="utf-8")
+
+
+def follows_builtin(name: str, data: bytes, record: Mapping[str, str]) -> bool:
+    """True when layouts/`name` holding `data` is a built-in's copy the writer never edited.
+
+    With a record, unedited means equal to what init copied; a file init did not copy
+    (or a folder made before the record) is unedited when it equals any version of the
+    built-in, today's or a past one.
+    """
+    builtin = BUILTIN_LAYOUTS / name
+    if not builtin.is_file():
+        return False  # the writer's own layout
+    digest = _digest(data)
+    if name in record:
+        return digest == record[name] or digest == _digest(builtin.read_bytes())
+    return digest == _digest(builtin.read_bytes()) or digest in _past_builtins().get(
+        name, frozenset())
+
+
+class _WritersLayouts(jinja2.FileSystemLoader):
+    """layouts/, where a file that only copies a built-in steps aside for the built-in."""
+
+    def __init__(self, layouts_dir: Path):
+        super().__init__(str(layouts_dir))
+        self.root = layouts_dir.parent
+        self._record: dict[str, str] | None = None
+
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if "/" not in template:
+            if self._record is None:
+                self._record = read_record(self.root)
+            if follows_builtin(template, Path(filename).read_bytes(), self._record):
+                raise jinja2.TemplateNotFound(template)  # the ChoiceLoader's next: built-ins
+        return source, filename, uptodate
+
+
+@dataclass(frozen=True)
+class Behind:
+    """An edited layout whose built-in changed since it was copied."""
+
+    name: str
+    path: Path  # the writer's file
+    builtin: Path
+    command: str  # what shows the difference
+
+    def __str__(self) -> str:
+        return (f"layouts/{self.name} is edited and the built-in changed since: "
+                f"see what with `{self.command}`")
+
+
+def layouts_behind(root: Path) -> list[Behind]:
+    """Each edited layout in `root`/layouts whose built-in is not what it was copied from.
+
+    An edited file follows nothing: it misses what the built-in gained (the manage link,
+    the new pages). With a record, a file is behind when today's built-in differs from
+    the copy init made; without one (a folder from before the record, a file init did
+    not copy), when it differs from today's built-in.
+    """
+    folder = root / "layouts"
+    if not folder.is_dir():
+        return []
+    record = read_record(root)
+    behind = []
+    for path in sorted(folder.iterdir()):
+        builtin = BUILTIN_LAYOUTS / path.name
+        if not (path.is_file() and builtin.is_file()):
+            continue
+        data = path.read_bytes()
+        if follows_builtin(path.name, data, record):
+            continue
+        now = _digest(builtin.read_bytes())
+        if record.get(path.name, _digest(data)) != now:
+            behind.append(Behind(path.name, path, builtin, f"newsletter layouts diff {path.name}"))
+    return behind
+
+
+def layout_states(root: Path) -> list[tuple[str, str]]:
+    """(file name, what is used) for each file in `root`/layouts, for `newsletter layouts`."""
+    folder = root / "layouts"
+    if not folder.is_dir():
+        return []
+    record = read_record(root)
+    behind = {b.name: b for b in layouts_behind(root)}
+    states = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if not (BUILTIN_LAYOUTS / path.name).is_file():
+            state = "yours (no built-in of that name)"
+        elif follows_builtin(path.name, path.read_bytes(), record):
+            state = "follows the built-in (never edited)"
+        elif path.name in behind:
+            state = f"edited, and the built-in changed since: {behind[path.name].command}"
+        else:
+            state = "edited (yours is used)"
+        states.append((path.name, state))
+    return states
+
+
+def layout_diff(root: Path, name: str) -> str:
+    """A unified diff from the built-in `name` to the writer's layouts/`name` ("" if equal)."""
+    builtin = BUILTIN_LAYOUTS / name
+    mine = root / "layouts" / name
+    if "/" in name or not builtin.is_file():
+        known = ", ".join(sorted(p.name for p in BUILTIN_LAYOUTS.iterdir()))
+        raise ContentError(f"there is no built-in layout {name!r}: name one of {known}")
+    if not mine.is_file():
+        raise ContentError(f"layouts/{name} does not exist: the built-in is used as it is")
+
+    def lines(path: Path) -> list[str]:
+        try:
+            return path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError:
+            raise ContentError(f"{path} is not UTF-8 text: save it as UTF-8") from None
+
+    return "".join(difflib.unified_diff(lines(builtin), lines(mine),
+                                        f"built-in/{name}", f"layouts/{name}"))
 
 
 def _error_line(exc: BaseException, filename: str) -> int | None:

@@ -71,8 +71,11 @@ class Web:
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A page from layouts/ (the writer's, else the built-in), with the no-leak headers."""
         s = self.settings
+        # The same newsletter and page values the published pages have: page.html frames both.
         base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address,
-                               "contact": self.contact},
+                               "contact": self.contact, "description": s.publish.description,
+                               "home": f"{s.base_url}/" if s.base_url else "/"},
+                "page": {"lang": s.publish.lang},
                 "topics": self.config.topics, "default_topics": self.config.default_topics,
                 "consent": self.config.consent_text(s),
                 "consent_seal": tokens.seal_text(s, CONSENT, self.config.consent_text(s)),

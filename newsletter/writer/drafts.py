@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from newsletter import store
+from newsletter import __version__, store
 from newsletter.compose.issue import Issue, build_issue
-from newsletter.compose.layout import BUILTIN_DIR, BUILTIN_LAYOUTS
+from newsletter.compose.layout import BUILTIN_DIR, BUILTIN_LAYOUTS, write_record
+from newsletter.compose.layout import RECORD as LAYOUTS_RECORD
 from newsletter.compose.message import SAMPLE_RECIPIENT, personalize
 from newsletter.compose.source import (
     date_from_path,
@@ -189,13 +190,17 @@ def _lay_out(root: Path) -> InitResult:
     result = InitResult(root)
     root.mkdir(parents=True, exist_ok=True)
 
-    def write(target: Path, text: str) -> None:
+    def write(target: Path, text: str | bytes) -> bool:
+        # Bytes as they are (no newline translation): a layout's record is its sha256.
+        data = text.encode("utf-8") if isinstance(text, str) else text
         try:
-            with target.open("x", encoding="utf-8") as f:
-                f.write(text)
+            with target.open("xb") as f:
+                f.write(data)
             result.created.append(target)
+            return True
         except FileExistsError:
             result.kept.append(target)
+            return False
 
     name = " ".join(w.capitalize() for w in re.split(r"[-_\s]+", root.name) if w) or "My Newsletter"
     config = (BUILTIN_DIR / "init" / "newsletter.toml").read_text(encoding="utf-8")
@@ -207,8 +212,16 @@ def _lay_out(root: Path) -> InitResult:
         else:
             target.mkdir()
             result.created.append(target)
+    copied: dict[str, bytes] = {}
     for layout in sorted(BUILTIN_LAYOUTS.iterdir()):
-        write(root / "layouts" / layout.name, layout.read_text(encoding="utf-8"))
+        data = layout.read_bytes()
+        if write(root / "layouts" / layout.name, data):
+            copied[layout.name] = data
+    if copied:
+        # What was copied, so a file left as it is follows the built-in in later versions.
+        existed = (root / LAYOUTS_RECORD).exists()
+        write_record(root, copied, __version__)
+        (result.kept if existed else result.created).append(root / LAYOUTS_RECORD)
 
     gitignore = root / ".gitignore"
     if gitignore.exists():

@@ -40,6 +40,7 @@ from urllib.parse import quote, urlsplit
 from markupsafe import Markup
 
 from newsletter import store
+from newsletter.audience.subscribers import MAX_NAME
 from newsletter.compose import layout as layouts
 from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.parts import unsubscribe_mailto
@@ -265,12 +266,36 @@ def _newsletter(settings: Settings) -> Any:
         "newsletter", name=settings.name, base_url=settings.base_url, address=settings.address,
         sender=settings.sender, reply_to=settings.reply_to,
         unsubscribe_mailto=unsubscribe_mailto(settings),
+        description=settings.publish.description,
+        home=f"{settings.base_url}/" if settings.base_url else None,
     )
 
 
 def _subscribe(settings: Settings) -> Any:
+    """What the archive pages' sign-up form needs (its action, the name's limit), or None."""
     action = _subscribe_action(settings)
-    return layouts.namespace("subscribe", action=action) if action else None
+    if not action:
+        return None
+    return layouts.namespace("subscribe", action=action, name_max=MAX_NAME)
+
+
+RECENT = 10  # issues the archive home shows with their excerpt; the rest are listed below
+
+
+def excerpt(issue: Issue, limit: int = 220) -> str:
+    """The issue's preheader, else the start of its text, cut at a word (plain text)."""
+    if issue.preheader:
+        return issue.preheader
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", _anonymous(issue),
+                  flags=re.IGNORECASE | re.DOTALL)
+    # A block's end is a gap between words; an inline tag (a link, bold) is not.
+    text = re.sub(r"</(?:p|h[1-6]|li|blockquote|div|pre|td|th)\s*>|<br\s*/?>", " ", text,
+                  flags=re.IGNORECASE)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = " ".join(html_lib.unescape(text).split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
 
 
 # --- the site -----------------------------------------------------------------------------
@@ -479,7 +504,7 @@ def _index_page(settings: Settings, options: PublishSettings, env: Any,
     issues = [
         layouts.namespace("item", title=i["issue"].title, date=i["issue"].date,
                           preheader=i["issue"].preheader, slug=i["issue"].slug,
-                          url=i["issue"].web_url)
+                          url=i["issue"].web_url, excerpt=excerpt(i["issue"]))
         for i in items
     ]
     context = {
@@ -489,6 +514,7 @@ def _index_page(settings: Settings, options: PublishSettings, env: Any,
             "page", url=f"{base}/", lang=options.lang, description=options.description,
             image=next((i["page"].image for i in items if i["page"].image), None),
             feed_url=f"{base}/feed.xml", rss_url=f"{base}/rss.xml", json_url=f"{base}/feed.json",
+            recent=RECENT,
         ),
         "subscribe": _subscribe(settings),
     }
