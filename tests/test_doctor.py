@@ -43,7 +43,7 @@ GOOD_ZONE = {
     f"_dmarc.{DOMAIN}": ["v=DMARC1; p=none; rua=mailto:dmarc@example.com"],
 }
 CHECKS = ["settings", "secret", "provider", "healthz", "archive", "one-click", "spf", "dkim",
-          "dmarc", "backup"]
+          "dmarc", "backup", "layouts"]
 
 
 class Zone(BaseResolver):
@@ -323,7 +323,7 @@ def test_an_old_or_missing_backup_is_a_warning(
         record_backup(ready.site.root, dt.datetime.now(dt.UTC) - age)
     code, answer = ready.doctor()
     assert flagged(answer) == {"backup": "warning"}
-    assert says in answer["lines"][-1]["message"]
+    assert says in next(x["message"] for x in answer["lines"] if x["check"] == "backup")
     assert code == 0
     assert ready.doctor("--strict")[0] == 1
 
@@ -417,3 +417,24 @@ def test_with_the_archive_on_a_static_host_each_address_is_checked_for_its_part(
     assert flagged(answer) == {"hosting": "warning"}, answer
     assert "5,000 messages a day" in next(
         line["message"] for line in answer["lines"] if line["check"] == "hosting")
+
+
+def test_an_edited_layout_that_fell_behind_is_a_warning_naming_the_diff_command(
+        ready: Ready) -> None:
+    from newsletter.compose.layout import BUILTIN_LAYOUTS
+
+    mine = ready.site.root / "layouts" / "default.html"
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_text((BUILTIN_LAYOUTS / "default.html").read_text().replace(
+        "</body>", "<p>my own footer</p></body>"))
+    try:
+        code, answer = ready.doctor()
+        strict = ready.doctor("--strict")[0]
+    finally:
+        mine.unlink()
+    assert flagged(answer) == {"layouts": "warning"}, answer
+    [line] = [x for x in answer["lines"] if x["check"] == "layouts"]
+    assert "layouts/default.html is edited" in line["message"]
+    assert "newsletter layouts diff default" in line["message"]
+    assert code == 0  # a warning: ready to send, with --strict it is not
+    assert strict == 1

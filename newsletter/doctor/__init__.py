@@ -3,7 +3,8 @@
 One line per item, each ok / warning / error with how to fix it: the settings, the
 secret against the database, the provider's credentials (a harmless authenticated
 call), the addresses the emails link to (/healthz, the archive home, the one-click POST),
-DNS for the From domain (SPF, DKIM, DMARC), the last backup's age. Doctor only looks: it
+DNS for the From domain (SPF, DKIM, DMARC), the last backup's age, layouts that fell
+behind the built-in ones. Doctor only looks: it
 never writes the database, never makes a secret and never sends.
 
 It stands above delivery, feedback and web (it asks all of them), beside `newsletter run`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from newsletter.doctor.backup import check_backup
+from newsletter.doctor.layouts import check_layouts
 from newsletter.doctor.mail_dns import check_dns
 from newsletter.doctor.provider import check_provider
 from newsletter.doctor.report import Line, Report, format_line
@@ -47,5 +49,5 @@ def diagnose(root: Path | None = None, *, dns_server: str | None = None,
     check_urls(settings, report, timeout)
     check_dns(settings, report, dns_server, timeout)
     check_backup(settings, report)
-    # Layouts that fell behind the built-in ones are named here too (issue 19, wired at merge).
+    check_layouts(settings, report)
     return report
