@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from newsletter import store
+from newsletter import changes, store
 from newsletter.audience.events import now_iso
 from newsletter.audience.policy import BouncePolicy, Feedback, means_no_such_address
 from newsletter.audience.policy import apply as apply_feedback
@@ -248,6 +248,9 @@ class _Dispatcher:
         self.pending = 0  # rows read whose outcome is not recorded yet
         self.parked: list[_Claim] = []  # workers waiting for rows (retries not due yet)
         self.unrecorded: set[int] = set()  # workers whose journal holds unrecorded results
+        # Rows of the open transaction, for the change journal (see _commit).
+        self.touched: list[int] = []  # their outcome was recorded
+        self.handed: list[int] = []  # marked `sending`: about to go to a provider
 
         limiter = RateLimiter(rate)
         self.journals = [
@@ -431,8 +434,16 @@ class _Dispatcher:
         try:
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
+                self.touched, self.handed = [], []
                 self._record(done)
                 claimed = self._claim(items) if items else []
+                # One append and fsync per committed batch, before the commit: outcomes,
+                # then the rows about to be handed over (a restore makes those uncertain).
+                ops = [changes.deliveries_op(self.conn, self.touched)] if self.touched else []
+                if self.handed:
+                    ops.append({"op": "handed", "campaign": self.campaign_id,
+                                "ids": self.handed})
+                changes.append(self.conn, ops)
         except BaseException:
             self.counts, self.result, self.pending = counts, result, pending
             self.result.counts = counts
@@ -471,18 +482,21 @@ class _Dispatcher:
             ).fetchall()
         }
         claimed: list[_Item] = [(row, m) for row, m in wanted if row.id in claimed_ids]
+        self.handed += [row.id for row, _ in claimed]
         left = [row.id for row, _ in wanted if row.id not in claimed_ids]
         if left:
             skipped = 0
             if self.runner.check_subscribers:
-                skipped = len(self.conn.execute(
+                skipped_ids = [r[0] for r in self.conn.execute(
                     "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
                     " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
                     "deliveries.subscriber_id), 'removed') || ' before sending' "
                     f"WHERE id IN ({','.join('?' * len(left))}) AND state = 'queued' "
                     "RETURNING id",
                     [stamp, *left],
-                ).fetchall())
+                ).fetchall()]
+                self.touched += skipped_ids
+                skipped = len(skipped_ids)
             self.result.skipped += skipped
             self.counts.queued -= skipped
             self.counts.skipped += skipped
@@ -494,6 +508,9 @@ class _Dispatcher:
     def _record(self, outcome: _Outcome) -> None:
         """Within the open transaction: write one batch's results."""
         stamp = now_iso()
+        self.touched += [row.id for row, _ in outcome.results]
+        self.touched += [row.id for row in outcome.untouched]
+        self.touched += [row.id for row, _ in outcome.stopped]
         sent, failed, uncertain, queued = [], [], [], []
         unknown: list[tuple[DeliveryRow, str]] = []  # permanent "no such address": hard bounces
         for row, result in outcome.results:
