@@ -16,5 +16,6 @@ from newsletter.cli import sync as _sync  # noqa: F401
 from newsletter.cli import run as _run  # noqa: F401
 from newsletter.cli import publish as _publish  # noqa: F401
 from newsletter.cli import serve as _serve  # noqa: F401
+from newsletter.cli import backup as _backup  # noqa: F401
 
 __all__ = ["app", "main"]
