@@ -10,7 +10,9 @@ place (`newsletter/restore.py` replays it). The ops:
 
 - `reader`: a reader's row after a change (`subscriber`) and the events recorded with it
   (`events`); a status change also says `subscriber_id`, `email`, `before`, `after`,
-  `source` and `at`;
+  `source` and `at`. Without `subscriber` (a change appended BEFORE its transaction,
+  as a reader's unsubscribe will be when the database is busy), replay applies `after`
+  as `change_status` would, and an event without an `id` is recorded once;
 - `erase`: a reader forgotten (`subscribers remove`); replay forgets them again;
 - `campaign`: a campaign's row, and with `deliveries` the rows created for it;
 - `handed`: deliveries marked `sending` (about to be handed to the provider);

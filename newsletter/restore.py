@@ -30,7 +30,7 @@ from typing import Any
 import sqlite_utils
 
 from newsletter import changes, store
-from newsletter.audience.events import now_iso
+from newsletter.audience.events import STOPPED, now_iso
 from newsletter.audience.subscribers import erase_rows
 from newsletter.delivery.journal import journal_paths
 from newsletter.delivery.lock import is_being_sent
@@ -386,8 +386,13 @@ def _apply(db: sqlite_utils.Database, op: dict[str, Any], counted: Restored) -> 
     if kind == "reader":
         if op.get("subscriber"):
             _upsert(db, "subscribers", op["subscriber"])
+        elif op.get("subscriber_id") is not None and op.get("after"):
+            _status_only(db, op)
         for event in op.get("events") or []:
-            _upsert(db, "events", event, replace=True)
+            if "id" in event:
+                _upsert(db, "events", event, replace=True)
+            else:
+                _event_once(db, event)
         counted.readers += 1
     elif kind == "erase":
         erase_rows(db, int(op["subscriber_id"]), str(op["email_key"]), op.get("hash"),
@@ -419,6 +424,31 @@ def _apply(db: sqlite_utils.Database, op: dict[str, Any], counted: Restored) -> 
     else:
         raise ConfigError(f"the journal holds an entry this version does not know ({kind!r}): "
                           "upgrade newsletter, then restore again (nothing was changed)")
+
+
+def _status_only(db: sqlite_utils.Database, op: dict[str, Any]) -> None:
+    """A status change journaled before its transaction ran (issue 21: a reader's request
+    made durable while the database was busy): no row image, only what changed. Applied as
+    change_status would: a reader who stopped keeps their first stop and its date."""
+    after, at = str(op["after"]), str(op.get("at") or now_iso())
+    if after in STOPPED:
+        db.execute(
+            "UPDATE subscribers SET status = ?, unsubscribed_at = ?, updated_at = ? "
+            "WHERE id = ? AND status NOT IN ('unsubscribed', 'bounced', 'complained')",
+            [after, at, at, op["subscriber_id"]])
+    else:
+        db.execute("UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
+                   [after, at, op["subscriber_id"]])
+
+
+def _event_once(db: sqlite_utils.Database, event: dict[str, Any]) -> None:
+    """An event journaled without its row id: recorded unless the same one is there."""
+    same = db.execute(
+        "SELECT 1 FROM events WHERE subscriber_id IS ? AND kind = ? AND created_at = ? AND "
+        "source = ?", [event.get("subscriber_id"), event.get("kind"),
+                       event.get("created_at"), event.get("source")]).fetchone()
+    if same is None:
+        _upsert(db, "events", event, replace=True)
 
 
 def _upsert(db: sqlite_utils.Database, table: str, row: dict[str, Any], *,

@@ -10,6 +10,7 @@ Real SQLite files, the real CLI (in-process), a real SMTP server (aiosmtpd) for 
 from __future__ import annotations
 
 import gc
+import json
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -279,3 +280,49 @@ def test_restore_of_what_is_not_a_snapshot_is_one_error_line(
     assert run.exit_code == 2
     assert run.stderr.startswith("Error: ") and len(run.stderr.strip().splitlines()) == 1
     assert _statuses(_database(newsletter_dir)) == {"a@example.org": "active"}
+
+
+def test_a_status_change_journaled_before_its_transaction_is_replayed_once(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    # Issue 21 will make a reader's unsubscribe durable in the journal first when the
+    # database is busy: an entry with no row image, appended before any transaction.
+    database = _database(newsletter_dir)
+    _add(cli, "busy@example.org")
+    snapshot = _backup(cli, newsletter_dir)
+    reader_id = _rows(database, "SELECT id FROM subscribers")[0][0]
+    at = "2026-12-07T10:00:00Z"
+    entry = {"at": at, "ops": [{
+        "op": "reader", "subscriber_id": reader_id, "email": "busy@example.org",
+        "before": "active", "after": "unsubscribed", "source": "one-click", "at": at,
+        "events": [{"subscriber_id": reader_id, "email": "busy@example.org",
+                    "kind": "unsubscribed", "status_before": "active",
+                    "status_after": "unsubscribed", "source": "one-click", "detail": "",
+                    "created_at": at}]}]}
+    generation = changes.generations(database)[-1]
+    changes.write_line(changes.generation_path(database, generation),
+                       (json.dumps(entry) + "\n").encode())
+    _restore(cli, snapshot)
+    _restore(cli, snapshot)
+    assert _statuses(database) == {"busy@example.org": "unsubscribed"}
+    assert _rows(database, "SELECT kind, source, created_at FROM events WHERE kind = "
+                           "'unsubscribed'") == [("unsubscribed", "one-click", at)]
+    assert _rows(database, "SELECT unsubscribed_at FROM subscribers") == [(at,)]
+
+
+def test_a_torn_last_line_never_committed_and_is_skipped(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    database = _database(newsletter_dir)
+    _add(cli, "a@example.org")
+    snapshot = _backup(cli, newsletter_dir)
+    _add(cli, "b@example.org")
+    path = changes.generation_path(database, changes.generations(database)[-1])
+    with path.open("a") as f:
+        f.write('{"at":"2026-12-07T10:00:00Z","ops":[{"op":"rea')  # killed mid-append
+    run = _restore(cli, snapshot)
+    assert "Skipped 1 journal line(s) that never committed" in run.stdout
+    assert _statuses(database) == {"a@example.org": "active", "b@example.org": "active"}
+    _add(cli, "c@example.org")  # the next append starts on a line of its own
+    _restore(cli, snapshot)
+    assert set(_statuses(database)) == {"a@example.org", "b@example.org", "c@example.org"}
