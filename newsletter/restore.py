@@ -224,7 +224,7 @@ def restore(database: Path, snapshot: Path) -> Restored:
             db.conn.close()
         if live is not None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            result.kept_aside = database.with_name(f"{database.name}.replaced-{stamp}")
+            result.kept_aside = _unused(database.with_name(f"{database.name}.replaced-{stamp}"))
             os.rename(database, result.kept_aside)
         os.rename(staging, database)
         changes.sync_dir(database.parent)
@@ -232,6 +232,15 @@ def restore(database: Path, snapshot: Path) -> Restored:
         if live is not None:
             live.close()
     return result
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`…: two restores in one second never overwrite a kept file."""
+    found, n = path, 1
+    while found.exists():
+        n += 1
+        found = path.with_name(f"{path.name}-{n}")
+    return found
 
 
 def _read_snapshot(snapshot: Path, database: Path) -> tuple[int | None, str | None]:
@@ -335,6 +344,16 @@ def _continue_journal(db: sqlite_utils.Database, database: Path, lost: bool,
                       since: int) -> None:
     """The restored database journals on from the newest generation (or a new one)."""
     known = changes.generations(database)
+    if lost and known:
+        # Journal files newer than the snapshot's lost one belong to the database being
+        # replaced: moved aside (never deleted), so no later restore replays them onto
+        # this one's history.
+        aside = _unused(changes.journal_dir(database) / (
+            "replaced-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")))
+        aside.mkdir(mode=0o700)
+        for generation in known:
+            path = changes.generation_path(database, generation)
+            path.rename(aside / path.name)
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
         if lost:  # a fresh generation: nothing before it belongs to this database

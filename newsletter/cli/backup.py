@@ -81,9 +81,10 @@ def restore_cmd(
                    "yourself once you are sure.")
     if done.journal_lost:
         typer.echo(f"No change journal since this snapshot ({name}.journal/ lost with the "
-                   "disk, or never written): what happened after it is LOST and cannot be "
-                   "known: readers who joined or left, and mail sent after it. Unfinished "
-                   "campaigns are marked uncertain rather than resumed.")
+                   "disk, or deleted by a newer backup: the newest snapshot has it): what "
+                   "happened after it is LOST and cannot be known: readers who joined or "
+                   "left, and mail sent after it. Unfinished campaigns are marked uncertain "
+                   "rather than resumed.")
     else:
         typer.echo(f"Replayed {done.transactions:,} journaled change(s): {done.readers:,} "
                    f"reader change(s), {done.erased:,} erasure(s), {done.outcomes:,} "

@@ -167,6 +167,8 @@ def test_replaying_twice_is_replaying_once(newsletter_dir: Path, cli: Cli) -> No
     _restore(cli, snapshot)
     assert _statuses(database) == {"a@example.org": "unsubscribed",
                                    "c@example.org": "active", "f@example.org": "active"}
+    # Three restores (within a second or two), three databases kept aside: none overwritten.
+    assert len(list(newsletter_dir.glob("newsletter.db.replaced-*"))) == 3
 
 
 def test_an_erased_reader_never_comes_back_from_a_snapshot(
@@ -326,3 +328,23 @@ def test_a_torn_last_line_never_committed_and_is_skipped(
     _add(cli, "c@example.org")  # the next append starts on a line of its own
     _restore(cli, snapshot)
     assert set(_statuses(database)) == {"a@example.org", "b@example.org", "c@example.org"}
+
+
+def test_an_older_snapshot_whose_journal_a_newer_backup_deleted_says_it_is_lost(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    database = _database(newsletter_dir)
+    _add(cli, "a@example.org")
+    old = _backup(cli, newsletter_dir, "old.db")
+    _add(cli, "b@example.org")
+    new = _backup(cli, newsletter_dir, "new.db")  # deletes old.db's journal: it covers it
+    _add(cli, "c@example.org")
+    run = _restore(cli, old)
+    assert "what happened after it is LOST" in run.stdout
+    assert set(_statuses(database)) == {"a@example.org"}
+    # The newer journal belongs to the database that was replaced: kept aside, and a
+    # restore of new.db no longer replays c onto this history.
+    assert list(changes.journal_dir(database).glob("replaced-*/*.jsonl"))
+    run = _restore(cli, new)
+    assert "what happened after it is LOST" in run.stdout
+    assert set(_statuses(database)) == {"a@example.org", "b@example.org"}
