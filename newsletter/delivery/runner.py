@@ -30,6 +30,10 @@ queued → sending → sent | failed | uncertain | skipped:
   the journal says which `sending` rows were answered, which were in the
   provider's hands without an answer (`uncertain`) and which never left
   (queued again; see `recovery.py`);
+- each of the dispatcher's transactions also appends its outcomes and the rows it
+  marks `sending` to the change journal (`newsletter/changes.py`), fsync'ed once before
+  it commits: a restore from a snapshot taken mid-send knows every delivery that went
+  out, and makes only those in a provider's hands `uncertain`;
 - RETRY results and TransientBatchError go back to `queued` with attempts+1
   and an exponential backoff kept in memory (a resumed run retries them at
   once); after `max_attempts` they are `failed` with the last reason;
