@@ -312,7 +312,15 @@ class _Dispatcher:
             except queue.Empty:
                 self._serve_parked()
                 return
-        self._answer_claim(request)
+        # Group commit: the workers that asked meanwhile (while the last transaction's
+        # journal fsync ran) are answered by the same transaction and one fsync.
+        claims = [request]
+        while len(claims) < len(self.workers):
+            try:
+                claims.append(self.requests.get_nowait())
+            except queue.Empty:
+                break
+        self._answer_claims(claims)
         if self.parked:
             self._serve_parked()
 
@@ -389,14 +397,24 @@ class _Dispatcher:
     # -- answering the workers ------------------------------------------------------------
 
     def _answer_claim(self, claim: _Claim) -> None:
-        items = self._take(claim.want) if claim.want and not self.stopping.is_set() else []
+        self._answer_claims([claim])
+
+    def _answer_claims(self, claims: list[_Claim]) -> None:
+        taken = [self._take(c.want) if c.want and not self.stopping.is_set() else []
+                 for c in claims]
         try:
-            claimed = self._commit(claim.done, items)
-        except Exception as exc:  # not recorded: its journal keeps the results for resume
+            answers = self._commit([(c.done, items) for c, items in zip(claims, taken,
+                                                                         strict=True)])
+        except Exception as exc:  # not recorded: their journals keep the results for resume
             self._fail(exc)
-            self.unrecorded.add(claim.worker)
-            self._end(claim, None)
+            for claim in claims:
+                self.unrecorded.add(claim.worker)
+                self._end(claim, None)
             return
+        for claim, claimed in zip(claims, answers, strict=True):
+            self._reply(claim, claimed)
+
+    def _reply(self, claim: _Claim, claimed: list[_Item]) -> None:
         if claimed:
             claim.reply.put(claimed)
         elif not claim.want or self.stopping.is_set() or self._settled():
@@ -426,11 +444,13 @@ class _Dispatcher:
 
     # -- the database -------------------------------------------------------------------
 
-    def _commit(self, done: _Outcome, items: list[_Item]) -> list[_Item]:
-        """One short transaction: record `done`, claim `items`; returns the claimed ones."""
-        self.errors += done.errors
-        if not done.results and not done.untouched and not done.stopped and not items:
-            return []
+    def _commit(self, work: list[tuple[_Outcome, list[_Item]]]) -> list[list[_Item]]:
+        """One short transaction: for each worker record `done`, claim `items`; returns
+        the claimed ones, per worker."""
+        for done, _ in work:
+            self.errors += done.errors
+        if not any(done or items for done, items in work):
+            return [[] for _ in work]
         # What the counts said before: a transaction that fails (a full disk) changed no
         # row, so it changes no count either, and the summary matches the rows.
         counts, result = dataclasses.replace(self.counts), dataclasses.replace(self.result)
@@ -439,8 +459,10 @@ class _Dispatcher:
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
                 self.touched, self.handed = [], []
-                self._record(done)
-                claimed = self._claim(items) if items else []
+                answers = []
+                for done, items in work:
+                    self._record(done)
+                    answers.append(self._claim(items) if items else [])
                 # One append and fsync per committed batch, before the commit: outcomes,
                 # then the rows about to be handed over (a restore makes those uncertain).
                 ops = [changes.deliveries_op(self.conn, self.touched)] if self.touched else []
@@ -453,7 +475,7 @@ class _Dispatcher:
             self.result.counts = counts
             raise
         self._progress()
-        return claimed
+        return answers
 
     def _claim(self, items: list[_Item]) -> list[_Item]:
         """Within the open transaction: mark the items' rows `sending`, if still due and wanted.
