@@ -191,6 +191,7 @@ EXAMPLE_TOUR = [
     "campaigns settle", "import-posts", "publish",
     "sync", "run", "providers", "serve",
     "subscribers show", "subscribers unsubscribe", "subscribers remove",
+    "backup", "restore",
 ]
 
 

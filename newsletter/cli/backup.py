@@ -67,7 +67,7 @@ def restore_cmd(
     another command (serve, an import) has the database open. The replaced database is
     kept aside, never deleted. Nothing is sent.
 
-    Example: newsletter restore backups/newsletter-2026-12-07T030000Z.db
+    Example: newsletter restore "$(ls -t backups/*.db | head -n 1)"
     """
     from newsletter.restore import restore
 
