@@ -13,6 +13,7 @@ import gc
 import json
 import sqlite3
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,35 @@ def test_an_older_snapshot_whose_journal_a_newer_backup_deleted_says_it_is_lost(
     run = _restore(cli, new)
     assert "what happened after it is LOST" in run.stdout
     assert set(_statuses(database)) == {"a@example.org", "b@example.org"}
+
+
+def test_scheduled_sends_that_came_due_wait_for_the_writer_after_a_restore(
+    newsletter_dir: Path, cli: Cli, write_draft: Callable[..., Path],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from newsletter.delivery.schedule import schedule_send
+    from newsletter.settings import load_settings
+
+    write_draft("soon.md", "---\ntitle: Soon\n---\nSoon.\n")
+    write_draft("later.md", "---\ntitle: Later\n---\nLater.\n")
+    _add(cli, "a@example.org")
+    settings = load_settings(newsletter_dir)
+    now = datetime.now(UTC)
+    soon = schedule_send(settings, "soon", "subscribers", now + timedelta(seconds=1))
+    later = schedule_send(settings, "later", "subscribers", now + timedelta(days=1))
+    snapshot = _backup(cli, newsletter_dir)
+    time.sleep(1.5)  # `soon` comes due: it may have gone out before the disk died
+
+    run = _restore(cli, snapshot)
+
+    assert (f"Scheduled send #{soon.id} (soon) came due: held for you: send it with "
+            "`newsletter send soon --to subscribers` if it did not go out, or "
+            f"`newsletter send --cancel {soon.id}`.") in run.stdout
+    assert f"#{later.id}" not in run.stdout
+    ran = cli("run", "--no-sync")
+    assert ran.exit_code == 0, ran.stderr
+    database = _database(newsletter_dir)
+    assert dict(_rows(database, "SELECT slug, status FROM schedules")) == {
+        "soon": "held", "later": "scheduled"}
+    assert _rows(database, "SELECT count(*) FROM campaigns") == [(0,)]
