@@ -381,3 +381,38 @@ def test_scheduled_sends_that_came_due_wait_for_the_writer_after_a_restore(
     assert dict(_rows(database, "SELECT slug, status FROM schedules")) == {
         "soon": "held", "later": "scheduled"}
     assert _rows(database, "SELECT count(*) FROM campaigns") == [(0,)]
+
+
+def test_a_backup_taken_while_an_import_runs_loses_none_of_it_after_a_restore(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    database = _database(newsletter_dir)
+    _add(cli, "first@example.org")
+    rows = 20_000
+    sheet = newsletter_dir / "big.csv"
+    sheet.write_text("email\n" + "".join(f"i{n:05d}@example.org\n" for n in range(rows)))
+    importing = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "subscribers", "import", str(sheet)],
+        cwd=newsletter_dir, env=os.environ.copy(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    snapshots = []
+    while importing.poll() is None or not snapshots:  # snapshots before, during and after
+        name = f"snap{len(snapshots)}.db"
+        backup = subprocess.run([sys.executable, "-m", "newsletter", "backup", name],
+                                cwd=newsletter_dir, env=os.environ.copy(),
+                                capture_output=True, text=True)
+        assert backup.returncode == 0, backup.stderr
+        snapshots.append(newsletter_dir / name)
+    out, err = importing.communicate()
+    assert importing.returncode == 0, err
+    # The newest snapshot and its journal hold the whole import, whichever side of it
+    # the snapshot fell.
+    before = _everything(database)
+    _restore(cli, snapshots[-1])
+    assert _everything(database) == before
+    assert len(_statuses(database)) == rows + 1
+    assert _rows(database, "SELECT count(*) FROM events WHERE kind = 'imported'") == [(rows,)]
