@@ -192,6 +192,7 @@ EXAMPLE_TOUR = [
     "layouts", "layouts list", "layouts diff",
     "sync", "run", "providers", "serve",
     "subscribers show", "subscribers unsubscribe", "subscribers remove", "doctor",
+    "backup", "restore",
 ]
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
+from newsletter import changes
 from newsletter.errors import SubscriberError
 
 # Statuses nobody is sent to; the first stop's reason and date are kept (a bounce after an
@@ -122,7 +123,7 @@ def record(
 ) -> bool:
     """Append one event inside the caller's transaction; False if `external_id` was seen."""
     try:
-        db.execute(
+        cursor = db.execute(
             "INSERT INTO events (subscriber_id, email, kind, status_before, status_after, "
             "source, detail, ip, user_agent, consent, campaign_id, external_id, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -134,6 +135,13 @@ def record(
         if external_id is None:
             raise
         return False
+    # The reader as they are now, with this event, goes to the change journal (one fsync,
+    # before the caller's transaction commits): a restore replays it.
+    assert cursor.lastrowid is not None  # an INSERT's cursor always has it
+    if subscriber_id is None:
+        changes.append(db.conn, changes.readers_since(db.conn, cursor.lastrowid - 1))
+    else:
+        changes.append(db.conn, [changes.reader_op(db.conn, subscriber_id, [cursor.lastrowid])])
     return True
 
 
@@ -215,5 +223,9 @@ def history(db: sqlite_utils.Database, subscriber_id: int) -> list[Event]:
 
 
 def erase(db: sqlite_utils.Database, subscriber_id: int) -> int:
-    """Delete a reader's events (inside the caller's transaction) when they are forgotten."""
+    """Delete a reader's events (inside the caller's transaction) when they are forgotten.
+
+    The erasure itself is journaled by `subscribers.remove` (an `erase` op a restore
+    replays), so a restore never brings the reader back.
+    """
     return db.execute("DELETE FROM events WHERE subscriber_id = ?", [subscriber_id]).rowcount

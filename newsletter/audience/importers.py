@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlite_utils
 
+from newsletter import changes
 from newsletter.audience.formats import FORMAT_NAMES, Columns, RowError, get_format
 from newsletter.audience.sheets import iter_sheets, sheet_sizes
 from newsletter.audience.subscribers import (
@@ -257,9 +258,12 @@ def import_file(
             progress("Merging", 0, 1)
         with db.conn:
             db.execute("BEGIN IMMEDIATE")
+            last_event = changes.last_event_id(db.conn)
             _merge(db, summary, path.name, welcome)
             if dry_run:
                 db.conn.rollback()
+            else:  # every reader the import added or changed the status of: one append
+                changes.append(db.conn, changes.readers_since(db.conn, last_event))
         if progress:
             progress("Merging", 1, 1)
         done = True

@@ -24,7 +24,7 @@ import sqlite_utils
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
-from newsletter import store
+from newsletter import changes, store
 from newsletter.audience import events
 from newsletter.audience.events import STATUSES, STOPPED, Origin
 from newsletter.audience.segments import GRAMMAR, Segment, parse_segment, segment_where
@@ -489,34 +489,12 @@ def remove(
     hashed = address_hash(secret, found.email) if secret is not None else None
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        # Not yet sent (a send stopped half-way): never sent now, to an address or a hash.
-        db.execute(
-            "UPDATE deliveries SET state = 'skipped', error = 'the reader was forgotten' "
-            "WHERE state IN ('queued', 'uncertain') AND (subscriber_id = ? OR lower(email) = ?)",
-            [found.id, found.key],
-        )
-        if hashed is not None:
-            cursor = db.execute(
-                "UPDATE deliveries SET subscriber_id = NULL, email = ? "
-                "WHERE subscriber_id = ? OR lower(email) = ?",
-                [f"forgotten:{hashed}", found.id, found.key],
-            )
-        else:
-            cursor = db.execute(
-                "UPDATE deliveries SET subscriber_id = NULL WHERE subscriber_id = ?", [found.id]
-            )
-        deliveries = cursor.rowcount
-        erased = events.erase(db, found.id)
-        erased += db.execute("DELETE FROM events WHERE lower(email) = ?", [found.key]).rowcount
-        # The confirmation emails queued for them (sent or not) hold the address: gone too.
-        db.execute("DELETE FROM outgoing WHERE subscriber_id = ? OR lower(email) = ?",
-                   [found.id, found.key])
-        db.execute("DELETE FROM subscribers WHERE id = ?", [found.id])
-        if suppress and hashed is not None:
-            db.execute(
-                "INSERT OR IGNORE INTO suppressions (address_hash, reason, created_at) "
-                "VALUES (?, 'forgotten', ?)", [hashed, now_iso()],
-            )
+        deliveries, erased = erase_rows(db, found.id, found.key, hashed, suppress=suppress)
+        # Journaled as its own entry: a restore replays it, so no snapshot taken before
+        # brings the reader back (the journal holds only the key and the hash).
+        changes.append(db.conn, [{"op": "erase", "subscriber_id": found.id,
+                                  "email_key": found.key, "hash": hashed,
+                                  "suppress": bool(suppress and hashed is not None)}])
     files = _outbox_files_for(outboxes, found.email)
     failed: list[tuple[Path, str]] = []
     if delete_outbox:
@@ -526,6 +504,43 @@ def remove(
             except OSError as exc:  # the reader is forgotten already: say what is left
                 failed.append((path, exc.strerror or type(exc).__name__))
     return Removal(found, deliveries, erased, files, delete_outbox, suppress, failed)
+
+
+def erase_rows(db: sqlite_utils.Database, subscriber_id: int, key: str, hashed: str | None,
+               *, suppress: bool) -> tuple[int, int]:
+    """Forget a reader inside the caller's transaction: (deliveries unlinked, events erased).
+
+    `subscribers remove` calls it, and a restore replaying the journal's `erase` entry.
+    """
+    # Not yet sent (a send stopped half-way): never sent now, to an address or a hash.
+    db.execute(
+        "UPDATE deliveries SET state = 'skipped', error = 'the reader was forgotten' "
+        "WHERE state IN ('queued', 'uncertain') AND (subscriber_id = ? OR lower(email) = ?)",
+        [subscriber_id, key],
+    )
+    if hashed is not None:
+        cursor = db.execute(
+            "UPDATE deliveries SET subscriber_id = NULL, email = ? "
+            "WHERE subscriber_id = ? OR lower(email) = ?",
+            [f"forgotten:{hashed}", subscriber_id, key],
+        )
+    else:
+        cursor = db.execute(
+            "UPDATE deliveries SET subscriber_id = NULL WHERE subscriber_id = ?", [subscriber_id]
+        )
+    deliveries = cursor.rowcount
+    erased = events.erase(db, subscriber_id)
+    erased += db.execute("DELETE FROM events WHERE lower(email) = ?", [key]).rowcount
+    # The confirmation emails queued for them (sent or not) hold the address: gone too.
+    db.execute("DELETE FROM outgoing WHERE subscriber_id = ? OR lower(email) = ?",
+               [subscriber_id, key])
+    db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id])
+    if suppress and hashed is not None:
+        db.execute(
+            "INSERT OR IGNORE INTO suppressions (address_hash, reason, created_at) "
+            "VALUES (?, 'forgotten', ?)", [hashed, now_iso()],
+        )
+    return deliveries, erased
 
 
 @dataclass(frozen=True)
@@ -760,6 +775,7 @@ def set_topic_choice(db: sqlite_utils.Database, subscriber_id: int, choice: Topi
     """Store what the reader chose (inside the caller's transaction)."""
     db.execute("UPDATE subscribers SET topics = ? WHERE id = ?",
                [None if choice.everything else _dumps(list(choice.chosen)), subscriber_id])
+    changes.append(db.conn, [changes.reader_op(db.conn, subscriber_id)])  # a restore keeps it
 
 
 # The sign-up and /manage forms post `topics` (one per ticked topic), `everything` (the

@@ -19,5 +19,6 @@ from newsletter.cli import layouts as _layouts  # noqa: F401
 from newsletter.cli import serve as _serve  # noqa: F401
 from newsletter.cli import stats as _stats  # noqa: F401
 from newsletter.cli import doctor as _doctor  # noqa: F401
+from newsletter.cli import backup as _backup  # noqa: F401
 
 __all__ = ["app", "main"]

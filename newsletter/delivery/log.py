@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlite_utils
 
+from newsletter import changes
 from newsletter.audience.events import now_iso
 from newsletter.delivery.recipients import Audience, audience_where
 from newsletter.errors import DeliveryError
@@ -313,6 +314,9 @@ def find_or_create_campaign(
         if total == 0:
             db.conn.rollback()
             raise nobody_to_send_to(audience)
+        # The campaign and its rows go to the change journal: a restore from a snapshot taken
+        # before knows the send, so it is never made twice.
+        changes.append(db.conn, [changes.campaign_op(db.conn, campaign_id, deliveries=True)])
     return get_campaign(db, campaign_id), True
 
 
@@ -330,16 +334,19 @@ def requeue(db: sqlite_utils.Database, campaign_id: int, states: Sequence[str]) 
     marks = ",".join("?" for _ in states)
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        n = db.execute(
+        ids = [r[0] for r in db.execute(
             f"UPDATE deliveries SET state = 'queued', updated_at = ? "
-            f"WHERE campaign_id = ? AND state IN ({marks})",
+            f"WHERE campaign_id = ? AND state IN ({marks}) RETURNING id",
             [now_iso(), campaign_id, *states],
-        ).rowcount
+        ).fetchall()]
+        n = len(ids)
         if n:
             db.execute(
                 "UPDATE campaigns SET status = 'stopped', finished_at = NULL WHERE id = ?",
                 [campaign_id],
             )
+            changes.append(db.conn, [changes.campaign_op(db.conn, campaign_id),
+                                     changes.deliveries_op(db.conn, ids)])
     return n
 
 
@@ -372,13 +379,16 @@ def mark_uncertain_sent(db: sqlite_utils.Database, campaign_id: int) -> int:
     stamp = now_iso()
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        n = db.execute(
+        ids = [r[0] for r in db.execute(
             "UPDATE deliveries SET state = 'sent', sent_at = coalesce(sent_at, ?), "
             "updated_at = ?, error = 'settled as sent by the writer (was uncertain: ' || "
             "coalesce(error, 'no reason given') || ')' "
-            "WHERE campaign_id = ? AND state = 'uncertain'",
+            "WHERE campaign_id = ? AND state = 'uncertain' RETURNING id",
             [stamp, stamp, campaign_id],
-        ).rowcount
+        ).fetchall()]
+        n = len(ids)
+        if ids:
+            changes.append(db.conn, [changes.deliveries_op(db.conn, ids)])
     if n:
         finish_campaign(db, campaign_id)
     return n

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from newsletter import changes
 from newsletter.audience.events import now_iso
 from newsletter.delivery.journal import read_journals
 from newsletter.delivery.providers.base import Outcome
@@ -73,6 +74,8 @@ def recover_interrupted(
                 db.execute(
                     "UPDATE deliveries SET state = 'queued', updated_at = ? WHERE id = ?",
                     [stamp, did])
+        if stuck:  # what was settled goes to the change journal, like any outcome
+            changes.append(db.conn, [changes.deliveries_op(db.conn, stuck)])
     for path in journals:
         path.unlink(missing_ok=True)
     return recovery

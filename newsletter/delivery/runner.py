@@ -30,6 +30,10 @@ queued → sending → sent | failed | uncertain | skipped:
   the journal says which `sending` rows were answered, which were in the
   provider's hands without an answer (`uncertain`) and which never left
   (queued again; see `recovery.py`);
+- each of the dispatcher's transactions also appends its outcomes and the rows it
+  marks `sending` to the change journal (`newsletter/changes.py`), fsync'ed once before
+  it commits: a restore from a snapshot taken mid-send knows every delivery that went
+  out, and makes only those in a provider's hands `uncertain`;
 - RETRY results and TransientBatchError go back to `queued` with attempts+1
   and an exponential backoff kept in memory (a resumed run retries them at
   once); after `max_attempts` they are `failed` with the last reason;
@@ -68,7 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from newsletter import store
+from newsletter import changes, store
 from newsletter.audience.events import now_iso
 from newsletter.audience.policy import BouncePolicy, Feedback, means_no_such_address
 from newsletter.audience.policy import apply as apply_feedback
@@ -248,6 +252,9 @@ class _Dispatcher:
         self.pending = 0  # rows read whose outcome is not recorded yet
         self.parked: list[_Claim] = []  # workers waiting for rows (retries not due yet)
         self.unrecorded: set[int] = set()  # workers whose journal holds unrecorded results
+        # Rows of the open transaction, for the change journal (see _commit).
+        self.touched: list[int] = []  # their outcome was recorded
+        self.handed: list[int] = []  # marked `sending`: about to go to a provider
 
         limiter = RateLimiter(rate)
         self.journals = [
@@ -305,7 +312,15 @@ class _Dispatcher:
             except queue.Empty:
                 self._serve_parked()
                 return
-        self._answer_claim(request)
+        # Group commit: the workers that asked meanwhile (while the last transaction's
+        # journal fsync ran) are answered by the same transaction and one fsync.
+        claims = [request]
+        while len(claims) < len(self.workers):
+            try:
+                claims.append(self.requests.get_nowait())
+            except queue.Empty:
+                break
+        self._answer_claims(claims)
         if self.parked:
             self._serve_parked()
 
@@ -382,14 +397,24 @@ class _Dispatcher:
     # -- answering the workers ------------------------------------------------------------
 
     def _answer_claim(self, claim: _Claim) -> None:
-        items = self._take(claim.want) if claim.want and not self.stopping.is_set() else []
+        self._answer_claims([claim])
+
+    def _answer_claims(self, claims: list[_Claim]) -> None:
+        taken = [self._take(c.want) if c.want and not self.stopping.is_set() else []
+                 for c in claims]
         try:
-            claimed = self._commit(claim.done, items)
-        except Exception as exc:  # not recorded: its journal keeps the results for resume
+            answers = self._commit([(c.done, items) for c, items in zip(claims, taken,
+                                                                         strict=True)])
+        except Exception as exc:  # not recorded: their journals keep the results for resume
             self._fail(exc)
-            self.unrecorded.add(claim.worker)
-            self._end(claim, None)
+            for claim in claims:
+                self.unrecorded.add(claim.worker)
+                self._end(claim, None)
             return
+        for claim, claimed in zip(claims, answers, strict=True):
+            self._reply(claim, claimed)
+
+    def _reply(self, claim: _Claim, claimed: list[_Item]) -> None:
         if claimed:
             claim.reply.put(claimed)
         elif not claim.want or self.stopping.is_set() or self._settled():
@@ -419,11 +444,13 @@ class _Dispatcher:
 
     # -- the database -------------------------------------------------------------------
 
-    def _commit(self, done: _Outcome, items: list[_Item]) -> list[_Item]:
-        """One short transaction: record `done`, claim `items`; returns the claimed ones."""
-        self.errors += done.errors
-        if not done.results and not done.untouched and not done.stopped and not items:
-            return []
+    def _commit(self, work: list[tuple[_Outcome, list[_Item]]]) -> list[list[_Item]]:
+        """One short transaction: for each worker record `done`, claim `items`; returns
+        the claimed ones, per worker."""
+        for done, _ in work:
+            self.errors += done.errors
+        if not any(done or items for done, items in work):
+            return [[] for _ in work]
         # What the counts said before: a transaction that fails (a full disk) changed no
         # row, so it changes no count either, and the summary matches the rows.
         counts, result = dataclasses.replace(self.counts), dataclasses.replace(self.result)
@@ -431,14 +458,24 @@ class _Dispatcher:
         try:
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
-                self._record(done)
-                claimed = self._claim(items) if items else []
+                self.touched, self.handed = [], []
+                answers = []
+                for done, items in work:
+                    self._record(done)
+                    answers.append(self._claim(items) if items else [])
+                # One append and fsync per committed batch, before the commit: outcomes,
+                # then the rows about to be handed over (a restore makes those uncertain).
+                ops = [changes.deliveries_op(self.conn, self.touched)] if self.touched else []
+                if self.handed:
+                    ops.append({"op": "handed", "campaign": self.campaign_id,
+                                "ids": self.handed})
+                changes.append(self.conn, ops)
         except BaseException:
             self.counts, self.result, self.pending = counts, result, pending
             self.result.counts = counts
             raise
         self._progress()
-        return claimed
+        return answers
 
     def _claim(self, items: list[_Item]) -> list[_Item]:
         """Within the open transaction: mark the items' rows `sending`, if still due and wanted.
@@ -471,18 +508,21 @@ class _Dispatcher:
             ).fetchall()
         }
         claimed: list[_Item] = [(row, m) for row, m in wanted if row.id in claimed_ids]
+        self.handed += [row.id for row, _ in claimed]
         left = [row.id for row, _ in wanted if row.id not in claimed_ids]
         if left:
             skipped = 0
             if self.runner.check_subscribers:
-                skipped = len(self.conn.execute(
+                skipped_ids = [r[0] for r in self.conn.execute(
                     "UPDATE deliveries SET state = 'skipped', updated_at = ?, error = 'subscriber '"
                     " || coalesce((SELECT status FROM subscribers s WHERE s.id = "
                     "deliveries.subscriber_id), 'removed') || ' before sending' "
                     f"WHERE id IN ({','.join('?' * len(left))}) AND state = 'queued' "
                     "RETURNING id",
                     [stamp, *left],
-                ).fetchall())
+                ).fetchall()]
+                self.touched += skipped_ids
+                skipped = len(skipped_ids)
             self.result.skipped += skipped
             self.counts.queued -= skipped
             self.counts.skipped += skipped
@@ -494,6 +534,9 @@ class _Dispatcher:
     def _record(self, outcome: _Outcome) -> None:
         """Within the open transaction: write one batch's results."""
         stamp = now_iso()
+        self.touched += [row.id for row, _ in outcome.results]
+        self.touched += [row.id for row in outcome.untouched]
+        self.touched += [row.id for row, _ in outcome.stopped]
         sent, failed, uncertain, queued = [], [], [], []
         unknown: list[tuple[DeliveryRow, str]] = []  # permanent "no such address": hard bounces
         for row, result in outcome.results:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from newsletter import store
+from newsletter import changes, store
 from newsletter.audience import events
 from newsletter.audience.events import Origin, now_iso
 from newsletter.compose.issue import build_issue
@@ -110,6 +110,7 @@ def _campaign(db: sqlite_utils.Database, slug: str, draft_label: str, subject: s
             "INSERT INTO campaigns (id, slug, draft_path, subject, audience, kind, provider, "
             "created_at, status) VALUES (?, ?, ?, ?, ?, 'list', ?, ?, 'done')",
             [number, slug, draft_label, subject, AUDIENCE, provider, now_iso()])
+        changes.append(db.conn, [changes.campaign_op(db.conn, number)])  # a restore knows it
         return number, True
 
 
@@ -117,13 +118,16 @@ def _owed(db: sqlite_utils.Database, campaign_id: int) -> int:
     """Queue every active reader who asked for the welcome since it was enabled."""
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        return db.execute(
+        added = db.execute(
             "INSERT OR IGNORE INTO deliveries (campaign_id, subscriber_id, email, updated_at) "
             "SELECT ?, s.id, s.email, ? FROM subscribers s WHERE s.status = 'active' AND "
             "EXISTS (SELECT 1 FROM events e WHERE e.subscriber_id = s.id AND "
             "e.kind = 'welcome_requested' AND e.created_at >= "
             "(SELECT created_at FROM campaigns WHERE id = ?)) ORDER BY s.id",
             [campaign_id, now_iso(), campaign_id]).rowcount
+        if added:  # the rows owed go to the change journal: a restore mails nobody twice
+            changes.append(db.conn, [changes.campaign_op(db.conn, campaign_id, deliveries=True)])
+        return added
 
 
 def send_welcomes(settings: Settings) -> list[WelcomeLine]:

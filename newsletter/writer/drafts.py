@@ -156,6 +156,8 @@ GITIGNORE_LINES = [
     "newsletter.db",
     "newsletter.db-*",
     ".newsletter.db.*",  # send locks and journals (removed after a run)
+    "newsletter.db.*",  # the change journal, a database a restore kept aside
+    "backups/",  # `newsletter backup`'s snapshots (copy them off the machine, not to git)
     "outbox/",
     "build/",
     SECRET_FILE,

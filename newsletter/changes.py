@@ -1,0 +1,343 @@
+"""The change journal: what happened to the list and the delivery log since the last backup.
+
+A folder beside the database, `newsletter.db.journal/`, holds one file per backup
+generation (`000003.jsonl`). Each line is one committed transaction's changes, as JSON:
+`{"at": time, "ops": [...]}`, appended and fsync'ed inside the transaction, before it
+commits, so a transaction reported done is in the journal. The ops are absolute (a
+reader's row as it is now, a delivery's state), never increments, so replaying a journal
+over a snapshot that already holds some of it, or replaying it twice, ends in the same
+place (`newsletter/restore.py` replays it). The ops:
+
+- `reader`: a reader's row after a change (`subscriber`) and the events recorded with it
+  (`events`); a status change also says `subscriber_id`, `email`, `before`, `after`,
+  `source` and `at`. Without `subscriber` (a change appended BEFORE its transaction,
+  as a reader's unsubscribe will be when the database is busy), replay applies `after`
+  as `change_status` would, and an event without an `id` is recorded once;
+- `erase`: a reader forgotten (`subscribers remove`); replay forgets them again;
+- `campaign`: a campaign's row, and with `deliveries` the rows created for it;
+- `handed`: deliveries marked `sending` (about to be handed to the provider);
+- `deliveries`: delivery outcomes, `[id, state, provider id, sent_at, error]` each.
+
+`newsletter backup` starts a new generation (the number in the database's `meta` table,
+read inside each writing transaction, so a commit lands in the generation its snapshot
+does not hold) and deletes the older files: a newer snapshot covers them. This module
+sits on the store's floor: the audience and the delivery log both write to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from newsletter.errors import NewsletterError
+
+GENERATION_KEY = "journal_generation"  # meta: the generation new changes go to
+SNAPSHOT_AT_KEY = "snapshot_at"  # meta: when the generation began (a snapshot holds it)
+
+# Connections whose changes are journaled as another database's (a restore being prepared
+# in a side file writes the journal of the database it will become).
+_written_as: dict[int, Path] = {}
+
+
+def journal_dir(database: Path) -> Path:
+    """The folder of the journal files of `database`."""
+    return database.with_name(database.name + ".journal")
+
+
+def generation_path(database: Path, generation: int) -> Path:
+    """The journal file of one generation."""
+    return journal_dir(database) / f"{generation:06d}.jsonl"
+
+
+def generations(database: Path) -> list[int]:
+    """The generations that have a journal file, oldest first."""
+    folder = journal_dir(database)
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.stem) for p in folder.glob("*.jsonl") if p.stem.isdigit())
+
+
+def current_generation(conn: sqlite3.Connection) -> int:
+    """The generation this database's changes go to now (0 before any backup)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", [GENERATION_KEY]).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # a database older than the meta table
+            return 0
+        raise
+    return int(row[0]) if row is not None else 0
+
+
+def database_path(conn: sqlite3.Connection) -> Path | None:
+    """The file of the connection's main database (None: in memory)."""
+    if id(conn) in _written_as:
+        return _written_as[id(conn)]
+    for _seq, name, file in conn.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return Path(file) if file else None
+    return None
+
+
+@contextmanager
+def written_as(conn: sqlite3.Connection, database: Path) -> Iterator[None]:
+    """Journal the changes made on `conn` as those of `database` while inside."""
+    _written_as[id(conn)] = database
+    try:
+        yield
+    finally:
+        _written_as.pop(id(conn), None)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def append(conn: sqlite3.Connection, ops: Iterable[dict[str, Any]]) -> None:
+    """Append one transaction's `ops` to the journal, durably (one fsync).
+
+    Call inside the open transaction, before it commits: a failed write (a full disk)
+    raises JournalError and the transaction rolls back, so nothing is committed that the
+    journal does not hold. `ops` may be a generator (a bulk import's readers): they are
+    written LINE_OPS to a line, every line but the last marked `"more": true`, so neither
+    the writer nor a restore holds a whole import in memory.
+    """
+    database = database_path(conn)
+    if database is None:
+        return
+    path = generation_path(database, current_generation(conn))
+    try:
+        with _Appender(path) as out:
+            batch: list[dict[str, Any]] = []
+            for op in ops:
+                batch.append(op)
+                if len(batch) == LINE_OPS:
+                    out.write(_line(batch, more=True))
+                    batch = []
+            if batch or out.written:
+                out.write(_line(batch, more=False))
+    except OSError as exc:
+        raise journal_error(exc, path) from None
+
+
+LINE_OPS = 1000  # ops per journal line
+
+
+def _line(ops: list[dict[str, Any]], *, more: bool) -> bytes:
+    entry: dict[str, Any] = {"at": now_iso(), "ops": ops}
+    if more:
+        entry["more"] = True
+    return (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+class _Appender:
+    """An open journal file: lines appended, fsync'ed once when it closes (if any was)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+        self.written = 0
+
+    def __enter__(self) -> _Appender:
+        return self
+
+    def write(self, data: bytes) -> None:
+        if self.fd is None:
+            self.created = not self.path.exists()
+            if self.created:
+                self.path.parent.mkdir(mode=0o700, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            size = os.fstat(self.fd).st_size
+            if size and os.pread(self.fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a torn line (a crash mid-write) stays a line of its own
+        while data:
+            data = data[os.write(self.fd, data):]
+        self.written += 1
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if self.fd is None:
+            return
+        try:
+            if kind is None:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+        if kind is None and self.created:
+            sync_dir(self.path.parent)
+
+
+def write_line(path: Path, data: bytes) -> None:
+    """Append `data` to `path` (creating it) and fsync it."""
+    with _Appender(path) as out:
+        out.write(data)
+
+
+class JournalError(NewsletterError):
+    """The change journal could not be written: the change was not made."""
+
+
+def journal_error(exc: OSError, path: Path) -> JournalError:
+    """A failed append as one line that says what to do (a full disk above all)."""
+    if exc.errno == errno.ENOSPC:
+        return JournalError(
+            f"the disk holding {path.parent.parent} is full: the change journal could not be "
+            "written, so nothing was recorded; free some space, then run the same command")
+    return JournalError(
+        f"cannot write the change journal {path} ({exc.strerror}): make its folder writable, "
+        "then run the same command (nothing was recorded)")
+
+
+def sync_dir(folder: Path) -> None:
+    """fsync a folder, so a file created or renamed in it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def start_generation(conn: sqlite3.Connection, generation: int, at: str) -> None:
+    """Inside the caller's write transaction: new changes go to `generation` from now on."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [(GENERATION_KEY, str(generation)), (SNAPSHOT_AT_KEY, at)],
+    )
+    database = database_path(conn)
+    if database is not None:  # the file exists from the start: "no changes" is not "lost"
+        write_line(generation_path(database, generation), b"")
+
+
+def delete_before(database: Path, generation: int) -> list[Path]:
+    """Delete the journal files older than `generation` (a snapshot holds them now)."""
+    gone = []
+    for old in generations(database):
+        if old < generation:
+            path = generation_path(database, old)
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
+
+
+@dataclass
+class Record:
+    """One line of the journal: the ops of a transaction (or part of one, when `more`)."""
+
+    generation: int
+    line: int
+    at: str
+    ops: list[dict[str, Any]]
+    more: bool  # the transaction goes on on the next line
+
+
+def read(database: Path, since: int) -> Iterator[Record | None]:
+    """The lines of generations `since` and newer, in order; None for a torn line.
+
+    A torn line (a crash in the middle of an append, or a disk that filled) was never
+    committed: its transaction rolled back. A transaction whose last line (no `more`)
+    is missing never committed either: the replay drops it.
+    """
+    for generation in generations(database):
+        if generation < since:
+            continue
+        with open(generation_path(database, generation), encoding="utf-8",
+                  errors="replace") as f:
+            for number, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    entry = json.loads(text)
+                    ops = list(entry["ops"])
+                except (ValueError, KeyError, TypeError):
+                    yield None
+                    continue
+                yield Record(generation, number, str(entry.get("at", "")), ops,
+                             bool(entry.get("more")))
+
+
+# -- the ops, built where the changes are made ----------------------------------------------
+
+
+def _row(conn: sqlite3.Connection | sqlite3.Cursor, sql: str,
+         params: Sequence[Any]) -> dict[str, Any] | None:
+    cursor = conn.execute(sql, list(params))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return {d[0]: value for d, value in zip(cursor.description, row, strict=True)}
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    cursor = conn.execute(sql, list(params))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def reader_op(conn: sqlite3.Connection, subscriber_id: int,
+              event_ids: Sequence[int] = ()) -> dict[str, Any]:
+    """A reader's row as it is now, with the events `event_ids`."""
+    op: dict[str, Any] = {
+        "op": "reader",
+        "subscriber": _row(conn, "SELECT * FROM subscribers WHERE id = ?", [subscriber_id]),
+        "events": [],
+    }
+    if event_ids:
+        marks = ",".join("?" * len(event_ids))
+        op["events"] = _rows(conn, f"SELECT * FROM events WHERE id IN ({marks})", event_ids)
+        if len(op["events"]) == 1:  # a status change says what it was, readably
+            event = op["events"][0]
+            op.update(subscriber_id=subscriber_id, email=event["email"],
+                      before=event["status_before"], after=event["status_after"],
+                      source=event["source"], at=event["created_at"])
+    return op
+
+
+def readers_since(conn: sqlite3.Connection, event_id: int) -> Iterator[dict[str, Any]]:
+    """`reader` ops for every event after `event_id` (a bulk import's), streamed."""
+    events = conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id", [event_id])
+    names = [d[0] for d in events.description]
+    readers = conn.cursor()
+    for values in events:
+        event = dict(zip(names, values, strict=True))
+        image = None
+        if event["subscriber_id"] is not None:
+            image = _row(readers, "SELECT * FROM subscribers WHERE id = ?",
+                         [event["subscriber_id"]])
+        yield {"op": "reader", "subscriber": image, "events": [event]}
+
+
+def last_event_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+    return int(row[0])
+
+
+def campaign_op(conn: sqlite3.Connection, campaign_id: int, *,
+                deliveries: bool = False) -> dict[str, Any]:
+    """A campaign's row as it is now; with `deliveries`, its delivery rows' ids and readers."""
+    op: dict[str, Any] = {
+        "op": "campaign",
+        "campaign": _row(conn, "SELECT * FROM campaigns WHERE id = ?", [campaign_id]),
+    }
+    if deliveries:
+        op["deliveries"] = [list(r) for r in conn.execute(
+            "SELECT id, subscriber_id, email, state FROM deliveries WHERE campaign_id = ? "
+            "ORDER BY id", [campaign_id]).fetchall()]
+    return op
+
+
+def deliveries_op(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[str, Any]:
+    """The outcome of deliveries `ids` as they are now in the open transaction."""
+    found: list[list[Any]] = []
+    for start in range(0, len(ids), 500):
+        part = list(ids[start:start + 500])
+        marks = ",".join("?" * len(part))
+        found += [list(r) for r in conn.execute(
+            "SELECT id, state, provider_message_id, sent_at, error FROM deliveries "
+            f"WHERE id IN ({marks})", part).fetchall()]
+    return {"op": "deliveries", "set": found}
