@@ -343,7 +343,7 @@ class Settings:
         of the key that signed its links gets that key or a ConfigError: never a new
         file (links already mailed would die) and never another key.
         """
-        key = self._own_key()
+        key = self.existing_key()
         recorded = recorded_fingerprint(self.database) if key is None or not \
             _known_match(self.database, key) else None
         if key is None:
@@ -360,7 +360,7 @@ class Settings:
             path = self.root / SECRET_FILE
             write_secret_file(path)
             _git_ignore(self.root, SECRET_FILE)
-            key = self._own_key()
+            key = self.existing_key()
             assert key is not None
             return key
         if recorded is not None and not self.drafts_only:
@@ -376,8 +376,11 @@ class Settings:
             _MATCHED.add((str(self.database), mine))
         return key
 
-    def _own_key(self) -> bytes | None:
-        """NEWSLETTER_SECRET, else the secret file's key; None when there is neither."""
+    def existing_key(self) -> bytes | None:
+        """NEWSLETTER_SECRET, else the secret file's key; None when there is neither.
+
+        Never makes one (`newsletter doctor` asks this: it only looks).
+        """
         value = os.environ.get(SECRET_ENV)
         if value:
             # A short key can be guessed offline from any reader's own link, and then

@@ -22,7 +22,7 @@ from newsletter.settings import (
 def check_secret(settings: Settings, report: Report) -> None:
     try:
         # The key exactly as secret_key() finds it, without the file it would write.
-        key = settings._own_key()
+        key = settings.existing_key()
         recorded = recorded_fingerprint(settings.database)
     except NewsletterError as exc:
         report.add("secret", "error", str(exc))
