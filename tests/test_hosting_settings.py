@@ -6,6 +6,7 @@ host at base_url, serve at that URL), "none" (no server: unsubscribe by mailto).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,7 +18,7 @@ from newsletter.compose.tokens import verify_unsubscribe_token
 from newsletter.errors import ConfigError
 from newsletter.settings import hosting_warnings, load_settings
 from newsletter.writer.check import check_draft
-from tests.conftest import DEFAULT_TOML
+from tests.conftest import DEFAULT_TOML, Run
 
 DRAFT = "---\ntitle: Hello\npreheader: A line\n---\nHello {{ subscriber.name }}.\n"
 
@@ -100,3 +101,12 @@ def test_a_server_url_needs_base_url_for_the_archive(newsletter_dir: Path) -> No
     with pytest.raises(ConfigError, match=r"\[server\] url puts reader links on their own "
                                           r"server, so the archive needs \[newsletter\] base_url"):
         load_settings(newsletter_dir)
+
+
+def test_serve_is_refused_when_the_settings_say_no_server_runs(
+        newsletter_dir: Path, cli: Callable[..., Run]) -> None:
+    _letter(newsletter_dir, 'url = "none"', 'unsubscribe_mailto = "leave@example.com"')
+    for args in (("serve",), ("serve", "--embed")):
+        out = cli(*args)
+        assert out.exit_code != 0 and out.exception is None
+        assert out.stderr.startswith("Error: ") and 'url = "none" says no server' in out.stderr

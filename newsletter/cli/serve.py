@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from newsletter.cli.app import app, settings
+from newsletter.errors import ConfigError
 
 
 @app.command()
@@ -41,6 +42,12 @@ def serve(
     Example: newsletter serve --embed
     """
     current = settings(ctx)
+    if current.web.hosting == "none":
+        # Nothing it would answer is ever mailed: the writer meant something else.
+        raise ConfigError(
+            f'{current.config_path}: [server] url = "none" says no server runs (readers '
+            "unsubscribe by email), so the emails link to nothing `serve` would answer: remove "
+            "the line to serve everything at base_url, or set it to this server's address")
     if embed:
         from newsletter.web.reader_pages import embed_snippet
 
