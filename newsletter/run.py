@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from newsletter import store
 from newsletter.delivery import outgoing, schedule, welcome
 from newsletter.delivery.lock import is_being_sent
-from newsletter.delivery.log import Campaign, get_campaign, unsettled_campaigns
+from newsletter.delivery.log import Campaign, get_campaign, send_command, unsettled_campaigns
 from newsletter.errors import NewsletterError
 from newsletter.feedback import pull
 from newsletter.settings import Settings
@@ -63,8 +63,7 @@ class Trouble:
         if self.state == "failed":
             return (f"{head}: `newsletter campaigns {c.id}` shows why; `newsletter send "
                     f"--retry-failed {c.id}` tries them again")
-        return (f"{head}, not sent: `newsletter send {c.slug} --to {c.audience}` sends "
-                "the rest")
+        return f"{head}, not sent: `{send_command(c.slug, c.audience)}` sends the rest"
 
 
 def run_once(

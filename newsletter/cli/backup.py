@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from newsletter.cli.app import app, settings
+from newsletter.delivery.log import send_command
 
 # Below this the snapshot takes well under a second: no progress lines.
 PROGRESS_FROM = 32 * 1024 * 1024
@@ -99,9 +100,9 @@ def restore_cmd(
     for campaign_id, n in sorted(done.resumable.items()):
         slug, audience = done.campaigns[campaign_id]
         typer.echo(f"Campaign {campaign_id} ({slug}): {n:,} reader(s) never mailed: "
-                   f"`newsletter send {slug} --to {audience}` mails them (nobody twice).")
+                   f"`{send_command(slug, audience)}` mails them (nobody twice).")
     for schedule_id, slug, audience in done.held:
         typer.echo(f"Scheduled send #{schedule_id} ({slug}) came due: held for you: send it "
-                   f"with `newsletter send {slug} --to {audience}` if it did not go out, or "
+                   f"with `{send_command(slug, audience)}` if it did not go out, or "
                    f"`newsletter send --cancel {schedule_id}`.")
     typer.echo("Nothing was sent.")

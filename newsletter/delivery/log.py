@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,12 @@ def latest_campaign(
     return campaign
 
 
+def send_command(slug: str, audience: str, *extra: str) -> str:
+    """The `newsletter send` line a message suggests, quoted so it can be pasted into a
+    shell as it is (a segment like `city!=Oslo` or `city="New York"` needs quotes)."""
+    return shlex.join(["newsletter", "send", slug, "--to", audience, *extra])
+
+
 def body_hash(text: str) -> str:
     """What identifies an issue's content across file names: a hash of its text part."""
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
@@ -222,14 +229,14 @@ def refuse_resend(
     elif c.queued or c.sending:
         # Unfinished, to another audience: say how to finish it rather than "being sent".
         retry += (
-            f"; to finish that send instead, run `newsletter send {slug} --to "
-            f"{earlier.audience}` ({c.queued + c.sending} not yet sent)"
+            f"; to finish that send instead, run `{send_command(slug, earlier.audience)}` "
+            f"({c.queued + c.sending} not yet sent)"
         )
         what = "was partly sent"
     else:
         retry += (
-            f"; its {c.uncertain} uncertain message(s) are settled with `newsletter send "
-            f"{slug} --to {earlier.audience} --retry-uncertain`"
+            f"; its {c.uncertain} uncertain message(s) are settled with "
+            f"`{send_command(slug, earlier.audience, '--retry-uncertain')}`"
         )
         what = "was sent"
     raise DeliveryError(

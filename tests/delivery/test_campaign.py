@@ -427,3 +427,17 @@ def test_rate_limiter_spaces_reservations_across_callers() -> None:
     assert free.reserve(1) == pytest.approx(3, abs=1e-9)
     clock.now += 3
     assert free.reserve(1) == 0
+
+
+@pytest.mark.parametrize("audience", [
+    "subscribers", "tag:friends", 'city="New York"+plan!=free', "a@example.com,b@example.com",
+])
+def test_a_suggested_send_command_can_be_pasted_into_a_shell(audience: str) -> None:
+    import shlex
+
+    from newsletter.delivery.log import send_command
+
+    line = send_command("2026-12-01-news", audience, "--retry-uncertain")
+    # What the shell hands the program is exactly the slug and the expression.
+    assert shlex.split(line) == ["newsletter", "send", "2026-12-01-news", "--to", audience,
+                                 "--retry-uncertain"]
