@@ -64,7 +64,6 @@ def render(name: str, results: Sequence[IssueResult], growth: Growth,
         _figure(_growth_chart(growth), "Active readers at the end of each "
                 f"{growth.period}, for {growth.segment}."),
         _figure(_flow_chart(growth), f"Readers who joined and left, per {growth.period}."),
-        _growth_table(growth),
         "<h2>Issues</h2>",
     ]
     if results:
@@ -75,6 +74,8 @@ def render(name: str, results: Sequence[IssueResult], growth: Growth,
     else:
         parts.append("<p>No issue has been sent to the list yet.</p>")
     parts += [
+        f"<h2>Per {growth.period}</h2>",
+        _growth_table(growth),
         "<h2>Other mail</h2>",
         "<p>Confirmation, manage-link and welcome emails are counted apart from issues: "
         f"{extra.confirmations_sent} confirmations, {extra.manage_links_sent} manage links "
@@ -140,13 +141,15 @@ def _issues_chart(results: Sequence[IssueResult]) -> str:
     return str(chart.render(is_unicode=True))
 
 
-def _growth_table(growth: Growth) -> str:
+def _growth_table(growth: Growth, shown: int = 24) -> str:
     rows = "".join(
         f"<tr><td>{label}</td><td>{b.joined}</td><td>{b.confirmed}</td><td>{b.unsubscribed}"
         f"</td><td>{b.bounced}</td><td>{b.complained}</td><td>{b.active}</td></tr>"
-        for label, b in zip(_labels(growth), growth.buckets, strict=True)
+        for label, b in list(zip(_labels(growth), growth.buckets, strict=True))[-shown:][::-1]
     )
-    return (f"<table><caption>Per {growth.period}</caption><thead><tr><th scope=col>Period"
+    caption = (f"The last {shown} ({len(growth.buckets)} in all: `newsletter stats --json` "
+               "has every one), newest first" if len(growth.buckets) > shown else "Newest first")
+    return (f"<table><caption>{caption}</caption><thead><tr><th scope=col>Period"
             "</th><th scope=col>Joined</th><th scope=col>Confirmed</th><th scope=col>"
             "Unsubscribed</th><th scope=col>Bounced</th><th scope=col>Complained</th>"
             f"<th scope=col>Active</th></tr></thead><tbody>{rows}</tbody></table>")
