@@ -82,9 +82,10 @@ class MakeLive(Protocol):
     """Makes what the email links to on the web live before the first message leaves
     (the writer's `hosting.make_live`, handed in by the caller like the check): publishes
     the issue where `serve` answers from it, or checks the static host. Returns the URLs
-    that would not answer ("URL (why)"); `test` is True for a test send."""
+    that would not answer ("URL (why)"); `unlisted` keeps the page out of the archive
+    (a test send, or a send to part of the list: see `unlisted()`)."""
 
-    def __call__(self, issue: Issue, settings: Settings, test: bool, /) -> list[str]: ...
+    def __call__(self, issue: Issue, settings: Settings, unlisted: bool, /) -> list[str]: ...
 
 
 @dataclass
@@ -304,10 +305,23 @@ def _pre_send_check(
     return [f"check: {m}" for m in errors]
 
 
+def unlisted(issue: Issue, audience: Audience) -> bool:
+    """Whether this send's web page stays out of the archive, feeds and sitemap."""
+    if audience.kind == "test":
+        return True
+    publish = issue.draft.extra.get("publish") if issue.draft is not None else None
+    return audience.spec != "subscribers" and publish is not True
+
+
 def _go_live(settings: Settings, issue: Issue, audience: Audience, web: MakeLive) -> list[str]:
     """Run `web` for this send: a list send is refused while any URL its email links to
-    would not answer; for a test send they are warnings."""
-    missing = web(issue, settings, audience.kind == "test")
+    would not answer; for a test send they are warnings.
+
+    A test send's page is published unlisted, and so is an issue sent only to part of the
+    list (a paid-only post, say) unless its draft says `publish: true`: its readers' "View
+    online" works, and the archive, feeds and sitemap leave it out.
+    """
+    missing = web(issue, settings, unlisted(issue, audience))
     if not missing:
         return []
     if audience.kind == "test":

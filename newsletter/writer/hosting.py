@@ -37,15 +37,16 @@ def linked_urls(settings: Settings, issue: Issue) -> list[str]:
     return urls + [f"{settings.base_url}/{quote(rel)}" for rel, _ in issue.assets]
 
 
-def make_live(issue: Issue, settings: Settings, test: bool, /) -> list[str]:
+def make_live(issue: Issue, settings: Settings, unlisted: bool, /) -> list[str]:
     """Publish `issue` where `serve` answers from it, or check its URLs on the static host;
-    the URLs that would not answer, as "URL (why)". `test`: a test send (unlisted page)."""
+    the URLs that would not answer, as "URL (why)". `unlisted`: a test send, or a send to
+    part of the list only (the page is kept out of the archive, feeds and sitemap)."""
     urls = linked_urls(settings, issue)
     if not urls:
         return []
     if settings.web.hosting == "serve":
         try:
-            publish_issue(settings, issue.source, unlisted=test)
+            publish_issue(settings, issue.source, unlisted=unlisted)
         except (ConfigError, ContentError) as exc:  # what stopped the send, nothing mailed
             raise type(exc)(
                 f"nothing was sent: publishing the issue's page before the send failed: {exc}"

@@ -87,7 +87,7 @@ class Chosen:
 
 
 def sent_to_list(settings: Settings) -> dict[str, str]:
-    """slug → when its first delivery to the list was sent; {} without a database.
+    """slug → when its first delivery to the whole list was sent; {} without a database.
 
     Read-only: publishing never creates or migrates the database.
     """
@@ -95,7 +95,10 @@ def sent_to_list(settings: Settings) -> dict[str, str]:
         settings.database,
         "SELECT c.slug, MIN(COALESCE(d.sent_at, d.updated_at)) FROM campaigns c "
         "JOIN deliveries d ON d.campaign_id = c.id "
-        "WHERE c.kind = 'list' AND c.audience != 'welcome' AND d.state = 'sent' GROUP BY c.slug",
+        # An issue sent only to a tag or segment (a paid-only post) is on the web only when
+        # its draft says `publish: true` (choose_issues reads that): not from its send.
+        "WHERE c.kind = 'list' AND c.audience = 'subscribers' AND d.state = 'sent' "
+        "GROUP BY c.slug",
     )
     return {slug: _utc(when) for slug, when in rows if when}
 

@@ -161,3 +161,35 @@ def test_a_send_refuses_while_an_image_is_missing_on_the_static_host(tmp_path: P
             sent = letter.cli(root, "send", "first", "--to", "subscribers", "--yes")
             assert sent.returncode == 0, sent.stderr
     assert len(server.received) == len(letter.READERS)
+
+
+def test_an_issue_sent_to_part_of_the_list_stays_out_of_the_archive_unless_it_says_publish(
+        tmp_path: Path) -> None:
+    root = tmp_path / "letter"
+    site = root / "site"
+    with SMTPServer() as server:
+        letter.make_letter(root, BASE_URL, server.port)
+        assert letter.cli(root, "subscribers", "add", "ann@example.org", "--tag",
+                          "paid").returncode == 0
+        (root / "drafts" / "second.md").write_text(
+            "---\ntitle: For everyone after all\npublish: true\n---\nHello.\n")
+        paid = letter.cli(root, "send", "first", "--to", "tag:paid", "--yes")
+        assert paid.returncode == 0, paid.stderr
+        # Its readers' "View online" works: the page is there, unlisted.
+        assert '<meta name="robots" content="noindex">' in (
+            site / "first" / "index.html").read_text()
+        assert letter.cli(root, "publish").returncode == 0
+        listed = (site / "index.html").read_text() + (site / "feed.xml").read_text() + (
+            site / "sitemap.xml").read_text()
+        assert "/first/" not in listed
+        assert (site / "first" / "index.html").is_file()  # kept: mailed links point to it
+        # A draft that says publish: true is in the archive whoever it was sent to.
+        sent = letter.cli(root, "send", "second", "--to", "tag:paid", "--yes")
+        assert sent.returncode == 0, sent.stderr
+        assert "/second/" in (site / "index.html").read_text()
+        assert "noindex" not in (site / "second" / "index.html").read_text()
+        # Sent to the whole list later (the paid readers again, as --resend says), the
+        # first joins the archive too.
+        assert letter.cli(root, "send", "first", "--to", "subscribers", "--yes",
+                          "--resend").returncode == 0
+    assert "/first/" in (site / "index.html").read_text()
