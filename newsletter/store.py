@@ -287,7 +287,7 @@ def _m018_engagement(db: sqlite_utils.Database) -> None:
             campaign_id INTEGER NOT NULL,
             url TEXT,                    -- the link (clicks)
             reader TEXT,                 -- a:<pseudonym>, key:<reader key> (per_reader), NULL
-            machine TEXT,                -- NULL: a person; else why not (head, agent, ...)
+            machine TEXT,                -- NULL: a person, else why not (head, agent, ...)
             at TEXT NOT NULL             -- ISO 8601 UTC, microseconds
         );
         CREATE INDEX engagement_campaign ON engagement (campaign_id, kind);

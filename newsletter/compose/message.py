@@ -371,6 +371,12 @@ _HREF = re.compile(r"""(<a\b[^>]*?\shref\s*=\s*)(?:"([^"]*)"|'([^']*)')""", re.I
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
+def _own(url: str, own: list[str]) -> bool:
+    """True for a link to the newsletter's own site (base_url or the server)."""
+    return any(url == base or url.startswith(base + "/") or url.startswith(base + "?")
+               for base in own)
+
+
 def _tracked_html(html: str, settings: Settings, server_url: str, tracking: TrackingTokens,
                   campaign: int, marker: str, markers: list[str]) -> str:
     """The issue's HTML with [analytics] applied: each http(s) link through `/c/<token>`,
@@ -378,16 +384,18 @@ def _tracked_html(html: str, settings: Settings, server_url: str, tracking: Trac
 
     Left as they are: links holding a reader's own value (unsubscribe, manage, any
     `subscriber.*` in a URL: a per-campaign token must not carry one reader's data),
-    mailto:, tel: and other schemes, and in-page anchors. The text part is never
-    rewritten: it shows the real addresses.
+    mailto:, tel: and other schemes, in-page anchors, and links into the newsletter's own
+    site (the web version, the archive's home: its furniture, not what the writer links
+    to). The text part is never rewritten: it shows the real addresses.
     """
+    own = [u.rstrip("/") for u in (settings.base_url, server_url) if u]
     if settings.analytics.clicks:
         def swap(m: re.Match[str]) -> str:
             raw = m.group(2) if m.group(2) is not None else m.group(3)
             url = html_lib.unescape(raw).strip()
             if any(mark in url for mark in markers):
                 return m.group(0)
-            if urlsplit(url).scheme.lower() not in ("http", "https"):
+            if urlsplit(url).scheme.lower() not in ("http", "https") or _own(url, own):
                 return m.group(0)
             tracked = f"{click_url(server_url, tracking.link(campaign, url))}?r={marker}"
             return f'{m.group(1)}"{html_lib.escape(tracked)}"'
