@@ -40,6 +40,8 @@ def stats(
     The list: readers who joined (on their own sign-up date, imported ones included),
     confirmed and left per week or month, and the active count at the end of each.
     Confirmation, manage-link and welcome emails are counted apart from issues.
+    With [analytics] clicks or opens on: the people who opened and clicked, clicks per
+    link, and machine events (scanners, pre-fetchers) counted apart.
 
     Example: newsletter stats --by week --html report.html
     """

@@ -59,7 +59,9 @@ def render(name: str, results: Sequence[IssueResult], growth: Growth,
         f"<style>{_CSS}</style></head><body><main>",
         f"<h1>{e(name)}</h1>",
         f'<p class="lede">Results and list growth, {e(when)}. Counted from the delivery log '
-        "and the record of every join and leave: no tracking.</p>",
+        "and the record of every join and leave"
+        + ("; opens and clicks from [analytics], turned on by the writer.</p>"
+           if any(r.engagement is not None for r in results) else ": no tracking.</p>"),
         "<h2>List size</h2>",
         _figure(_growth_chart(growth), "Active readers at the end of each "
                 f"{growth.period}, for {growth.segment}."),
