@@ -11,6 +11,7 @@ import email.policy
 import html
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -264,3 +265,18 @@ def test_newsletter_run_deletes_records_older_than_keep_days(tmp_path: Path) -> 
         assert len(rows(site, 1)) == 1
     finally:
         stop_site(site)
+
+
+def test_a_click_is_answered_at_once_while_the_database_is_busy(tracked: Site) -> None:
+    msg = send(tracked, "ann@example.com")["ann@example.com"]
+    link = clicks_of(msg)[0]
+    db = tracked.db()
+    try:
+        db.execute("BEGIN IMMEDIATE")  # what a running send's writes look like to serve
+        start = time.monotonic()
+        answer = get(link)
+        assert answer.status_code == 302 and time.monotonic() - start < 2
+        db.execute("ROLLBACK")
+    finally:
+        db.conn.close()
+    assert rows(tracked, 1)[0][0] == "click"  # recorded once the database is free
