@@ -109,6 +109,9 @@ def _burst(db: sqlite_utils.Database, campaign: int, reader: str | None,
 def prune(db: sqlite_utils.Database, keep_days: int, *, now: datetime | None = None) -> int:
     """Delete click and open records older than `keep_days`; how many went."""
     cutoff = _stamp((now or datetime.now(UTC)) - timedelta(days=keep_days))
+    # Read first (WAL: never waits): a run with nothing to delete takes no write lock.
+    if db.execute("SELECT 1 FROM engagement WHERE at < ? LIMIT 1", [cutoff]).fetchone() is None:
+        return 0
     with db.conn:
         return db.execute("DELETE FROM engagement WHERE at < ?", [cutoff]).rowcount
 
