@@ -14,10 +14,13 @@ UNSUBSCRIBE = "/unsubscribe"
 MANAGE = "/manage"
 WEBHOOKS = "/webhooks"  # /webhooks/{provider}
 HEALTHZ = "/healthz"
+CLICK = "/c"  # /c/{token}: a tracked link ([analytics] clicks)
+OPEN = "/o"  # /o/{token}: the open image ([analytics] opens)
 
 # The first path segment of every reader and provider route.
 RESERVED_PATHS: frozenset[str] = frozenset(
-    p.strip("/") for p in (SUBSCRIBE, CONFIRM, UNSUBSCRIBE, MANAGE, WEBHOOKS, HEALTHZ)
+    p.strip("/") for p in (SUBSCRIBE, CONFIRM, UNSUBSCRIBE, MANAGE, WEBHOOKS, HEALTHZ,
+                           CLICK, OPEN)
 )
 
 

@@ -2,7 +2,8 @@
 
 In order: `sync` when a provider or mailbox can be read (so nobody who left since the
 last run is mailed), scheduled sends whose time has come (and any a dead run left
-half-sent), then welcome emails owed to readers who joined, then confirmation emails still queued.
+half-sent), then welcome emails owed to readers who joined, then confirmation emails still queued,
+and last the click and open records older than [analytics] keep_days are deleted.
 One run at a time: a second run started while one is still working (a long send) says
 so and exits 0, and the campaign and schedule locks below make even two runs on two
 machines sharing the folder send nothing twice. A run after downtime sends what it
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from newsletter import store
+from newsletter.audience import engagement
 from newsletter.delivery import outgoing, schedule, welcome
 from newsletter.delivery.lock import is_being_sent
 from newsletter.delivery.log import Campaign, get_campaign, send_command, unsettled_campaigns
@@ -42,6 +44,7 @@ class RunReport:
     sync: pull.SyncReport | None = None
     sync_error: str | None = None  # the sync before the sends failed (they went on)
     troubles: list[Trouble] = field(default_factory=list)  # readers left unsettled
+    pruned: int = 0  # click and open records deleted: older than [analytics] keep_days
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,25 @@ def run_once(
         if on_line and report.outgoing.tried:
             on_line(report.outgoing.text)
         report.troubles = troubles(settings, report.sends)
+        report.pruned = prune_engagement(settings, now)
+        if on_line and report.pruned:
+            on_line(f"deleted {report.pruned:,} click and open records older than "
+                    f"{settings.analytics.keep_days} days ([analytics] keep_days)")
     finally:
         os.close(fd)  # releases the lock
     return report
+
+
+def prune_engagement(settings: Settings, now: datetime | None = None) -> int:
+    """Delete click and open records past [analytics] keep_days (whether or not tracking is
+    on now: records made while it was on still age out)."""
+    if not settings.database.exists():
+        return 0
+    db = store.connect(settings.database)
+    try:
+        return engagement.prune(db, settings.analytics.keep_days, now=now)
+    finally:
+        db.conn.close()
 
 
 def troubles(settings: Settings, sends: list[schedule.RunLine]) -> list[Trouble]:

@@ -171,6 +171,23 @@ class PublishSettings:
 
 
 @dataclass(frozen=True)
+class AnalyticsSettings:
+    """[analytics]: opt-in click and open counting (all off by default: nothing is tracked)."""
+
+    clicks: bool = False  # links in an issue's HTML go through serve's /c/<token>
+    opens: bool = False  # a 1x1 image from serve's /o/<token>
+    per_reader: bool = False  # record who clicked/opened, not a per-campaign pseudonym
+    keep_days: int = 90  # `newsletter run` deletes click and open records older than this
+
+    @property
+    def tracking(self) -> bool:
+        return self.clicks or self.opens
+
+
+ANALYTICS_KEYS = ("clicks", "opens", "per_reader", "keep_days")
+
+
+@dataclass(frozen=True)
 class WebConfig:
     """[subscribe] and [server], checked: what `newsletter serve` answers and how."""
 
@@ -301,6 +318,7 @@ class Settings:
     web: WebConfig = field(default_factory=WebConfig)  # [subscribe] and [server]
     publish: PublishSettings = field(default_factory=PublishSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     # preview/check/build: their links are never mailed, so a moved newsletter without its
     # key still renders drafts (with a throwaway key) instead of refusing.
     drafts_only: bool = False
@@ -607,7 +625,8 @@ def load_settings(root: Path | None = None) -> Settings:
 
 
 # The tables beside [newsletter] and [provider], each checked below into its dataclass.
-EXTRA_TABLES = ("server", "subscribe", "bounces", "webhooks", "mailbox", "publish", "schedule")
+EXTRA_TABLES = ("server", "subscribe", "bounces", "webhooks", "mailbox", "publish", "schedule",
+                "analytics")
 PROVIDER_GROUP = "newsletter.providers"  # the entry-point group providers register in
 
 
@@ -689,6 +708,11 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
                configured="server" in data or "subscribe" in data)
     publish = _publish(tables["publish"], problems)
     schedule = _schedule(tables["schedule"], problems)
+    analytics = _analytics(tables["analytics"], problems)
+    if analytics.tracking and (web.hosting == "none" or not (web.url or news.get("base_url"))):
+        problems.append(
+            "[analytics] clicks and opens go through `newsletter serve`: set [newsletter] "
+            "base_url (or [server] url), or turn them off")
     if web.hosting == "none" and not news.get("unsubscribe_mailto"):
         problems.append(
             '[server] url = "none" (no server) needs [newsletter] unsubscribe_mailto: with no '
@@ -719,6 +743,7 @@ def settings_from_dict(root: Path, data: dict[str, Any], path: Path | None = Non
         web=web,
         publish=publish,
         schedule=schedule,
+        analytics=analytics,
     )
 
 
@@ -1113,3 +1138,21 @@ def _schedule(table: dict[str, Any], problems: list[str]) -> ScheduleSettings:
                         '"hold" (wait for you)')
         return ScheduleSettings()
     return ScheduleSettings(if_edited=value)
+
+
+def _analytics(table: dict[str, Any], problems: list[str]) -> AnalyticsSettings:
+    problems.extend(f"unknown setting analytics.{k} (known: {', '.join(ANALYTICS_KEYS)})"
+                    f"{_suggest(k, ANALYTICS_KEYS)}"
+                    for k in sorted(set(table) - set(ANALYTICS_KEYS)))
+    found: dict[str, Any] = {}
+    for key in ("clicks", "opens", "per_reader"):
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            problems.append(f"analytics.{key} must be true or false")
+            value = False
+        found[key] = value
+    days = table.get("keep_days", 90)
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+        problems.append("analytics.keep_days must be a whole number of days, 1 or more")
+        days = 90
+    return AnalyticsSettings(keep_days=days, **found)

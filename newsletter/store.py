@@ -278,6 +278,24 @@ def _m014_meta(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m018_engagement(db: sqlite_utils.Database) -> None:
+    """[analytics] clicks and opens: one row per request to /c/ or /o/ (audience/engagement.py)."""
+    _run(db, """
+        CREATE TABLE engagement (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,          -- click | open
+            campaign_id INTEGER NOT NULL,
+            url TEXT,                    -- the link (clicks)
+            reader TEXT,                 -- a:<pseudonym>, key:<reader key> (per_reader), NULL
+            machine TEXT,                -- NULL: a person, else why not (head, agent, ...)
+            at TEXT NOT NULL             -- ISO 8601 UTC, microseconds
+        );
+        CREATE INDEX engagement_campaign ON engagement (campaign_id, kind);
+        CREATE INDEX engagement_reader ON engagement (reader, campaign_id, at);
+        CREATE INDEX engagement_at ON engagement (at)
+    """)
+
+
 def _m019_events_by_campaign(db: sqlite_utils.Database) -> None:
     # `newsletter stats` counts each campaign's bounces, complaints and unsubscribes; most
     # events name no campaign, so the index holds only those that do.
@@ -301,6 +319,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("012_reader_topics", _m012_reader_topics),
     ("013_outgoing", _m013_outgoing),
     ("014_meta", _m014_meta),
+    ("018_engagement", _m018_engagement),
     ("019_events_by_campaign", _m019_events_by_campaign),
 ]
 

@@ -25,7 +25,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from newsletter import changes, store
-from newsletter.audience import events
+from newsletter.audience import engagement, events
 from newsletter.audience.events import STATUSES, STOPPED, Origin
 from newsletter.audience.segments import GRAMMAR, Segment, parse_segment, segment_where
 from newsletter.compose.message import Recipient, header_address
@@ -534,6 +534,7 @@ def erase_rows(db: sqlite_utils.Database, subscriber_id: int, key: str, hashed: 
     # The confirmation emails queued for them (sent or not) hold the address: gone too.
     db.execute("DELETE FROM outgoing WHERE subscriber_id = ? OR lower(email) = ?",
                [subscriber_id, key])
+    engagement.forget(db, key)  # their clicks and opens, when [analytics] per_reader named them
     db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id])
     if suppress and hashed is not None:
         db.execute(

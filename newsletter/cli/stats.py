@@ -40,6 +40,8 @@ def stats(
     The list: readers who joined (on their own sign-up date, imported ones included),
     confirmed and left per week or month, and the active count at the end of each.
     Confirmation, manage-link and welcome emails are counted apart from issues.
+    With [analytics] clicks or opens on: the people who opened and clicked, clicks per
+    link, and machine events (scanners, pre-fetchers) counted apart.
 
     Example: newsletter stats --by week --html report.html
     """
@@ -106,6 +108,7 @@ def _print_results(results: list[IssueResult], *, single: bool) -> None:
             ("unsubscribed", _pct(r.unsubscribes, r.sent)),
         ):
             typer.echo(f"  {label:<13} {value}")
+        _print_engagement(r)
         return
     labels = [f"{r.subject} *" if r.rehearsal else r.subject for r in results]
     sw = min(40, max(7, *(len(label) for label in labels)))
@@ -119,6 +122,30 @@ def _print_results(results: list[IssueResult], *, single: bool) -> None:
             f"{f'{r.hard_bounces}/{r.soft_bounces}':>13} {_pct(r.complaints, r.sent):>12} "
             f"{_pct(r.unsubscribes, r.sent):>13}"
         )
+    engaged = [r for r in results if r.engagement is not None]
+    if engaged:
+        typer.echo("")
+        typer.echo("Opens and clicks ([analytics]; people only, machines apart):")
+        typer.echo(f"{'ID':>4}  {'OPENED':>13} {'CLICKED':>13} {'MACHINE OPENS/CLICKS':>21}")
+        for r in engaged:
+            g = r.engagement
+            assert g is not None
+            typer.echo(f"{r.id:>4}  {_pct(g.openers, r.sent):>13} {_pct(g.clickers, r.sent):>13}"
+                       f" {f'{g.machine_opens}/{g.machine_clicks}':>21}")
+
+
+def _print_engagement(r: IssueResult) -> None:
+    """One issue's opens, clicks and links ([analytics]), machines apart."""
+    g = r.engagement
+    if g is None:
+        return
+    typer.echo(f"  {'opened':<13} {_pct(g.openers, r.sent)} people")
+    typer.echo(f"  {'clicked':<13} {_pct(g.clickers, r.sent)} people, {g.clicks} clicks")
+    for link in g.links:
+        typer.echo(f"    {link.clicks:>5} clicks, {link.clickers:>4} people  {link.url}")
+    machine = ", ".join(f"{n} {why}" for why, n in g.machine.items())
+    typer.echo(f"  {'machines':<13} {g.machine_opens} opens, {g.machine_clicks} clicks, "
+               f"not counted above" + (f" ({machine})" if machine else ""))
 
 
 def _print_growth(growth: Growth) -> None:

@@ -79,14 +79,18 @@ LINK_FIELDS = frozenset({"unsubscribe_url", "manage_url"})
 class Slot:
     """A per-recipient value: which field, its fallback and a case transform."""
 
-    field: str  # "email", "name", "attr:<name>", "unsubscribe_url" or "manage_url"
+    # "email", "name", "attr:<name>", "unsubscribe_url", "manage_url", or "reader_ref" (the
+    # reader value of tracked links: compose/message.py adds it when [analytics] is on)
+    field: str
     default: str = ""
     transforms: tuple[str, ...] = ()
 
     def value(self, email: str, name: str, attributes: Mapping[str, Any], unsub: str,
-              manage: str = "") -> str:
+              manage: str = "", ref: str = "") -> str:
         """This slot's text for one recipient (unescaped)."""
         f = self.field
+        if f == "reader_ref":
+            return ref
         if f == "email":
             v: Any = email
         elif f == "name":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import html as html_lib
 import re
 import secrets
 import time
@@ -32,6 +33,7 @@ from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from newsletter.compose.layout import Slot
 from newsletter.compose.parts import (
     InlineImage,
     MessageTemplate,
@@ -39,12 +41,19 @@ from newsletter.compose.parts import (
     escape_html,
     unsubscribe_mailto,
 )
-from newsletter.compose.tokens import Kind, TokenMaker, manage_url, unsubscribe_url
+from newsletter.compose.tokens import (
+    Kind,
+    TokenMaker,
+    TrackingTokens,
+    click_url,
+    manage_url,
+    open_url,
+    unsubscribe_url,
+)
 from newsletter.errors import ContentError, SubscriberError
 
 if TYPE_CHECKING:
     from newsletter.compose.issue import Issue
-    from newsletter.compose.layout import Slot
     from newsletter.settings import Settings
 
 
@@ -126,7 +135,7 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
     `campaign`, when the message belongs to one, goes into its unsubscribe and manage
     links so that `newsletter stats` can tell which issue a reader left from.
     """
-    prep = _prepared(issue, settings)
+    prep = _prepared(issue, settings, campaign)
     email = recipient.email.strip()
     if not email or "@" not in email or _BAD_ADDRESS.search(email):
         raise SubscriberError(
@@ -149,10 +158,19 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
             # knows whom a reply is from, whatever address it was sent from.
             mailto = f"{mailto}%20{token}"
 
+    ref = ""
+    if prep.tracking is not None and prep.campaign is not None:
+        # What every tracked link of this message carries: a pseudonym for this send (or,
+        # with per_reader, a token naming the reader). The same in each link: unique counts.
+        reader_key = recipient.key or email
+        ref = (prep.tracking.reader_token(prep.campaign, reader_key)
+               if settings.analytics.per_reader
+               else prep.tracking.pseudonym(prep.salt, prep.campaign, reader_key))
+
     # Each distinct slot is computed, escaped and encoded once, then put at its positions.
     plain = []
     for slot in prep.slots:
-        value = slot.value(email, name, recipient.attributes, unsub or "", manage or "")
+        value = slot.value(email, name, recipient.attributes, unsub or "", manage or "", ref)
         plain.append(_CONTROL.sub(" ", value) if value else "")
     escaped = [escape_html(v) for v in plain]
 
@@ -216,7 +234,7 @@ def personalize(issue: Issue, recipient: Recipient, *, key: str, settings: Setti
 class _Prepared:
     """Everything about an issue's messages that does not depend on the recipient."""
 
-    def __init__(self, issue: Issue, settings: Settings):
+    def __init__(self, issue: Issue, settings: Settings, campaign: int | None = None):
         self.settings = settings
         # Reader links go to the server (base_url, or [server] url); tokens stay bound to
         # the newsletter's identity, its base_url (see tokens.py), wherever the server is.
@@ -256,8 +274,22 @@ class _Prepared:
         self.static_headers = static
         self.static_lines = b"".join(lines)
 
-        html_pieces, html_slots = _cut(issue.html, issue.slots)
-        text_pieces, text_slots = _cut(issue.text, issue.slots)
+        # [analytics]: links and the open image go through serve, for this campaign only.
+        self.campaign = _tracked_campaign(settings, campaign)
+        self.tracking: TrackingTokens | None = None
+        self.salt = b""
+        html, slots = issue.html, issue.slots
+        if self.campaign is not None and self.server_url:
+            self.tracking = TrackingTokens(settings.secret_key(), settings.base_url)
+            # Random per send and never stored: pseudonyms cannot be traced to an address.
+            self.salt = secrets.token_bytes(16)
+            marker = _fresh_marker(issue.html + issue.text)
+            slots = {**issue.slots, marker: Slot("reader_ref")}
+            html = _tracked_html(html, settings, self.server_url, self.tracking, self.campaign,
+                                 marker, list(issue.slots))
+
+        html_pieces, html_slots = _cut(html, slots)
+        text_pieces, text_slots = _cut(issue.text, slots)
         self.slots: list[Slot] = list(dict.fromkeys(html_slots + text_slots))
         self.has_manage = any(slot.field == "manage_url" for slot in self.slots)
         index = {slot: i for i, slot in enumerate(self.slots)}
@@ -313,12 +345,70 @@ def _variable_names(slots: list[Slot]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _prepared(issue: Issue, settings: Settings) -> _Prepared:
+def _prepared(issue: Issue, settings: Settings, campaign: int | None = None) -> _Prepared:
     prep = issue.prepared
-    if prep is None or (prep.settings is not settings and prep.settings != settings):
-        prep = _Prepared(issue, settings)
+    if (prep is None or (prep.settings is not settings and prep.settings != settings)
+            or prep.campaign != _tracked_campaign(settings, campaign)):
+        prep = _Prepared(issue, settings, campaign)
         issue.prepared = prep
     return prep
+
+
+def _tracked_campaign(settings: Settings, campaign: int | None) -> int | None:
+    """The campaign whose links are tracked; None when [analytics] is off (or no campaign:
+    preview, build and check show the real links)."""
+    return campaign if settings.analytics.tracking and settings.base_url else None
+
+
+def _fresh_marker(content: str) -> str:
+    n = 0
+    while (marker := f"zqtrack{n}qz") in content:
+        n += 1
+    return marker
+
+
+_HREF = re.compile(r"""(<a\b[^>]*?\shref\s*=\s*)(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+def _own(url: str, own: list[str]) -> bool:
+    """True for a link to the newsletter's own site (base_url or the server)."""
+    return any(url == base or url.startswith(base + "/") or url.startswith(base + "?")
+               for base in own)
+
+
+def _tracked_html(html: str, settings: Settings, server_url: str, tracking: TrackingTokens,
+                  campaign: int, marker: str, markers: list[str]) -> str:
+    """The issue's HTML with [analytics] applied: each http(s) link through `/c/<token>`,
+    and the 1x1 open image before </body>.
+
+    Left as they are: links holding a reader's own value (unsubscribe, manage, any
+    `subscriber.*` in a URL: a per-campaign token must not carry one reader's data),
+    mailto:, tel: and other schemes, in-page anchors, and links into the newsletter's own
+    site (the web version, the archive's home: its furniture, not what the writer links
+    to). The text part is never rewritten: it shows the real addresses.
+    """
+    own = [u.rstrip("/") for u in (settings.base_url, server_url) if u]
+    if settings.analytics.clicks:
+        def swap(m: re.Match[str]) -> str:
+            raw = m.group(2) if m.group(2) is not None else m.group(3)
+            url = html_lib.unescape(raw).strip()
+            if any(mark in url for mark in markers):
+                return m.group(0)
+            if urlsplit(url).scheme.lower() not in ("http", "https") or _own(url, own):
+                return m.group(0)
+            tracked = f"{click_url(server_url, tracking.link(campaign, url))}?r={marker}"
+            return f'{m.group(1)}"{html_lib.escape(tracked)}"'
+
+        html = _HREF.sub(swap, html)
+    if settings.analytics.opens:
+        image = (f'<img src="{open_url(server_url, tracking.link(campaign, None))}?r={marker}" '
+                 'width="1" height="1" alt="" style="display:block;border:0;width:1px;'
+                 'height:1px">')
+        ends = list(_BODY_END.finditer(html))
+        html = (html[:ends[-1].start()] + image + html[ends[-1].start():]) if ends else (
+            html + image)
+    return html
 
 
 def _cut(content: str, slots: Mapping[str, Slot]) -> tuple[list[str], list[Slot]]:

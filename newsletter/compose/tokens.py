@@ -66,10 +66,11 @@ class Kind(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"  # lasting: every issue's link (it opens the manage page too)
     CONFIRM = "confirm"  # timed: the double opt-in email
     MANAGE = "manage"  # lasting or timed: a link to the preferences alone
+    READER = "reader"  # lasting: who clicked or opened, only with [analytics] per_reader
 
 
 # The byte each lasting kind is encrypted as. A new kind takes the next free code.
-_CODES: dict[Kind, int] = {Kind.UNSUBSCRIBE: 1, Kind.MANAGE: 2}
+_CODES: dict[Kind, int] = {Kind.UNSUBSCRIBE: 1, Kind.MANAGE: 2, Kind.READER: 3}
 _KINDS = {code: kind for kind, code in _CODES.items()}
 
 
@@ -273,6 +274,104 @@ def token_from(text: str) -> str | None:
         values = parse_qs(urlsplit(text).query).get("token")
         return values[0] if values else None
     return text or None
+
+
+# --- click and open tokens ([analytics]) ------------------------------------------------------
+
+_LINK_MAC = 12  # bytes of HMAC-SHA256 in a link token: 96 bits, beyond guessing
+_REF_ID, _REF_MAC = 9, 6  # a pseudonym's bytes, and its signature's
+ANONYMOUS = "a"  # the first character of a pseudonym (a READER token starts with "3")
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """What a verified click or open token says: the campaign, and the link (None: open)."""
+
+    campaign: int
+    url: str | None
+
+
+class TrackingTokens:
+    """Signs the links `serve` redirects (so it is never an open redirect) and the reader
+    value each tracked link carries (so a pseudonym cannot be made up).
+
+    A link token is base64url(HMAC(key, payload)[:12] + payload), payload the campaign
+    and the URL itself: nothing is stored per link, and only links the newsletter put in
+    an issue redirect. A pseudonym is HMAC(a random per-send salt, reader key): the salt
+    is never stored, so no one, not even with the secret and the list, can tell whose it
+    is; the reader is the same pseudonym in every link of that send (unique clickers),
+    and a different one in the next issue. With per_reader, the reader value is a READER
+    token instead: the reader's key, encrypted (AES-SIV, like the unsubscribe token).
+    """
+
+    def __init__(self, secret: bytes, context: str | None):
+        identity = _identity(context)
+        self._key = hmac.new(secret, b"newsletter/tracking/v1/" + identity,
+                             hashlib.sha256).digest()
+        self._readers = TokenMaker(secret, context, accept_legacy=False)
+
+    def _mac(self, data: bytes) -> bytes:
+        return hmac.new(self._key, data, hashlib.sha256).digest()
+
+    def link(self, campaign: int, url: str | None) -> str:
+        """The token for a link in campaign `campaign` (url None: its open image)."""
+        payload = str(int(campaign)).encode("ascii")
+        if url is not None:
+            payload += b"\n" + url.encode("utf-8")
+        raw = self._mac(b"link\x00" + payload)[:_LINK_MAC] + payload
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def read_link(self, token: str) -> Tracked | None:
+        """The campaign and link a token names; None when it is not one this newsletter made."""
+        if not isinstance(token, str) or not token or len(token) > 4 * _MAX_TOKEN:
+            return None
+        raw = _decode(token)
+        if raw is None or len(raw) <= _LINK_MAC:
+            return None
+        mac, payload = raw[:_LINK_MAC], raw[_LINK_MAC:]
+        if not hmac.compare_digest(mac, self._mac(b"link\x00" + payload)[:_LINK_MAC]):
+            return None
+        number, sep, url = payload.partition(b"\n")
+        if not number.isdigit():  # pragma: no cover - signed, so we wrote it
+            return None
+        return Tracked(int(number), url.decode("utf-8") if sep else None)
+
+    def pseudonym(self, salt: bytes, campaign: int, reader_key: str) -> str:
+        """A reader's name for one send: not reversible without `salt` (never stored)."""
+        ident = hmac.new(salt, reader_key.encode("utf-8"), hashlib.sha256).digest()[:_REF_ID]
+        sig = self._mac(b"ref\x00" + str(int(campaign)).encode() + b"\x00" + ident)[:_REF_MAC]
+        return ANONYMOUS + base64.urlsafe_b64encode(ident + sig).decode("ascii")
+
+    def reader_token(self, campaign: int, reader_key: str) -> str:
+        """per_reader: a token that names the reader (encrypted) and the campaign."""
+        return self._readers.make(reader_key, Kind.READER, campaign)
+
+    def read_reader(self, campaign: int, value: str | None) -> str | None:
+        """Who a link's reader value stands for: "a:<pseudonym>" or "key:<reader key>";
+        None when absent, forged or made for another campaign."""
+        if not value:
+            return None
+        if value.startswith(ANONYMOUS):
+            raw = _decode(value[1:])
+            if raw is None or len(raw) != _REF_ID + _REF_MAC:
+                return None
+            ident, sig = raw[:_REF_ID], raw[_REF_ID:]
+            want = self._mac(b"ref\x00" + str(int(campaign)).encode() + b"\x00" + ident)
+            return f"a:{value[1:]}" if hmac.compare_digest(sig, want[:_REF_MAC]) else None
+        link = self._readers.read(value)
+        if link is None or link.kind != Kind.READER or link.campaign != campaign:
+            return None
+        return f"key:{link.reader}"
+
+
+def click_url(server_url: str, token: str) -> str:
+    """`{server}/c/<token>`: a tracked link (the reader value follows as `?r=`)."""
+    return f"{server_url.rstrip('/')}{paths.CLICK}/{token}"
+
+
+def open_url(server_url: str, token: str) -> str:
+    """`{server}/o/<token>`: the open image (the reader value follows as `?r=`)."""
+    return f"{server_url.rstrip('/')}{paths.OPEN}/{token}"
 
 
 # --- timed tokens (itsdangerous) --------------------------------------------------------------

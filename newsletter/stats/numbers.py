@@ -6,6 +6,11 @@ provider or the issue's own links attributed to that campaign); list growth from
 reader's own dates (`created_at` keeps the sign-up date an import brought with it, not
 the day of the import) and the status changes in the events record.
 
+Clicks and opens exist only when the writer turned on [analytics] (audience/engagement.py
+records them): people's unique opens and clicks, clicks per link, and the machine events
+(scanners, pre-fetchers, Apple Mail Privacy Protection) counted apart, never in the
+people's numbers.
+
 `newsletter stats` only reads (opening the database brings its schema up to date, as
 every command does). It stands above delivery and audience (it reads what both record),
 like `newsletter run`.
@@ -52,6 +57,7 @@ class IssueResult:
     soft_bounces: int
     complaints: int
     unsubscribes: int  # status changes to unsubscribed attributed to this campaign
+    engagement: Engagement | None = None  # None: no click or open recorded ([analytics] off)
 
     @property
     def rehearsal(self) -> bool:
@@ -69,7 +75,33 @@ class IssueResult:
             k: round(self.rate(getattr(self, k)), 4)
             for k in ("failed", "hard_bounces", "soft_bounces", "complaints", "unsubscribes")
         }
+        if self.engagement is not None:
+            data["rates"]["opened"] = round(self.rate(self.engagement.openers), 4)
+            data["rates"]["clicked"] = round(self.rate(self.engagement.clickers), 4)
         return data
+
+
+@dataclass(frozen=True)
+class LinkClicks:
+    """One link of an issue: people's clicks on it, and how many people."""
+
+    url: str
+    clicks: int
+    clickers: int
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """An issue's opens and clicks ([analytics]): people's, with machines' counted apart."""
+
+    openers: int  # distinct people who opened (a Gmail proxy fetch is a person)
+    clickers: int  # distinct people who clicked any link
+    opens: int  # people's open events
+    clicks: int  # people's click events
+    machine_opens: int
+    machine_clicks: int
+    machine: dict[str, int]  # why (head, agent, apple-mpp, burst, unsigned) → events
+    links: tuple[LinkClicks, ...]  # most clicked first
 
 
 @dataclass(frozen=True)
@@ -123,7 +155,8 @@ def issue_results(database: Path, campaign_id: int | None = None, *,
             campaigns = [c for c in list_campaigns(db)
                          if c.audience != welcome.AUDIENCE and (include_tests or c.kind == "list")]
         feedback = _feedback_by_campaign(db, [c.id for c in campaigns])
-        return [_result(c, feedback.get(c.id, {})) for c in campaigns]
+        engaged = _engagement_by_campaign(db, [c.id for c in campaigns])
+        return [_result(c, feedback.get(c.id, {}), engaged.get(c.id)) for c in campaigns]
     finally:
         db.conn.close()
 
@@ -153,7 +186,40 @@ def _feedback_by_campaign(db: Any, ids: Sequence[int]) -> dict[int, dict[str, in
     return found
 
 
-def _result(c: Campaign, fb: dict[str, int]) -> IssueResult:
+def _engagement_by_campaign(db: Any, ids: Sequence[int]) -> dict[int, Engagement]:
+    """campaign id → its opens and clicks, for the campaigns that have any recorded."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    tallies: dict[int, dict[str, int]] = {}
+    reasons: dict[int, dict[str, int]] = {}
+    for cid, kind, machine, events, readers in db.execute(
+            f"SELECT campaign_id, kind, machine, count(*), count(DISTINCT reader) "
+            f"FROM engagement WHERE campaign_id IN ({marks}) "
+            f"GROUP BY campaign_id, kind, machine", list(ids)).fetchall():
+        t = tallies.setdefault(cid, {})
+        if machine is None:
+            t[f"{kind}s"] = events
+            t[f"{kind}ers"] = readers
+        else:
+            t[f"machine_{kind}s"] = t.get(f"machine_{kind}s", 0) + events
+            why = reasons.setdefault(cid, {})
+            why[machine] = why.get(machine, 0) + events
+    links: dict[int, list[LinkClicks]] = {}
+    for cid, url, clicks, clickers in db.execute(
+            f"SELECT campaign_id, url, count(*), count(DISTINCT reader) FROM engagement "
+            f"WHERE campaign_id IN ({marks}) AND kind = 'click' AND machine IS NULL "
+            f"GROUP BY campaign_id, url ORDER BY count(*) DESC, url", list(ids)).fetchall():
+        links.setdefault(cid, []).append(LinkClicks(url, clicks, clickers))
+    return {cid: Engagement(
+        openers=t.get("openers", 0), clickers=t.get("clickers", 0), opens=t.get("opens", 0),
+        clicks=t.get("clicks", 0), machine_opens=t.get("machine_opens", 0),
+        machine_clicks=t.get("machine_clicks", 0), machine=dict(sorted(reasons.get(cid, {})
+                                                                       .items())),
+        links=tuple(links.get(cid, ()))) for cid, t in tallies.items()}
+
+
+def _result(c: Campaign, fb: dict[str, int], engaged: Engagement | None = None) -> IssueResult:
     n = c.counts
     return IssueResult(
         id=c.id, slug=c.slug, subject=c.subject, audience=c.audience, kind=c.kind,
@@ -161,6 +227,7 @@ def _result(c: Campaign, fb: dict[str, int]) -> IssueResult:
         uncertain=n.uncertain, skipped=n.skipped, pending=n.queued + n.sending,
         hard_bounces=fb.get("hard_bounce", 0), soft_bounces=fb.get("soft_bounce", 0),
         complaints=fb.get("complaint", 0), unsubscribes=fb.get("unsubscribed", 0),
+        engagement=engaged,
     )
 
 

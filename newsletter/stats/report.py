@@ -59,7 +59,9 @@ def render(name: str, results: Sequence[IssueResult], growth: Growth,
         f"<style>{_CSS}</style></head><body><main>",
         f"<h1>{e(name)}</h1>",
         f'<p class="lede">Results and list growth, {e(when)}. Counted from the delivery log '
-        "and the record of every join and leave: no tracking.</p>",
+        "and the record of every join and leave"
+        + ("; opens and clicks from [analytics], turned on by the writer.</p>"
+           if any(r.engagement is not None for r in results) else ": no tracking.</p>"),
         "<h2>List size</h2>",
         _figure(_growth_chart(growth), "Active readers at the end of each "
                 f"{growth.period}, for {growth.segment}."),
@@ -73,6 +75,8 @@ def render(name: str, results: Sequence[IssueResult], growth: Growth,
         ]
     else:
         parts.append("<p>No issue has been sent to the list yet.</p>")
+    if any(r.engagement is not None for r in results):
+        parts += ["<h2>Opens and clicks</h2>", _engagement_tables(results)]
     parts += [
         f"<h2>Per {growth.period}</h2>",
         _growth_table(growth),
@@ -172,6 +176,33 @@ def _issues_table(results: Sequence[IssueResult]) -> str:
             "Sent</th><th scope=col>Failed</th><th scope=col>Uncertain</th><th scope=col>"
             "Bounced (hard / soft)</th><th scope=col>Complaints</th><th scope=col>"
             f"Unsubscribed</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _engagement_tables(results: Sequence[IssueResult]) -> str:
+    """[analytics]: people who opened and clicked per issue, links, machines apart."""
+    e = html.escape
+    rows, links = [], []
+    for r in results:
+        g = r.engagement
+        if g is None:
+            continue
+        machine = ", ".join(f"{n} {e(why)}" for why, n in g.machine.items()) or "none"
+        rows.append(
+            f"<tr><td>#{r.id}</td><td>{e(r.subject)}</td><td>{g.openers} <small>"
+            f"({100 * r.rate(g.openers):.1f}%)</small></td><td>{g.clickers} <small>"
+            f"({100 * r.rate(g.clickers):.1f}%)</small></td><td>{g.machine_opens} / "
+            f"{g.machine_clicks}<br><small>{machine}</small></td></tr>")
+        links += [f"<tr><td>#{r.id}</td><td>{e(link.url)}</td><td>{link.clicks}</td>"
+                  f"<td>{link.clickers}</td></tr>" for link in g.links]
+    return (
+        "<p>People only: machine events (link scanners, pre-fetchers, Apple Mail Privacy "
+        "Protection) are counted apart.</p>"
+        "<table><thead><tr><th scope=col>#</th><th scope=col>Issue</th><th scope=col>Opened"
+        "</th><th scope=col>Clicked</th><th scope=col>Machine opens / clicks</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+        "<table><caption>Clicks per link</caption><thead><tr><th scope=col>#</th>"
+        "<th scope=col>Link</th><th scope=col>Clicks</th><th scope=col>People</th></tr>"
+        f"</thead><tbody>{''.join(links)}</tbody></table>")
 
 
 _CSS = """

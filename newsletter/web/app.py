@@ -17,7 +17,15 @@ from starlette.routing import Route
 
 from newsletter import paths
 from newsletter.settings import Settings
-from newsletter.web import confirmation, error_pages, health, reader_pages, site, webhooks
+from newsletter.web import (
+    confirmation,
+    error_pages,
+    health,
+    reader_pages,
+    site,
+    tracking,
+    webhooks,
+)
 from newsletter.web.context import Web
 from newsletter.web.middleware import AccessLog, BasePath, BodyLimit
 
@@ -31,6 +39,8 @@ ROUTES = [
     Route(paths.UNSUBSCRIBE, reader_pages.unsubscribe, methods=["POST"]),
     Route(paths.MANAGE, reader_pages.manage, methods=["GET", "POST"]),
     Route(paths.WEBHOOKS + "/{provider}", webhooks.receive, methods=["POST"]),
+    Route(paths.CLICK + "/{token}", tracking.click, methods=["GET"]),  # [analytics]
+    Route(paths.OPEN + "/{token}", tracking.open_image, methods=["GET"]),
     # The published site, after every reader route (GET also answers HEAD).
     Route("/", site.home, methods=["GET"]),
     Route("/{path:path}", site.site_file, methods=["GET"]),

@@ -1,0 +1,121 @@
+"""Clicks and opens ([analytics], opt-in): recorded apart from people when a machine made them.
+
+Each request to a tracked link (`/c/<token>`) or the open image (`/o/<token>`) is one row
+of `engagement`. A row a machine made is kept, with the reason in `machine`, so the
+writer can see how much is not people; `newsletter stats` counts only the others:
+
+- `head`: a HEAD request (link checkers look without following);
+- `agent`: a user agent that names a scanner, a fetcher or a preview bot, or none at all;
+- `apple-mpp`: Apple Mail Privacy Protection fetches every image of every message when it
+  arrives, person or not: its bare `Mozilla/5.0` agent, or an address in Apple's 17.0.0.0/8;
+- `burst`: a "reader" who opens several links of an issue within seconds (a security
+  scanner following every link); their earlier clicks in that window are re-marked;
+- `unsigned`: a reader value missing or not made by this newsletter.
+
+A fetch through Gmail's (or Yahoo's) image proxy happens when a person opens the message,
+so it is a human open; unique openers count each reader once however often it fetches.
+Readers are "a:<pseudonym>" (per send, not traceable to an address) or, with
+[analytics] per_reader, "key:<reader key>": `subscribers remove` deletes those.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime, timedelta
+
+import sqlite_utils
+
+CLICK, OPEN = "click", "open"
+
+# Image proxies fetch when a person opens the message: these are people, not machines.
+_PERSON_PROXY = re.compile(r"GoogleImageProxy|YahooMailProxy", re.IGNORECASE)
+# Security scanners, link fetchers and preview bots (listmonk #1025, #1524, #2946).
+_MACHINE_AGENT = re.compile(
+    r"bot\b|bot/|crawl|spider|scan|preview|python-|curl/|wget|go-http-client|java/|okhttp|"
+    r"libwww|httpclient|headless|phantomjs|barracuda|mimecast|proofpoint|symantec|"
+    r"messagelabs|fireeye|trend ?micro|sophos|forcepoint|ironport|safelinks|"
+    r"microsoft office|ms-office|facebookexternalhit|slack|discord|whatsapp|skype",
+    re.IGNORECASE,
+)
+_APPLE = ipaddress.ip_network("17.0.0.0/8")
+# A person reads, comes back to the email, clicks again: not several links in seconds.
+BURSTS = ((2, 2.0), (3, 10.0))  # (distinct links, within seconds)
+
+
+def machine_reason(method: str, agent: str | None, ip: str | None) -> str | None:
+    """Why a request was a machine's (None: a person, as far as can be told)."""
+    if method.upper() == "HEAD":
+        return "head"
+    agent = (agent or "").strip()
+    if _PERSON_PROXY.search(agent):
+        return None
+    if agent == "Mozilla/5.0" or _from_apple(ip):
+        return "apple-mpp"
+    if not agent or _MACHINE_AGENT.search(agent):
+        return "agent"
+    return None
+
+
+def _from_apple(ip: str | None) -> bool:
+    try:
+        return ip is not None and ipaddress.ip_address(ip) in _APPLE
+    except ValueError:
+        return False
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def record(db: sqlite_utils.Database, kind: str, campaign: int, url: str | None,
+           reader: str | None, *, method: str = "GET", agent: str | None = None,
+           ip: str | None = None, at: datetime | None = None) -> str | None:
+    """Record one click or open; return why it is a machine's (None: a person's).
+
+    The caller holds the write lock; this runs in its own transaction.
+    """
+    when = at or datetime.now(UTC)
+    why = machine_reason(method, agent, ip)
+    if why is None and reader is None:
+        why = "unsigned"
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT INTO engagement (kind, campaign_id, url, reader, machine, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)", [kind, campaign, url, reader, why, _stamp(when)])
+        if why is None and kind == CLICK:
+            why = _burst(db, campaign, reader, when)
+    return why
+
+
+def _burst(db: sqlite_utils.Database, campaign: int, reader: str | None,
+           when: datetime) -> str | None:
+    """Mark a reader's clicks of this issue as `burst` when they cover too many links at once."""
+    for links, seconds in BURSTS:
+        since = _stamp(when - timedelta(seconds=seconds))
+        distinct = db.execute(
+            "SELECT count(DISTINCT url) FROM engagement WHERE reader = ? AND campaign_id = ? "
+            "AND kind = 'click' AND at >= ? AND (machine IS NULL OR machine = 'burst')",
+            [reader, campaign, since]).fetchone()[0]
+        if distinct >= links:
+            db.execute(
+                "UPDATE engagement SET machine = 'burst' WHERE reader = ? AND campaign_id = ? "
+                "AND kind = 'click' AND at >= ? AND machine IS NULL", [reader, campaign, since])
+            return "burst"
+    return None
+
+
+def prune(db: sqlite_utils.Database, keep_days: int, *, now: datetime | None = None) -> int:
+    """Delete click and open records older than `keep_days`; how many went."""
+    cutoff = _stamp((now or datetime.now(UTC)) - timedelta(days=keep_days))
+    # Read first (WAL: never waits): a run with nothing to delete takes no write lock.
+    if db.execute("SELECT 1 FROM engagement WHERE at < ? LIMIT 1", [cutoff]).fetchone() is None:
+        return 0
+    with db.conn:
+        return db.execute("DELETE FROM engagement WHERE at < ?", [cutoff]).rowcount
+
+
+def forget(db: sqlite_utils.Database, reader_key: str) -> int:
+    """Delete the records that name a reader (per_reader), inside the caller's transaction."""
+    return db.execute("DELETE FROM engagement WHERE reader = ?", [f"key:{reader_key}"]).rowcount
