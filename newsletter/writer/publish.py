@@ -29,7 +29,7 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import format_datetime, parseaddr
@@ -45,7 +45,13 @@ from newsletter.audience.subscribers import MAX_NAME
 from newsletter.compose import layout as layouts
 from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.parts import unsubscribe_mailto
-from newsletter.compose.source import Draft, draft_files, parse_draft, read_text
+from newsletter.compose.source import (
+    Draft,
+    date_from_path,
+    draft_files,
+    parse_draft,
+    read_text,
+)
 from newsletter.errors import ConfigError, ContentError, NewsletterError
 from newsletter.settings import PublishSettings, Settings
 
@@ -114,12 +120,14 @@ def _utc(value: Any) -> str:
     raise ValueError(value)
 
 
-def choose_issues(settings: Settings, include: Collection[Path] = ()
+def choose_issues(settings: Settings, include: Collection[Path] = (), *,
+                  parse: Callable[[Path, str], Draft] = parse_draft,
                   ) -> tuple[list[Chosen], list[str]]:
     """The drafts to publish, newest first, and warnings (drafts skipped as unreadable).
 
     Sent drafts marked `publish: false` are among them with `page=False`; so are the
     drafts in `include` (the one a list send is about to mail) as if already sent.
+    `parse` reads a draft's text (publish passes one that remembers front matter).
     """
     included = {p.resolve() for p in include}
     sent = sent_to_list(settings)
@@ -128,7 +136,7 @@ def choose_issues(settings: Settings, include: Collection[Path] = ()
     by_slug: dict[str, Path] = {}
     for path in draft_files(settings):
         try:
-            draft = parse_draft(path, read_text(path))
+            draft = parse(path, read_text(path))
         except NewsletterError as exc:
             if path.stem in sent or re.sub(r"^\d{4}-\d{2}-\d{2}-", "", path.stem) in sent:
                 raise
@@ -369,8 +377,8 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
     base = settings.base_url
     manifest = _read_manifest(out)
     old_entries: dict[str, Any] = manifest["entries"]
-    chosen, warnings = choose_issues(settings, include)
     cache = _Cache.load(settings, out)
+    chosen, warnings = choose_issues(settings, include, parse=cache.parse)
     staged = _Staged(out)
     env = layouts.make_environment(settings.layouts_dir)
     try:
@@ -536,8 +544,32 @@ class _Cache:
         self.path, self.out, self.site = path, out, site
         self.old_issues: dict[str, Any] = data.get("issues", {})
         self.old_outputs: dict[str, Any] = data.get("outputs", {})
+        self.old_drafts: dict[str, Any] = data.get("drafts", {})
         self.issues: dict[str, Any] = {}
         self.outputs: dict[str, str] = {}
+        self.drafts: dict[str, Any] = {}
+
+    def parse(self, path: Path, text: str) -> Draft:
+        """`parse_draft`, but a draft whose text the last publish parsed is not parsed again
+        (YAML front matter was most of an unchanged publish's time). What choose_issues and
+        `_issue` read of it is all it holds: a changed draft is parsed in full again."""
+        key = hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()
+        known = self.old_drafts.get(key)
+        if known is not None:
+            self.drafts[key] = known
+            extra = {k: _from_json(v) for k, v in known["extra"].items()}
+            return Draft(path=path, meta={}, body="", body_line=1, title=known["title"],
+                         subject=known["title"], preheader="", slug=known["slug"],
+                         date=date.fromisoformat(known["date"]), extra=extra, text=text)
+        draft = parse_draft(path, text)
+        extra = {k: draft.extra[k] for k in ("publish", "sent") if k in draft.extra}
+        # Without a date in the front matter or the file name, a draft is dated today.
+        dated = "date" in draft.meta or date_from_path(path) is not None
+        if dated and all(_to_json(v) is not None for v in extra.values()):
+            self.drafts[key] = {"slug": draft.slug, "title": draft.title,
+                                "date": draft.date.isoformat(),
+                                "extra": {k: _to_json(v) for k, v in extra.items()}}
+        return draft
 
     @classmethod
     def load(cls, settings: Settings, out: Path) -> _Cache:
@@ -585,6 +617,7 @@ class _Cache:
             record["outputs"] = {rel: sizes[rel] for rel in record["outputs"]}
         data = {"version": 1, "out": str(self.out), "site": self.site,
                 "manifest": hashlib.sha256(manifest).hexdigest(), "issues": self.issues,
+                "drafts": self.drafts,
                 "outputs": {rel: [key, sizes[rel]] for rel, key in self.outputs.items()}}
         try:
             self.path.parent.mkdir(exist_ok=True)
@@ -592,6 +625,22 @@ class _Cache:
         except OSError:
             # The site is written; without the cache the next publish renders everything.
             self.path.unlink(missing_ok=True)
+
+
+def _to_json(value: Any) -> Any:
+    """`publish:` and `sent:` as the cache keeps them; None when it cannot."""
+    if isinstance(value, bool | str):
+        return [type(value).__name__, value]
+    if isinstance(value, datetime | date):
+        return [type(value).__name__, value.isoformat()]
+    return None
+
+
+def _from_json(value: list[Any]) -> Any:
+    kind, text = value
+    if kind == "datetime":
+        return datetime.fromisoformat(text)
+    return date.fromisoformat(text) if kind == "date" else text
 
 
 class _Staged:
@@ -670,7 +719,9 @@ def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache
                               "page": choice.page, "key": key}
     item = None
     if choice.page:
-        page = render_web_page(settings, issue, choice.draft, options=options, env=env,
+        draft = issue.draft
+        assert draft is not None  # build_issue always parses one (choice.draft may be cached)
+        page = render_web_page(settings, issue, draft, options=options, env=env,
                                page_base=issue.web_url)
         body = page.html.encode("utf-8")
         staged.put(f"{slug}/index.html", body)
