@@ -30,7 +30,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
@@ -386,7 +386,9 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
         entries: dict[str, Any] = {}
         items: list[_Item] = []
         for choice in chosen:
-            item, outputs = _issue(settings, options, env, cache, staged, choice)
+            # Only the feeds' entries keep their content: memory stays flat with the archive.
+            in_feeds = len(items) < options.feed_entries
+            item, outputs = _issue(settings, options, env, cache, staged, choice, in_feeds)
             files.update(outputs)
             slug = choice.draft.slug
             if item is None:  # sent but `publish: false`: no page, its email's images stay
@@ -548,20 +550,24 @@ class _Cache:
         self.issues: dict[str, Any] = {}
         self.outputs: dict[str, str] = {}
         self.drafts: dict[str, Any] = {}
+        self.texts: dict[Path, str] = {}  # draft → the hash of its path and text
 
     def parse(self, path: Path, text: str) -> Draft:
         """`parse_draft`, but a draft whose text the last publish parsed is not parsed again
         (YAML front matter was most of an unchanged publish's time). What choose_issues and
         `_issue` read of it is all it holds: a changed draft is parsed in full again."""
         key = hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()
+        self.texts[path] = key
         known = self.old_drafts.get(key)
         if known is not None:
             self.drafts[key] = known
             extra = {k: _from_json(v) for k, v in known["extra"].items()}
             return Draft(path=path, meta={}, body="", body_line=1, title=known["title"],
                          subject=known["title"], preheader="", slug=known["slug"],
-                         date=date.fromisoformat(known["date"]), extra=extra, text=text)
-        draft = parse_draft(path, text)
+                         date=date.fromisoformat(known["date"]), extra=extra)
+        # The text and body are dropped: a page is made from the file, parsed again then,
+        # and 10,000 drafts held whole would be most of publish's memory.
+        draft = replace(parse_draft(path, text), body="", text="")
         extra = {k: draft.extra[k] for k in ("publish", "sent") if k in draft.extra}
         # Without a date in the front matter or the file name, a draft is dated today.
         dated = "date" in draft.meta or date_from_path(path) is not None
@@ -686,11 +692,12 @@ class _Staged:
 
 
 def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache,
-           staged: _Staged, choice: Chosen) -> tuple[_Item | None, list[str]]:
+           staged: _Staged, choice: Chosen, in_feeds: bool,
+           ) -> tuple[_Item | None, list[str]]:
     """One issue's files (page, images, the email's images): from the cache when nothing
     it reads changed, else rendered and staged. Its item (None without a page) and files."""
     # The draft's text as choose_issues read it (front matter included) decides its page.
-    draft_hash = hashlib.sha256(choice.draft.text.encode("utf-8")).hexdigest()
+    draft_hash = cache.texts[choice.path]
     slug = choice.draft.slug
     old = cache.fresh_issue(slug, choice.path, draft_hash)
     if old is not None and old["page"] == choice.page:
@@ -731,7 +738,7 @@ def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache
             outputs.append(f"{slug}/{name}")
         item = _Item(slug, issue.title, issue.date, issue.preheader, issue.web_url or "",
                      excerpt(issue), page.image, hashlib.sha256(body).hexdigest(), key,
-                     str(choice.path), content=page.content)
+                     str(choice.path), content=page.content if in_feeds else None)
         record["meta"] = item.meta()
     record["outputs"] = outputs
     cache.issues[slug] = record
