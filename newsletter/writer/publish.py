@@ -19,6 +19,14 @@ manifest `site/.newsletter-publish.json` lists them, with each entry's
 permanent id (a tag: URI made at first publish and kept from then on, so feed
 readers never see a re-published issue as new) and its first-published and
 last-changed times.
+
+Only what changed is rendered: a page when its draft's bytes, an image it uses, the
+layouts, the settings pages read or the code changed; the index and sitemap when the
+list of issues (or what it shows of one) changed; the feeds when one of their entries
+did. The hashes of those inputs are kept in `.newsletter-cache/` in the newsletter
+folder, outside the site (`_Cache`); without it, everything renders again, with the same
+bytes. tests/writer/test_publish_incremental.py compares an incremental site with one
+published from scratch after each kind of change.
 """
 
 from __future__ import annotations
@@ -627,6 +635,8 @@ class _Cache:
                 "outputs": {rel: [key, sizes[rel]] for rel, key in self.outputs.items()}}
         try:
             self.path.parent.mkdir(exist_ok=True)
+            # Derived, and rebuilt by any publish: never committed with the newsletter.
+            _write_if_changed(self.path.parent / ".gitignore", b"*\n")
             _write_if_changed(self.path, json.dumps(data, sort_keys=True).encode("utf-8"))
         except OSError:
             # The site is written; without the cache the next publish renders everything.
@@ -660,6 +670,8 @@ class _Staged:
 
     def keep(self, rel: str) -> None:
         """`rel` is known to hold what it should (the cache said so)."""
+        if rel in self.sizes:
+            return  # an image two issues use, already staged
         self.same.add(rel)
         self.sizes[rel] = (self.out / rel).stat().st_size
 
