@@ -31,6 +31,7 @@ published from scratch after each kind of change.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html as html_lib
 import json
@@ -639,8 +640,11 @@ class _Cache:
             _write_if_changed(self.path.parent / ".gitignore", b"*\n")
             _write_if_changed(self.path, json.dumps(data, sort_keys=True).encode("utf-8"))
         except OSError:
-            # The site is written; without the cache the next publish renders everything.
-            self.path.unlink(missing_ok=True)
+            # The site is written. Without a cache the next publish renders everything; an
+            # old one left behind is used only while the manifest is the one it was saved
+            # with (the same pages), so it cannot leave a stale page.
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
 
 
 def _to_json(value: Any) -> Any:
