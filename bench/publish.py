@@ -7,17 +7,20 @@ marked `sent:` as imported posts are):
 - re-publishes after one issue's text changed (an old one, then the newest):
   seconds and exactly which files were written (that issue's page, the
   sitemap, and the feeds when they carry it: they hold the newest 20);
-and the ratio of the first publish to each re-publish. Every run renders every
-issue (what changed is found by comparing bytes), so re-publishing saves the
-disk writes, not the rendering: the ratio says how much that is.
+and the ratio of the first publish to each re-publish. Only what changed is rendered
+(publish keeps the hashes of each page's inputs), so a re-publish costs reading and
+hashing the drafts plus rendering the pages that changed.
 
 Run: .venv/bin/python bench/publish.py [--issues N]
 
 With --peers, the same posts are also built by Hugo (Debian's `hugo`) and Pelican
 (PyPI's `pelican`: `pip install pelican`, or --pelican PATH to its executable) in the
 same run, rounds interleaved, and the issue 21 goals are checked (exit 1 when one is
-missed): a re-publish after one issue changed within 2x Hugo's full build, and a first
-publish faster than Pelican's first build.
+missed): a re-publish after one issue changed within 2x Hugo's full build, a first
+publish faster than Pelican's first build, and an unchanged archive in under 0.5 s.
+
+With --memory, the first publish of --issues N (10,000 is the goal's size) runs in a
+child process and its peak RSS is printed; exit 1 at 200 MB or more.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ def peers(root: Path, paths: list[Path], settings, pelican_bin: str,  # noqa: AN
         sys.exit(f"{pelican_bin} not found: pip install pelican, or pass --pelican PATH")
     hugo, pelican = peer_sites(root, paths)
     times: dict[str, list[float]] = {k: [] for k in (
-        "ours first", "ours one changed", "hugo full", "pelican first", "pelican cached")}
+        "ours first", "ours one changed", "ours unchanged", "hugo full", "pelican first",
+        "pelican cached")}
     now = datetime(2026, 12, 1, tzinfo=UTC)
     for n in range(rounds):
         site = root / f"site-{n}"
@@ -139,6 +143,7 @@ def peers(root: Path, paths: list[Path], settings, pelican_bin: str,  # noqa: AN
         old = paths[len(paths) // 2]
         old.write_text(old.read_text().replace("Hello", f"Hello {n}", 1))
         times["ours one changed"].append(timed(settings, site, now)[0])
+        times["ours unchanged"].append(timed(settings, site, now)[0])
         times["hugo full"].append(run_timed(
             ["hugo", "--quiet", "--destination", str(root / f"hugo-out-{n}")], hugo))
         shutil.rmtree(pelican / "cache", ignore_errors=True)
@@ -156,6 +161,7 @@ def peers(root: Path, paths: list[Path], settings, pelican_bin: str,  # noqa: AN
          median["ours one changed"], 2 * median["hugo full"]),
         ("first publish faster than Pelican's first build",
          median["ours first"], median["pelican first"]),
+        ("an unchanged archive in under 0.5 s", median["ours unchanged"], 0.5),
     ]
     missed = 0
     for text, ours, limit in goals:
@@ -166,6 +172,36 @@ def peers(root: Path, paths: list[Path], settings, pelican_bin: str,  # noqa: AN
     return 1 if missed else 0
 
 
+MEMORY_LIMIT = 200 * 1024 * 1024
+
+CHILD = """
+import resource, sys
+from datetime import UTC, datetime
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from newsletter.settings import load_settings
+from newsletter.writer.publish import publish
+root = Path(sys.argv[2])
+publish(load_settings(root), root / "site", now=datetime(2026, 12, 1, tzinfo=UTC))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def memory(root: Path, issues: int) -> int:
+    """Peak RSS of a first publish of `issues` issues, in a process of its own."""
+    write_letter(root, issues)
+    repo = str(Path(__file__).resolve().parent.parent)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CHILD, repo, str(root)], check=True,
+                          capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    peak = int(done.stdout.split()[-1])
+    ok = peak < MEMORY_LIMIT
+    print(f"{issues} issues, first publish: {took:.1f} s, peak RSS {peak / 1024 / 1024:.0f} MB "
+          f"({'ok' if ok else 'MISS'}: the goal is under {MEMORY_LIMIT // 1024 // 1024} MB)")
+    return 0 if ok else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--issues", type=int, default=1000)
@@ -173,7 +209,12 @@ def main() -> None:
                         help="also build the same posts with Hugo and Pelican; check the goals")
     parser.add_argument("--pelican", default="pelican", help="the pelican executable")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory", action="store_true",
+                        help="peak RSS of a first publish of --issues (try 10000)")
     args = parser.parse_args()
+    if args.memory:
+        with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
+            sys.exit(memory(Path(tmp), args.issues))
     if args.peers:
         with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
             root = Path(tmp)

@@ -39,7 +39,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
+import threading
+import time
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -289,6 +292,44 @@ class _Environment(jinja2.Environment):
         return super().getattr(obj, attribute)
 
 
+def layouts_fingerprint(layouts_dir: Path | None) -> tuple[Any, ...]:
+    """What the writer's layouts are right now: each file's path, mtime_ns and size, and
+    init's record beside the folder (it decides which files follow a built-in)."""
+    if layouts_dir is None:
+        return ()
+    seen: list[tuple[Any, ...]] = []
+    folders = [str(layouts_dir)]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                folders.append(entry.path)
+            else:
+                seen.append(_file_key(entry.path))
+    try:
+        record: tuple[Any, ...] | None = _file_key(str(layouts_dir.parent / RECORD))
+    except OSError:
+        record = None
+    return (str(layouts_dir), record, *sorted(seen))
+
+
+def _file_key(path: str) -> tuple[Any, ...]:
+    st = os.stat(path)
+    # A file written in the last two seconds may be written again within the clock's tick
+    # at the same size (git's "racy clean"): its bytes decide then.
+    recent = time.time_ns() - st.st_mtime_ns < 2_000_000_000
+    digest = _digest(Path(path).read_bytes()) if recent else None
+    return (path, st.st_mtime_ns, st.st_size, digest)
+
+
+_ENVIRONMENTS: dict[tuple[Any, ...], jinja2.Environment] = {}
+_ENVIRONMENTS_KEPT = 8
+_ENVIRONMENTS_LOCK = threading.Lock()
+
+
 def make_environment(
     layouts_dir: Path | None, *, autoescape: bool | None = None, markdown: bool = False
 ) -> jinja2.Environment:
@@ -296,7 +337,24 @@ def make_environment(
 
     `markdown=True` is for draft bodies: there `{#id}` is a Markdown heading id
     (attr_list), so Jinja comments are spelled `{## … ##}` instead.
+
+    Environments are kept and shared, so each layout compiles once per process, not once
+    per issue (compiling was most of publish's time). The key holds every layout file's
+    path, mtime_ns and size, so an edited, added or removed layout gets a fresh one.
+    Callers must not change the environment they get.
     """
+    key = (layouts_fingerprint(layouts_dir), autoescape, markdown)
+    with _ENVIRONMENTS_LOCK:
+        env = _ENVIRONMENTS.get(key)
+        if env is None:
+            env = _ENVIRONMENTS[key] = _new_environment(layouts_dir, autoescape, markdown)
+            while len(_ENVIRONMENTS) > _ENVIRONMENTS_KEPT:  # drop the oldest
+                del _ENVIRONMENTS[next(iter(_ENVIRONMENTS))]
+    return env
+
+
+def _new_environment(layouts_dir: Path | None, autoescape: bool | None, markdown: bool
+                     ) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if layouts_dir is not None:
         loaders.append(_WritersLayouts(layouts_dir))

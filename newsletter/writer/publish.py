@@ -19,20 +19,30 @@ manifest `site/.newsletter-publish.json` lists them, with each entry's
 permanent id (a tag: URI made at first publish and kept from then on, so feed
 readers never see a re-published issue as new) and its first-published and
 last-changed times.
+
+Only what changed is rendered: a page when its draft's bytes, an image it uses, the
+layouts, the settings pages read or the code changed; the index and sitemap when the
+list of issues (or what it shows of one) changed; the feeds when one of their entries
+did. The hashes of those inputs are kept in `.newsletter-cache/` in the newsletter
+folder, outside the site (`_Cache`); without it, everything renders again, with the same
+bytes. tests/writer/test_publish_incremental.py compares an incremental site with one
+published from scratch after each kind of change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html as html_lib
 import json
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from email.utils import format_datetime, parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -44,7 +54,13 @@ from newsletter.audience.subscribers import MAX_NAME
 from newsletter.compose import layout as layouts
 from newsletter.compose.issue import Issue, build_issue
 from newsletter.compose.parts import unsubscribe_mailto
-from newsletter.compose.source import Draft, draft_files, parse_draft, read_text
+from newsletter.compose.source import (
+    Draft,
+    date_from_path,
+    draft_files,
+    parse_draft,
+    read_text,
+)
 from newsletter.errors import ConfigError, ContentError, NewsletterError
 from newsletter.settings import PublishSettings, Settings
 
@@ -116,12 +132,14 @@ def _utc(value: Any) -> str:
     raise ValueError(value)
 
 
-def choose_issues(settings: Settings, include: Collection[Path] = ()
+def choose_issues(settings: Settings, include: Collection[Path] = (), *,
+                  parse: Callable[[Path, str], Draft] = parse_draft,
                   ) -> tuple[list[Chosen], list[str]]:
     """The drafts to publish, newest first, and warnings (drafts skipped as unreadable).
 
     Sent drafts marked `publish: false` are among them with `page=False`; so are the
     drafts in `include` (the one a list send is about to mail) as if already sent.
+    `parse` reads a draft's text (publish passes one that remembers front matter).
     """
     included = {p.resolve() for p in include}
     sent = sent_to_list(settings)
@@ -130,7 +148,7 @@ def choose_issues(settings: Settings, include: Collection[Path] = ()
     by_slug: dict[str, Path] = {}
     for path in draft_files(settings):
         try:
-            draft = parse_draft(path, read_text(path))
+            draft = parse(path, read_text(path))
         except NewsletterError as exc:
             if path.stem in sent or re.sub(r"^\d{4}-\d{2}-\d{2}-", "", path.stem) in sent:
                 raise
@@ -354,8 +372,9 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
 
     `include`: drafts published as if sent already (see `publish_issue`).
 
-    Everything is rendered before anything is written, so a broken draft or
-    layout leaves the site as it was.
+    Everything is rendered before anything changes in the site (new bytes wait in
+    temporary files beside their targets), so a broken draft or layout leaves the site as
+    it was. Only what changed is rendered: see `_Cache`.
     """
     if not settings.base_url:
         raise ConfigError(
@@ -370,65 +389,389 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
     base = settings.base_url
     manifest = _read_manifest(out)
     old_entries: dict[str, Any] = manifest["entries"]
-    chosen, warnings = choose_issues(settings, include)
+    cache = _Cache.load(settings, out)
+    chosen, warnings = choose_issues(settings, include, parse=cache.parse)
+    staged = _Staged(out)
     env = layouts.make_environment(settings.layouts_dir)
-
-    files: dict[str, bytes] = {}
-    entries: dict[str, Any] = {}
-    items: list[dict[str, Any]] = []
-    for choice in chosen:
-        issue = build_issue(settings, choice.path, inline=False)  # the email's html is not used
-        # The email links its images at their own paths under base_url: serve those too.
-        for rel, source in issue.assets:
-            files.setdefault(rel, source.read_bytes())
-        if not choice.page:
-            if issue.slug in old_entries:  # its id and dates, should it come back later
-                entries[issue.slug] = old_entries[issue.slug]
-            continue
-        page = render_web_page(settings, issue, choice.draft, options=options, env=env,
-                               page_base=issue.web_url)
-        slug = issue.slug
-        body = page.html.encode("utf-8")
-        files[f"{slug}/index.html"] = body
-        for name, data in page.images.items():
-            files[f"{slug}/{name}"] = data
-        digest = hashlib.sha256(body).hexdigest()
-        old = old_entries.get(slug) or {}
-        entry = {
-            "id": old.get("id") or _tag_id(base, issue.date, slug),
-            "published": old.get("published") or choice.published,
-            "updated": old.get("updated") if old.get("hash") == digest else None,
-            "hash": digest,
-        }
-        entry["updated"] = entry["updated"] or (stamp if old else entry["published"])
-        entries[slug] = entry
-        items.append({"issue": issue, "page": page, **entry})
-
-    files["index.html"] = _index_page(settings, options, env, items)
-    files["feed.xml"] = _atom(settings, options, items[: options.feed_entries], stamp)
-    files["rss.xml"] = _rss(settings, options, items[: options.feed_entries], stamp)
-    files["feed.json"] = _json_feed(settings, options, items[: options.feed_entries])
-    files["sitemap.xml"] = _sitemap(settings, items)
-
-    result = PublishResult(out, [i["issue"].slug for i in items], warnings=warnings)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        for rel in sorted(files):
-            if _write_if_changed(out / rel, files[rel]):
-                result.written.append(rel)
-            else:
-                result.unchanged += 1
-        for rel in sorted(set(manifest["files"]) - set(files)):
+        files: set[str] = set()
+        entries: dict[str, Any] = {}
+        items: list[_Item] = []
+        for choice in chosen:
+            # Only the feeds' entries keep their content: memory stays flat with the archive.
+            in_feeds = len(items) < options.feed_entries
+            item, outputs = _issue(settings, options, env, cache, staged, choice, in_feeds)
+            files.update(outputs)
+            slug = choice.draft.slug
+            if item is None:  # sent but `publish: false`: no page, its email's images stay
+                if slug in old_entries:  # its id and dates, should it come back later
+                    entries[slug] = old_entries[slug]
+                continue
+            old = old_entries.get(slug) or {}
+            entry: dict[str, Any] = {
+                "id": old.get("id") or _tag_id(base, item.date, slug),
+                "published": old.get("published") or choice.published,
+                "updated": old.get("updated") if old.get("hash") == item.hash else None,
+                "hash": item.hash,
+            }
+            entry["updated"] = entry["updated"] or (stamp if old else entry["published"])
+            entries[slug] = entry
+            item.id, item.published, item.updated = entry["id"], entry["published"], \
+                entry["updated"]
+            items.append(item)
+
+        # The index and sitemap list every issue; the feeds carry the newest ones in full.
+        listing = [i.listed() for i in items]
+        feed_items = items[: options.feed_entries]
+        feed_key: list[Any] = [[*i.listed(), i.key] for i in feed_items] or [stamp]
+        aggregates: list[tuple[str, Any, Any]] = [
+            ("index.html", listing, lambda: _index_page(settings, options, env, items)),
+            ("sitemap.xml", listing, lambda: _sitemap(settings, items)),
+            ("feed.xml", feed_key, lambda: _atom(settings, options, feed_items, stamp)),
+            ("rss.xml", feed_key, lambda: _rss(settings, options, feed_items, stamp)),
+            ("feed.json", feed_key, lambda: _json_feed(settings, options, feed_items)),
+        ]
+        for rel, inputs, render in aggregates:
+            files.add(rel)
+            key = _digest_of([cache.site, inputs])
+            if cache.fresh_output(rel, key):
+                staged.keep(rel)
+                continue
+            if rel.startswith(("feed", "rss")):  # the feeds need each entry's content
+                for item in feed_items:
+                    if item.content is None:
+                        item.content = _rebuild_content(settings, options, env, item)
+            staged.put(rel, render())
+            cache.outputs[rel] = key
+
+        result = PublishResult(out, [i.slug for i in items], warnings=warnings)
+        removed = sorted(set(manifest["files"]) - files)
+        record = {"version": 1, "base_url": base, "files": sorted(files), "entries": entries}
+        manifest_bytes = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8")
+        written, unchanged = staged.commit()
+        for rel in removed:
             if _remove(out, rel):
                 result.removed.append(rel)
-        record = {"version": 1, "base_url": base, "files": sorted(files), "entries": entries}
-        _write_if_changed(out / MANIFEST, (json.dumps(record, indent=1, sort_keys=True) + "\n")
-                          .encode("utf-8"))
+        _write_if_changed(out / MANIFEST, manifest_bytes)
+        cache.save(staged.sizes, manifest_bytes)
     except OSError as exc:  # a folder where a file goes, a full or read-only disk
         raise ContentError(
             f"cannot write {exc.filename or out}: {exc.strerror or exc}: pass another --out"
         ) from None
+    finally:
+        staged.discard()
+    result.written, result.unchanged = written, unchanged
     return result
+
+
+# --- publishing only what changed ------------------------------------------------------------
+
+
+def _digest_of(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_digest(path: Path | str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None  # gone: whatever used it renders again (and says what is missing)
+
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The code and built-in layouts pages are made with: a new version renders all again."""
+    h = hashlib.sha256()
+    for path in sorted([*(_PACKAGE / "compose").glob("*.py"), Path(__file__).resolve(),
+                        *layouts.BUILTIN_LAYOUTS.rglob("*"), layouts.PAST_LAYOUTS]):
+        if path.is_file():
+            h.update(f"{path.relative_to(_PACKAGE)}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _site_digest(settings: Settings) -> str:
+    """What every page reads besides its own draft: the code, the settings pages use, and
+    the writer's layouts (any of them: a layout may include another) with init's record."""
+    layouts_dir = settings.layouts_dir
+    found: list[tuple[str, str | None]] = []
+    if layouts_dir.is_dir():
+        found = [(p.relative_to(layouts_dir).as_posix(), _file_digest(p))
+                 for p in sorted(layouts_dir.rglob("*")) if p.is_file()]
+    read = {
+        "name": settings.name, "sender": settings.sender, "reply_to": settings.reply_to,
+        "base_url": settings.base_url, "address": settings.address, "layout": settings.layout,
+        "unsubscribe_mailto": unsubscribe_mailto(settings), "server_url": settings.server_url,
+        "root": str(settings.root.resolve()), "drafts": str(settings.drafts_dir),
+        "layouts_dir": str(layouts_dir), "web": repr(settings.web),
+        "publish": repr(settings.publish), "max_name": MAX_NAME,
+    }
+    return _digest_of({"code": _code_digest(), "settings": read, "layouts": found,
+                       "record": _file_digest(settings.root / layouts.RECORD)})
+
+
+@dataclass
+class _Item:
+    """What the index, sitemap and feeds need of one issue on the web (not its page)."""
+
+    slug: str
+    title: str
+    date: date
+    preheader: str
+    web_url: str
+    excerpt: str
+    image: str | None
+    hash: str  # of its page
+    key: str  # of its inputs: the feeds' content is made of them
+    path: str  # the draft
+    content: str | None = None  # the body with absolute URLs, only while a feed needs it
+    id: str = ""
+    published: str = ""
+    updated: str = ""
+
+    def listed(self) -> list[Any]:
+        return [self.slug, self.title, self.date.isoformat(), self.preheader, self.web_url,
+                self.excerpt, self.image, self.id, self.published, self.updated]
+
+    def meta(self) -> dict[str, Any]:
+        return {"title": self.title, "date": self.date.isoformat(), "preheader": self.preheader,
+                "web_url": self.web_url, "excerpt": self.excerpt, "image": self.image,
+                "hash": self.hash}
+
+
+class _Cache:
+    """What the last publish into `out` rendered, from which inputs.
+
+    Kept beside the newsletter (.newsletter-cache/publish-<folder>.json), not in the site:
+    the manifest is the site's history (ids, dates, files); this is only a shortcut, and
+    losing it costs one full render. Per issue: the sha256 of its draft and of each image
+    it uses, and the files it made (with their sizes, to see one deleted or replaced). Per
+    index, sitemap and feed: a digest of what it lists. Both include `site`, the digest of
+    what every page reads (`_site_digest`). The cache holds only when the manifest is the
+    one it was saved with.
+    """
+
+    def __init__(self, path: Path, out: Path, site: str, data: dict[str, Any]):
+        self.path, self.out, self.site = path, out, site
+        self.old_issues: dict[str, Any] = data.get("issues", {})
+        self.old_outputs: dict[str, Any] = data.get("outputs", {})
+        self.old_drafts: dict[str, Any] = data.get("drafts", {})
+        self.issues: dict[str, Any] = {}
+        self.outputs: dict[str, str] = {}
+        self.drafts: dict[str, Any] = {}
+        self.texts: dict[Path, str] = {}  # draft → the hash of its path and text
+
+    def parse(self, path: Path, text: str) -> Draft:
+        """`parse_draft`, but a draft whose text the last publish parsed is not parsed again
+        (YAML front matter was most of an unchanged publish's time). What choose_issues and
+        `_issue` read of it is all it holds: a changed draft is parsed in full again."""
+        key = hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()
+        self.texts[path] = key
+        known = self.old_drafts.get(key)
+        if known is not None:
+            self.drafts[key] = known
+            extra = {k: _from_json(v) for k, v in known["extra"].items()}
+            return Draft(path=path, meta={}, body="", body_line=1, title=known["title"],
+                         subject=known["title"], preheader="", slug=known["slug"],
+                         date=date.fromisoformat(known["date"]), extra=extra)
+        # The text and body are dropped: a page is made from the file, parsed again then,
+        # and 10,000 drafts held whole would be most of publish's memory.
+        draft = replace(parse_draft(path, text), body="", text="")
+        extra = {k: draft.extra[k] for k in ("publish", "sent") if k in draft.extra}
+        # Without a date in the front matter or the file name, a draft is dated today.
+        dated = "date" in draft.meta or date_from_path(path) is not None
+        if dated and all(_to_json(v) is not None for v in extra.values()):
+            self.drafts[key] = {"slug": draft.slug, "title": draft.title,
+                                "date": draft.date.isoformat(),
+                                "extra": {k: _to_json(v) for k, v in extra.items()}}
+        return draft
+
+    @classmethod
+    def load(cls, settings: Settings, out: Path) -> _Cache:
+        name = hashlib.sha256(str(out).encode()).hexdigest()[:16]
+        path = settings.root / ".newsletter-cache" / f"publish-{name}.json"
+        site = _site_digest(settings)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}  # no cache (or a damaged one): everything renders, nothing is lost
+        usable = (isinstance(data, dict) and data.get("version") == 1
+                  and data.get("out") == str(out) and data.get("site") == site
+                  and data.get("manifest") == _file_digest(out / MANIFEST))
+        return cls(path, out, site, data if usable else {})
+
+    def sizes_hold(self, sizes: dict[str, int]) -> bool:
+        for rel, size in sizes.items():
+            try:
+                if (self.out / rel).stat().st_size != size:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def fresh_output(self, rel: str, key: str) -> bool:
+        old = self.old_outputs.get(rel)
+        if old is None or old[0] != key or not self.sizes_hold({rel: old[1]}):
+            return False
+        self.outputs[rel] = key
+        return True
+
+    def fresh_issue(self, slug: str, draft: Path, draft_hash: str) -> dict[str, Any] | None:
+        """The cached record of `slug` when nothing it reads changed, else None."""
+        old = self.old_issues.get(slug)
+        if old is None or old["draft"] != str(draft) or old["hash"] != draft_hash:
+            return None
+        if any(_file_digest(src) != digest for _, src, digest in old["assets"]):
+            return None
+        if not self.sizes_hold(old["outputs"]):
+            return None
+        return old
+
+    def save(self, sizes: dict[str, int], manifest: bytes) -> None:
+        for record in self.issues.values():
+            record["outputs"] = {rel: sizes[rel] for rel in record["outputs"]}
+        data = {"version": 1, "out": str(self.out), "site": self.site,
+                "manifest": hashlib.sha256(manifest).hexdigest(), "issues": self.issues,
+                "drafts": self.drafts,
+                "outputs": {rel: [key, sizes[rel]] for rel, key in self.outputs.items()}}
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            # Derived, and rebuilt by any publish: never committed with the newsletter.
+            _write_if_changed(self.path.parent / ".gitignore", b"*\n")
+            _write_if_changed(self.path, json.dumps(data, sort_keys=True).encode("utf-8"))
+        except OSError:
+            # The site is written. Without a cache the next publish renders everything; an
+            # old one left behind is used only while the manifest is the one it was saved
+            # with (the same pages), so it cannot leave a stale page.
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
+
+
+def _to_json(value: Any) -> Any:
+    """`publish:` and `sent:` as the cache keeps them; None when it cannot."""
+    if isinstance(value, bool | str):
+        return [type(value).__name__, value]
+    if isinstance(value, datetime | date):
+        return [type(value).__name__, value.isoformat()]
+    return None
+
+
+def _from_json(value: list[Any]) -> Any:
+    kind, text = value
+    if kind == "datetime":
+        return datetime.fromisoformat(text)
+    return date.fromisoformat(text) if kind == "date" else text
+
+
+class _Staged:
+    """New bytes for the site, in temporary files beside their targets until commit()."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.pending: dict[str, Path] = {}  # rel → its temporary file
+        self.same: set[str] = set()
+        self.sizes: dict[str, int] = {}
+
+    def keep(self, rel: str) -> None:
+        """`rel` is known to hold what it should (the cache said so)."""
+        if rel in self.sizes:
+            return  # an image two issues use, already staged
+        self.same.add(rel)
+        self.sizes[rel] = (self.out / rel).stat().st_size
+
+    def put(self, rel: str, data: bytes) -> None:
+        if rel in self.sizes:
+            return  # an image two issues use: the same path holds the same bytes
+        self.sizes[rel] = len(data)
+        target = self.out / rel
+        try:
+            if target.stat().st_size == len(data) and target.read_bytes() == data:
+                self.same.add(rel)  # its mtime is kept
+                return
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        self.pending[rel] = tmp
+
+    def commit(self) -> tuple[list[str], int]:
+        for rel in sorted(self.pending):
+            self.pending[rel].replace(self.out / rel)  # readers of the site never see half
+        written = sorted(self.pending)
+        self.pending = {}
+        return written, len(self.same)
+
+    def discard(self) -> None:
+        for tmp in self.pending.values():
+            tmp.unlink(missing_ok=True)
+
+
+def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache,
+           staged: _Staged, choice: Chosen, in_feeds: bool,
+           ) -> tuple[_Item | None, list[str]]:
+    """One issue's files (page, images, the email's images): from the cache when nothing
+    it reads changed, else rendered and staged. Its item (None without a page) and files."""
+    # The draft's text as choose_issues read it (front matter included) decides its page.
+    draft_hash = cache.texts[choice.path]
+    slug = choice.draft.slug
+    old = cache.fresh_issue(slug, choice.path, draft_hash)
+    if old is not None and old["page"] == choice.page:
+        for rel in old["outputs"]:
+            staged.keep(rel)
+        cache.issues[slug] = old
+        item = None
+        if choice.page:
+            meta = old["meta"]
+            item = _Item(slug, meta["title"], date.fromisoformat(meta["date"]),
+                         meta["preheader"], meta["web_url"], meta["excerpt"], meta["image"],
+                         meta["hash"], old["key"], str(choice.path))
+        return item, list(old["outputs"])
+
+    issue = build_issue(settings, choice.path, inline=False)  # the email's html is not used
+    outputs: list[str] = []
+    assets = []
+    # The email links its images at their own paths under base_url: serve those too.
+    for rel, source in issue.assets:
+        data = source.read_bytes()
+        staged.put(rel, data)
+        outputs.append(rel)
+        assets.append([rel, str(source), hashlib.sha256(data).hexdigest()])
+    key = _digest_of([draft_hash, assets])
+    record: dict[str, Any] = {"draft": str(choice.path), "hash": draft_hash, "assets": assets,
+                              "page": choice.page, "key": key}
+    item = None
+    if choice.page:
+        draft = issue.draft
+        assert draft is not None  # build_issue always parses one (choice.draft may be cached)
+        page = render_web_page(settings, issue, draft, options=options, env=env,
+                               page_base=issue.web_url)
+        body = page.html.encode("utf-8")
+        staged.put(f"{slug}/index.html", body)
+        outputs.append(f"{slug}/index.html")
+        for name, data in page.images.items():
+            staged.put(f"{slug}/{name}", data)
+            outputs.append(f"{slug}/{name}")
+        item = _Item(slug, issue.title, issue.date, issue.preheader, issue.web_url or "",
+                     excerpt(issue), page.image, hashlib.sha256(body).hexdigest(), key,
+                     str(choice.path), content=page.content if in_feeds else None)
+        record["meta"] = item.meta()
+    record["outputs"] = outputs
+    cache.issues[slug] = record
+    return item, outputs
+
+
+def _rebuild_content(settings: Settings, options: PublishSettings, env: Any,
+                     item: _Item) -> str:
+    """A cached issue's body for a feed that has to be written again."""
+    issue = build_issue(settings, Path(item.path), inline=False)
+    draft = issue.draft
+    assert draft is not None  # build_issue always parses one
+    return render_web_page(settings, issue, draft, options=options, env=env,
+                           page_base=issue.web_url).content
 
 
 _HEAD = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
@@ -502,12 +845,11 @@ def _remove(out: Path, rel: str) -> bool:
 
 
 def _index_page(settings: Settings, options: PublishSettings, env: Any,
-                items: list[dict[str, Any]]) -> bytes:
+                items: list[_Item]) -> bytes:
     base = settings.base_url
     issues = [
-        layouts.namespace("item", title=i["issue"].title, date=i["issue"].date,
-                          preheader=i["issue"].preheader, slug=i["issue"].slug,
-                          url=i["issue"].web_url, excerpt=excerpt(i["issue"]))
+        layouts.namespace("item", title=i.title, date=i.date, preheader=i.preheader,
+                          slug=i.slug, url=i.web_url, excerpt=i.excerpt)
         for i in items
     ]
     context = {
@@ -515,7 +857,7 @@ def _index_page(settings: Settings, options: PublishSettings, env: Any,
         "issues": issues,
         "page": layouts.namespace(
             "page", url=f"{base}/", lang=options.lang, description=options.description,
-            image=next((i["page"].image for i in items if i["page"].image), None),
+            image=next((i.image for i in items if i.image), None),
             feed_url=f"{base}/feed.xml", rss_url=f"{base}/rss.xml", json_url=f"{base}/feed.json",
             recent=RECENT,
         ),
@@ -557,11 +899,11 @@ def _xml(root: ET.Element) -> bytes:
                                                                       xml_declaration=False) + b"\n"
 
 
-def _feed_updated(items: Iterable[dict[str, Any]], stamp: str) -> str:
-    return max((i["updated"] for i in items), default=stamp)
+def _feed_updated(items: Iterable[_Item], stamp: str) -> str:
+    return max((i.updated for i in items), default=stamp)
 
 
-def _atom(settings: Settings, options: PublishSettings, items: list[dict[str, Any]],
+def _atom(settings: Settings, options: PublishSettings, items: list[_Item],
           stamp: str) -> bytes:
     """Atom 1.0 (RFC 4287), full content."""
     base = settings.base_url
@@ -578,16 +920,15 @@ def _atom(settings: Settings, options: PublishSettings, items: list[dict[str, An
     _sub(author, "name", _author(settings))
     _sub(feed, "generator", "newsletter")
     for item in items:
-        issue, page = item["issue"], item["page"]
         entry = _sub(feed, "entry")
-        _sub(entry, "title", issue.title)
-        _sub(entry, "link", rel="alternate", type="text/html", href=issue.web_url)
-        _sub(entry, "id", item["id"])
-        _sub(entry, "published", item["published"])
-        _sub(entry, "updated", item["updated"])
-        if issue.preheader:
-            _sub(entry, "summary", issue.preheader)
-        _sub(entry, "content", page.content, type="html")
+        _sub(entry, "title", item.title)
+        _sub(entry, "link", rel="alternate", type="text/html", href=item.web_url)
+        _sub(entry, "id", item.id)
+        _sub(entry, "published", item.published)
+        _sub(entry, "updated", item.updated)
+        if item.preheader:
+            _sub(entry, "summary", item.preheader)
+        _sub(entry, "content", item.content or "", type="html")
     return _xml(feed)
 
 
@@ -595,7 +936,7 @@ def _rfc822(iso: str) -> str:
     return format_datetime(datetime.fromisoformat(iso.replace("Z", "+00:00")), usegmt=True)
 
 
-def _rss(settings: Settings, options: PublishSettings, items: list[dict[str, Any]],
+def _rss(settings: Settings, options: PublishSettings, items: list[_Item],
          stamp: str) -> bytes:
     """RSS 2.0, full content in <content:encoded>, the preheader in <description>."""
     base = settings.base_url
@@ -610,19 +951,18 @@ def _rss(settings: Settings, options: PublishSettings, items: list[dict[str, Any
     _sub(channel, f"{{{ATOM}}}link", href=f"{base}/rss.xml", rel="self",
          type="application/rss+xml")
     for item in items:
-        issue, page = item["issue"], item["page"]
         el = _sub(channel, "item")
-        _sub(el, "title", issue.title)
-        _sub(el, "link", issue.web_url)
-        _sub(el, "guid", item["id"], isPermaLink="false")
-        _sub(el, "pubDate", _rfc822(item["published"]))
-        _sub(el, "description", issue.preheader or issue.title)
-        _sub(el, "{http://purl.org/rss/1.0/modules/content/}encoded", page.content)
+        _sub(el, "title", item.title)
+        _sub(el, "link", item.web_url)
+        _sub(el, "guid", item.id, isPermaLink="false")
+        _sub(el, "pubDate", _rfc822(item.published))
+        _sub(el, "description", item.preheader or item.title)
+        _sub(el, "{http://purl.org/rss/1.0/modules/content/}encoded", item.content or "")
     return _xml(rss)
 
 
 def _json_feed(settings: Settings, options: PublishSettings,
-               items: list[dict[str, Any]]) -> bytes:
+               items: list[_Item]) -> bytes:
     """JSON Feed 1.1."""
     base = settings.base_url
     feed: dict[str, Any] = {
@@ -637,30 +977,29 @@ def _json_feed(settings: Settings, options: PublishSettings,
         feed["description"] = options.description
     feed["items"] = []
     for item in items:
-        issue, page = item["issue"], item["page"]
-        entry = {"id": item["id"], "url": issue.web_url, "title": issue.title,
-                 "content_html": page.content, "date_published": item["published"],
-                 "date_modified": item["updated"]}
-        if issue.preheader:
-            entry["summary"] = issue.preheader
-        if page.image:
-            entry["image"] = page.image
+        entry = {"id": item.id, "url": item.web_url, "title": item.title,
+                 "content_html": item.content or "", "date_published": item.published,
+                 "date_modified": item.updated}
+        if item.preheader:
+            entry["summary"] = item.preheader
+        if item.image:
+            entry["image"] = item.image
         feed["items"].append(entry)
     return (json.dumps(feed, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _sitemap(settings: Settings, items: list[dict[str, Any]]) -> bytes:
+def _sitemap(settings: Settings, items: list[_Item]) -> bytes:
     ns = "http://www.sitemaps.org/schemas/sitemap/0.9"
     urlset = ET.Element("urlset", {"xmlns": ns})
-    newest = max((i["updated"] for i in items), default=None)
+    newest = max((i.updated for i in items), default=None)
     home = _sub(urlset, "url")
     _sub(home, "loc", f"{settings.base_url}/")
     if newest:
         _sub(home, "lastmod", newest[:10])
     for item in items:
         url = _sub(urlset, "url")
-        _sub(url, "loc", item["issue"].web_url)
-        _sub(url, "lastmod", item["updated"][:10])
+        _sub(url, "loc", item.web_url)
+        _sub(url, "lastmod", item.updated[:10])
     return _xml(urlset)
 
 
