@@ -215,7 +215,12 @@ def start_generation(conn: sqlite3.Connection, generation: int, at: str) -> None
 
 
 def delete_before(database: Path, generation: int) -> list[Path]:
-    """Delete the journal files older than `generation` (a snapshot holds them now)."""
+    """Delete the journal files older than `generation` (a snapshot holds them now).
+
+    A reader's request journaled there but not applied yet (the snapshot lacks it) is
+    carried into `generation`'s file first: deleting it would lose an answered unsubscribe.
+    """
+    _carry_requests(database, generation)
     gone = []
     for old in generations(database):
         if old < generation:
@@ -341,3 +346,144 @@ def deliveries_op(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[str, Any
             "SELECT id, state, provider_message_id, sent_at, error FROM deliveries "
             f"WHERE id IN ({marks})", part).fetchall()]
     return {"op": "deliveries", "set": found}
+
+
+# -- a reader's request journaled before its transaction (issue 21) ------------------------
+#
+# While another process holds the write lock for long (an import's merge), `serve` does not
+# make a reader wait: their unsubscribe is appended here at once (one fsync) as a line
+# marked `"later":true`, answered, and applied by `serve`'s applier as soon as the lock is
+# free (and at its next start, after a crash). Its event carries an `external_id`
+# (`request:<uuid>`), so applying it twice, or replaying it after it was applied, changes
+# nothing. A running send reads these lines too (`Requests`): a reader whose unsubscribe
+# was answered is not mailed, applied yet or not.
+
+LATER = b'"later":true'  # only ever a key: inside a JSON string a quote is escaped
+
+
+def request_op(*, subscriber_id: int, email: str, before: str, after: str, kind: str,
+               source: str, detail: str, ip: str | None, user_agent: str | None,
+               campaign_id: int | None, request_id: str, at: str) -> dict[str, Any]:
+    """A status change asked for but not yet made: the `reader` op without a row image
+    (restore applies `after` as change_status would, and the event once)."""
+    event = {"subscriber_id": subscriber_id, "email": email, "kind": kind,
+             "status_before": before, "status_after": after, "source": source,
+             "detail": detail[:2000], "ip": ip, "user_agent": user_agent, "consent": None,
+             "campaign_id": campaign_id, "external_id": request_id, "created_at": at}
+    return {"op": "reader", "subscriber_id": subscriber_id, "email": email, "before": before,
+            "after": after, "source": source, "at": at, "events": [event]}
+
+
+def append_request(conn: sqlite3.Connection, op: dict[str, Any]) -> None:
+    """Journal `op` now, outside any transaction (the write lock is busy), durably.
+
+    Reading the generation needs no lock. A backup that switches generation meanwhile
+    carries the unapplied requests of the old file forward (`delete_before`); one written
+    to the old file after that is written again to the new one here.
+    """
+    database = database_path(conn)
+    if database is None:
+        return
+    entry = {"at": now_iso(), "ops": [op], "later": True}
+    data = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    generation = current_generation(conn)
+    path = generation_path(database, generation)
+    try:
+        write_line(path, data)
+        now = current_generation(conn)
+        if now != generation:
+            path = generation_path(database, now)
+            write_line(path, data)
+    except OSError as exc:
+        raise journal_error(exc, path) from None
+
+
+def _request_lines(data: bytes) -> Iterator[dict[str, Any]]:
+    """The request ops in `data` (whole lines of a journal file)."""
+    for text in data.splitlines():
+        if LATER not in text:
+            continue
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            continue  # torn: its append never finished, so it was never answered
+        if entry.get("later") is True:
+            yield from entry.get("ops") or []
+
+
+def requests(database: Path, since: int = 0) -> list[dict[str, Any]]:
+    """Every request op in the journal files of generations `since` and newer, oldest
+    first (applied or not: the caller asks the database which are)."""
+    found: list[dict[str, Any]] = []
+    for generation in generations(database):
+        if generation >= since:
+            found += _request_lines(generation_path(database, generation).read_bytes())
+    return found
+
+
+def request_id(op: dict[str, Any]) -> str | None:
+    events = op.get("events") or []
+    return str(events[0]["external_id"]) if events and events[0].get("external_id") else None
+
+
+CHUNK = 8 << 20
+
+
+class Requests:
+    """The requests journaled so far, read as the files grow (a send's stopped check).
+
+    Each call reads only the bytes appended since the last one, to the last newline.
+    """
+
+    def __init__(self, database: Path):
+        self.database = database
+        self.read_to: dict[int, int] = {}  # generation → bytes read
+        self.stopped: dict[int, str] = {}  # subscriber id → the status asked for
+
+    def new(self) -> dict[int, str]:
+        """Every reader a journaled request stopped (unsubscribed), so far."""
+        for generation in generations(self.database):
+            path = generation_path(self.database, generation)
+            start = self.read_to.get(generation, 0)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # deleted by a backup since it was listed
+            if size <= start:
+                continue
+            with open(path, "rb") as f:
+                f.seek(start)
+                rest = b""
+                while start < size:  # in pieces: a bulk import's lines are long
+                    data = rest + f.read(min(CHUNK, size - start))
+                    start += len(data) - len(rest)
+                    end = data.rfind(b"\n") + 1  # a line being written: read next time
+                    rest = data[end:]
+                    for op in _request_lines(data[:end]):
+                        if op.get("subscriber_id") is not None and op.get("after") in _STOPS:
+                            self.stopped[int(op["subscriber_id"])] = str(op["after"])
+                self.read_to[generation] = start - len(rest)
+        return self.stopped
+
+
+_STOPS = ("unsubscribed", "bounced", "complained")
+
+
+def _carry_requests(database: Path, generation: int) -> None:
+    older = [g for g in generations(database) if g < generation]
+    if not older:
+        return
+    ops = [op for g in older for op in _request_lines(generation_path(database, g).read_bytes())]
+    if not ops:
+        return
+    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        # Applied: its own change is in the snapshot, or in the new generation's file.
+        waiting = [op for op in ops if (rid := request_id(op)) is None or conn.execute(
+            "SELECT 1 FROM events WHERE external_id = ?", [rid]).fetchone() is None]
+    finally:
+        conn.close()
+    for op in waiting:
+        entry = {"at": now_iso(), "ops": [op], "later": True}
+        write_line(generation_path(database, generation),
+                   (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode())
