@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from newsletter import changes
+from newsletter import changes, restore
+from newsletter.audience import importers
 from newsletter.delivery.runner import _ReaderWatch
 from newsletter.store import connect
 from tests.legacy_tokens import unsubscribe_token
@@ -168,3 +169,55 @@ def test_a_running_sends_check_sees_a_journaled_unsubscribe(tmp_path: Path) -> N
     watch.close()
     db.conn.close()
 
+
+
+def _request(subscriber_id: int, email: str, rid: str) -> dict[str, object]:
+    return changes.request_op(
+        subscriber_id=subscriber_id, email=email, before="active", after="unsubscribed",
+        kind="unsubscribed", source="one-click", detail="", ip=None, user_agent=None,
+        campaign_id=None, request_id=rid, at="2026-12-07T23:00:00Z")
+
+
+def test_a_backup_keeps_a_journaled_unsubscribe_not_applied_yet(tmp_path: Path) -> None:
+    """A backup deletes the journal its snapshot covers; an unsubscribe journaled there and
+    not applied is not in the snapshot, so it moves to the new journal, and a restore of
+    that snapshot applies it."""
+    database = tmp_path / "newsletter.db"
+    db = connect(database)
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO subscribers (id, email, email_key, status, created_at, "
+                   "updated_at) VALUES (1, 'r1@example.com', 'r1@example.com', 'active', 'x', "
+                   "'x')")
+    changes.append_request(db.conn, _request(1, "r1@example.com", "request:one"))
+    db.conn.close()
+    taken = restore.backup(database, tmp_path / "snap.db")
+    assert [changes.request_id(op) for op in changes.requests(database, taken.generation)] == [
+        "request:one"]
+    restore.restore(database, tmp_path / "snap.db")
+    db = connect(database)
+    try:
+        assert db.execute("SELECT status FROM subscribers WHERE id = 1").fetchone()[0] == \
+            "unsubscribed"
+    finally:
+        db.conn.close()
+
+
+def test_an_imports_journal_holds_each_reader_as_it_is_in_the_database(
+        tmp_path: Path) -> None:
+    """The import's readers are encoded by SQLite (json_object), not row by row: each op is
+    the reader's row and event exactly as `SELECT *` reads them (what a restore upserts)."""
+    database = tmp_path / "newsletter.db"
+    db = connect(database)
+    (tmp_path / "list.csv").write_text("email,name,tags\nA@Example.com,Ada \"Quote\" É,x\n"
+                                       "b@example.com,,\n")
+    importers.import_file(db, tmp_path / "list.csv")
+    ops = [op for record in changes.read(database, 0) if record for op in record.ops]
+    assert len(ops) == 2
+    for op in ops:
+        event = op["events"][0]
+        assert op["subscriber"] == changes.reader_op(db.conn, event["subscriber_id"])[
+            "subscriber"]
+        assert event == changes.reader_op(db.conn, event["subscriber_id"], [event["id"]])[
+            "events"][0]
+    db.conn.close()
