@@ -107,7 +107,8 @@ class Run:
                 f"{self.rate:5.0f} requests/s, p50 {p50:6.1f}"
                 f" ms, p99 {self.p(0.99) * 1000:7.1f} ms, errors {len(self.errors)}, lost "
                 f"{self.lost}, late {self.late}  "
-                + ("OK" if not missed else "MISSED: " + "; ".join(missed)))
+                + ("OK" if not missed else "MISSED: " + "; ".join(missed))
+                + "".join(f"\n    error: {e}" for e in sorted(set(self.errors))[:5]))
 
 
 async def post(c: httpx.AsyncClient, run: Run, address: str, path: str, due: float) -> None:

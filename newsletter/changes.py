@@ -250,10 +250,17 @@ def read(database: Path, since: int) -> Iterator[Record | None]:
     A torn line (a crash in the middle of an append, or a disk that filled) was never
     committed: its transaction rolled back. A transaction whose last line (no `more`)
     is missing never committed either: the replay drops it.
+
+    A reader's request (`"later"`) is written outside any transaction, so it can land
+    between the lines of a long one (an import's merge holds the lock while it writes
+    them): it is handed over after that transaction's last line, not in the middle
+    (where it would end the transaction), and after a None when that line never came.
     """
     for generation in generations(database):
         if generation < since:
             continue
+        waiting: list[Record] = []  # requests met inside an open transaction
+        open_txn = False
         with open(generation_path(database, generation), encoding="utf-8",
                   errors="replace") as f:
             for number, text in enumerate(f, 1):
@@ -263,10 +270,28 @@ def read(database: Path, since: int) -> Iterator[Record | None]:
                     entry = json.loads(text)
                     ops = list(entry["ops"])
                 except (ValueError, KeyError, TypeError):
-                    yield None
+                    if text.startswith('{"later":true'):
+                        continue  # a request torn by a crash: never answered, not a change
+                    if open_txn:  # the open transaction never committed
+                        yield None
+                        yield from waiting
+                        waiting, open_txn = [], False
+                    else:
+                        yield None
                     continue
-                yield Record(generation, number, str(entry.get("at", "")), ops,
-                             bool(entry.get("more")))
+                record = Record(generation, number, str(entry.get("at", "")), ops,
+                                bool(entry.get("more")))
+                if entry.get("later") is True and open_txn:
+                    waiting.append(record)
+                    continue
+                yield record
+                open_txn = record.more
+                if not open_txn and waiting:
+                    yield from waiting
+                    waiting = []
+        if waiting:  # the transaction they were inside never ended: it never committed
+            yield None
+            yield from waiting
 
 
 # -- the ops, built where the changes are made ----------------------------------------------
@@ -399,8 +424,7 @@ def append_request(conn: sqlite3.Connection, op: dict[str, Any]) -> None:
     database = database_path(conn)
     if database is None:
         return
-    entry = {"at": now_iso(), "ops": [op], "later": True}
-    data = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    data = _request_line(op)
     generation = current_generation(conn)
     path = generation_path(database, generation)
     try:
@@ -499,6 +523,9 @@ def _carry_requests(database: Path, generation: int) -> None:
     finally:
         conn.close()
     for op in waiting:
-        entry = {"at": now_iso(), "ops": [op], "later": True}
-        write_line(generation_path(database, generation),
-                   (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode())
+        write_line(generation_path(database, generation), _request_line(op))
+
+
+def _request_line(op: dict[str, Any]) -> bytes:
+    # "later" first: even a torn request line (serve killed mid-write) says what it is.
+    return f'{{"later":true,"at":{_dumps(now_iso())},"ops":[{_dumps(op)}]}}\n'.encode()

@@ -221,3 +221,35 @@ def test_an_imports_journal_holds_each_reader_as_it_is_in_the_database(
         assert event == changes.reader_op(db.conn, event["subscriber_id"], [event["id"]])[
             "events"][0]
     db.conn.close()
+
+
+def test_a_request_journaled_inside_an_import_that_never_committed_is_kept_alone(
+        tmp_path: Path) -> None:
+    """A request line lands between the lines of a long transaction (the import holds the
+    lock while it journals). The import is killed before its last line: a restore applies
+    the unsubscribe and nothing of the import."""
+    database = tmp_path / "newsletter.db"
+    db = connect(database)
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO subscribers (id, email, email_key, status, created_at, "
+                   "updated_at) VALUES (1, 'r1@example.com', 'r1@example.com', 'active', 'x', "
+                   "'x')")
+    db.conn.close()
+    taken = restore.backup(database, tmp_path / "snap.db")
+    db = connect(database)
+    new_reader = {"id": 2, "email": "new@example.com", "email_key": "new@example.com",
+                  "name": "", "status": "active", "tags": "[]", "attributes": "{}",
+                  "source": "import", "created_at": "x", "updated_at": "x"}
+    path = changes.generation_path(database, taken.generation)
+    changes.write_line(path, changes._line([{"op": "reader", "subscriber": new_reader,
+                                             "events": []}], more=True))
+    changes.append_request(db.conn, _request(1, "r1@example.com", "request:inside"))
+    db.conn.close()  # the import's last line never comes: it was killed, it rolled back
+    restore.restore(database, tmp_path / "snap.db")
+    db = connect(database)
+    try:
+        assert db.execute("SELECT id, status FROM subscribers ORDER BY id").fetchall() == [
+            (1, "unsubscribed")]
+    finally:
+        db.conn.close()
