@@ -18,6 +18,9 @@ place (`newsletter/restore.py` replays it). The ops:
 - `handed`: deliveries marked `sending` (about to be handed to the provider);
 - `deliveries`: delivery outcomes, `[id, state, provider id, sent_at, error]` each.
 
+A reader's unsubscribe made while the database was busy is journaled before its
+transaction, in the generation's `000003.requests.jsonl` (see the end of this module).
+
 `newsletter backup` starts a new generation (the number in the database's `meta` table,
 read inside each writing transaction, so a commit lands in the generation its snapshot
 does not hold) and deletes the older files: a newer snapshot covers them. This module
@@ -55,6 +58,21 @@ def journal_dir(database: Path) -> Path:
 def generation_path(database: Path, generation: int) -> Path:
     """The journal file of one generation."""
     return journal_dir(database) / f"{generation:06d}.jsonl"
+
+
+def requests_path(database: Path, generation: int) -> Path:
+    """The file of one generation's reader requests journaled while the database was busy
+    (beside its journal file: its fsync does not wait for an import's hundreds of MB)."""
+    return journal_dir(database) / f"{generation:06d}.requests.jsonl"
+
+
+def request_generations(database: Path) -> list[int]:
+    """The generations that have a requests file, oldest first."""
+    folder = journal_dir(database)
+    if not folder.is_dir():
+        return []
+    return sorted(int(name) for p in folder.glob("*.requests.jsonl")
+                  if (name := p.name.split(".")[0]).isdigit())
 
 
 def generations(database: Path) -> list[int]:
@@ -224,6 +242,9 @@ def delete_before(database: Path, generation: int) -> list[Path]:
     carried into `generation`'s file first: deleting it would lose an answered unsubscribe.
     """
     _carry_requests(database, generation)
+    for old in request_generations(database):
+        if old < generation:
+            requests_path(database, old).unlink(missing_ok=True)
     gone = []
     for old in generations(database):
         if old < generation:
@@ -251,47 +272,52 @@ def read(database: Path, since: int) -> Iterator[Record | None]:
     committed: its transaction rolled back. A transaction whose last line (no `more`)
     is missing never committed either: the replay drops it.
 
-    A reader's request (`"later"`) is written outside any transaction, so it can land
-    between the lines of a long one (an import's merge holds the lock while it writes
-    them): it is handed over after that transaction's last line, not in the middle
-    (where it would end the transaction), and after a None when that line never came.
+    A generation's reader requests (its `.requests.jsonl`, written while the database was
+    busy) come in among the transactions by time, never inside one (an import's merge
+    journals over many lines), and after a None when the last one never ended. Each is
+    absolute and idempotent; its application by `serve`, when it happened, is a later
+    transaction of its own.
     """
     for generation in generations(database):
         if generation < since:
             continue
-        waiting: list[Record] = []  # requests met inside an open transaction
+        asked = _request_records(database, generation)
         open_txn = False
-        with open(generation_path(database, generation), encoding="utf-8",
-                  errors="replace") as f:
-            for number, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    entry = json.loads(text)
-                    ops = list(entry["ops"])
-                except (ValueError, KeyError, TypeError):
-                    if text.startswith('{"later":true'):
-                        continue  # a request torn by a crash: never answered, not a change
-                    if open_txn:  # the open transaction never committed
-                        yield None
-                        yield from waiting
-                        waiting, open_txn = [], False
-                    else:
-                        yield None
-                    continue
-                record = Record(generation, number, str(entry.get("at", "")), ops,
-                                bool(entry.get("more")))
-                if entry.get("later") is True and open_txn:
-                    waiting.append(record)
-                    continue
-                yield record
+        for record in _records(generation_path(database, generation), generation):
+            if not open_txn:
+                while asked and record is not None and asked[0].at < record.at:
+                    yield asked.pop(0)
+            yield record
+            if record is None:
+                open_txn = False  # the replay rolled the open transaction back
+            else:
                 open_txn = record.more
-                if not open_txn and waiting:
-                    yield from waiting
-                    waiting = []
-        if waiting:  # the transaction they were inside never ended: it never committed
+        if open_txn:  # its last line never came: it never committed
             yield None
-            yield from waiting
+        yield from asked
+
+
+def _records(path: Path, generation: int) -> Iterator[Record | None]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                entry = json.loads(text)
+                ops = list(entry["ops"])
+            except (ValueError, KeyError, TypeError):
+                yield None
+                continue
+            yield Record(generation, number, str(entry.get("at", "")), ops,
+                         bool(entry.get("more")))
+
+
+def _request_records(database: Path, generation: int) -> list[Record]:
+    path = requests_path(database, generation)
+    if not path.exists():
+        return []
+    # A torn request (serve killed mid-write) was never answered: not a change, skipped.
+    return [r for r in _records(path, generation) if r is not None and not r.more]
 
 
 # -- the ops, built where the changes are made ----------------------------------------------
@@ -391,12 +417,14 @@ def deliveries_op(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[str, Any
 # -- a reader's request journaled before its transaction (issue 21) ------------------------
 #
 # While another process holds the write lock for long (an import's merge), `serve` does not
-# make a reader wait: their unsubscribe is appended here at once (one fsync) as a line
-# marked `"later":true`, answered, and applied by `serve`'s applier as soon as the lock is
-# free (and at its next start, after a crash). Its event carries an `external_id`
-# (`request:<uuid>`), so applying it twice, or replaying it after it was applied, changes
-# nothing. A running send reads these lines too (`Requests`): a reader whose unsubscribe
-# was answered is not mailed, applied yet or not.
+# make a reader wait: their unsubscribe is appended at once (one fsync) to the generation's
+# `.requests.jsonl` beside its journal file (a separate file: an fsync of the journal file
+# would wait for the import's hundreds of MB written to it), as a line marked
+# `"later":true`, answered, and applied by `serve`'s applier as soon as the lock is free
+# (and at its next start, after a crash). `read` hands these lines to a restore. Its
+# event carries an `external_id` (`request:<uuid>`), so applying it twice, or replaying it
+# after it was applied, changes nothing. A running send reads these lines too
+# (`Requests`): a reader whose unsubscribe was answered is not mailed, applied yet or not.
 
 LATER = b'"later":true'  # only ever a key: inside a JSON string a quote is escaped
 
@@ -426,12 +454,12 @@ def append_request(conn: sqlite3.Connection, op: dict[str, Any]) -> None:
         return
     data = _request_line(op)
     generation = current_generation(conn)
-    path = generation_path(database, generation)
+    path = requests_path(database, generation)
     try:
         write_line(path, data)
         now = current_generation(conn)
         if now != generation:
-            path = generation_path(database, now)
+            path = requests_path(database, now)
             write_line(path, data)
     except OSError as exc:
         raise journal_error(exc, path) from None
@@ -454,9 +482,9 @@ def requests(database: Path, since: int = 0) -> list[dict[str, Any]]:
     """Every request op in the journal files of generations `since` and newer, oldest
     first (applied or not: the caller asks the database which are)."""
     found: list[dict[str, Any]] = []
-    for generation in generations(database):
+    for generation in request_generations(database):
         if generation >= since:
-            found += _request_lines(generation_path(database, generation).read_bytes())
+            found += _request_lines(requests_path(database, generation).read_bytes())
     return found
 
 
@@ -481,8 +509,8 @@ class Requests:
 
     def new(self) -> dict[int, str]:
         """Every reader a journaled request stopped (unsubscribed), so far."""
-        for generation in generations(self.database):
-            path = generation_path(self.database, generation)
+        for generation in request_generations(self.database):
+            path = requests_path(self.database, generation)
             start = self.read_to.get(generation, 0)
             try:
                 size = path.stat().st_size
@@ -509,10 +537,10 @@ _STOPS = ("unsubscribed", "bounced", "complained")
 
 
 def _carry_requests(database: Path, generation: int) -> None:
-    older = [g for g in generations(database) if g < generation]
+    older = [g for g in request_generations(database) if g < generation]
     if not older:
         return
-    ops = [op for g in older for op in _request_lines(generation_path(database, g).read_bytes())]
+    ops = [op for g in older for op in _request_lines(requests_path(database, g).read_bytes())]
     if not ops:
         return
     conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
@@ -523,9 +551,8 @@ def _carry_requests(database: Path, generation: int) -> None:
     finally:
         conn.close()
     for op in waiting:
-        write_line(generation_path(database, generation), _request_line(op))
+        write_line(requests_path(database, generation), _request_line(op))
 
 
 def _request_line(op: dict[str, Any]) -> bytes:
-    # "later" first: even a torn request line (serve killed mid-write) says what it is.
     return f'{{"later":true,"at":{_dumps(now_iso())},"ops":[{_dumps(op)}]}}\n'.encode()
