@@ -7,8 +7,10 @@ POST), the IP, the user agent and, for consent events only (a sign-up, a confirm
 the consent text the reader was shown. A stopped reader (unsubscribed, bounced,
 complained) who asks to come back stays stopped until they confirm: the request is an
 event, and confirming it is what changes the status. Transactions are short (one BEGIN
-IMMEDIATE each, nothing slow inside), so a running send or import never makes a request
-fail: SQLite's busy timeout waits for the other writer's few milliseconds.
+IMMEDIATE each, nothing slow inside), so a running send never makes a request fail:
+SQLite's busy timeout waits for the other writer's few milliseconds. An unsubscribe waits
+at most LOCK_WAIT: past that (a long import's merge), it is journaled and applied later
+(`Deferred`), so it is never refused and never lost.
 """
 
 from __future__ import annotations
@@ -373,6 +375,7 @@ class Deferred:
         except Exception as exc:  # noqa: BLE001 — kept queued and journaled: tried again
             self.error = str(exc)
             log.warning("Could not apply a journaled reader request yet (tried again): %s", exc)
+            time.sleep(1.0)  # not a busy lock: do not spin on it
             return False
         with self.lock:
             del self.queue[:len(batch)]
