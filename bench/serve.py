@@ -241,8 +241,8 @@ def one(during: str, mode: str, args: argparse.Namespace) -> Run:
         server.terminate()
         server.wait(20)
         sink.terminate()
-    if "locked" in server.stderr.read():
-        run.errors.append("database is locked (serve's log)")
+    run.errors += [f"serve's log: {line.strip()[:300]}"
+                   for line in server.stderr.read().splitlines() if "locked" in line][:3]
     return run
 
 
