@@ -18,6 +18,9 @@ place (`newsletter/restore.py` replays it). The ops:
 - `handed`: deliveries marked `sending` (about to be handed to the provider);
 - `deliveries`: delivery outcomes, `[id, state, provider id, sent_at, error]` each.
 
+A reader's unsubscribe made while the database was busy is journaled before its
+transaction, in the generation's `000003.requests.jsonl` (see the end of this module).
+
 `newsletter backup` starts a new generation (the number in the database's `meta` table,
 read inside each writing transaction, so a commit lands in the generation its snapshot
 does not hold) and deletes the older files: a newer snapshot covers them. This module
@@ -55,6 +58,21 @@ def journal_dir(database: Path) -> Path:
 def generation_path(database: Path, generation: int) -> Path:
     """The journal file of one generation."""
     return journal_dir(database) / f"{generation:06d}.jsonl"
+
+
+def requests_path(database: Path, generation: int) -> Path:
+    """The file of one generation's reader requests journaled while the database was busy
+    (beside its journal file: its fsync does not wait for an import's hundreds of MB)."""
+    return journal_dir(database) / f"{generation:06d}.requests.jsonl"
+
+
+def request_generations(database: Path) -> list[int]:
+    """The generations that have a requests file, oldest first."""
+    folder = journal_dir(database)
+    if not folder.is_dir():
+        return []
+    return sorted(int(name) for p in folder.glob("*.requests.jsonl")
+                  if (name := p.name.split(".")[0]).isdigit())
 
 
 def generations(database: Path) -> list[int]:
@@ -100,7 +118,7 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def append(conn: sqlite3.Connection, ops: Iterable[dict[str, Any]]) -> None:
+def append(conn: sqlite3.Connection, ops: Iterable[dict[str, Any] | Encoded]) -> None:
     """Append one transaction's `ops` to the journal, durably (one fsync).
 
     Call inside the open transaction, before it commits: a failed write (a full disk)
@@ -115,7 +133,7 @@ def append(conn: sqlite3.Connection, ops: Iterable[dict[str, Any]]) -> None:
     path = generation_path(database, current_generation(conn))
     try:
         with _Appender(path) as out:
-            batch: list[dict[str, Any]] = []
+            batch: list[dict[str, Any] | Encoded] = []
             for op in ops:
                 batch.append(op)
                 if len(batch) == LINE_OPS:
@@ -130,11 +148,14 @@ def append(conn: sqlite3.Connection, ops: Iterable[dict[str, Any]]) -> None:
 LINE_OPS = 1000  # ops per journal line
 
 
-def _line(ops: list[dict[str, Any]], *, more: bool) -> bytes:
-    entry: dict[str, Any] = {"at": now_iso(), "ops": ops}
-    if more:
-        entry["more"] = True
-    return (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+def _line(ops: list[dict[str, Any] | Encoded], *, more: bool) -> bytes:
+    encoded = ",".join(op if isinstance(op, Encoded) else _dumps(op) for op in ops)
+    tail = ',"more":true' if more else ""
+    return f'{{"at":{_dumps(now_iso())},"ops":[{encoded}]{tail}}}\n'.encode()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class _Appender:
@@ -215,7 +236,15 @@ def start_generation(conn: sqlite3.Connection, generation: int, at: str) -> None
 
 
 def delete_before(database: Path, generation: int) -> list[Path]:
-    """Delete the journal files older than `generation` (a snapshot holds them now)."""
+    """Delete the journal files older than `generation` (a snapshot holds them now).
+
+    A reader's request journaled there but not applied yet (the snapshot lacks it) is
+    carried into `generation`'s file first: deleting it would lose an answered unsubscribe.
+    """
+    _carry_requests(database, generation)
+    for old in request_generations(database):
+        if old < generation:
+            requests_path(database, old).unlink(missing_ok=True)
     gone = []
     for old in generations(database):
         if old < generation:
@@ -242,23 +271,53 @@ def read(database: Path, since: int) -> Iterator[Record | None]:
     A torn line (a crash in the middle of an append, or a disk that filled) was never
     committed: its transaction rolled back. A transaction whose last line (no `more`)
     is missing never committed either: the replay drops it.
+
+    A generation's reader requests (its `.requests.jsonl`, written while the database was
+    busy) come in among the transactions by time, never inside one (an import's merge
+    journals over many lines), and after a None when the last one never ended. Each is
+    absolute and idempotent; its application by `serve`, when it happened, is a later
+    transaction of its own.
     """
     for generation in generations(database):
         if generation < since:
             continue
-        with open(generation_path(database, generation), encoding="utf-8",
-                  errors="replace") as f:
-            for number, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    entry = json.loads(text)
-                    ops = list(entry["ops"])
-                except (ValueError, KeyError, TypeError):
-                    yield None
-                    continue
-                yield Record(generation, number, str(entry.get("at", "")), ops,
-                             bool(entry.get("more")))
+        asked = _request_records(database, generation)
+        open_txn = False
+        for record in _records(generation_path(database, generation), generation):
+            if not open_txn:
+                while asked and record is not None and asked[0].at < record.at:
+                    yield asked.pop(0)
+            yield record
+            if record is None:
+                open_txn = False  # the replay rolled the open transaction back
+            else:
+                open_txn = record.more
+        if open_txn:  # its last line never came: it never committed
+            yield None
+        yield from asked
+
+
+def _records(path: Path, generation: int) -> Iterator[Record | None]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                entry = json.loads(text)
+                ops = list(entry["ops"])
+            except (ValueError, KeyError, TypeError):
+                yield None
+                continue
+            yield Record(generation, number, str(entry.get("at", "")), ops,
+                         bool(entry.get("more")))
+
+
+def _request_records(database: Path, generation: int) -> list[Record]:
+    path = requests_path(database, generation)
+    if not path.exists():
+        return []
+    # A torn request (serve killed mid-write) was never answered: not a change, skipped.
+    return [r for r in _records(path, generation) if r is not None and not r.more]
 
 
 # -- the ops, built where the changes are made ----------------------------------------------
@@ -298,18 +357,30 @@ def reader_op(conn: sqlite3.Connection, subscriber_id: int,
     return op
 
 
-def readers_since(conn: sqlite3.Connection, event_id: int) -> Iterator[dict[str, Any]]:
-    """`reader` ops for every event after `event_id` (a bulk import's), streamed."""
-    events = conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id", [event_id])
-    names = [d[0] for d in events.description]
-    readers = conn.cursor()
-    for values in events:
-        event = dict(zip(names, values, strict=True))
-        image = None
-        if event["subscriber_id"] is not None:
-            image = _row(readers, "SELECT * FROM subscribers WHERE id = ?",
-                         [event["subscriber_id"]])
-        yield {"op": "reader", "subscriber": image, "events": [event]}
+class Encoded(str):
+    """An op already encoded as JSON (by SQLite, for a bulk import's readers)."""
+
+
+def _object(conn: sqlite3.Connection, table: str, alias: str) -> str:
+    """SQL for `alias`'s row of `table` as a JSON object, every column (as SELECT *)."""
+    names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+    return "json_object(" + ", ".join(f"'{n}', {alias}.\"{n}\"" for n in names) + ")"
+
+
+def readers_since(conn: sqlite3.Connection, event_id: int) -> Iterator[Encoded]:
+    """`reader` ops for every event after `event_id` (a bulk import's), streamed.
+
+    Encoded by SQLite in one query (json_object), not row by row in Python: an import's
+    merge holds the write lock while its readers are journaled, and this was most of it.
+    """
+    image = (f"CASE WHEN s.id IS NULL THEN NULL ELSE {_object(conn, 'subscribers', 's')} END")
+    rows = conn.execute(
+        f"SELECT json_object('op', 'reader', 'subscriber', json({image}), "
+        f"'events', json_array({_object(conn, 'events', 'e')})) "
+        "FROM events e LEFT JOIN subscribers s ON s.id = e.subscriber_id "
+        "WHERE e.id > ? ORDER BY e.id", [event_id])
+    for (text,) in rows:
+        yield Encoded(text)
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:
@@ -341,3 +412,147 @@ def deliveries_op(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[str, Any
             "SELECT id, state, provider_message_id, sent_at, error FROM deliveries "
             f"WHERE id IN ({marks})", part).fetchall()]
     return {"op": "deliveries", "set": found}
+
+
+# -- a reader's request journaled before its transaction (issue 21) ------------------------
+#
+# While another process holds the write lock for long (an import's merge), `serve` does not
+# make a reader wait: their unsubscribe is appended at once (one fsync) to the generation's
+# `.requests.jsonl` beside its journal file (a separate file: an fsync of the journal file
+# would wait for the import's hundreds of MB written to it), as a line marked
+# `"later":true`, answered, and applied by `serve`'s applier as soon as the lock is free
+# (and at its next start, after a crash). `read` hands these lines to a restore. Its
+# event carries an `external_id` (`request:<uuid>`), so applying it twice, or replaying it
+# after it was applied, changes nothing. A running send reads these lines too
+# (`Requests`): a reader whose unsubscribe was answered is not mailed, applied yet or not.
+
+LATER = b'"later":true'  # only ever a key: inside a JSON string a quote is escaped
+
+
+def request_op(*, subscriber_id: int, email: str, before: str, after: str, kind: str,
+               source: str, detail: str, ip: str | None, user_agent: str | None,
+               campaign_id: int | None, request_id: str, at: str) -> dict[str, Any]:
+    """A status change asked for but not yet made: the `reader` op without a row image
+    (restore applies `after` as change_status would, and the event once)."""
+    event = {"subscriber_id": subscriber_id, "email": email, "kind": kind,
+             "status_before": before, "status_after": after, "source": source,
+             "detail": detail[:2000], "ip": ip, "user_agent": user_agent, "consent": None,
+             "campaign_id": campaign_id, "external_id": request_id, "created_at": at}
+    return {"op": "reader", "subscriber_id": subscriber_id, "email": email, "before": before,
+            "after": after, "source": source, "at": at, "events": [event]}
+
+
+def append_request(conn: sqlite3.Connection, op: dict[str, Any]) -> None:
+    """Journal `op` now, outside any transaction (the write lock is busy), durably.
+
+    Reading the generation needs no lock. A backup that switches generation meanwhile
+    carries the unapplied requests of the old file forward (`delete_before`); one written
+    to the old file after that is written again to the new one here.
+    """
+    database = database_path(conn)
+    if database is None:
+        return
+    data = _request_line(op)
+    generation = current_generation(conn)
+    path = requests_path(database, generation)
+    try:
+        write_line(path, data)
+        now = current_generation(conn)
+        if now != generation:
+            path = requests_path(database, now)
+            write_line(path, data)
+    except OSError as exc:
+        raise journal_error(exc, path) from None
+
+
+def _request_lines(data: bytes) -> Iterator[dict[str, Any]]:
+    """The request ops in `data` (whole lines of a journal file)."""
+    for text in data.splitlines():
+        if LATER not in text:
+            continue
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            continue  # torn: its append never finished, so it was never answered
+        if entry.get("later") is True:
+            yield from entry.get("ops") or []
+
+
+def requests(database: Path, since: int = 0) -> list[dict[str, Any]]:
+    """Every request op in the journal files of generations `since` and newer, oldest
+    first (applied or not: the caller asks the database which are)."""
+    found: list[dict[str, Any]] = []
+    for generation in request_generations(database):
+        if generation >= since:
+            found += _request_lines(requests_path(database, generation).read_bytes())
+    return found
+
+
+def request_id(op: dict[str, Any]) -> str | None:
+    events = op.get("events") or []
+    return str(events[0]["external_id"]) if events and events[0].get("external_id") else None
+
+
+CHUNK = 8 << 20
+
+
+class Requests:
+    """The requests journaled so far, read as the files grow (a send's stopped check).
+
+    Each call reads only the bytes appended since the last one, to the last newline.
+    """
+
+    def __init__(self, database: Path):
+        self.database = database
+        self.read_to: dict[int, int] = {}  # generation → bytes read
+        self.stopped: dict[int, str] = {}  # subscriber id → the status asked for
+
+    def new(self) -> dict[int, str]:
+        """Every reader a journaled request stopped (unsubscribed), so far."""
+        for generation in request_generations(self.database):
+            path = requests_path(self.database, generation)
+            start = self.read_to.get(generation, 0)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # deleted by a backup since it was listed
+            if size <= start:
+                continue
+            with open(path, "rb") as f:
+                f.seek(start)
+                rest = b""
+                while start < size:  # in pieces: a bulk import's lines are long
+                    data = rest + f.read(min(CHUNK, size - start))
+                    start += len(data) - len(rest)
+                    end = data.rfind(b"\n") + 1  # a line being written: read next time
+                    rest = data[end:]
+                    for op in _request_lines(data[:end]):
+                        if op.get("subscriber_id") is not None and op.get("after") in _STOPS:
+                            self.stopped[int(op["subscriber_id"])] = str(op["after"])
+                self.read_to[generation] = start - len(rest)
+        return self.stopped
+
+
+_STOPS = ("unsubscribed", "bounced", "complained")
+
+
+def _carry_requests(database: Path, generation: int) -> None:
+    older = [g for g in request_generations(database) if g < generation]
+    if not older:
+        return
+    ops = [op for g in older for op in _request_lines(requests_path(database, g).read_bytes())]
+    if not ops:
+        return
+    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        # Applied: its own change is in the snapshot, or in the new generation's file.
+        waiting = [op for op in ops if (rid := request_id(op)) is None or conn.execute(
+            "SELECT 1 FROM events WHERE external_id = ?", [rid]).fetchone() is None]
+    finally:
+        conn.close()
+    for op in waiting:
+        write_line(requests_path(database, generation), _request_line(op))
+
+
+def _request_line(op: dict[str, Any]) -> bytes:
+    return f'{{"later":true,"at":{_dumps(now_iso())},"ops":[{_dumps(op)}]}}\n'.encode()

@@ -745,6 +745,8 @@ class _ReaderWatch:
         self.ids: list[int] = []
         self.version: int | None = None
         self.found: dict[int, str] = {}  # delivery id → its reader's status, when not active
+        self.reader_of: dict[int, int | None] = {}  # delivery id → its reader
+        self.requests = changes.Requests(database)
 
     def watch(self, ids: list[int]) -> None:
         """The rows of a newly claimed chunk: read them at the next look."""
@@ -760,13 +762,19 @@ class _ReaderWatch:
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self.version:
             marks = ",".join("?" * len(self.ids))
-            self.found = dict(self.conn.execute(
-                "SELECT d.id, coalesce(s.status, 'removed') FROM deliveries d "
+            rows = self.conn.execute(
+                "SELECT d.id, d.subscriber_id, coalesce(s.status, 'removed') FROM deliveries d "
                 "LEFT JOIN subscribers s ON s.id = d.subscriber_id "
-                f"WHERE d.id IN ({marks}) AND coalesce(s.status, 'removed') != 'active'",
-                self.ids,
-            ).fetchall())
+                f"WHERE d.id IN ({marks})", self.ids).fetchall()
+            self.reader_of = {did: sid for did, sid, _ in rows}
+            self.found = {did: status for did, _, status in rows if status != "active"}
             self.version = version
+        # An unsubscribe `serve` journaled while the database was busy, not applied yet,
+        # stops the reader exactly as the status change will.
+        asked = self.requests.new()
+        if asked:
+            return {**{did: asked[sid] for did, sid in self.reader_of.items()
+                       if sid in asked}, **self.found}
         return self.found
 
     def close(self) -> None:

@@ -17,15 +17,7 @@ from starlette.routing import Route
 
 from newsletter import paths
 from newsletter.settings import Settings
-from newsletter.web import (
-    confirmation,
-    error_pages,
-    health,
-    reader_pages,
-    site,
-    tracking,
-    webhooks,
-)
+from newsletter.web import error_pages, health, reader_pages, site, tracking, webhooks
 from newsletter.web.context import Web
 from newsletter.web.middleware import AccessLog, BasePath, BodyLimit
 
@@ -51,7 +43,7 @@ def create_app(settings: Settings) -> Any:
     """The ASGI app for `settings` (the same database as the CLI)."""
     web = Web(settings)  # checks the settings, opens and migrates the database
     app = Starlette(routes=ROUTES, exception_handlers=dict(error_pages.HANDLERS),
-                    lifespan=confirmation.lifespan)  # the outgoing email workers
+                    lifespan=reader_pages.lifespan)  # email workers, journaled requests
     app.state.web = web
     # The server's own path, if its address has one ([server] url, else base_url).
     prefix = urlsplit(settings.server_url or "").path

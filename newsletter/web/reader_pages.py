@@ -10,8 +10,10 @@ thread pool (SQLite blocks); status changes hold `Web.writing`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -34,6 +36,7 @@ from newsletter.compose import tokens
 from newsletter.compose.layout import make_environment
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
+from newsletter.store import connect
 from newsletter.web import confirmation, limits, reader_status
 from newsletter.web.context import CONSENT, Web
 
@@ -321,3 +324,21 @@ def embed_snippet(settings: Settings, public_base: str | None = None) -> str:
         consent_seal=tokens.seal_text(settings, CONSENT, config.consent_text(settings)),
         email="", name="", error="",
         name_max=MAX_NAME)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """While the server runs: the outgoing email workers, and at start the unsubscribes a
+    server killed while the database was busy journaled but never applied (applied as soon
+    as the lock is free, in the background: the server answers meanwhile)."""
+    web: Web = app.state.web
+    db = connect(web.settings.database)
+    try:
+        found = await run_in_threadpool(reader_status.deferred(db).recover)
+    finally:
+        db.conn.close()
+    if found:
+        log.info("Applying %d journaled reader request(s) not applied before the restart",
+                 found)
+    async with confirmation.lifespan(app):
+        yield

@@ -7,19 +7,28 @@ POST), the IP, the user agent and, for consent events only (a sign-up, a confirm
 the consent text the reader was shown. A stopped reader (unsubscribed, bounced,
 complained) who asks to come back stays stopped until they confirm: the request is an
 event, and confirming it is what changes the status. Transactions are short (one BEGIN
-IMMEDIATE each, nothing slow inside), so a running send or import never makes a request
-fail: SQLite's busy timeout waits for the other writer's few milliseconds.
+IMMEDIATE each, nothing slow inside), so a running send never makes a request fail:
+SQLite's busy timeout waits for the other writer's few milliseconds. An unsubscribe waits
+at most LOCK_WAIT: past that (a long import's merge), it is journaled and applied later
+(`Deferred`), so it is never refused and never lost.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from newsletter import changes
 from newsletter.audience import events
 from newsletter.audience.events import STOPPED, Origin, now_iso
 from newsletter.audience.subscribers import (
@@ -33,7 +42,10 @@ from newsletter.audience.subscribers import (
 )
 from newsletter.compose import tokens
 from newsletter.settings import Settings, WebConfig
+from newsletter.store import connect
 from newsletter.web import limits
+
+log = logging.getLogger("newsletter.web")
 
 _SELECT = (
     "SELECT id, email, name, status, tags, attributes, source, created_at, updated_at, "
@@ -235,12 +247,169 @@ def unsubscribe(db: sqlite_utils.Database, reader: Subscriber, origin: Origin,
     `campaign` is the issue the link came in: recorded with the change only when that
     campaign went to this reader (the number in a link is not signed, so it is checked).
     """
-    if reader.status not in STOPPED or asked_to_return(db, reader):
+    if reader.status in STOPPED and not asked_to_return(db, reader):
+        return reader
+    campaign_id = _received(db, reader, campaign)
+    later = deferred(db)
+    # Behind requests already waiting for the lock, or the lock not had within LOCK_WAIT
+    # (an import's merge, a backup): journaled, answered, applied when the lock is free.
+    if later.waiting() or not _begin_soon(db):
+        later.add(db, reader, "unsubscribed", origin, detail, campaign_id)
+        return replace(reader, status="unsubscribed")
+    with db.conn:  # commits the transaction _begin_soon opened
         events.change_status(db, reader.id, "unsubscribed", origin, detail=detail,
-                             campaign_id=_received(db, reader, campaign))
+                             campaign_id=campaign_id)
     found = _row(db, "id = ?", [reader.id])
     assert found is not None
     return found
+
+
+# --- a reader's request while the database is busy (issue 21) -----------------------------
+
+LOCK_WAIT = 0.2  # seconds a reader's request waits for the write lock, then is journaled
+BUSY_TIMEOUT_MS = 30000  # store.connect's, put back after a short wait
+
+
+def _begin_soon(db: sqlite_utils.Database, wait: float = LOCK_WAIT) -> bool:
+    """BEGIN IMMEDIATE within `wait` seconds (True), or False: another writer holds the
+    lock (an import's merge). Any other failure raises."""
+    db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise
+        return False
+    finally:
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+class Deferred:
+    """The status changes of one database journaled while it was busy, until applied.
+
+    `add` makes a request durable (changes.append_request: one fsync) and queues it; a
+    thread applies the queue in one short transaction as soon as the lock is had, through
+    events.change_status with the request's id as `external_id` (applied once, whoever
+    gets there first: this process, another worker, a restart). `recover` queues the
+    journaled requests a crashed server never applied.
+    """
+
+    def __init__(self, database: Path):
+        self.database = database
+        self.lock = threading.Lock()
+        self.queue: list[dict[str, Any]] = []
+        self.thread: threading.Thread | None = None
+        self.error: str | None = None  # the last failure to apply, for the log
+
+    def waiting(self) -> bool:
+        with self.lock:
+            return bool(self.queue)
+
+    def add(self, db: sqlite_utils.Database, reader: Subscriber, status: str, origin: Origin,
+            detail: str, campaign_id: int | None) -> None:
+        op = changes.request_op(
+            subscriber_id=reader.id, email=reader.email, before=reader.status, after=status,
+            kind=status, source=origin.source, detail=detail, ip=origin.ip,
+            user_agent=origin.user_agent, campaign_id=campaign_id,
+            request_id=f"request:{uuid.uuid4()}", at=now_iso())
+        with self.lock:  # in journal order
+            if any(q["subscriber_id"] == reader.id and q["after"] == status
+                   for q in self.queue):
+                return  # asked twice while busy: once is enough
+            changes.append_request(db.conn, op)
+            self.queue.append(op)
+        self._start()
+
+    def recover(self) -> int:
+        """Queue the journaled requests not applied yet (a server killed before it could);
+        how many. Called when serve starts."""
+        db = connect(self.database)
+        try:
+            found = [op for op in changes.requests(self.database)
+                     if (rid := changes.request_id(op)) and not events.seen(db, rid)]
+        finally:
+            db.conn.close()
+        with self.lock:
+            known = {changes.request_id(op) for op in self.queue}
+            self.queue += [op for op in found if changes.request_id(op) not in known]
+        if found:
+            self._start()
+        return len(found)
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="newsletter-deferred",
+                                               daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        db = connect(self.database)
+        try:
+            while not self.apply_once(db):
+                with self.lock:
+                    if not self.queue:  # applied by another worker, or nothing left
+                        self.thread = None
+                        return
+                time.sleep(0.05)  # the lock was busy: apply_once waited LOCK_WAIT already
+            with self.lock:
+                more = bool(self.queue)
+                self.thread = None
+        finally:
+            db.conn.close()
+        if more:
+            self._start()
+
+    def apply_once(self, db: sqlite_utils.Database) -> bool:
+        """Apply what is queued in one transaction if the lock comes within LOCK_WAIT;
+        False when nothing is left, or the lock did not come (tried again soon)."""
+        with self.lock:
+            batch = list(self.queue)
+        if not batch or not _begin_soon(db):
+            return False
+        try:
+            with db.conn:
+                for op in batch:
+                    _apply_request(db, op)
+        except Exception as exc:  # noqa: BLE001 — kept queued and journaled: tried again
+            self.error = str(exc)
+            log.warning("Could not apply a journaled reader request yet (tried again): %s", exc)
+            time.sleep(1.0)  # not a busy lock: do not spin on it
+            return False
+        with self.lock:
+            del self.queue[:len(batch)]
+        return True
+
+
+def _apply_request(db: sqlite_utils.Database, op: dict[str, Any]) -> None:
+    event = (op.get("events") or [{}])[0]
+    rid = changes.request_id(op)
+    if rid is None or events.seen(db, rid):
+        return
+    if db.execute("SELECT 1 FROM subscribers WHERE id = ?", [op["subscriber_id"]]).fetchone() \
+            is None:
+        return  # forgotten meanwhile (subscribers remove): nobody is left to stop
+    events.change_status(
+        db, int(op["subscriber_id"]), str(op["after"]),
+        Origin(str(op.get("source") or "web"), event.get("ip"), event.get("user_agent")),
+        kind=event.get("kind"), detail=str(event.get("detail") or ""),
+        campaign_id=event.get("campaign_id"), external_id=rid, at=op.get("at"))
+
+
+_deferred: dict[Path, Deferred] = {}
+_deferred_lock = threading.Lock()
+
+
+def deferred(db: sqlite_utils.Database) -> Deferred:
+    """The one Deferred of `db`'s database in this process."""
+    database = changes.database_path(db.conn)
+    assert database is not None  # serve's database is a file
+    with _deferred_lock:
+        found = _deferred.get(database.resolve())
+        if found is None:
+            found = _deferred[database.resolve()] = Deferred(database)
+        return found
 
 
 def _received(db: sqlite_utils.Database, reader: Subscriber, campaign: int | None) -> int | None:
