@@ -313,8 +313,10 @@ class _Exclusive:
             rows = self.conn.execute(
                 "SELECT key, value FROM meta WHERE key IN (?, ?)",
                 [LAST_BACKUP_AT, LAST_BACKUP_FILE]).fetchall()
-        except sqlite3.OperationalError:  # a database from before the meta table
-            return {}
+        except sqlite3.OperationalError as exc:
+            if str(exc).startswith("no such table"):  # a database from before the meta table
+                return {}
+            raise  # locked, damaged, unreadable: said by the caller, never "no record"
         return {str(k): str(v) for k, v in rows}
 
     def close(self) -> None:
