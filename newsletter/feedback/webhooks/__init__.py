@@ -96,7 +96,7 @@ def _engage(db: sqlite_utils.Database, provider: str, touch: engagement.Provider
             secret: bytes | None) -> str:
     outcome = engagement.record_provider(db, f"webhook:{provider}", touch, secret=secret)
     if outcome == "unknown":  # acknowledged: a message not sent from here, or its reader gone
-        log.info("webhook %s: %s for a message this newsletter has no delivery of: ignored",
+        log.warning("webhook %s: %s for a message this newsletter has no delivery of: ignored",
                  provider, touch.kind)
     return outcome
 
