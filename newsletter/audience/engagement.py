@@ -203,6 +203,22 @@ def prune(db: sqlite_utils.Database, keep_days: int, *, now: datetime | None = N
         return db.execute("DELETE FROM engagement WHERE at < ?", [cutoff]).rowcount
 
 
+def forget_pseudonyms(db: sqlite_utils.Database, secret: bytes, subscriber_id: int,
+                      reader_key: str) -> int:
+    """Delete a reader's provider-event records ("p:" pseudonyms, made with the secret, for
+    each campaign sent to them), inside the caller's transaction, before the deliveries that
+    name the campaigns are unlinked."""
+    campaigns = [row[0] for row in db.execute(
+        "SELECT DISTINCT campaign_id FROM deliveries WHERE subscriber_id = ?", [subscriber_id])]
+    names = [provider_pseudonym(secret, c, reader_key) for c in campaigns]
+    gone = 0
+    for start in range(0, len(names), 500):  # under SQLite's bound-parameter limit
+        part = names[start:start + 500]
+        gone += db.execute(f"DELETE FROM engagement WHERE reader IN ({','.join('?' * len(part))})",
+                           part).rowcount
+    return gone
+
+
 def forget(db: sqlite_utils.Database, reader_key: str) -> int:
     """Delete the records that name a reader (per_reader), inside the caller's transaction."""
     return db.execute("DELETE FROM engagement WHERE reader = ?", [f"key:{reader_key}"]).rowcount

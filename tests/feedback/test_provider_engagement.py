@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,17 +125,15 @@ def sns_host() -> Iterator[sign.SnsHost]:
     host.close()
 
 
-@pytest.fixture
-def sent(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-         sns_host: sign.SnsHost) -> Iterator[tuple[Site, Provider, dict[str, str]]]:
+@contextmanager
+def sending(name: str, root: Path, monkeypatch: pytest.MonkeyPatch, sns: sign.SnsHost,
+            extra: str = "") -> Iterator[tuple[Site, Provider, dict[str, str]]]:
     """(serve, the provider's webhook writer, reader → provider message id) after a send."""
-    name = request.param
     for key, value in sign.ENV.items():
         monkeypatch.setenv(key, value)
-    extra = getattr(request, "extra", "")
     with FAKES[name]() as fake:
         set_credentials(name, fake, monkeypatch)
-        site = start_site(tmp_path / "site", webhooks_toml(sns_host.netloc) + extra,
+        site = start_site(root, webhooks_toml(sns.netloc) + extra,
                           provider=provider_toml(name, fake))
         try:
             for address in READERS:
@@ -148,9 +147,16 @@ def sent(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
             finally:
                 db.conn.close()
             assert sorted(ids) == sorted(READERS) and all(ids.values())
-            yield site, Provider(name, sns_host), ids
+            yield site, Provider(name, sns), ids
         finally:
             stop_site(site)
+
+
+@pytest.fixture
+def sent(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+         sns_host: sign.SnsHost) -> Iterator[tuple[Site, Provider, dict[str, str]]]:
+    with sending(request.param, tmp_path / "site", monkeypatch, sns_host) as found:
+        yield found
 
 
 def post(site: Site, hook: WebhookRequest) -> httpx.Response:
@@ -228,3 +234,44 @@ def test_provider_opens_and_clicks_feed_the_counts_with_machines_apart(
     assert "@" not in text and IP not in text and "Safari" not in text and "17.58" not in text
     assert all(str(r[3]).startswith("p:") for r in rows)
     assert "no delivery" in site.log.read_text()
+
+
+def readers(site: Site) -> list[str]:
+    return [r[3] for r in engagement_rows(site)]
+
+
+def test_per_reader_names_the_reader_and_keep_days_and_remove_erase_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sns_host: sign.SnsHost,
+) -> None:
+    extra = "[analytics]\nper_reader = true\n"
+    with sending("postmark", tmp_path / "site", monkeypatch, sns_host, extra) as (site, hooks,
+                                                                                  ids):
+        ada, bob = READERS[:2]
+        now = time.time()
+        for hook in (hooks.event("open", ada, ids[ada], now - 60, BROWSER),
+                     hooks.event("click", ada, ids[ada], now - 30, BROWSER, ESSAY),
+                     hooks.event("open", bob, ids[bob], now - 100 * 86400, BROWSER)):
+            assert post(site, hook).status_code == 200
+        assert readers(site) == [f"key:{ada}", f"key:{ada}", f"key:{bob}"]
+        run = site.cli("run")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert readers(site) == [f"key:{ada}", f"key:{ada}"]  # past keep_days (90)
+        assert site.cli("subscribers", "remove", ada).returncode == 0
+        assert readers(site) == []
+
+
+@pytest.mark.parametrize("name", ["sendgrid", "ses"])
+def test_subscribers_remove_erases_a_readers_pseudonymous_provider_records(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sns_host: sign.SnsHost,
+) -> None:
+    with sending(name, tmp_path / "site", monkeypatch, sns_host) as (site, hooks, ids):
+        ada, bob = READERS[:2]
+        now = time.time()
+        for hook in (hooks.event("open", ada, ids[ada], now - 60, BROWSER),
+                     hooks.event("click", ada, ids[ada], now - 30, BROWSER, ESSAY),
+                     hooks.event("open", bob, ids[bob], now - 20, BROWSER)):
+            assert post(site, hook).status_code == 200
+        before = readers(site)
+        assert len(set(before)) == 2 and before[0] == before[1] != before[2]
+        assert site.cli("subscribers", "remove", ada).returncode == 0
+        assert readers(site) == [before[2]]  # bob's stays; nothing in it says who ada was
