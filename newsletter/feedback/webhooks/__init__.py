@@ -97,7 +97,7 @@ def _engage(db: sqlite_utils.Database, provider: str, touch: engagement.Provider
     outcome = engagement.record_provider(db, f"webhook:{provider}", touch, secret=secret)
     if outcome == "unknown":  # acknowledged: a message not sent from here, or its reader gone
         log.warning("webhook %s: %s for a message this newsletter has no delivery of: ignored",
-                 provider, touch.kind)
+                    provider, touch.kind)
     return outcome
 
 
