@@ -305,6 +305,17 @@ def _m019_events_by_campaign(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m022_engagement_source(db: sqlite_utils.Database) -> None:
+    # Provider open/click webhooks feed engagement too: `source` says whose tracking made a
+    # row (NULL: serve's own /c/ and /o/), `event_id` a digest of the provider's event id,
+    # so a webhook delivered twice counts once.
+    _run(db, """
+        ALTER TABLE engagement ADD COLUMN source TEXT;
+        ALTER TABLE engagement ADD COLUMN event_id TEXT;
+        CREATE UNIQUE INDEX engagement_event ON engagement (event_id) WHERE event_id IS NOT NULL
+    """)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_events", _m002_events),
@@ -321,6 +332,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("014_meta", _m014_meta),
     ("018_engagement", _m018_engagement),
     ("019_events_by_campaign", _m019_events_by_campaign),
+    ("022_engagement_source", _m022_engagement_source),
 ]
 
 

@@ -489,6 +489,8 @@ def remove(
     hashed = address_hash(secret, found.email) if secret is not None else None
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
+        if secret is not None:  # their provider opens and clicks: pseudonyms made with it
+            engagement.forget_pseudonyms(db, secret, found.id, found.key)
         deliveries, erased = erase_rows(db, found.id, found.key, hashed, suppress=suppress)
         # Journaled as its own entry: a restore replays it, so no snapshot taken before
         # brings the reader back (the journal holds only the key and the hash).

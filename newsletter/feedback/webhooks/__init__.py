@@ -3,7 +3,9 @@
 `newsletter serve` mounts `POST /webhooks/{provider}` and hands every request to
 `handle()`; this package knows the providers, the web app knows only this function.
 The verifiers for each provider live in modules named after it; each has
-`verify(request, cfg) -> Verified` (raises Refused) and `feedback(verified, cfg)`.
+`verify(request, cfg) -> Verified` (raises Refused), `feedback(verified, cfg)` (bounces,
+complaints, unsubscribes, deliveries) and `engagement(verified)`: the opens and clicks the
+provider's own tracking reports, recorded as serve's /c/ and /o/ are (audience/engagement.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from types import ModuleType
 import httpx
 import sqlite_utils
 
-from newsletter.audience import events
+from newsletter.audience import engagement, events
 from newsletter.audience.policy import BouncePolicy, apply
 from newsletter.errors import ConfigError
 from newsletter.settings import MissingSecret, Settings, WebhookSettings
@@ -67,10 +69,15 @@ def handle(
         return WebhookResponse(413, "body too large\n")
     try:
         verified = module.verify(request, cfg)
+        touches = module.engagement(verified)
+        # Readers of provider events are pseudonyms keyed by the secret (not in the database);
+        # per_reader names them as serve does.
+        secret = None if settings.analytics.per_reader or not touches else settings.secret_key()
         with events.transaction(db):
             if verified.nonce is not None:
                 remember_token(db, request.provider, verified.nonce, cfg.tolerance_seconds)
             outcomes = [apply(db, fb, policy).outcome for fb in module.feedback(verified, cfg)]
+            outcomes += [_engage(db, request.provider, touch, secret) for touch in touches]
     except Refused as exc:
         log.warning("webhook %s refused from %s: %s", request.provider, request.client_ip, exc)
         return WebhookResponse(exc.status, REFUSED)
@@ -83,6 +90,15 @@ def handle(
     if verified.confirm_url:
         return _confirm(verified.confirm_url, cfg)
     return WebhookResponse(200, f"ok: {len(outcomes)} event(s)\n")
+
+
+def _engage(db: sqlite_utils.Database, provider: str, touch: engagement.ProviderEvent,
+            secret: bytes | None) -> str:
+    outcome = engagement.record_provider(db, f"webhook:{provider}", touch, secret=secret)
+    if outcome == "unknown":  # acknowledged: a message not sent from here, or its reader gone
+        log.warning("webhook %s: %s for a message this newsletter has no delivery of: ignored",
+                    provider, touch.kind)
+    return outcome
 
 
 def _confirm(url: str, cfg: WebhookSettings) -> WebhookResponse:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from typing import Any
 
+from newsletter.audience.engagement import CLICK, OPEN, ProviderEvent
 from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
-from .payload import BadPayload, iso_from_unix, load_json, text_or_none
+from .payload import BadPayload, agent_of, iso_from_unix, load_json, moment, text_or_none
 from .verification import Refused, Verified, check_fresh
 
+log = logging.getLogger(__name__)
 SOURCE = "webhook:mailgun"
 
 
@@ -60,3 +63,25 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
     message_id = text_or_none(headers.get("message-id")) if isinstance(headers, dict) else None
     return [Feedback(kind, email, SOURCE, f"mailgun:{event_id}", detail.strip()[:500],
                      iso_from_unix(data.get("timestamp")), message_id=message_id)]
+
+
+def engagement(verified: Verified) -> list[ProviderEvent]:
+    """`opened` and `clicked` events (Mailgun's open and click tracking)."""
+    data = verified.payload.get("event-data")
+    if not isinstance(data, dict) or data.get("event") not in ("opened", "clicked"):
+        return []
+    email, event_id = data.get("recipient"), text_or_none(data.get("id"))
+    message = data.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    message_id = text_or_none(headers.get("message-id")) if isinstance(headers, dict) else None
+    if not isinstance(email, str) or event_id is None or message_id is None:
+        # Acknowledged, not refused: nothing to count it against, and a 400 would be retried.
+        log.warning("Mailgun %s event without recipient, id or message-id ignored", data["event"])
+        return []
+    client = data.get("client-info")
+    click = data["event"] == "clicked"
+    return [ProviderEvent(
+        CLICK if click else OPEN, (email,), message_id, event_id,
+        url=text_or_none(data.get("url")) if click else None,
+        agent=agent_of(client.get("user-agent")) if isinstance(client, dict) else None,
+        ip=text_or_none(data.get("ip")), at=moment(data.get("timestamp")))]

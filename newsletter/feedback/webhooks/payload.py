@@ -54,3 +54,29 @@ def recipients_ids(prefix: str, event_id: str, emails: list[str]) -> list[tuple[
     if len(emails) == 1:
         return [(emails[0], f"{prefix}:{event_id}")]
     return [(email, f"{prefix}:{event_id}:{email.lower()}") for email in emails]
+
+
+def moment(value: Any) -> datetime | None:
+    """When a provider says an open or click happened: a unix time or ISO 8601 (None if neither)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except ValueError:
+        pass
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip().replace("Z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def agent_of(value: Any) -> str | None:
+    """A reported user agent, kept only to classify (never stored); None when not reported."""
+    return value[:500] if isinstance(value, str) else None

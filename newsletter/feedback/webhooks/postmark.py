@@ -10,14 +10,17 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 from typing import Any
 
+from newsletter.audience.engagement import CLICK, OPEN, ProviderEvent
 from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
-from .payload import BadPayload, iso, load_json, text_or_none
+from .payload import BadPayload, agent_of, iso, load_json, moment, text_or_none
 from .verification import Refused, Verified
 
+log = logging.getLogger(__name__)
 SOURCE = "webhook:postmark"
 # Bounce types (https://postmarkapp.com/developer/api/bounce-api#bounce-types).
 # Others (AutoResponder, DMARCPolicy, SMTPApiError, …) are about the message or the sender,
@@ -84,3 +87,23 @@ def _one(
         raise BadPayload(f"the Postmark {payload.get('RecordType')} event names no address")
     return Feedback(kind, email, SOURCE, f"postmark:{event_id}", str(detail)[:500], iso(at),
                     message_id=text_or_none(payload.get("MessageID")))
+
+
+def engagement(verified: Verified) -> list[ProviderEvent]:
+    """Open and Click webhooks (Postmark's open and link tracking)."""
+    payload = verified.payload
+    if not isinstance(payload, dict) or payload.get("RecordType") not in ("Open", "Click"):
+        return []
+    email, message_id = payload.get("Recipient"), text_or_none(payload.get("MessageID"))
+    if not isinstance(email, str) or message_id is None:
+        # Acknowledged, not refused: nothing to count it against, and a 400 would be retried.
+        log.warning("Postmark %s event without Recipient or MessageID ignored",
+                    payload["RecordType"])
+        return []
+    click = payload["RecordType"] == "Click"
+    url = text_or_none(payload.get("OriginalLink")) if click else None
+    # Postmark gives these events no id: the message, the kind, the time and the link are one.
+    ident = f"{payload['RecordType']}:{message_id}:{payload.get('ReceivedAt')}:{url or ''}"
+    return [ProviderEvent(CLICK if click else OPEN, (email,), message_id, ident, url=url,
+                          agent=agent_of(payload.get("UserAgent")),
+                          at=moment(payload.get("ReceivedAt")))]

@@ -10,15 +10,26 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 from typing import Any
 
+from newsletter.audience.engagement import CLICK, OPEN, ProviderEvent
 from newsletter.audience.policy import Feedback
 from newsletter.errors import ConfigError
 from newsletter.settings import WebhookSettings
 
-from .payload import BadPayload, iso, load_json, recipients_ids, text_or_none
+from .payload import (
+    BadPayload,
+    agent_of,
+    iso,
+    load_json,
+    moment,
+    recipients_ids,
+    text_or_none,
+)
 from .verification import Refused, Verified, check_fresh
 
+log = logging.getLogger(__name__)
 SOURCE = "webhook:resend"
 
 
@@ -73,3 +84,30 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
     return [Feedback(kind, email, SOURCE, ext, detail[:500], at,
                      message_id=text_or_none(data.get("email_id")))
             for email, ext in recipients_ids("resend", f"{ident}:{name}", emails)]
+
+
+def engagement(verified: Verified) -> list[ProviderEvent]:
+    """email.opened and email.clicked (Resend's open and click tracking)."""
+    payload = verified.payload
+    name = payload.get("type") if isinstance(payload, dict) else None
+    if name not in ("email.opened", "email.clicked") or not isinstance(payload.get("data"), dict):
+        return []
+    data = payload["data"]
+    to = data.get("to")
+    emails = [to] if isinstance(to, str) else to
+    email_id = text_or_none(data.get("email_id"))
+    if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails) \
+            or email_id is None:
+        # Acknowledged, not refused: nothing to count it against, and a 400 would be retried.
+        log.warning("Resend %s event without data.to or data.email_id ignored", name)
+        return []
+    click = data.get("click") if name == "email.clicked" else None
+    click = click if isinstance(click, dict) else {}
+    at = click.get("timestamp") or payload.get("created_at")
+    # The event itself, not the Svix delivery: a re-signed copy of it counts once too.
+    ident = f"{name}:{email_id}:{at}:{click.get('link', '')}"
+    # Resend's open events report no user agent (agent None): only a click's can be judged.
+    return [ProviderEvent(CLICK if name == "email.clicked" else OPEN, tuple(emails),
+                          email_id, ident, url=text_or_none(click.get("link")),
+                          agent=agent_of(click.get("userAgent")),
+                          ip=text_or_none(click.get("ipAddress")), at=moment(at))]

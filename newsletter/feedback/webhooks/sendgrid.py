@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from newsletter.audience.engagement import CLICK, OPEN, ProviderEvent
 from newsletter.audience.policy import Feedback
 from newsletter.errors import ConfigError
 from newsletter.settings import WebhookSettings
 
-from .payload import BadPayload, iso_from_unix, load_json, text_or_none
+from .payload import BadPayload, agent_of, iso_from_unix, load_json, moment, text_or_none
 from .verification import Refused, Verified, check_fresh
 
 log = logging.getLogger(__name__)
@@ -99,4 +100,25 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
         out.append(Feedback(kind, email, SOURCE, f"sendgrid:{event_id}", detail[:500],
                             iso_from_unix(event.get("timestamp")),
                             message_id=sg_id.split(".", 1)[0] if sg_id else None))
+    return out
+
+
+def engagement(verified: Verified) -> list[ProviderEvent]:
+    """`open` and `click` events (SendGrid's open and click tracking)."""
+    out = []
+    for event in verified.payload if isinstance(verified.payload, list) else []:
+        if not isinstance(event, dict) or event.get("event") not in ("open", "click"):
+            continue
+        email, event_id = event.get("email"), text_or_none(event.get("sg_event_id"))
+        sg_id = text_or_none(event.get("sg_message_id"))
+        if not isinstance(email, str) or event_id is None or sg_id is None:
+            log.warning("SendGrid %s event without email, sg_event_id or sg_message_id skipped",
+                        event.get("event"))
+            continue
+        click = event["event"] == "click"
+        out.append(ProviderEvent(
+            CLICK if click else OPEN, (email,), sg_id.split(".", 1)[0], event_id,
+            url=text_or_none(event.get("url")) if click else None,
+            agent=agent_of(event.get("useragent")), ip=text_or_none(event.get("ip")),
+            at=moment(event.get("timestamp")), machine=event.get("sg_machine_open") is True))
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import threading
 import time
@@ -24,12 +25,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from newsletter.audience.engagement import CLICK, OPEN, ProviderEvent
 from newsletter.audience.policy import Feedback
 from newsletter.settings import WebhookSettings
 
-from .payload import BadPayload, iso, load_json, recipients_ids, text_or_none
+from .payload import (
+    BadPayload,
+    agent_of,
+    iso,
+    load_json,
+    moment,
+    recipients_ids,
+    text_or_none,
+)
 from .verification import Refused, Verified
 
+log = logging.getLogger(__name__)
 SOURCE = "webhook:ses"
 _SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 # SNS's own retries end within an hour; an older signed message is treated as replayed.
@@ -168,3 +179,33 @@ def feedback(verified: Verified, cfg: WebhookSettings) -> list[Feedback]:
     return [Feedback(kind, email, SOURCE, ext, str(details[email] or "")[:500], iso(at),
                      message_id=message_id)
             for email, ext in recipients_ids("ses", msg_id, [str(e) for e, _ in people])]
+
+
+def engagement(verified: Verified) -> list[ProviderEvent]:
+    """Open and Click events (a configuration set's event publishing to SNS)."""
+    message = verified.payload
+    if message.get("Type") != "Notification":
+        return []
+    try:
+        body = json.loads(message["Message"])
+    except (TypeError, KeyError, json.JSONDecodeError):
+        return []  # feedback() has said 400 already
+    name = body.get("eventType") if isinstance(body, dict) else None
+    if name not in ("Open", "Click"):
+        return []
+    mail = body.get("mail")
+    detail = body.get(name.lower())
+    message_id = text_or_none(mail.get("messageId")) if isinstance(mail, dict) else None
+    emails = mail.get("destination") if isinstance(mail, dict) else None
+    if message_id is None or not isinstance(detail, dict) or not isinstance(emails, list) \
+            or not all(isinstance(e, str) for e in emails):
+        # Acknowledged, not refused: nothing to count it against, and a 400 would be retried.
+        log.warning("SES %s event without mail.messageId, destination or %s ignored", name,
+                    name.lower())
+        return []
+    click = name == "Click"
+    return [ProviderEvent(
+        CLICK if click else OPEN, tuple(emails), message_id, str(message.get("MessageId")),
+        url=text_or_none(detail.get("link")) if click else None,
+        agent=agent_of(detail.get("userAgent")), ip=text_or_none(detail.get("ipAddress")),
+        at=moment(detail.get("timestamp")))]
