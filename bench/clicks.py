@@ -1,6 +1,6 @@
 """Benchmark: what a tracked click costs `newsletter serve` ([analytics] clicks = true).
 
-    .venv/bin/python bench/click.py [--clicks 2000] [--readers 20000] [--hold 4]
+    .venv/bin/python bench/clicks.py [--clicks 2000] [--readers 20000] [--hold 4]
 
 A real `newsletter serve` (uvicorn) on 127.0.0.1, with the click links of a real composed
 email: an issue with three links is sent to the outbox, and its .eml files give the
@@ -25,7 +25,6 @@ import email
 import email.policy
 import html
 import http.client
-import importlib.util
 import os
 import re
 import sqlite3
@@ -37,27 +36,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
-# This file's name would hide the `click` package (typer's) from everything imported
-# after it: bench/ leaves the path, and its helpers are loaded by their file names.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-
-def _bench_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-write_letter = _bench_module("letter").write_letter  # bench/letter.py
-_send = _bench_module("send")  # bench/send.py
-free_port, start_server = _send.free_port, _send.start_server
+# Not bench/click.py: a script's folder comes first on sys.path, so that name would stand in
+# for the `click` package (typer's) in every bench here.
+from letter import write_letter  # noqa: E402  (bench/letter.py)
+from send import free_port, start_server  # noqa: E402  (bench/send.py)
 
 from newsletter import store  # noqa: E402
 
