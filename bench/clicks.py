@@ -27,6 +27,7 @@ import html
 import http.client
 import os
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -249,6 +250,7 @@ def run(args: argparse.Namespace) -> list[Phase]:
         server.wait(20)
         sink.terminate()
         sink.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
     for line in server.stderr.read().splitlines():
         if "not recorded" in line or "Traceback" in line:
             phases[-1].errors.append(f"serve's log: {line.strip()[:200]}")
