@@ -171,8 +171,10 @@ def run(args: argparse.Namespace) -> list[Phase]:
     links = click_links(root, env)
     (root / "newsletter.toml").write_text(settings_text(
         port, f'name = "smtp"\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"'))
+    # serve's log goes to a file: a pipe nobody reads while it runs could fill and stall it.
+    serve_log = (root / "serve.log").open("w")
     server = subprocess.Popen([str(BIN), "serve", "--port", str(port)], cwd=root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=serve_log, text=True)
     busy: subprocess.Popen[str] | None = None
     phases = []
     sent = 0
@@ -199,21 +201,24 @@ def run(args: argparse.Namespace) -> list[Phase]:
 
         during = Phase("during a send")
         started = time.perf_counter()
-        busy = subprocess.Popen([str(BIN), "send", "bench", "--to", "subscribers", "--yes"],
-                                cwd=root, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        with (root / "send.log").open("w") as send_log:  # a file: see serve's log
+            busy = subprocess.Popen([str(BIN), "send", "bench", "--to", "subscribers", "--yes"],
+                                    cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=send_log, text=True)
         while recorded_sent(root) == 0:  # the messages are going out
             if busy.poll() is not None:
-                raise SystemExit(f"the send ended before it began: {busy.stderr.read()[-300:]}")
+                raise SystemExit("the send ended before it began: "
+                                 + (root / "send.log").read_text()[-300:])
             time.sleep(0.05)
         ended = threading.Event()
         watcher = threading.Thread(target=lambda: (busy.wait(), ended.set()), daemon=True)
         watcher.start()
         clicks(port, during, links, 10 ** 9, until=ended)  # for as long as the send runs
         sent += len(during.latencies)
-        _, err = busy.communicate(timeout=1800)
+        busy.wait(1800)
         if busy.returncode != 0:
-            during.errors.append(f"the send failed: {err.strip()[-300:]}")
+            during.errors.append("the send failed: "
+                                 + (root / "send.log").read_text().strip()[-300:])
         during.background = (f"send of {args.readers:,} readers to {sink_name}: "
                              f"{time.perf_counter() - started:.1f} s")
         phases.append(during)
@@ -250,8 +255,10 @@ def run(args: argparse.Namespace) -> list[Phase]:
         server.wait(20)
         sink.terminate()
         sink.wait(10)
+        serve_log.close()
+        logged = (root / "serve.log").read_text()
         shutil.rmtree(root, ignore_errors=True)
-    for line in server.stderr.read().splitlines():
+    for line in logged.splitlines():
         if "not recorded" in line or "Traceback" in line:
             phases[-1].errors.append(f"serve's log: {line.strip()[:200]}")
     return phases
