@@ -8,6 +8,7 @@ import email.policy
 import json
 import re
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from newsletter.audience.policy import Feedback, apply
+from newsletter.stats.numbers import RANGED_QUERIES, list_growth
 from newsletter.store import connect
 from tests.conftest import Run
 from tests.web.conftest import Site, start_site, stop_site
@@ -158,6 +160,83 @@ def test_no_database_yet_is_an_error_not_empty_numbers(
     out = cli("stats")
     assert out.exit_code != 0 and "no database" in out.stderr
     assert not (newsletter_dir / "newsletter.db").exists()
+
+
+# Readers with every kind of history the list's growth counts, as (status, created_at,
+# confirmed_at, unsubscribed_at, updated_at): confirmed later than they joined, never
+# confirmed, pending (joined, never active, even with a confirmation date), left with and
+# without an unsubscribe date, a stop dated before the start, and a date after today.
+_HISTORIES = (
+    ("active", "2025-01-05T09:00:00Z", None, None, "2025-01-05T09:00:00Z"),
+    ("active", "2025-01-31T23:59:59Z", "2025-02-01T00:00:00Z", None, "2025-02-01T00:00:00Z"),
+    ("pending", "2025-02-10T08:00:00Z", None, None, "2025-02-10T08:00:00Z"),
+    ("pending", "2025-02-11T08:00:00Z", "2025-02-12T08:00:00Z", None, "2025-02-12T08:00:00Z"),
+    ("unsubscribed", "2025-01-06T10:00:00Z", "2025-01-07T10:00:00Z", "2025-03-03T10:00:00Z",
+     "2025-03-03T10:00:00Z"),
+    ("bounced", "2025-02-02T10:00:00Z", None, None, "2025-04-14T10:00:00Z"),
+    ("complained", "2025-03-09T10:00:00Z", "2025-03-20T10:00:00Z", "2025-01-01T00:00:00Z",
+     "2025-03-21T10:00:00Z"),
+    ("unsubscribed", "2025-04-01T00:00:00Z", None, "2099-01-01T00:00:00Z",
+     "2099-01-01T00:00:00Z"),
+)
+
+
+def _growth_list(root: Path) -> Path:
+    database = root / "newsletter.db"
+    db = connect(database)
+    try:
+        db.conn.executemany(
+            "INSERT INTO subscribers (email, email_key, status, tags, created_at, "
+            "confirmed_at, unsubscribed_at, updated_at) VALUES (?, ?, ?, '[\"all\"]', ?, ?, ?, ?)",
+            [(f"r{i}@example.com", f"r{i}@example.com", *history)
+             for i, history in enumerate(_HISTORIES)])
+    finally:
+        db.conn.close()
+    return database
+
+
+def test_the_whole_lists_growth_counts_what_each_reader_did_when(tmp_path: Path) -> None:
+    database = _growth_list(tmp_path)
+    growth = list_growth(database, "month", today=date(2025, 5, 20))
+    got = {b.start.isoformat(): (b.joined, b.confirmed, b.unsubscribed, b.bounced,
+                                 b.complained, b.active) for b in growth.buckets}
+    assert got == {
+        # r0, r1, r4 join; r0 and r4 become active (r4 confirms); r6's complaint is dated
+        # before the list began, so it counts in the first month.
+        "2025-01-01": (3, 1, 0, 0, 1, 2),
+        # r2 and r3 join pending (r3's confirmation counts, but a pending reader is never
+        # active); r1 confirms and r5 joins: both active.
+        "2025-02-01": (3, 2, 0, 0, 0, 4),
+        # r6 joins and confirms; r4 leaves, and r6's stop, dated before it began, ends it
+        # when it began.
+        "2025-03-01": (1, 1, 1, 0, 0, 3),
+        # r7 joins (it leaves in 2099, after today: left out); r5 bounces.
+        "2025-04-01": (1, 0, 0, 1, 0, 3),
+        "2025-05-01": (0, 0, 0, 0, 0, 3),
+    }
+
+
+def test_the_whole_list_and_a_segment_of_everyone_count_the_same(tmp_path: Path) -> None:
+    # The whole list is counted on migration 023's indexes, a segment by scanning the
+    # readers: a segment that holds everyone must give the same numbers.
+    database = _growth_list(tmp_path)
+    for period in ("month", "week"):
+        everyone = list_growth(database, period, today=date(2025, 6, 1))
+        tagged = list_growth(database, period, "tag:all", today=date(2025, 6, 1))
+        assert everyone.buckets == tagged.buckets, period
+        assert len(everyone.buckets) > 4
+
+
+def test_the_whole_lists_growth_reads_only_covering_indexes(tmp_path: Path) -> None:
+    # On a million readers a scan of the table per count took seconds (bench/stats.py).
+    db = connect(_growth_list(tmp_path))
+    try:
+        for sql in RANGED_QUERIES:
+            plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}",
+                                                         ["", "2026"]).fetchall())
+            assert "USING COVERING INDEX" in plan and "SCAN" not in plan, (sql, plan)
+    finally:
+        db.conn.close()
 
 
 @pytest.mark.browser
