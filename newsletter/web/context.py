@@ -22,6 +22,7 @@ from newsletter.compose import tokens
 from newsletter.compose.layout import make_environment
 from newsletter.settings import Settings, WebConfig
 from newsletter.store import connect
+from newsletter.web import reader_status
 
 CONSENT = "consent"  # the purpose a sign-up form's consent text is sealed for
 
@@ -43,7 +44,9 @@ class Web:
         self.config: WebConfig = settings.web
         # Fail at start, not on the first reader, when the key is unusable or not the one
         # that signed the database's links (a newsletter moved without its secret).
-        tokens.bind_key(settings)
+        key = tokens.bind_key(settings)
+        # Made once: deriving its keys costs more than reading a token.
+        self.tokens = tokens.TokenMaker(key, settings.base_url)
         self.env = make_environment(settings.layouts_dir)
         self.env.undefined = jinja2.ChainableUndefined  # pages: a missing value prints nothing
         self._local = threading.local()
@@ -52,6 +55,9 @@ class Web:
         # at once starve each other: seconds at p99 instead of milliseconds).
         self.writing = threading.Lock()
         self.db()  # open and migrate once, before serving
+        # Unsubscribes go to one writer that commits them in groups, one fsync for all.
+        self.unsubscribes = reader_status.Unsubscribes(settings, self.tokens, self.writing)
+        self._base: dict[str, Any] | None = None
         # The address a reader can write to when a link fails them: reply-to, else from.
         self.contact = parseaddr(settings.reply_to or settings.sender or "")[1] or None
 
@@ -70,9 +76,17 @@ class Web:
 
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A page from layouts/ (the writer's, else the built-in), with the no-leak headers."""
+        html = self.env.get_template(template).render({**self.base(), **context})
+        return HTMLResponse(html, status, headers=HEADERS)
+
+    def base(self) -> dict[str, Any]:
+        """What every page shows of the settings (computed once: they do not change while
+        serving, and the consent seal is an HMAC)."""
+        if self._base is not None:
+            return self._base
         s = self.settings
         # The same newsletter and page values the published pages have: page.html frames both.
-        base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address,
+        self._base = {"newsletter": {"name": s.name, "base_url": s.base_url, "address": s.address,
                                "contact": self.contact, "description": s.publish.description,
                                "home": f"{s.base_url}/" if s.base_url else "/"},
                 "page": {"lang": s.publish.lang},
@@ -80,8 +94,7 @@ class Web:
                 "consent": self.config.consent_text(s),
                 "consent_seal": tokens.seal_text(s, CONSENT, self.config.consent_text(s)),
                 "name_max": MAX_NAME}
-        html = self.env.get_template(template).render({**base, **context})
-        return HTMLResponse(html, status, headers=HEADERS)
+        return self._base
 
     def client_ip(self, request: Request) -> str | None:
         """The reader's IP (behind a trusted proxy, the one it saw)."""

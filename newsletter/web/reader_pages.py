@@ -10,6 +10,7 @@ thread pool (SQLite blocks); status changes hold `Web.writing`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -183,7 +184,7 @@ async def unsubscribe_page(request: Request) -> Response:
     web = Web.of(request)
     token = request.query_params.get("token", "")
     reader = await run_in_threadpool(
-        lambda: reader_status.reader_for_unsubscribe(web.db(), web.settings, token))
+        lambda: reader_status.reader_for_unsubscribe(web.db(), web.settings, token, web.tokens))
     if reader is None:
         return _invalid(web)
     # Opened again after unsubscribing: say so, and offer to come back (not to leave again).
@@ -203,17 +204,12 @@ async def unsubscribe(request: Request) -> Response:
     detail = ("List-Unsubscribe-Post (RFC 8058)" if one_click
               else "the button on the unsubscribe page")
 
-    def run() -> Response:
-        db = web.db()
-        reader = reader_status.reader_for_unsubscribe(db, web.settings, token)
-        if reader is None:
-            return _invalid(web)
-        with web.writing:
-            reader = reader_status.unsubscribe(db, reader, origin, detail,
-                                               tokens.campaign_from(request.query_params.get("c")))
-        return web.page("unsubscribe.html", token=token, masked=mask(reader.email), done=True)
-
-    return await run_in_threadpool(run)
+    # Answered once durable: the writer commits every unsubscribe waiting in one go.
+    reader = await asyncio.wrap_future(web.unsubscribes.submit(
+        token, origin, detail, tokens.campaign_from(request.query_params.get("c"))))
+    if reader is None:
+        return _invalid(web)
+    return web.page("unsubscribe.html", token=token, masked=mask(reader.email), done=True)
 
 
 async def manage(request: Request) -> Response:
