@@ -7,11 +7,14 @@ create_app makes one `Web` and puts it on `app.state.web`; a view finds it with
 from __future__ import annotations
 
 import ipaddress
+import re
+import secrets
 import threading
 from email.utils import parseaddr
 from typing import Any
 
 import jinja2
+import markupsafe
 import sqlite_utils
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -58,6 +61,8 @@ class Web:
         # Unsubscribes go to one writer that commits them in groups, one fsync for all.
         self.unsubscribes = reader_status.Unsubscribes(settings, self.tokens, self.writing)
         self._base: dict[str, Any] | None = None
+        # answer(): pages rendered once, by template and fixed values.
+        self._answers: dict[Any, tuple[jinja2.Template, list[tuple[int, str]] | None]] = {}
         # The address a reader can write to when a link fails them: reply-to, else from.
         self.contact = parseaddr(settings.reply_to or settings.sender or "")[1] or None
 
@@ -78,6 +83,52 @@ class Web:
         """A page from layouts/ (the writer's, else the built-in), with the no-leak headers."""
         html = self.env.get_template(template).render({**self.base(), **context})
         return HTMLResponse(html, status, headers=HEADERS)
+
+    def answer(self, template: str, fixed: dict[str, Any], **varying: str) -> HTMLResponse:
+        """`page(template, **fixed, **varying)`, from the page rendered once.
+
+        The page is rendered once with stand-ins for the `varying` strings and split there;
+        each answer joins the parts with the values escaped, as autoescape would (a
+        one-click unsubscribe's answer page was a third of serve's CPU per request). A
+        template that does more with a value than print it escaped (a filter, a test) is
+        found out at the first render (a second set of stand-ins, one with `&`, must come
+        out the same) and is rendered every time instead. An edited layout is rendered anew.
+        """
+        compiled = self.env.get_template(template)
+        key = (template, tuple(sorted(fixed.items())), tuple(sorted(varying)))
+        found = self._answers.get(key)
+        if found is None or found[0] is not compiled:
+            found = self._answers[key] = (compiled, self._split(compiled, fixed, sorted(varying)))
+        parts = found[1]
+        if parts is None:
+            return self.page(template, 200, **fixed, **varying)
+        names = sorted(varying)
+        out = [parts[0][1]]
+        for index, text in parts[1:]:
+            out.append(str(markupsafe.escape(varying[names[index]])))
+            out.append(text)
+        return HTMLResponse("".join(out), 200, headers=HEADERS)
+
+    def _split(self, compiled: jinja2.Template, fixed: dict[str, Any],
+               names: list[str]) -> list[tuple[int, str]] | None:
+        """The page's text between the `names` values: [(-1, head), (name index, text)...];
+        None when the values cannot be put in by escaping them."""
+        stand_in = {n: f"zq{i}x{secrets.token_hex(8)}" for i, n in enumerate(names)}
+        other = {n: f"zq{i}y{secrets.token_hex(8)}&" for i, n in enumerate(names)}
+        html = compiled.render({**self.base(), **fixed, **stand_in})
+        pattern = re.compile("|".join(re.escape(v) for v in stand_in.values()))
+        index = {v: i for i, v in enumerate(stand_in.values())}
+        parts: list[tuple[int, str]] = []
+        last, which = 0, -1
+        for found in pattern.finditer(html):
+            parts.append((which, html[last:found.start()]))
+            last, which = found.end(), index[found.group()]
+        parts.append((which, html[last:]))
+        joined = parts[0][1] + "".join(
+            str(markupsafe.escape(other[names[i]])) + text for i, text in parts[1:])
+        if joined != compiled.render({**self.base(), **fixed, **other}):
+            return None
+        return [(-1, parts[0][1])] + parts[1:]
 
     def base(self) -> dict[str, Any]:
         """What every page shows of the settings (computed once: they do not change while

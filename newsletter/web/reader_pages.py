@@ -48,6 +48,7 @@ _ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
 
 # RFC 8058: what a mail client's one-click POST carries (the page's button posts `action`).
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+_ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 
 
 async def _form(request: Request) -> dict[str, Any]:
@@ -197,7 +198,12 @@ async def unsubscribe(request: Request) -> Response:
     # the page's button posts action=unsubscribe. The token in the URL authorises either;
     # the record says which it was.
     web = Web.of(request)
-    form = await _form(request)
+    # What RFC 8058 has a mail client post, byte for byte: no form parser needed.
+    if (request.headers.get("content-type") == "application/x-www-form-urlencoded"
+            and await request.body() == _ONE_CLICK_BODY):
+        form = {ONE_CLICK[0]: [ONE_CLICK[1]]}
+    else:
+        form = await _form(request)
     token = request.query_params.get("token") or _one(form, "token")
     one_click = _one(form, ONE_CLICK[0]) == ONE_CLICK[1]
     origin = web.origin(request, "one-click" if one_click else "web")
@@ -209,7 +215,7 @@ async def unsubscribe(request: Request) -> Response:
         token, origin, detail, tokens.campaign_from(request.query_params.get("c"))))
     if reader is None:
         return _invalid(web)
-    return web.page("unsubscribe.html", token=token, masked=mask(reader.email), done=True)
+    return web.answer("unsubscribe.html", {"done": True}, token=token, masked=mask(reader.email))
 
 
 async def manage(request: Request) -> Response:

@@ -201,3 +201,23 @@ def test_the_writer_answers_every_request_even_when_the_database_fails(letter) -
         with pytest.raises(Exception, match="no such table: events"):
             future.result(timeout=10)
     wait_for(lambda: writer.thread is None, 10, "the writer to end when idle")
+
+
+def test_the_answer_page_rendered_once_is_the_page_rendered_each_time(letter) -> None:  # noqa: ANN001
+    settings, db, _ = letter
+    from newsletter.web.context import Web
+
+    web = Web(settings)
+    for masked, token in (("r***@example.com", "3abc"), ("o'b&<x>@example.com", "3de_f-")):
+        assert web.answer("unsubscribe.html", {"done": True}, token=token,
+                          masked=masked).body == web.page(
+            "unsubscribe.html", token=token, masked=masked, done=True).body
+    # A writer's layout that does more with a value than print it: rendered every time.
+    layouts = settings.root / "layouts"
+    layouts.mkdir(exist_ok=True)
+    (layouts / "unsubscribe.html").write_text("<p>{{ masked|upper }} {{ token|length }}</p>")
+    web = Web(settings)
+    answer = web.answer("unsubscribe.html", {"done": True}, token="3abcd", masked="a&b")
+    assert answer.body == b"<p>A&amp;B 5</p>"
+    assert web.answer("unsubscribe.html", {"done": True}, token="3ab", masked="x").body == \
+        b"<p>X 3</p>"
