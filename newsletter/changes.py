@@ -75,6 +75,15 @@ def request_generations(database: Path) -> list[int]:
                   if (name := p.name.split(".")[0]).isdigit())
 
 
+def generation_files(database: Path) -> list[Path]:
+    """Every file of every generation: journals, requests and imports' journal files."""
+    folder = journal_dir(database)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.name.split(".")[0].isdigit())
+
+
 def generations(database: Path) -> list[int]:
     """The generations that have a journal file, oldest first."""
     folder = journal_dir(database)

@@ -416,3 +416,31 @@ def test_a_backup_taken_while_an_import_runs_loses_none_of_it_after_a_restore(
     assert _everything(database) == before
     assert len(_statuses(database)) == rows + 1
     assert _rows(database, "SELECT count(*) FROM events WHERE kind = 'imported'") == [(rows,)]
+
+
+def test_a_lost_journal_moves_the_replaced_databases_requests_aside_too(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    # An unsubscribe journaled while the replaced database was busy belongs to that
+    # database's history: left in place, serve's start (Deferred.recover) would apply it to
+    # the restored one, whose journal no longer says anything about that reader.
+    database = _database(newsletter_dir)
+    _add(cli, "a@example.org", "b@example.org")
+    old = _backup(cli, newsletter_dir, "old.db")
+    _backup(cli, newsletter_dir, "new.db")  # deletes old.db's journal
+    reader_id = _rows(database, "SELECT id FROM subscribers WHERE email = 'b@example.org'")[0][0]
+    conn = sqlite3.connect(database)
+    try:
+        changes.append_request(conn, changes.request_op(
+            subscriber_id=reader_id, email="b@example.org", before="active",
+            after="unsubscribed", kind="unsubscribed", source="one-click", detail="",
+            ip=None, user_agent=None, campaign_id=None, request_id="request:old-1",
+            at="2026-12-07T10:00:00Z"))
+    finally:
+        conn.close()
+    assert changes.requests(database)
+    run = _restore(cli, old)
+    assert "what happened after it is LOST" in run.stdout
+    assert changes.requests(database) == []
+    assert list(changes.journal_dir(database).glob("replaced-*/*.requests.jsonl"))
+    assert _statuses(database) == {"a@example.org": "active", "b@example.org": "active"}
