@@ -12,6 +12,7 @@ into active.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -259,8 +260,10 @@ def import_file(
         # prepared from a snapshot of the list without the write lock (readers and serve
         # go on meanwhile).
         if progress:
-            progress("Merging", 0, 1)
+            progress("Preparing", 0, 1)
         prepared = _prepare(db, summary, path.name, welcome, journal=not dry_run)
+        if progress:
+            progress("Merging", 0, 1)
         # Stage 3: the merge, one short transaction: the prepared rows copied in (or, when
         # the list changed under the snapshot where it matters, merged as before).
         if not dry_run:
@@ -269,8 +272,9 @@ def import_file(
                 if not _commit_prepared(db, prepared):
                     last_event = changes.last_event_id(db.conn)
                     _merge(db, summary, path.name, welcome)
-                    # every reader the import added or changed the status of: one append
-                    changes.append(db.conn, changes.readers_since(db.conn, last_event))
+                    # every reader the import added or changed: one append
+                    changes.append(db.conn, itertools.chain(
+                        changes.readers_since(db.conn, last_event), _renamed_ops(db)))
         if progress:
             progress("Merging", 1, 1)
         done = True
@@ -548,6 +552,18 @@ def _ops(db: sqlite_utils.Database) -> Iterator[changes.Encoded]:
         yield changes.Encoded(text)
 
 
+def _renamed_ops(db: sqlite_utils.Database) -> Iterator[changes.Encoded]:
+    """After `_merge`: the `reader` ops of the readers it changed without an event (a name,
+    tags, attributes: no status change), so a restore puts those back too."""
+    image = changes.row_json(db.conn, "subscribers", "s")
+    rows = db.execute(
+        f"SELECT json_object('op', 'reader', 'subscriber', json({image}), 'events', "
+        "json('[]')) FROM temp.import_matches m JOIN main.subscribers s ON s.id = m.id "
+        "WHERE m.changed AND m.status IS m.old_status ORDER BY m.id")
+    for (text,) in rows:
+        yield changes.Encoded(text)
+
+
 def _commit_prepared(db: sqlite_utils.Database, prepared: _Prepared) -> bool:
     """Inside the merge's write transaction: copy the prepared rows in and adopt their
     journal file; False (nothing written) when the list changed under the snapshot in a way
@@ -711,4 +727,3 @@ def _merge_matched(db: sqlite_utils.Database, summary: ImportSummary, file_name:
             """,
             {"file": file_name, "now": now, "last": last_id},
         )
-    db.execute("DROP TABLE temp.import_matches")
