@@ -444,3 +444,27 @@ def test_a_lost_journal_moves_the_replaced_databases_requests_aside_too(
     assert changes.requests(database) == []
     assert list(changes.journal_dir(database).glob("replaced-*/*.requests.jsonl"))
     assert _statuses(database) == {"a@example.org": "active", "b@example.org": "active"}
+
+
+def test_an_imports_journal_file_is_replayed_and_a_missing_one_is_said(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    database = _database(newsletter_dir)
+    _add(cli, "a@example.org")
+    snapshot = _backup(cli, newsletter_dir)
+    sheet = newsletter_dir / "list.csv"
+    sheet.write_text("email,name\n" + "".join(f"i{n}@example.org,I {n}\n" for n in range(1500)))
+    run = cli("subscribers", "import", str(sheet))
+    assert run.exit_code == 0, run.stderr
+    before = _everything(database)
+    _restore(cli, snapshot)
+    assert _everything(database) == before
+    # The import's own file lost (the journal folder damaged): said, nothing replaced.
+    for path in changes.journal_dir(database).glob("*.import-*.jsonl"):
+        path.unlink()
+    gc.collect()
+    run = cli("restore", str(snapshot))
+    assert run.exit_code != 0
+    assert run.stderr.startswith("Error: the journal file ") and "is missing" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert _everything(database) == before
