@@ -3,10 +3,11 @@
 `formats.py` turns each row of a platform's CSV into a `Record` (address, name, status
 mapped faithfully, tags, attributes, consent dates) and `sheets.py` reads the files. The
 engine validates and normalizes every address, stages the rows in a temporary table
-(duplicates inside the file folded there, so memory does not grow with the file), then
-merges them into `subscribers` in ONE transaction: killed half-way, the database is as
-before. The merge never turns an unsubscribed, bounced or complained subscriber back
-into active.
+(duplicates inside the file folded there, so memory does not grow with the file), prepares
+from a snapshot of the list, without the write lock, every row the merge will write (new
+readers' ids, events, the change journal's ops in a file of their own), then merges them
+into `subscribers` in ONE short transaction: killed half-way, the database is as before.
+The merge never turns an unsubscribed, bounced or complained subscriber back into active.
 """
 
 from __future__ import annotations
