@@ -175,7 +175,6 @@ class _Appender:
         self.path = path
         self.fd: int | None = None
         self.written = 0
-        self.unsynced = 0  # bytes written since the last fdatasync
 
     def __enter__(self) -> _Appender:
         return self
@@ -190,16 +189,8 @@ class _Appender:
             if size and os.pread(self.fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # a torn line (a crash mid-write) stays a line of its own
         while data:
-            done = os.write(self.fd, data)
-            self.unsynced += done
-            data = data[done:]
+            data = data[os.write(self.fd, data):]
         self.written += 1
-
-    def flush_every(self, size: int) -> None:
-        """Put what was written on disk once `size` bytes are waiting (fdatasync)."""
-        if self.fd is not None and self.unsynced >= size:
-            getattr(os, "fdatasync", os.fsync)(self.fd)  # macOS has no fdatasync
-            self.unsynced = 0
 
     def __exit__(self, kind: object, *rest: object) -> None:
         if self.fd is None:
@@ -418,10 +409,6 @@ def reader_op(conn: sqlite3.Connection, subscriber_id: int,
 # generation names: ignored, and deleted by the next import.
 
 IMPORT_OP = "import"
-# Written to disk every this many bytes: one fsync of hundreds of MB at the end would hold
-# up, for seconds, every fsync of the other processes on the same file system (ext4 commits
-# them together): serve's journaled unsubscribes above all.
-SYNC_BYTES = 8 << 20
 
 
 def write_import_ops(database: Path, ops: Iterable[Encoded]) -> Path:
@@ -439,7 +426,6 @@ def write_import_ops(database: Path, ops: Iterable[Encoded]) -> Path:
                 if len(batch) == LINE_OPS:
                     out.write(_line(batch, more=True))
                     batch = []
-                    out.flush_every(SYNC_BYTES)
             if batch:
                 out.write(_line(batch, more=True))
         if not path.exists():  # no ops: an empty file still says so
