@@ -263,6 +263,7 @@ def one(during: str, mode: str, args: argparse.Namespace) -> Run:
             busy = subprocess.Popen([str(BIN), "subscribers", "import", str(rows)], cwd=root,
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True)
+        held = LockWatch(root / "newsletter.db", busy) if during == "import" else None
         start = time.perf_counter()
         if mode == "closed":
             asyncio.run(closed(url, run, todo, args.clients,
@@ -276,7 +277,9 @@ def one(during: str, mode: str, args: argparse.Namespace) -> Run:
             run.errors.append(f"{during} failed: {err.strip()[-300:]}")
         run.background = (f"{during} of {args.readers if during == 'send' else args.import_rows}"
                           f" {'readers to ' + sink_name if during == 'send' else 'rows'}: "
-                          f"{took:.1f} s")
+                          f"{took:.1f} s"
+                          + (f"; write lock held at most {held.longest():.2f} s at a time"
+                             if held is not None else ""))
         # Journaled while the database was busy: applied once it is free.
         answered = list(run.answered)
 
@@ -303,6 +306,39 @@ def one(during: str, mode: str, args: argparse.Namespace) -> Run:
     run.errors += [f"serve's log: {line.strip()[:300]}"
                    for line in server.stderr.read().splitlines() if "locked" in line][:3]
     return run
+
+
+class LockWatch:
+    """The longest stretch `busy` held the write lock (polled every 20 ms, never waiting)."""
+
+    def __init__(self, database: Path, busy: subprocess.Popen[str]):
+        import sqlite3
+        import threading
+
+        self.stretches: list[float] = []
+        conn = sqlite3.connect(database, timeout=0, isolation_level=None,
+                               check_same_thread=False)
+
+        def watch() -> None:
+            since = None
+            while busy.poll() is None:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("ROLLBACK")
+                    if since is not None:
+                        self.stretches.append(time.perf_counter() - since)
+                    since = None
+                except sqlite3.OperationalError:
+                    since = since if since is not None else time.perf_counter()
+                time.sleep(0.02)
+            conn.close()
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+
+    def longest(self) -> float:
+        self.thread.join(5)
+        return max(self.stretches, default=0.0)
 
 
 def add_subscribers_from(root: Path, first: int, n: int) -> None:

@@ -33,6 +33,7 @@ import errno
 import json
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +74,15 @@ def request_generations(database: Path) -> list[int]:
         return []
     return sorted(int(name) for p in folder.glob("*.requests.jsonl")
                   if (name := p.name.split(".")[0]).isdigit())
+
+
+def generation_files(database: Path) -> list[Path]:
+    """Every file of every generation: journals, requests and imports' journal files."""
+    folder = journal_dir(database)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.name.split(".")[0].isdigit())
 
 
 def generations(database: Path) -> list[int]:
@@ -254,6 +264,10 @@ def delete_before(database: Path, generation: int) -> list[Path]:
             path = generation_path(database, old)
             path.unlink(missing_ok=True)
             gone.append(path)
+    for path in generation_files(database):  # imports' own journal files (import_file)
+        number = path.name.split(".")[0]
+        if ".import-" in path.name and int(number) < generation:
+            path.unlink(missing_ok=True)
     return gone
 
 
@@ -286,7 +300,8 @@ def read(database: Path, since: int) -> Iterator[Record | None]:
             continue
         asked = _request_records(database, generation)
         open_txn = False
-        for record in _records(generation_path(database, generation), generation):
+        for record in _with_imports(database, _records(generation_path(database, generation),
+                                                        generation)):
             if not open_txn:
                 while asked and record is not None and asked[0].at < record.at:
                     yield asked.pop(0)
@@ -313,6 +328,32 @@ def _records(path: Path, generation: int) -> Iterator[Record | None]:
                 continue
             yield Record(generation, number, str(entry.get("at", "")), ops,
                          bool(entry.get("more")))
+
+
+def _with_imports(database: Path, records: Iterable[Record | None]) -> Iterator[Record | None]:
+    """`records` with each import's line replaced by the lines of its own file (every one
+    marked `more`: the import's line, last, ends its transaction)."""
+    for record in records:
+        side = [op for op in record.ops if op.get("op") == IMPORT_OP] if record else []
+        if record is None or not side:
+            yield record
+            continue
+        for op in side:
+            path = journal_dir(database) / str(op.get("file", ""))
+            if "/" in str(op.get("file", "")) or not path.is_file():
+                raise JournalError(
+                    f"the journal file {path} of a committed import is missing: restore a "
+                    "snapshot taken after that import, or import the file again after this "
+                    "restore")
+            for line in _records(path, record.generation):
+                if line is None or not line.more:
+                    raise JournalError(
+                        f"the journal file {path} of a committed import is damaged: restore a "
+                        "snapshot taken after that import, or import the file again after "
+                        "this restore")
+                yield line
+        yield Record(record.generation, record.line, record.at,
+                     [op for op in record.ops if op.get("op") != IMPORT_OP], record.more)
 
 
 def _request_records(database: Path, generation: int) -> list[Record]:
@@ -360,13 +401,93 @@ def reader_op(conn: sqlite3.Connection, subscriber_id: int,
     return op
 
 
+# -- a bulk import's ops, written before its transaction (issue 21) -------------------------
+#
+# An import of a million readers would hold the write lock for the seconds it takes to
+# encode, write and fsync hundreds of MB of ops. It writes them first, lock-free, to a file
+# of its own (`import-<pid>-<uuid>.partial`, every line marked `more`); inside its short
+# transaction the file is renamed into the generation (`000003.import-<uuid>.jsonl`) and
+# ONE line naming it (`{"op": "import", "file": ...}`) is appended to the journal. `read`
+# puts the file's lines in that line's place. A killed import leaves a `.partial` that no
+# generation names: ignored, and deleted by the next import.
+
+IMPORT_OP = "import"
+
+
+def write_import_ops(database: Path, ops: Iterable[Encoded]) -> Path:
+    """Write a bulk import's `ops` to a file of their own, durably; its path (a `.partial`
+    until `adopt_import_ops` names it in a transaction)."""
+    folder = journal_dir(database)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    _delete_dead_partials(folder)
+    path = folder / f"import-{os.getpid()}-{uuid.uuid4().hex}.partial"
+    try:
+        with _Appender(path) as out:
+            batch: list[dict[str, Any] | Encoded] = []
+            for op in ops:
+                batch.append(op)
+                if len(batch) == LINE_OPS:
+                    out.write(_line(batch, more=True))
+                    batch = []
+            if batch:
+                out.write(_line(batch, more=True))
+        if not path.exists():  # no ops: an empty file still says so
+            write_line(path, b"")
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise journal_error(exc, path) from None
+    return path
+
+
+def adopt_import_ops(conn: sqlite3.Connection, partial: Path) -> None:
+    """Inside the import's write transaction: the `partial` file becomes part of the current
+    generation, named by one journal line (append's guarantee: a JournalError rolls the
+    transaction back)."""
+    database = database_path(conn)
+    if database is None:
+        return
+    generation = current_generation(conn)
+    name = f"{generation:06d}.import-{partial.stem.rsplit('-', 1)[-1]}.jsonl"
+    target = journal_dir(database) / name
+    try:
+        os.rename(partial, target)
+        sync_dir(target.parent)
+    except OSError as exc:
+        raise journal_error(exc, target) from None
+    append(conn, [{"op": IMPORT_OP, "file": name}])
+
+
+def _delete_dead_partials(folder: Path) -> None:
+    """The `.partial` files of imports killed before their transaction (their process gone)."""
+    for path in folder.glob("import-*.partial"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def row_json(conn: sqlite3.Connection, table: str, alias: str) -> str:
+    """SQL for `alias`'s row, shaped as `table` (the main database's), as a JSON object, as
+    the journal holds it (`alias` may be a copy of the table: the same columns)."""
+    return _object(conn, table, alias)
+
+
 class Encoded(str):
     """An op already encoded as JSON (by SQLite, for a bulk import's readers)."""
 
 
 def _object(conn: sqlite3.Connection, table: str, alias: str) -> str:
     """SQL for `alias`'s row of `table` as a JSON object, every column (as SELECT *)."""
-    names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+    names = [row[1] for row in conn.execute(f"PRAGMA main.table_info({table})").fetchall()]
     return "json_object(" + ", ".join(f"'{n}', {alias}.\"{n}\"" for n in names) + ")"
 
 

@@ -346,16 +346,17 @@ def _continue_journal(db: sqlite_utils.Database, database: Path, lost: bool,
                       since: int) -> None:
     """The restored database journals on from the newest generation (or a new one)."""
     known = changes.generations(database)
-    if lost and known:
+    if lost and (moved := changes.generation_files(database)):
         # Journal files newer than the snapshot's lost one belong to the database being
         # replaced: moved aside (never deleted), so no later restore replays them onto
-        # this one's history.
+        # this one's history. Its requests files too: serve's start would apply them.
         aside = _unused(changes.journal_dir(database) / (
             "replaced-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")))
         aside.mkdir(mode=0o700)
-        for generation in known:
-            path = changes.generation_path(database, generation)
+        for path in moved:
             path.rename(aside / path.name)
+        changes.sync_dir(aside)
+        changes.sync_dir(aside.parent)
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
         if lost:  # a fresh generation: nothing before it belongs to this database

@@ -3,21 +3,24 @@
 `formats.py` turns each row of a platform's CSV into a `Record` (address, name, status
 mapped faithfully, tags, attributes, consent dates) and `sheets.py` reads the files. The
 engine validates and normalizes every address, stages the rows in a temporary table
-(duplicates inside the file folded there, so memory does not grow with the file), then
-merges them into `subscribers` in ONE transaction: killed half-way, the database is as
-before. The merge never turns an unsubscribed, bounced or complained subscriber back
-into active.
+(duplicates inside the file folded there, so memory does not grow with the file), prepares
+from a snapshot of the list, without the write lock, every row the merge will write (new
+readers' ids, events, the change journal's ops in a file of their own), then merges them
+into `subscribers` in ONE short transaction: killed half-way, the database is as before.
+The merge never turns an unsubscribed, bounced or complained subscriber back into active.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
+import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +228,7 @@ def import_file(
         raise SubscriberError(f"--rejects {rejects} is the database itself: pick another file")
     bad = _Rejects(summary, rejects, path)
     done = False
+    prepared: _Prepared | None = None
     try:
         db.execute("DROP TABLE IF EXISTS temp.import_rows")
         db.execute(
@@ -253,17 +257,25 @@ def import_file(
             _stage(db, path, format, extra_tags, summary, bad, progress)
         _report_duplicates(db, bad)
         _drop_suppressed(db, secret, bad)
-        # Stage 2: merge, in one transaction on the list.
+        # Stage 2: every row the merge will write, with its id, and the journal's ops,
+        # prepared from a snapshot of the list without the write lock (readers and serve
+        # go on meanwhile).
+        if progress:
+            progress("Preparing", 0, 1)
+        prepared = _prepare(db, summary, path.name, welcome, journal=not dry_run)
         if progress:
             progress("Merging", 0, 1)
-        with db.conn:
-            db.execute("BEGIN IMMEDIATE")
-            last_event = changes.last_event_id(db.conn)
-            _merge(db, summary, path.name, welcome)
-            if dry_run:
-                db.conn.rollback()
-            else:  # every reader the import added or changed the status of: one append
-                changes.append(db.conn, changes.readers_since(db.conn, last_event))
+        # Stage 3: the merge, one short transaction: the prepared rows copied in (or, when
+        # the list changed under the snapshot where it matters, merged as before).
+        if not dry_run:
+            with db.conn:
+                db.execute("BEGIN IMMEDIATE")
+                if not _commit_prepared(db, prepared):
+                    last_event = changes.last_event_id(db.conn)
+                    _merge(db, summary, path.name, welcome)
+                    # every reader the import added or changed: one append
+                    changes.append(db.conn, itertools.chain(
+                        changes.readers_since(db.conn, last_event), _renamed_ops(db)))
         if progress:
             progress("Merging", 1, 1)
         done = True
@@ -271,8 +283,10 @@ def import_file(
         bad.close(keep=done)
         if db.conn.in_transaction:
             db.conn.rollback()
-        for table in ("import_rows", "import_dups", "import_suppressed"):
+        for table in ("import_rows", "import_dups", "import_suppressed", *_PREPARED_TABLES):
             db.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        if prepared is not None and prepared.ops is not None:
+            prepared.ops.unlink(missing_ok=True)  # adopted (renamed) when the merge committed
     return summary
 
 
@@ -390,6 +404,203 @@ def _drop_suppressed(db: sqlite_utils.Database, secret: bytes | None, bad: _Reje
     db.execute("DROP TABLE temp.import_suppressed")
 
 
+# Pre-assigned event ids start this far past the snapshot's highest: the unsubscribes and
+# other events recorded while the import prepares take the next ids without a clash (more
+# than this many meanwhile, and the merge is done under the lock as before). Readers' ids
+# follow on from the snapshot's with no gap (an export imported again keeps its ids): a
+# sign-up meanwhile means the merge is done under the lock as before.
+ID_GAP = 10_000
+_PREPARED_TABLES = ("import_matches", "import_new", "import_changed", "import_events")
+
+
+@dataclass
+class _Prepared:
+    """What the short merge transaction copies in, and what it checks first."""
+
+    first_reader: int  # the pre-assigned ids start here (readers, events)
+    first_event: int
+    suppressions: int  # forgotten addresses in the snapshot
+    ops: Path | None  # the journal's ops, written (changes.write_import_ops)
+
+
+def _copy_table(db: sqlite_utils.Database, table: str, copy: str) -> None:
+    """A temporary table with `table`'s very columns and defaults (its own CREATE)."""
+    sql = db.execute("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?",
+                     [table]).fetchone()[0]
+    head = re.match(rf'\s*CREATE\s+TABLE\s+("?){table}\1', sql, re.IGNORECASE)
+    assert head is not None, sql
+    db.execute(f"DROP TABLE IF EXISTS temp.{copy}")
+    db.execute(f"CREATE TEMP TABLE {copy}{sql[head.end():]}")
+
+
+def _prepare(db: sqlite_utils.Database, summary: ImportSummary, file_name: str,
+             welcome: bool, journal: bool) -> _Prepared:
+    """Everything the merge writes, computed in one read transaction (no write lock).
+
+    New readers get ids from `first_reader` on, in the order of the file; their events
+    and those of status changes ids from `first_event` on, in the order `_merge` writes
+    them. The rows land in temp tables shaped as `subscribers` and `events`, and with
+    `journal` their ops are written to a file of their own (one fsync, lock-free).
+    """
+    now = now_iso()
+    with db.conn:
+        db.execute("BEGIN")  # one snapshot of the list for all that follows
+        last_reader, last_event, suppressed = db.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM main.subscribers), "
+            "(SELECT COALESCE(MAX(id), 0) FROM main.events), "
+            "(SELECT count(*) FROM main.suppressions)").fetchone()
+        prepared = _Prepared(last_reader + 1, last_event + ID_GAP + 1, suppressed,
+                             None)
+        _match(db, summary, now)
+        image = changes.row_json(db.conn, "subscribers", "s")
+        db.execute("ALTER TABLE temp.import_matches ADD COLUMN image TEXT")
+        db.execute(f"UPDATE temp.import_matches SET image = (SELECT {image} FROM "
+                   "main.subscribers s WHERE s.id = import_matches.id)")
+        # New readers, in the order of the file (rowid counts on from the first id).
+        _copy_table(db, "subscribers", "import_new")
+        db.execute("INSERT INTO temp.import_new (id, email, email_key, created_at, updated_at) "
+                   "VALUES (?, '', '', '', '')", [prepared.first_reader - 1])
+        summary.added = db.execute(
+            """
+            INSERT INTO temp.import_new (email, email_key, name, status, tags, attributes,
+              source, created_at, updated_at, confirmed_at, unsubscribed_at, optin_ip)
+            SELECT email, email_key, name, status, tags, attributes, source, created_at,
+              updated_at, confirmed_at, unsubscribed_at, optin_ip
+            FROM temp.import_rows
+            WHERE email_key NOT IN (SELECT email_key FROM temp.import_matches)
+            ORDER BY rowid
+            """).rowcount
+        db.execute("DELETE FROM temp.import_new WHERE id = ?", [prepared.first_reader - 1])
+        # Existing readers the file changes, as they will be.
+        _copy_table(db, "subscribers", "import_changed")
+        db.execute("INSERT INTO temp.import_changed SELECT s.* FROM main.subscribers s "
+                   "JOIN temp.import_matches m ON m.id = s.id WHERE m.changed")
+        db.execute(
+            """
+            UPDATE temp.import_changed SET status = m.status, name = m.name, tags = m.tags,
+              attributes = m.attributes, created_at = m.created_at,
+              confirmed_at = m.confirmed_at, unsubscribed_at = m.unsubscribed_at,
+              optin_ip = m.optin_ip, updated_at = :now
+            FROM temp.import_matches AS m WHERE import_changed.id = m.id
+            """, {"now": now})
+        # The events, as _merge writes them: status changes, readers added, welcomes owed.
+        _copy_table(db, "events", "import_events")
+        db.execute("INSERT INTO temp.import_events (id, email, kind, source, created_at) "
+                   "VALUES (?, '', '', '', '')", [prepared.first_event - 1])
+        db.execute(
+            """
+            INSERT INTO temp.import_events (subscriber_id, email, kind, status_before,
+              status_after, source, detail, created_at)
+            SELECT m.id, r.email, CASE m.status WHEN 'active' THEN 'activated' ELSE m.status END,
+              m.old_status, m.status, 'import', :file, :now
+            FROM temp.import_matches m JOIN temp.import_rows r ON r.email_key = m.email_key
+            WHERE m.status IS NOT m.old_status ORDER BY r.rowid
+            """, {"file": file_name, "now": now})
+        db.execute(
+            """
+            INSERT INTO temp.import_events (subscriber_id, email, kind, status_before,
+              status_after, source, detail, created_at)
+            SELECT id, email, 'imported', NULL, status, 'import', :file, :now
+            FROM temp.import_new ORDER BY id
+            """, {"file": file_name, "now": now})
+        if welcome:  # owed the welcome email: new active readers, and those made active
+            db.execute(
+                """
+                INSERT INTO temp.import_events (subscriber_id, email, kind, source, detail,
+                  created_at)
+                SELECT id, email, 'welcome_requested', 'import', :file, :now FROM (
+                  SELECT c.id, c.email FROM temp.import_changed c
+                  JOIN temp.import_matches m ON m.id = c.id
+                  WHERE c.status = 'active' AND m.old_status IS NOT 'active'
+                  UNION ALL
+                  SELECT id, email FROM temp.import_new WHERE status = 'active'
+                ) ORDER BY id
+                """, {"file": file_name, "now": now})
+        db.execute("DELETE FROM temp.import_events WHERE id = ?", [prepared.first_event - 1])
+        db.conn.commit()  # the read transaction: nothing was written to the list
+    if journal and changes.database_path(db.conn) is not None:
+        database = changes.database_path(db.conn)
+        assert database is not None
+        prepared.ops = changes.write_import_ops(database, _ops(db))
+    return prepared
+
+
+def _ops(db: sqlite_utils.Database) -> Iterator[changes.Encoded]:
+    """The journal's `reader` ops of the prepared rows: one per event (as
+    changes.readers_since), then one per reader changed without a status change."""
+    new = changes.row_json(db.conn, "subscribers", "n")
+    changed = changes.row_json(db.conn, "subscribers", "c")
+    event = changes.row_json(db.conn, "events", "e")
+    rows = db.execute(
+        f"""
+        SELECT json_object('op', 'reader', 'subscriber',
+          json(CASE WHEN n.id IS NOT NULL THEN {new} WHEN c.id IS NOT NULL THEN {changed} END),
+          'events', json_array(json({event})))
+        FROM temp.import_events e
+        LEFT JOIN temp.import_new n ON n.id = e.subscriber_id
+        LEFT JOIN temp.import_changed c ON c.id = e.subscriber_id
+        ORDER BY e.id
+        """)
+    for (text,) in rows:
+        yield changes.Encoded(text)
+    rows = db.execute(
+        f"""
+        SELECT json_object('op', 'reader', 'subscriber', json({changed}), 'events', json('[]'))
+        FROM temp.import_changed c
+        WHERE c.id NOT IN (SELECT subscriber_id FROM temp.import_events) ORDER BY c.id
+        """)
+    for (text,) in rows:
+        yield changes.Encoded(text)
+
+
+def _renamed_ops(db: sqlite_utils.Database) -> Iterator[changes.Encoded]:
+    """After `_merge`: the `reader` ops of the readers it changed without an event (a name,
+    tags, attributes: no status change), so a restore puts those back too."""
+    image = changes.row_json(db.conn, "subscribers", "s")
+    rows = db.execute(
+        f"SELECT json_object('op', 'reader', 'subscriber', json({image}), 'events', "
+        "json('[]')) FROM temp.import_matches m JOIN main.subscribers s ON s.id = m.id "
+        "WHERE m.changed AND m.status IS m.old_status ORDER BY m.id")
+    for (text,) in rows:
+        yield changes.Encoded(text)
+
+
+def _commit_prepared(db: sqlite_utils.Database, prepared: _Prepared) -> bool:
+    """Inside the merge's write transaction: copy the prepared rows in and adopt their
+    journal file; False (nothing written) when the list changed under the snapshot in a way
+    that matters: an id taken, a matched reader changed or erased, an address forgotten."""
+    last_reader, last_event, suppressed = db.execute(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM main.subscribers), "
+        "(SELECT COALESCE(MAX(id), 0) FROM main.events), "
+        "(SELECT count(*) FROM main.suppressions)").fetchone()
+    if (last_reader >= prepared.first_reader or last_event >= prepared.first_event
+            or suppressed != prepared.suppressions):
+        return False
+    image = changes.row_json(db.conn, "subscribers", "s")
+    moved = db.execute(
+        f"SELECT 1 FROM temp.import_matches m LEFT JOIN main.subscribers s ON s.id = m.id "
+        f"WHERE s.id IS NULL OR {image} IS NOT m.image LIMIT 1").fetchone()
+    if moved is not None:
+        return False
+    db.execute("SAVEPOINT import_prepared")
+    try:
+        db.execute("INSERT INTO main.subscribers SELECT * FROM temp.import_new ORDER BY id")
+    except sqlite3.IntegrityError:  # an address of the file signed up meanwhile
+        db.execute("ROLLBACK TO import_prepared")
+        db.execute("RELEASE import_prepared")
+        return False
+    db.execute("RELEASE import_prepared")
+    columns = [row[1] for row in db.execute("PRAGMA main.table_info(subscribers)").fetchall()
+               if row[1] != "id"]
+    db.execute(
+        "UPDATE main.subscribers SET " + ", ".join(f'"{c}" = c."{c}"' for c in columns) + " "
+        "FROM temp.import_changed AS c WHERE main.subscribers.id = c.id")
+    db.execute("INSERT INTO main.events SELECT * FROM temp.import_events ORDER BY id")
+    if prepared.ops is not None:
+        changes.adopt_import_ops(db.conn, prepared.ops)
+    return True
+
+
 def _merge(db: sqlite_utils.Database, summary: ImportSummary, file_name: str,
            welcome: bool = False) -> None:
     """Fold the staged rows into `subscribers` (inside the caller's transaction).
@@ -398,6 +609,13 @@ def _merge(db: sqlite_utils.Database, summary: ImportSummary, file_name: str,
     status changed, source `import` and the file name as the detail.
     """
     now = now_iso()
+    _match(db, summary, now)
+    _merge_matched(db, summary, file_name, welcome, now)
+
+
+def _match(db: sqlite_utils.Database, summary: ImportSummary, now: str) -> None:
+    """temp.import_matches: each existing reader the file names, and what they become under
+    the consent rules (`changed`: anything did); the summary's updated and unchanged."""
     db.execute("DROP TABLE IF EXISTS temp.import_matches")
     # Existing subscribers: compute what each becomes under the consent rules.
     db.execute(
@@ -449,6 +667,10 @@ def _merge(db: sqlite_utils.Database, summary: ImportSummary, file_name: str,
     summary.updated, summary.unchanged = db.execute(
         "SELECT COALESCE(SUM(changed), 0), COALESCE(SUM(NOT changed), 0) FROM temp.import_matches"
     ).fetchone()
+
+
+def _merge_matched(db: sqlite_utils.Database, summary: ImportSummary, file_name: str,
+                   welcome: bool, now: str) -> None:
     db.execute(
         """
         INSERT INTO main.events (subscriber_id, email, kind, status_before, status_after,
@@ -506,4 +728,3 @@ def _merge(db: sqlite_utils.Database, summary: ImportSummary, file_name: str,
             """,
             {"file": file_name, "now": now, "last": last_id},
         )
-    db.execute("DROP TABLE temp.import_matches")

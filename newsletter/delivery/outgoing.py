@@ -130,6 +130,12 @@ class Claimed:
 def claim(db: sqlite_utils.Database) -> Claimed | None:
     """Take the oldest row that is due (and any a dead process left `sending`), or None."""
     now = datetime.now(UTC)
+    # Looked for first without the write lock: polled every second, an empty queue must
+    # not wait on another writer (a long import's merge) nor log "database is locked".
+    if db.execute("SELECT 1 FROM outgoing WHERE (state = 'queued' AND next_at <= ?) OR "
+                  "(state = 'sending' AND updated_at < ?) LIMIT 1",
+                  [_iso(now), _iso(now - timedelta(seconds=STALE_SECONDS))]).fetchone() is None:
+        return None
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
         db.execute("UPDATE outgoing SET state = 'queued' WHERE state = 'sending' AND "

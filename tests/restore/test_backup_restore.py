@@ -416,3 +416,55 @@ def test_a_backup_taken_while_an_import_runs_loses_none_of_it_after_a_restore(
     assert _everything(database) == before
     assert len(_statuses(database)) == rows + 1
     assert _rows(database, "SELECT count(*) FROM events WHERE kind = 'imported'") == [(rows,)]
+
+
+def test_a_lost_journal_moves_the_replaced_databases_requests_aside_too(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    # An unsubscribe journaled while the replaced database was busy belongs to that
+    # database's history: left in place, serve's start (Deferred.recover) would apply it to
+    # the restored one, whose journal no longer says anything about that reader.
+    database = _database(newsletter_dir)
+    _add(cli, "a@example.org", "b@example.org")
+    old = _backup(cli, newsletter_dir, "old.db")
+    _backup(cli, newsletter_dir, "new.db")  # deletes old.db's journal
+    reader_id = _rows(database, "SELECT id FROM subscribers WHERE email = 'b@example.org'")[0][0]
+    conn = sqlite3.connect(database)
+    try:
+        changes.append_request(conn, changes.request_op(
+            subscriber_id=reader_id, email="b@example.org", before="active",
+            after="unsubscribed", kind="unsubscribed", source="one-click", detail="",
+            ip=None, user_agent=None, campaign_id=None, request_id="request:old-1",
+            at="2026-12-07T10:00:00Z"))
+    finally:
+        conn.close()
+    assert changes.requests(database)
+    run = _restore(cli, old)
+    assert "what happened after it is LOST" in run.stdout
+    assert changes.requests(database) == []
+    assert list(changes.journal_dir(database).glob("replaced-*/*.requests.jsonl"))
+    assert _statuses(database) == {"a@example.org": "active", "b@example.org": "active"}
+
+
+def test_an_imports_journal_file_is_replayed_and_a_missing_one_is_said(
+    newsletter_dir: Path, cli: Cli,
+) -> None:
+    database = _database(newsletter_dir)
+    _add(cli, "a@example.org")
+    snapshot = _backup(cli, newsletter_dir)
+    sheet = newsletter_dir / "list.csv"
+    sheet.write_text("email,name\n" + "".join(f"i{n}@example.org,I {n}\n" for n in range(1500)))
+    run = cli("subscribers", "import", str(sheet))
+    assert run.exit_code == 0, run.stderr
+    before = _everything(database)
+    _restore(cli, snapshot)
+    assert _everything(database) == before
+    # The import's own file lost (the journal folder damaged): said, nothing replaced.
+    for path in changes.journal_dir(database).glob("*.import-*.jsonl"):
+        path.unlink()
+    gc.collect()
+    run = cli("restore", str(snapshot))
+    assert run.exit_code != 0
+    assert run.stderr.startswith("Error: the journal file ") and "is missing" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert _everything(database) == before
