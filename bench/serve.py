@@ -357,7 +357,8 @@ def add_subscribers_from(root: Path, first: int, n: int) -> None:
 
 
 def late(root: Path, answered: dict[str, float]) -> int:
-    """Messages sent to a reader in a later second than their answer (sent_at has seconds)."""
+    """Messages started in a later second than their reader's answer (sent_at: when the start
+    was decided, before the check that the reader is still active; it has seconds)."""
     db = store.connect(root / "newsletter.db")
     try:
         n = 0

@@ -191,6 +191,9 @@ class _Outcome:
     errors: list[Exception] = field(default_factory=list)  # what stopped the send, if anything
     # Claimed, but their reader stopped before the message started: (row, status now).
     stopped: list[tuple[DeliveryRow, str]] = field(default_factory=list)
+    # Delivery id → when its start was decided (just before the check that its reader is
+    # still active): its `sent_at`, so an answered unsubscribe orders against it exactly.
+    started: dict[int, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.results or self.untouched or self.errors or self.stopped)
@@ -200,6 +203,7 @@ class _Outcome:
         self.untouched += other.untouched
         self.errors += other.errors
         self.stopped += other.stopped
+        self.started.update(other.started)
 
 
 @dataclass
@@ -542,7 +546,8 @@ class _Dispatcher:
         for row, result in outcome.results:
             match result.outcome:
                 case Outcome.SENT:
-                    sent.append((result.provider_id, stamp, stamp, row.id))
+                    sent.append((result.provider_id, outcome.started.get(row.id, stamp),
+                                 stamp, row.id))
                 case Outcome.FAILED:
                     failed.append((_reason(result.error), stamp, row.id))
                     if means_no_such_address(result.error):
@@ -667,6 +672,9 @@ class _Worker:
         if self.stopping.is_set() or (wait > 0 and self.stopping.wait(wait)):
             outcome.untouched = [row for row, _ in claimed]
             return outcome
+        # Stamped before the check, so a message whose `sent_at` is later than an answer
+        # was checked after it too: that would be a real late message, never a clock artefact.
+        started = now_iso()
         # Right before the batch starts, after the wait: a reader who stopped meanwhile
         # (even a moment ago) is not mailed.
         if self.readers is not None:
@@ -678,6 +686,7 @@ class _Worker:
                 if not claimed:
                     return outcome
         by_key = {m.key: row for row, m in claimed}  # type: ignore[union-attr]
+        outcome.started.update((row.id, started) for row, _ in claimed)
         messages: list[Message] = [m for _, m in claimed]  # type: ignore[misc]
         self.journal.handed(row.id for row, _ in claimed)
         try:

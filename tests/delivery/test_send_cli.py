@@ -124,6 +124,24 @@ def test_second_list_send_is_refused_unless_resend(letter: Path, server: SMTPSer
     assert len(server.received) == 4
 
 
+def test_sent_at_is_when_the_message_started_not_when_its_answer_was_recorded(
+    letter: Path, server: SMTPServer, cli
+) -> None:
+    # "Nobody is mailed after their unsubscribe was answered" is checked against sent_at;
+    # stamped when the answer was recorded, a slow server put it a second after a message
+    # that had started before the unsubscribe, which then looked late.
+    from datetime import UTC, datetime
+
+    add(letter, "slow@example.org")
+    server.delay = 1.2  # the server takes its time to accept
+    assert cli("send", "hello", "--to", "subscribers", "--yes").exit_code == 0
+    (row,) = deliveries(letter)
+    (got,) = server.received
+    began = datetime.fromtimestamp(int(got.started), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row["state"] == "sent"
+    assert row["sent_at"] <= began < row["updated_at"]
+
+
 def test_test_send_goes_only_to_the_addresses_and_does_not_count_as_sent(
     letter: Path, server: SMTPServer, cli
 ) -> None:
