@@ -600,6 +600,11 @@ _RAW_BEGIN = re.compile(r"\{%[-+]?\s*raw\s*-?%\}")
 _RAW_END = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 
 
+def has_template_syntax(body: str) -> bool:
+    """Whether a draft body holds anything Jinja reads (else it renders to itself)."""
+    return any(token in body for token in _TEMPLATE_SYNTAX)
+
+
 def protect_code(markdown: str) -> str:
     """Wrap code blocks and code spans holding `{{`/`{%` in {% raw %}: code is never a template.
 
@@ -610,7 +615,7 @@ def protect_code(markdown: str) -> str:
     inside one is literal already, and a second raw tag there would end the
     writer's block early (its `{% endraw %}` then an unknown tag).
     """
-    if not any(token in markdown for token in _TEMPLATE_SYNTAX):
+    if not has_template_syntax(markdown):
         return markdown
     lines = markdown.split("\n")
     out: list[str] = []

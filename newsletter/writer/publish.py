@@ -467,6 +467,10 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
 # --- publishing only what changed ------------------------------------------------------------
 
 
+def _text_key(path: Path, text: str) -> str:
+    return hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()
+
+
 def _digest_of(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -563,12 +567,15 @@ class _Cache:
         self.outputs: dict[str, str] = {}
         self.drafts: dict[str, Any] = {}
         self.texts: dict[Path, str] = {}  # draft → the hash of its path and text
+        # draft → its front matter, for `_issue` to render it without reading the YAML again
+        # (taken there, so memory holds only those not rendered yet).
+        self.metas: dict[Path, dict[str, Any]] = {}
 
     def parse(self, path: Path, text: str) -> Draft:
         """`parse_draft`, but a draft whose text the last publish parsed is not parsed again
         (YAML front matter was most of an unchanged publish's time). What choose_issues and
         `_issue` read of it is all it holds: a changed draft is parsed in full again."""
-        key = hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()
+        key = _text_key(path, text)
         self.texts[path] = key
         known = self.old_drafts.get(key)
         if known is not None:
@@ -580,6 +587,7 @@ class _Cache:
         # The text and body are dropped: a page is made from the file, parsed again then,
         # and 10,000 drafts held whole would be most of publish's memory.
         draft = replace(parse_draft(path, text), body="", text="")
+        self.metas[path] = draft.meta
         extra = {k: draft.extra[k] for k in ("publish", "sent") if k in draft.extra}
         # Without a date in the front matter or the file name, a draft is dated today.
         dated = "date" in draft.meta or date_from_path(path) is not None
@@ -731,7 +739,7 @@ def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache
                          meta["hash"], old["key"], str(choice.path))
         return item, list(old["outputs"])
 
-    issue = build_issue(settings, choice.path, inline=False)  # the email's html is not used
+    issue = _build_for_web(settings, choice.path, cache)
     outputs: list[str] = []
     assets = []
     # The email links its images at their own paths under base_url: serve those too.
@@ -764,10 +772,23 @@ def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache
     return item, outputs
 
 
+def _build_for_web(settings: Settings, path: Path, cache: _Cache | None = None) -> Issue:
+    """The issue's web content (no email layout, inlining or plain text: pages do not use
+    them), from the front matter choose_issues parsed when the file still holds that text."""
+    meta = cache.metas.pop(path, None) if cache is not None else None
+    if meta is None or cache is None:
+        return build_issue(settings, path, web=True)
+    text = read_text(path)
+    if _text_key(path, text) != cache.texts.get(path):
+        return build_issue(settings, path, web=True)  # edited since: parsed in full again
+    return build_issue(settings, path, web=True, parsed=parse_draft(path, text, meta=meta),
+                       text=text)
+
+
 def _rebuild_content(settings: Settings, options: PublishSettings, env: Any,
                      item: _Item) -> str:
     """A cached issue's body for a feed that has to be written again."""
-    issue = build_issue(settings, Path(item.path), inline=False)
+    issue = _build_for_web(settings, Path(item.path))
     draft = issue.draft
     assert draft is not None  # build_issue always parses one
     return render_web_page(settings, issue, draft, options=options, env=env,
@@ -794,7 +815,7 @@ def publish_issue(settings: Settings, path: Path, *, unlisted: bool = False) -> 
         raise ConfigError("publishing an issue needs [newsletter] base_url in newsletter.toml")
     out = (settings.root / settings.publish.out).absolute()
     listed = set(_read_manifest(out)["files"])
-    issue = build_issue(settings, path, inline=False)
+    issue = build_issue(settings, path, web=True)
     files: dict[str, bytes] = {rel: source.read_bytes() for rel, source in issue.assets}
     if issue.web_url and issue.draft is not None and f"{issue.slug}/index.html" not in listed:
         page = render_web_page(settings, issue, issue.draft, page_base=issue.web_url)
