@@ -142,7 +142,7 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True, web: bo
     body_md = parsed.body
     if layouts.has_template_syntax(body_md):
         body_env = layouts.make_environment(None, autoescape=False, markdown=True)
-        body_template = layouts.compile_string(
+        body_template, body_text = layouts.compile_body(
             body_env,
             layouts.protect_code(parsed.body),
             filename=str(draft),
@@ -150,7 +150,7 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True, web: bo
         )
         body_md = layouts.render_template(
             body_template,
-            {**context, "issue": layouts.namespace("issue", **issue_vars)},
+            {**context, **body_text, "issue": layouts.namespace("issue", **issue_vars)},
             where=str(draft),
             line_offset=parsed.body_line - 1,
         )
