@@ -563,7 +563,8 @@ class _Cache:
     Kept beside the newsletter (.newsletter-cache/publish-<folder>.json), not in the site:
     the manifest is the site's history (ids, dates, files); this is only a shortcut, and
     losing it costs one full render. Per issue: the sha256 of its draft and of each image
-    it uses, and the files it made (with their sizes, to see one deleted or replaced). Per
+    it uses, and the files it made (with their sizes and mtime_ns, to see one deleted,
+    replaced or edited by hand, even to the same size). Per
     index, sitemap and feed: a digest of what it lists. Both include `site`, the digest of
     what every page reads (`_site_digest`). The cache holds only when the manifest is the
     one it was saved with.
@@ -617,23 +618,25 @@ class _Cache:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             data = {}  # no cache (or a damaged one): everything renders, nothing is lost
-        usable = (isinstance(data, dict) and data.get("version") == 1
+        usable = (isinstance(data, dict) and data.get("version") == 2
                   and data.get("out") == str(out) and data.get("site") == site
                   and data.get("manifest") == _file_digest(out / MANIFEST))
         return cls(path, out, site, data if usable else {})
 
-    def sizes_hold(self, sizes: dict[str, int]) -> bool:
-        for rel, size in sizes.items():
-            try:
-                if (self.out / rel).stat().st_size != size:
-                    return False
-            except OSError:
-                return False
-        return True
+    def stamps_hold(self, stamps: dict[str, list[int]]) -> bool:
+        """Each file is as the last publish left it: same size and mtime_ns."""
+        return all(self.stamp(rel) == stamp for rel, stamp in stamps.items())
+
+    def stamp(self, rel: str) -> list[int]:
+        try:
+            st = (self.out / rel).stat()
+        except OSError:
+            return [-1, -1]  # gone: holds nothing
+        return [st.st_size, st.st_mtime_ns]
 
     def fresh_output(self, rel: str, key: str) -> bool:
         old = self.old_outputs.get(rel)
-        if old is None or old[0] != key or not self.sizes_hold({rel: old[1]}):
+        if old is None or old[0] != key or not self.stamps_hold({rel: old[1]}):
             return False
         self.outputs[rel] = key
         return True
@@ -645,17 +648,19 @@ class _Cache:
             return None
         if any(_file_digest(src) != digest for _, src, digest in old["assets"]):
             return None
-        if not self.sizes_hold(old["outputs"]):
+        if not self.stamps_hold(old["outputs"]):
             return None
         return old
 
-    def save(self, sizes: dict[str, int], manifest: bytes) -> None:
+    def save(self, files: Iterable[str], manifest: bytes) -> None:
+        """Keep what was rendered, with each file's size and mtime_ns as written now."""
+        stamps = {rel: self.stamp(rel) for rel in files}
         for record in self.issues.values():
-            record["outputs"] = {rel: sizes[rel] for rel in record["outputs"]}
-        data = {"version": 1, "out": str(self.out), "site": self.site,
+            record["outputs"] = {rel: stamps[rel] for rel in record["outputs"]}
+        data = {"version": 2, "out": str(self.out), "site": self.site,
                 "manifest": hashlib.sha256(manifest).hexdigest(), "issues": self.issues,
                 "drafts": self.drafts,
-                "outputs": {rel: [key, sizes[rel]] for rel, key in self.outputs.items()}}
+                "outputs": {rel: [key, stamps[rel]] for rel, key in self.outputs.items()}}
         try:
             self.path.parent.mkdir(exist_ok=True)
             # Derived, and rebuilt by any publish: never committed with the newsletter.
