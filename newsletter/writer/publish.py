@@ -914,7 +914,8 @@ def _start_pool(settings: Settings, options: PublishSettings, cache: _Cache,
         if old is None or old["hash"] != cache.texts[choice.path]:
             jobs.append(_job(cache, choice, pages < options.feed_entries))
         pages += choice.page
-    if workers < 2 or len(jobs) < PARALLEL_FROM:
+    # A daemonic process (one a pool started) may not start processes of its own.
+    if workers < 2 or len(jobs) < PARALLEL_FROM or multiprocessing.current_process().daemon:
         for path, meta, *_ in jobs:  # rendered here, from the front matter already read
             if meta is not None:
                 cache.metas[path] = meta
