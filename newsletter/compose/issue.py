@@ -79,17 +79,22 @@ class Issue:
     prepared: Any = field(default=None, repr=False, compare=False)
 
 
-def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issue:
+def build_issue(settings: Settings, draft: Path, *, inline: bool = True, web: bool = False,
+                parsed: Draft | None = None, text: str | None = None) -> Issue:
     """Parse, render Markdown, apply the layout and inline CSS, once.
 
     `inline=False` skips premailer (half the cost) for callers that use only
-    `Issue.content`, like `publish`; such an Issue's html is not for sending.
+    `Issue.content`; `web=True` also skips the email's layouts and plain text, for
+    `publish`, whose page is the web layout around `Issue.content`: such an Issue's html
+    and text are empty, and it is not for sending. `parsed` and `text` are the draft
+    as the caller read and parsed it already (both or neither).
 
     Raises ContentError (naming file and line) for broken front matter, an
     unknown template variable, a missing image, …
     """
-    text = read_text(draft)
-    parsed = parse_draft(draft, text)
+    if parsed is None or text is None:
+        text = read_text(draft)
+        parsed = parse_draft(draft, text)
     parsed.topics = check_topics(parsed, settings.web.topics)  # an unknown topic is an error
     slots = layouts.Slots(avoid=text)
     # The issue's page in the archive `newsletter publish` writes (site/<slug>/index.html);
@@ -131,25 +136,37 @@ def build_issue(settings: Settings, draft: Path, *, inline: bool = True) -> Issu
         "web_url": web_url,
     }
 
-    # The body is a template too, so a draft may say {{ subscriber.name }}.
-    body_env = layouts.make_environment(None, autoescape=False, markdown=True)
-    body_template = layouts.compile_string(
-        body_env,
-        layouts.protect_code(parsed.body),
-        filename=str(draft),
-        line_offset=parsed.body_line - 1,
-    )
-    body_md = layouts.render_template(
-        body_template,
-        {**context, "issue": layouts.namespace("issue", **issue_vars)},
-        where=str(draft),
-        line_offset=parsed.body_line - 1,
-    )
+    # The body is a template too, so a draft may say {{ subscriber.name }}. One without
+    # template syntax renders to itself (keep_trailing_newline, no line statements):
+    # compiling it would cost more than its Markdown.
+    body_md = parsed.body
+    if layouts.has_template_syntax(body_md):
+        body_env = layouts.make_environment(None, autoescape=False, markdown=True)
+        body_template, body_text = layouts.compile_body(
+            body_env,
+            layouts.protect_code(parsed.body),
+            filename=str(draft),
+            line_offset=parsed.body_line - 1,
+        )
+        body_md = layouts.render_template(
+            body_template,
+            {**context, **body_text, "issue": layouts.namespace("issue", **issue_vars)},
+            where=str(draft),
+            line_offset=parsed.body_line - 1,
+        )
     if parsed.paragraphs == "lines":
         # After Jinja, so template errors keep the draft's line numbers.
         body_md = lines_to_paragraphs(body_md)
     fragment = render_markdown(body_md)
     fragment, attachments, assets = resolve_urls(settings, parsed, fragment, slots.prefix)
+
+    if web:
+        return Issue(
+            source=draft, slug=parsed.slug, title=parsed.title, subject=parsed.subject,
+            preheader=parsed.preheader, date=parsed.date, html="", text="",
+            attachments=tuple(attachments), web_url=web_url, draft=parsed,
+            slots=dict(slots.by_marker), assets=tuple(assets), content=fragment,
+        )
 
     layout_name = parsed.layout or settings.layout
     env = layouts.make_environment(settings.layouts_dir)

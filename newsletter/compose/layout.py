@@ -53,6 +53,7 @@ from urllib.parse import quote
 
 import jinja2
 from jinja2 import filters as jinja_filters
+from markupsafe import Markup
 
 from newsletter.errors import ContentError
 
@@ -600,6 +601,11 @@ _RAW_BEGIN = re.compile(r"\{%[-+]?\s*raw\s*-?%\}")
 _RAW_END = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 
 
+def has_template_syntax(body: str) -> bool:
+    """Whether a draft body holds anything Jinja reads (else it renders to itself)."""
+    return any(token in body for token in _TEMPLATE_SYNTAX)
+
+
 def protect_code(markdown: str) -> str:
     """Wrap code blocks and code spans holding `{{`/`{%` in {% raw %}: code is never a template.
 
@@ -610,7 +616,7 @@ def protect_code(markdown: str) -> str:
     inside one is literal already, and a second raw tag there would end the
     writer's block early (its `{% endraw %}` then an unknown tag).
     """
-    if not any(token in markdown for token in _TEMPLATE_SYNTAX):
+    if not has_template_syntax(markdown):
         return markdown
     lines = markdown.split("\n")
     out: list[str] = []
@@ -701,6 +707,60 @@ def compile_string(
             f"{exc.message} (write {{% raw %}}…{{% endraw %}} around literal {{{{ }}}})"
         ) from None
     return env.template_class.from_code(env, code, env.make_globals(None))
+
+
+BODY_TEXT = "_newsletter_body_text"  # the context variable compile_body's templates read
+_SKELETONS: dict[tuple[jinja2.Environment, str], jinja2.Template] = {}
+_SKELETONS_KEPT = 256
+_SKELETONS_LOCK = threading.Lock()
+
+
+def compile_body(
+    env: jinja2.Environment, source: str, *, filename: str, line_offset: int = 0
+) -> tuple[jinja2.Template, dict[str, Any]]:
+    """A draft body's template and the context it needs besides the usual variables.
+
+    Compiling a template costs milliseconds however little of it is template code, and
+    drafts share their template code (`Hello {{ subscriber.name | default("…") }},`) but
+    not their text. So the text between tags is swapped for `{{ BODY_TEXT[i] }}` (with the
+    text's line breaks, so lines and errors stay where they were) and the template is
+    compiled once per distinct code. The text goes in as Markup: never escaped, also
+    inside `{% autoescape %}`. When Jinja's tokens do not add up to the source (whitespace
+    control trimmed some text), the body is compiled as it is.
+    """
+    try:
+        tokens = list(env.lex(source))
+    except jinja2.TemplateSyntaxError:
+        tokens = []  # compile_string says where
+    text: list[Markup] = []
+    whole: list[str] = []
+    skeleton: list[str] = []
+    for _, kind, value in tokens:
+        whole.append(value)
+        if kind == "data":
+            skeleton.append(f"{{{{ {BODY_TEXT}[{len(text)}]{chr(10) * value.count(chr(10))} }}}}")
+            text.append(Markup(value))
+        elif kind in ("raw_begin", "raw_end"):
+            if "\n" in value:
+                whole.append("\0")  # a raw tag over lines: not worth a special case
+        else:
+            skeleton.append(value)
+    if not tokens or "".join(whole) != source:
+        return compile_string(env, source, filename=filename, line_offset=line_offset), {}
+    code = "".join(skeleton)
+    key = (env, code)
+    with _SKELETONS_LOCK:
+        template = _SKELETONS.get(key)
+    if template is None:
+        try:
+            template = compile_string(env, code, filename=filename, line_offset=line_offset)
+        except ContentError:  # said as the source has it
+            return compile_string(env, source, filename=filename, line_offset=line_offset), {}
+        with _SKELETONS_LOCK:
+            _SKELETONS[key] = template
+            while len(_SKELETONS) > _SKELETONS_KEPT:  # drop the oldest
+                del _SKELETONS[next(iter(_SKELETONS))]
+    return template, {BODY_TEXT: text}
 
 
 _NAMESPACES: dict[str, type] = {}

@@ -35,10 +35,14 @@ import contextlib
 import hashlib
 import html as html_lib
 import json
+import multiprocessing
 import os
 import re
+import threading
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from email.utils import format_datetime, parseaddr
@@ -367,10 +371,12 @@ def _tag_id(base_url: str, day: date, slug: str) -> str:
 
 
 def publish(settings: Settings, out: Path | None = None, *, now: datetime | None = None,
-            include: Collection[Path] = ()) -> PublishResult:
+            include: Collection[Path] = (), workers: int | None = None) -> PublishResult:
     """Write the static site to `out` ([publish] out, default site/); see the module docstring.
 
-    `include`: drafts published as if sent already (see `publish_issue`).
+    `include`: drafts published as if sent already (see `publish_issue`). `workers`:
+    processes that render pages when many are new (default: one per core; 1 renders all
+    here), with the same bytes either way.
 
     Everything is rendered before anything changes in the site (new bytes wait in
     temporary files beside their targets), so a broken draft or layout leaves the site as
@@ -393,14 +399,17 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
     chosen, warnings = choose_issues(settings, include, parse=cache.parse)
     staged = _Staged(out)
     env = layouts.make_environment(settings.layouts_dir)
+    pool = None
     try:
+        pool = _start_pool(settings, options, cache, chosen, workers)
         files: set[str] = set()
         entries: dict[str, Any] = {}
         items: list[_Item] = []
         for choice in chosen:
             # Only the feeds' entries keep their content: memory stays flat with the archive.
             in_feeds = len(items) < options.feed_entries
-            item, outputs = _issue(settings, options, env, cache, staged, choice, in_feeds)
+            item, outputs = _issue(settings, options, env, cache, staged, choice, in_feeds,
+                                   pool)
             files.update(outputs)
             slug = choice.draft.slug
             if item is None:  # sent but `publish: false`: no page, its email's images stay
@@ -459,12 +468,18 @@ def publish(settings: Settings, out: Path | None = None, *, now: datetime | None
             f"cannot write {exc.filename or out}: {exc.strerror or exc}: pass another --out"
         ) from None
     finally:
+        if pool is not None:
+            pool.close()
         staged.discard()
     result.written, result.unchanged = written, unchanged
     return result
 
 
 # --- publishing only what changed ------------------------------------------------------------
+
+
+def _text_key(path: Path, text: str) -> str:
+    return hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()
 
 
 def _digest_of(value: Any) -> str:
@@ -548,7 +563,8 @@ class _Cache:
     Kept beside the newsletter (.newsletter-cache/publish-<folder>.json), not in the site:
     the manifest is the site's history (ids, dates, files); this is only a shortcut, and
     losing it costs one full render. Per issue: the sha256 of its draft and of each image
-    it uses, and the files it made (with their sizes, to see one deleted or replaced). Per
+    it uses, and the files it made (with their sizes and mtime_ns, to see one deleted,
+    replaced or edited by hand, even to the same size). Per
     index, sitemap and feed: a digest of what it lists. Both include `site`, the digest of
     what every page reads (`_site_digest`). The cache holds only when the manifest is the
     one it was saved with.
@@ -563,12 +579,15 @@ class _Cache:
         self.outputs: dict[str, str] = {}
         self.drafts: dict[str, Any] = {}
         self.texts: dict[Path, str] = {}  # draft → the hash of its path and text
+        # draft → its front matter, for `_issue` to render it without reading the YAML again
+        # (taken there, so memory holds only those not rendered yet).
+        self.metas: dict[Path, dict[str, Any]] = {}
 
     def parse(self, path: Path, text: str) -> Draft:
         """`parse_draft`, but a draft whose text the last publish parsed is not parsed again
         (YAML front matter was most of an unchanged publish's time). What choose_issues and
         `_issue` read of it is all it holds: a changed draft is parsed in full again."""
-        key = hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()
+        key = _text_key(path, text)
         self.texts[path] = key
         known = self.old_drafts.get(key)
         if known is not None:
@@ -580,6 +599,7 @@ class _Cache:
         # The text and body are dropped: a page is made from the file, parsed again then,
         # and 10,000 drafts held whole would be most of publish's memory.
         draft = replace(parse_draft(path, text), body="", text="")
+        self.metas[path] = draft.meta
         extra = {k: draft.extra[k] for k in ("publish", "sent") if k in draft.extra}
         # Without a date in the front matter or the file name, a draft is dated today.
         dated = "date" in draft.meta or date_from_path(path) is not None
@@ -598,23 +618,25 @@ class _Cache:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             data = {}  # no cache (or a damaged one): everything renders, nothing is lost
-        usable = (isinstance(data, dict) and data.get("version") == 1
+        usable = (isinstance(data, dict) and data.get("version") == 2
                   and data.get("out") == str(out) and data.get("site") == site
                   and data.get("manifest") == _file_digest(out / MANIFEST))
         return cls(path, out, site, data if usable else {})
 
-    def sizes_hold(self, sizes: dict[str, int]) -> bool:
-        for rel, size in sizes.items():
-            try:
-                if (self.out / rel).stat().st_size != size:
-                    return False
-            except OSError:
-                return False
-        return True
+    def stamps_hold(self, stamps: dict[str, list[int]]) -> bool:
+        """Each file is as the last publish left it: same size and mtime_ns."""
+        return all(self.stamp(rel) == stamp for rel, stamp in stamps.items())
+
+    def stamp(self, rel: str) -> list[int]:
+        try:
+            st = (self.out / rel).stat()
+        except OSError:
+            return [-1, -1]  # gone: holds nothing
+        return [st.st_size, st.st_mtime_ns]
 
     def fresh_output(self, rel: str, key: str) -> bool:
         old = self.old_outputs.get(rel)
-        if old is None or old[0] != key or not self.sizes_hold({rel: old[1]}):
+        if old is None or old[0] != key or not self.stamps_hold({rel: old[1]}):
             return False
         self.outputs[rel] = key
         return True
@@ -626,17 +648,19 @@ class _Cache:
             return None
         if any(_file_digest(src) != digest for _, src, digest in old["assets"]):
             return None
-        if not self.sizes_hold(old["outputs"]):
+        if not self.stamps_hold(old["outputs"]):
             return None
         return old
 
-    def save(self, sizes: dict[str, int], manifest: bytes) -> None:
+    def save(self, files: Iterable[str], manifest: bytes) -> None:
+        """Keep what was rendered, with each file's size and mtime_ns as written now."""
+        stamps = {rel: self.stamp(rel) for rel in files}
         for record in self.issues.values():
-            record["outputs"] = {rel: sizes[rel] for rel in record["outputs"]}
-        data = {"version": 1, "out": str(self.out), "site": self.site,
+            record["outputs"] = {rel: stamps[rel] for rel in record["outputs"]}
+        data = {"version": 2, "out": str(self.out), "site": self.site,
                 "manifest": hashlib.sha256(manifest).hexdigest(), "issues": self.issues,
                 "drafts": self.drafts,
-                "outputs": {rel: [key, sizes[rel]] for rel, key in self.outputs.items()}}
+                "outputs": {rel: [key, stamps[rel]] for rel, key in self.outputs.items()}}
         try:
             self.path.parent.mkdir(exist_ok=True)
             # Derived, and rebuilt by any publish: never committed with the newsletter.
@@ -711,10 +735,11 @@ class _Staged:
 
 
 def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache,
-           staged: _Staged, choice: Chosen, in_feeds: bool,
+           staged: _Staged, choice: Chosen, in_feeds: bool, pool: _Pool | None = None,
            ) -> tuple[_Item | None, list[str]]:
     """One issue's files (page, images, the email's images): from the cache when nothing
-    it reads changed, else rendered and staged. Its item (None without a page) and files."""
+    it reads changed, else rendered (by the pool when it has it) and staged. Its item
+    (None without a page) and files."""
     # The draft's text as choose_issues read it (front matter included) decides its page.
     draft_hash = cache.texts[choice.path]
     slug = choice.draft.slug
@@ -731,43 +756,177 @@ def _issue(settings: Settings, options: PublishSettings, env: Any, cache: _Cache
                          meta["hash"], old["key"], str(choice.path))
         return item, list(old["outputs"])
 
-    issue = build_issue(settings, choice.path, inline=False)  # the email's html is not used
+    rendered = pool.take(choice.path) if pool is not None else None
+    if rendered is None:
+        rendered = _render(settings, options, env, _job(cache, choice, in_feeds))
     outputs: list[str] = []
     assets = []
     # The email links its images at their own paths under base_url: serve those too.
-    for rel, source in issue.assets:
-        data = source.read_bytes()
+    for rel, source, data in rendered.assets:
         staged.put(rel, data)
         outputs.append(rel)
-        assets.append([rel, str(source), hashlib.sha256(data).hexdigest()])
+        assets.append([rel, source, hashlib.sha256(data).hexdigest()])
     key = _digest_of([draft_hash, assets])
     record: dict[str, Any] = {"draft": str(choice.path), "hash": draft_hash, "assets": assets,
                               "page": choice.page, "key": key}
     item = None
-    if choice.page:
-        draft = issue.draft
-        assert draft is not None  # build_issue always parses one (choice.draft may be cached)
-        page = render_web_page(settings, issue, draft, options=options, env=env,
-                               page_base=issue.web_url)
-        body = page.html.encode("utf-8")
+    if rendered.page is not None:
+        body = rendered.page
         staged.put(f"{slug}/index.html", body)
         outputs.append(f"{slug}/index.html")
-        for name, data in page.images.items():
+        for name, data in rendered.images.items():
             staged.put(f"{slug}/{name}", data)
             outputs.append(f"{slug}/{name}")
-        item = _Item(slug, issue.title, issue.date, issue.preheader, issue.web_url or "",
-                     excerpt(issue), page.image, hashlib.sha256(body).hexdigest(), key,
-                     str(choice.path), content=page.content if in_feeds else None)
+        item = _Item(slug, rendered.title, rendered.date, rendered.preheader, rendered.web_url,
+                     rendered.excerpt, rendered.image, hashlib.sha256(body).hexdigest(), key,
+                     str(choice.path), content=rendered.content)
         record["meta"] = item.meta()
     record["outputs"] = outputs
     cache.issues[slug] = record
     return item, outputs
 
 
+@dataclass
+class _Rendered:
+    """One issue rendered for the web: what `_issue` stages and lists (made by `_render`,
+    here or in a worker process)."""
+
+    assets: list[tuple[str, str, bytes]]  # the email's images: path under base_url, file, bytes
+    page: bytes | None  # None for an issue without a page (`publish: false`)
+    images: dict[str, bytes]  # beside the page
+    title: str = ""
+    date: date = date.min
+    preheader: str = ""
+    web_url: str = ""
+    excerpt: str = ""
+    image: str | None = None
+    content: str | None = None  # only for an issue the feeds carry
+
+
+# What _render needs of a draft: its path, its front matter and text key as choose_issues
+# read them (or None), whether it has a page, whether the feeds carry it.
+_Job = tuple[Path, dict[str, Any] | None, str, bool, bool]
+
+
+def _job(cache: _Cache, choice: Chosen, in_feeds: bool) -> _Job:
+    return (choice.path, cache.metas.pop(choice.path, None), cache.texts[choice.path],
+            choice.page, in_feeds)
+
+
+def _render(settings: Settings, options: PublishSettings, env: Any, job: _Job) -> _Rendered:
+    path, meta, text_key, has_page, in_feeds = job
+    issue = _build_for_web(settings, path, meta, text_key)
+    assets = [(rel, str(source), source.read_bytes()) for rel, source in issue.assets]
+    if not has_page:
+        return _Rendered(assets, None, {})
+    draft = issue.draft
+    assert draft is not None  # build_issue always parses one
+    page = render_web_page(settings, issue, draft, options=options, env=env,
+                           page_base=issue.web_url)
+    return _Rendered(assets, page.html.encode("utf-8"), page.images, issue.title, issue.date,
+                     issue.preheader, issue.web_url or "", excerpt(issue), page.image,
+                     page.content if in_feeds else None)
+
+
+def _build_for_web(settings: Settings, path: Path, meta: dict[str, Any] | None = None,
+                   text_key: str | None = None) -> Issue:
+    """The issue's web content (no email layout, inlining or plain text: pages do not use
+    them), from the front matter choose_issues parsed when the file still holds that text."""
+    if meta is None or text_key is None:
+        return build_issue(settings, path, web=True)
+    text = read_text(path)
+    if _text_key(path, text) != text_key:
+        return build_issue(settings, path, web=True)  # edited since: parsed in full again
+    return build_issue(settings, path, web=True, parsed=parse_draft(path, text, meta=meta),
+                       text=text)
+
+
+PARALLEL_FROM = 40  # pages to render before a pool of processes pays for starting
+
+
+def _workers() -> int:
+    return min(len(os.sched_getaffinity(0)), 8)
+
+
+_WORKER: tuple[Settings, PublishSettings] | None = None
+
+
+def _worker_start(settings: Settings, options: PublishSettings) -> None:
+    global _WORKER
+    _WORKER = (settings, options)
+
+
+def _worker_render(job: _Job) -> _Rendered:
+    assert _WORKER is not None  # set by the pool's initializer
+    settings, options = _WORKER
+    return _render(settings, options, layouts.make_environment(settings.layouts_dir), job)
+
+
+class _Pool:
+    """Renders the pages a first (or complete) publish needs on every core.
+
+    Results are taken in publish's own order, so the site is written exactly as by one
+    process. A window of jobs is in flight, not all of them: memory stays flat with the
+    archive. Forked workers inherit the compiled layouts; a process with other threads
+    running (a send) spawns them instead, as forking there can deadlock.
+    """
+
+    WINDOW = 32
+
+    def __init__(self, settings: Settings, options: PublishSettings, jobs: list[_Job],
+                 workers: int):
+        context = multiprocessing.get_context(
+            "fork" if threading.active_count() == 1 else "spawn")
+        self.executor = ProcessPoolExecutor(workers, mp_context=context,
+                                            initializer=_worker_start,
+                                            initargs=(settings, options))
+        self.jobs = iter(jobs)
+        self.queue: deque[tuple[Path, Future[_Rendered]]] = deque()
+        for _ in range(self.WINDOW):
+            self._submit()
+
+    def _submit(self) -> None:
+        job = next(self.jobs, None)
+        if job is not None:
+            self.queue.append((job[0], self.executor.submit(_worker_render, job)))
+
+    def take(self, path: Path) -> _Rendered | None:
+        """The next result when it is `path`'s; None (render it here) otherwise."""
+        if not self.queue or self.queue[0][0] != path:
+            return None
+        _, future = self.queue.popleft()
+        self._submit()
+        return future.result()  # a worker's ContentError is raised here, as it would be
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_pool(settings: Settings, options: PublishSettings, cache: _Cache,
+                chosen: list[Chosen], workers: int | None) -> _Pool | None:
+    """A pool for the drafts the cache knows nothing of (their pages must be rendered),
+    when there are enough of them and more than one core; else None."""
+    workers = _workers() if workers is None else workers
+    pages = 0
+    jobs: list[_Job] = []
+    for choice in chosen:
+        old = cache.old_issues.get(choice.draft.slug)
+        if old is None or old["hash"] != cache.texts[choice.path]:
+            jobs.append(_job(cache, choice, pages < options.feed_entries))
+        pages += choice.page
+    # A daemonic process (one a pool started) may not start processes of its own.
+    if workers < 2 or len(jobs) < PARALLEL_FROM or multiprocessing.current_process().daemon:
+        for path, meta, *_ in jobs:  # rendered here, from the front matter already read
+            if meta is not None:
+                cache.metas[path] = meta
+        return None
+    return _Pool(settings, options, jobs, workers)
+
+
 def _rebuild_content(settings: Settings, options: PublishSettings, env: Any,
                      item: _Item) -> str:
     """A cached issue's body for a feed that has to be written again."""
-    issue = build_issue(settings, Path(item.path), inline=False)
+    issue = _build_for_web(settings, Path(item.path))
     draft = issue.draft
     assert draft is not None  # build_issue always parses one
     return render_web_page(settings, issue, draft, options=options, env=env,
@@ -794,7 +953,7 @@ def publish_issue(settings: Settings, path: Path, *, unlisted: bool = False) -> 
         raise ConfigError("publishing an issue needs [newsletter] base_url in newsletter.toml")
     out = (settings.root / settings.publish.out).absolute()
     listed = set(_read_manifest(out)["files"])
-    issue = build_issue(settings, path, inline=False)
+    issue = build_issue(settings, path, web=True)
     files: dict[str, bytes] = {rel: source.read_bytes() for rel, source in issue.assets}
     if issue.web_url and issue.draft is not None and f"{issue.slug}/index.html" not in listed:
         page = render_web_page(settings, issue, issue.draft, page_base=issue.web_url)
