@@ -368,8 +368,8 @@ class Unsubscribes:
             # Behind requests already waiting for the lock, or the lock not had within
             # LOCK_WAIT (an import's merge, a backup): journaled, answered, applied later.
             if later.waiting() or not _begin_soon(db):
-                for reader, origin, detail, campaign_id in todo.values():
-                    later.add(db, reader, "unsubscribed", origin, detail, campaign_id)
+                later.add_many(db, [(reader, "unsubscribed", origin, detail, campaign_id)
+                                    for reader, origin, detail, campaign_id in todo.values()])
                 return [replace(r, status="unsubscribed") if r is not None and r.id in todo
                         else r for r in results]
             with db.conn, changes.one_fsync(db.conn):  # commits the BEGIN _begin_soon made
@@ -427,17 +427,29 @@ class Deferred:
 
     def add(self, db: sqlite_utils.Database, reader: Subscriber, status: str, origin: Origin,
             detail: str, campaign_id: int | None) -> None:
-        op = changes.request_op(
-            subscriber_id=reader.id, email=reader.email, before=reader.status, after=status,
-            kind=status, source=origin.source, detail=detail, ip=origin.ip,
-            user_agent=origin.user_agent, campaign_id=campaign_id,
-            request_id=f"request:{uuid.uuid4()}", at=now_iso())
+        self.add_many(db, [(reader, status, origin, detail, campaign_id)])
+
+    def add_many(self, db: sqlite_utils.Database,
+                 asked: list[tuple[Subscriber, str, Origin, str, int | None]]) -> None:
+        """`add` each (reader, status, origin, detail, campaign), with one fsync for all:
+        during a big import an fsync waits behind its writes, one per request queued them."""
+        at = now_iso()
         with self.lock:  # in journal order
-            if any(q["subscriber_id"] == reader.id and q["after"] == status
-                   for q in self.queue):
-                return  # asked twice while busy: once is enough
-            changes.append_request(db.conn, op)
-            self.queue.append(op)
+            queued = {(q["subscriber_id"], q["after"]) for q in self.queue}
+            ops = []
+            for reader, status, origin, detail, campaign_id in asked:
+                if (reader.id, status) in queued:
+                    continue  # asked twice while busy: once is enough
+                queued.add((reader.id, status))
+                ops.append(changes.request_op(
+                    subscriber_id=reader.id, email=reader.email, before=reader.status,
+                    after=status, kind=status, source=origin.source, detail=detail,
+                    ip=origin.ip, user_agent=origin.user_agent, campaign_id=campaign_id,
+                    request_id=f"request:{uuid.uuid4()}", at=at))
+            if not ops:
+                return
+            changes.append_requests(db.conn, ops)
+            self.queue += ops
         self._start()
 
     def recover(self) -> int:

@@ -168,6 +168,30 @@ def test_a_group_is_one_transaction_and_its_journal_lines_are_written_together(
     assert len(_journal_lines(settings.database)) == before + 2
 
 
+def test_a_group_while_another_writer_holds_the_lock_is_journaled_once_each_then_applied(
+        letter) -> None:  # noqa: ANN001
+    settings, db, maker = letter
+    writer = reader_status.Unsubscribes(settings, maker, threading.Lock())
+    origin = Origin("one-click", "192.0.2.1")
+    group = [(maker.make(f"r{i}@example.com"), origin, "d", None) for i in (1, 2, 1)]
+    holder = connect(settings.database)
+    holder.execute("BEGIN IMMEDIATE")  # a long import's merge
+    try:
+        readers = writer.apply(db, group)
+        again = writer.apply(db, group[:1])  # asked again, still busy
+        lines = changes.requests_path(settings.database, 0).read_text().splitlines()
+        asked = [json.loads(line)["ops"][0]["email"] for line in lines]
+    finally:
+        holder.conn.rollback()
+        holder.conn.close()
+    assert [r.status for r in readers + again] == ["unsubscribed"] * 4
+    assert asked == ["r1@example.com", "r2@example.com"]  # durable before the answer, once each
+    later = reader_status.deferred(db)
+    wait_for(lambda: not later.waiting(), 10, "the journaled requests to be applied")
+    assert db.execute("SELECT email FROM subscribers WHERE status = 'unsubscribed' "
+                      "ORDER BY email").fetchall() == [("r1@example.com",), ("r2@example.com",)]
+
+
 def test_one_fsync_holds_the_lines_until_the_group_ends_and_writes_none_on_error(
         letter) -> None:  # noqa: ANN001
     settings, db, _ = letter
