@@ -147,16 +147,24 @@ def append(conn: sqlite3.Connection, ops: Iterable[dict[str, Any] | Encoded]) ->
     path = generation_path(database, current_generation(conn))
     try:
         with _Appender(path) as out:
-            batch: list[dict[str, Any] | Encoded] = []
-            for op in ops:
-                batch.append(op)
-                if len(batch) == LINE_OPS:
-                    out.write(_line(batch, more=True))
-                    batch = []
-            if batch or out.written:
-                out.write(_line(batch, more=False))
+            _write_ops(out, ops, end=True)
     except OSError as exc:
         raise journal_error(exc, path) from None
+
+
+def _write_ops(out: _Appender, ops: Iterable[dict[str, Any] | Encoded], *, end: bool) -> None:
+    """`ops`, LINE_OPS to a line; with `end`, the last line closes the transaction's entry
+    (`more` false), else every line says more follows."""
+    batch: list[dict[str, Any] | Encoded] = []
+    for op in ops:
+        batch.append(op)
+        if len(batch) == LINE_OPS:
+            out.write(_line(batch, more=True))
+            batch = []
+    if end and (batch or out.written):
+        out.write(_line(batch, more=False))
+    elif batch:
+        out.write(_line(batch, more=True))
 
 
 LINE_OPS = 1000  # ops per journal line
@@ -424,14 +432,7 @@ def write_import_ops(database: Path, ops: Iterable[Encoded]) -> Path:
     path = folder / f"import-{os.getpid()}-{uuid.uuid4().hex}.partial"
     try:
         with _Appender(path) as out:
-            batch: list[dict[str, Any] | Encoded] = []
-            for op in ops:
-                batch.append(op)
-                if len(batch) == LINE_OPS:
-                    out.write(_line(batch, more=True))
-                    batch = []
-            if batch:
-                out.write(_line(batch, more=True))
+            _write_ops(out, ops, end=False)
         if not path.exists():  # no ops: an empty file still says so
             write_line(path, b"")
     except OSError as exc:
