@@ -568,11 +568,6 @@ def request_op(*, subscriber_id: int, email: str, before: str, after: str, kind:
             "after": after, "source": source, "at": at, "events": [event]}
 
 
-def append_request(conn: sqlite3.Connection, op: dict[str, Any]) -> None:
-    """Journal `op` now, outside any transaction (the write lock is busy), durably."""
-    append_requests(conn, [op])
-
-
 def append_requests(conn: sqlite3.Connection, ops: list[dict[str, Any]]) -> None:
     """Journal `ops` now (one line each, one fsync for all), outside any transaction (the
     write lock is busy), durably.

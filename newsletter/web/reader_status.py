@@ -256,19 +256,32 @@ def unsubscribe(db: sqlite_utils.Database, reader: Subscriber, origin: Origin,
     """
     if reader.status in STOPPED and not asked_to_return(db, reader):
         return reader
-    campaign_id = _received(db, reader, campaign)
-    later = deferred(db)
-    # Behind requests already waiting for the lock, or the lock not had within LOCK_WAIT
-    # (an import's merge, a backup): journaled, answered, applied when the lock is free.
-    if later.waiting() or not _begin_soon(db):
-        later.add(db, reader, "unsubscribed", origin, detail, campaign_id)
+    if not _stop(db, {reader.id: (reader, origin, detail, _received(db, reader, campaign))}):
         return replace(reader, status="unsubscribed")
-    with db.conn:  # commits the transaction _begin_soon opened
-        events.change_status(db, reader.id, "unsubscribed", origin, detail=detail,
-                             campaign_id=campaign_id)
     found = _row(db, "id = ?", [reader.id])
     assert found is not None
     return found
+
+
+def _stop(db: sqlite_utils.Database,
+          todo: dict[int, tuple[Subscriber, Origin, str, int | None]]) -> bool:
+    """Unsubscribe each reader of `todo` (id → reader, origin, detail, campaign) in one
+    transaction whose journal lines share one fsync: True. Or, behind requests already
+    waiting for the lock, or the lock not had within LOCK_WAIT (an import's merge, a
+    backup), journal them as requests, applied when the lock is free: False."""
+    later = deferred(db)
+    if later.waiting() or not _begin_soon(db):
+        later.add(db, [(reader, "unsubscribed", origin, detail, campaign_id)
+                       for reader, origin, detail, campaign_id in todo.values()])
+        return False
+    with db.conn, changes.one_fsync(db.conn):  # commits the BEGIN _begin_soon made
+        for reader, origin, detail, campaign_id in todo.values():
+            if db.execute("SELECT 1 FROM subscribers WHERE id = ?",
+                          [reader.id]).fetchone() is None:
+                continue  # forgotten meanwhile (subscribers remove)
+            events.change_status(db, reader.id, "unsubscribed", origin,
+                                 detail=detail, campaign_id=campaign_id)
+    return True
 
 
 # --- serve's unsubscribes, committed in groups (issue 21) --------------------------------
@@ -364,21 +377,10 @@ class Unsubscribes:
         if not todo:
             return results
         with self.writing:
-            later = deferred(db)
-            # Behind requests already waiting for the lock, or the lock not had within
-            # LOCK_WAIT (an import's merge, a backup): journaled, answered, applied later.
-            if later.waiting() or not _begin_soon(db):
-                later.add_many(db, [(reader, "unsubscribed", origin, detail, campaign_id)
-                                    for reader, origin, detail, campaign_id in todo.values()])
-                return [replace(r, status="unsubscribed") if r is not None and r.id in todo
-                        else r for r in results]
-            with db.conn, changes.one_fsync(db.conn):  # commits the BEGIN _begin_soon made
-                for reader, origin, detail, campaign_id in todo.values():
-                    if db.execute("SELECT 1 FROM subscribers WHERE id = ?",
-                                  [reader.id]).fetchone() is None:
-                        continue  # forgotten meanwhile (subscribers remove)
-                    events.change_status(db, reader.id, "unsubscribed", origin,
-                                         detail=detail, campaign_id=campaign_id)
+            applied = _stop(db, todo)
+        if not applied:  # journaled: answered now, applied when the lock is free
+            return [replace(r, status="unsubscribed") if r is not None and r.id in todo
+                    else r for r in results]
         now = {r.id: r for rid in todo if (r := _row(db, "id = ?", [rid])) is not None}
         return [now.get(r.id, r) if r is not None else None for r in results]
 
@@ -407,7 +409,7 @@ def _begin_soon(db: sqlite_utils.Database, wait: float = LOCK_WAIT) -> bool:
 class Deferred:
     """The status changes of one database journaled while it was busy, until applied.
 
-    `add` makes a request durable (changes.append_request: one fsync) and queues it; a
+    `add` makes requests durable (changes.append_requests: one fsync) and queues them; a
     thread applies the queue in one short transaction as soon as the lock is had, through
     events.change_status with the request's id as `external_id` (applied once, whoever
     gets there first: this process, another worker, a restart). `recover` queues the
@@ -425,14 +427,10 @@ class Deferred:
         with self.lock:
             return bool(self.queue)
 
-    def add(self, db: sqlite_utils.Database, reader: Subscriber, status: str, origin: Origin,
-            detail: str, campaign_id: int | None) -> None:
-        self.add_many(db, [(reader, status, origin, detail, campaign_id)])
-
-    def add_many(self, db: sqlite_utils.Database,
-                 asked: list[tuple[Subscriber, str, Origin, str, int | None]]) -> None:
-        """`add` each (reader, status, origin, detail, campaign), with one fsync for all:
-        during a big import an fsync waits behind its writes, one per request queued them."""
+    def add(self, db: sqlite_utils.Database,
+            asked: list[tuple[Subscriber, str, Origin, str, int | None]]) -> None:
+        """Journal each (reader, status, origin, detail, campaign), one fsync for all (during
+        a big import an fsync waits behind its writes), and queue it to be applied."""
         at = now_iso()
         with self.lock:  # in journal order
             queued = {(q["subscriber_id"], q["after"]) for q in self.queue}

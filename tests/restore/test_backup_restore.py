@@ -431,11 +431,11 @@ def test_a_lost_journal_moves_the_replaced_databases_requests_aside_too(
     reader_id = _rows(database, "SELECT id FROM subscribers WHERE email = 'b@example.org'")[0][0]
     conn = sqlite3.connect(database)
     try:
-        changes.append_request(conn, changes.request_op(
+        changes.append_requests(conn, [changes.request_op(
             subscriber_id=reader_id, email="b@example.org", before="active",
             after="unsubscribed", kind="unsubscribed", source="one-click", detail="",
             ip=None, user_agent=None, campaign_id=None, request_id="request:old-1",
-            at="2026-12-07T10:00:00Z"))
+            at="2026-12-07T10:00:00Z")])
     finally:
         conn.close()
     assert changes.requests(database)

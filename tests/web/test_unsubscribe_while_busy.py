@@ -160,10 +160,10 @@ def test_a_running_sends_check_sees_a_journaled_unsubscribe(tmp_path: Path) -> N
     watch = _ReaderWatch(database)
     watch.watch([11, 12])
     assert watch.stopped() == {}
-    changes.append_request(db.conn, changes.request_op(
+    changes.append_requests(db.conn, [changes.request_op(
         subscriber_id=2, email="r2@example.com", before="active", after="unsubscribed",
         kind="unsubscribed", source="one-click", detail="", ip=None, user_agent=None,
-        campaign_id=1, request_id="request:test", at="2026-12-07T23:00:00Z"))
+        campaign_id=1, request_id="request:test", at="2026-12-07T23:00:00Z")])
     # Not in the database (nothing committed), seen by the check all the same.
     assert watch.stopped() == {12: "unsubscribed"}
     watch.close()
@@ -189,7 +189,7 @@ def test_a_backup_keeps_a_journaled_unsubscribe_not_applied_yet(tmp_path: Path) 
         db.execute("INSERT INTO subscribers (id, email, email_key, status, created_at, "
                    "updated_at) VALUES (1, 'r1@example.com', 'r1@example.com', 'active', 'x', "
                    "'x')")
-    changes.append_request(db.conn, _request(1, "r1@example.com", "request:one"))
+    changes.append_requests(db.conn, [_request(1, "r1@example.com", "request:one")])
     db.conn.close()
     taken = restore.backup(database, tmp_path / "snap.db")
     assert [changes.request_id(op) for op in changes.requests(database, taken.generation)] == [
@@ -244,7 +244,7 @@ def test_a_request_journaled_inside_an_import_that_never_committed_is_kept_alone
     path = changes.generation_path(database, taken.generation)
     changes.write_line(path, changes._line([{"op": "reader", "subscriber": new_reader,
                                              "events": []}], more=True))
-    changes.append_request(db.conn, _request(1, "r1@example.com", "request:inside"))
+    changes.append_requests(db.conn, [_request(1, "r1@example.com", "request:inside")])
     db.conn.close()  # the import's last line never comes: it was killed, it rolled back
     restore.restore(database, tmp_path / "snap.db")
     db = connect(database)
