@@ -733,8 +733,7 @@ def one_fsync(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         with _Appender(path) as out:
             for ops in groups:
-                for start in range(0, len(ops), LINE_OPS):  # none: no line
-                    out.write(_line(ops[start:start + LINE_OPS],
-                                    more=start + LINE_OPS < len(ops)))
+                if ops:  # written as `append` would have, without this
+                    _write_ops(out, ops, end=True)
     except OSError as exc:
         raise journal_error(exc, path) from None
